@@ -1,0 +1,7 @@
+"""``python -m links`` runs the ``links`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""Callbacks: what the application sees of traffic, per connection.
+
+``on_recv(con_id, msg)`` runs after ``Protocol.on_recv`` for every message received;
+``on_sent(con_id, msg)`` after every message written. On a spawned receiver ``on_recv`` runs
+on the poll thread: keep it short and never block there (hand work to a queue instead).
+
+Built-ins, combined with ``+`` (``store + links.LoggerCallback()`` calls both, in order):
+
+* ``LoggerCallback``: a structlog line per message (``callback.recv`` / ``callback.sent``).
+* ``CounterCallback``: counts both directions; ``wait_recv(n, timeout)`` waits for a count.
+* ``StoreCallback``: keeps every message in both directions; ``find_recv(pred, timeout)``.
+* ``DevNullCallback``: ignores everything (the default).
+* ``DispatchCallback``: routes received messages to functions by type or predicate.
+
+Waiting uses a ``threading.Condition`` with a deadline: never a sleep loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._core._conid import ConId
+from ._log import get_logger
+
+__all__ = [
+    "Callback",
+    "ChainCallback",
+    "LoggerCallback",
+    "CounterCallback",
+    "StoreCallback",
+    "Record",
+    "DevNullCallback",
+    "DispatchCallback",
+]
+
+
+class Callback:
+    """Base class: both hooks do nothing. ``a + b`` chains callbacks."""
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        pass
+
+    def on_sent(self, con_id: ConId, msg: Any) -> None:
+        pass
+
+    def __add__(self, other: Callback) -> ChainCallback:
+        return ChainCallback(self, other)
+
+
+class ChainCallback(Callback):
+    """Calls each callback in order."""
+
+    def __init__(self, *callbacks: Callback) -> None:
+        flat: list[Callback] = []
+        for cb in callbacks:
+            flat.extend(cb.callbacks if isinstance(cb, ChainCallback) else (cb,))
+        self.callbacks = tuple(flat)
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        for cb in self.callbacks:
+            cb.on_recv(con_id, msg)
+
+    def on_sent(self, con_id: ConId, msg: Any) -> None:
+        for cb in self.callbacks:
+            cb.on_sent(con_id, msg)
+
+    def __repr__(self) -> str:
+        return " + ".join(repr(cb) for cb in self.callbacks)
+
+
+class DevNullCallback(Callback):
+    """Ignores everything."""
+
+    def __repr__(self) -> str:
+        return "DevNullCallback()"
+
+
+class LoggerCallback(Callback):
+    """Logs each message as ``callback.recv`` / ``callback.sent`` with ``con_id`` and ``msg``.
+
+    Args:
+        level: the structlog method to use (``"info"``, ``"debug"``, ...).
+    """
+
+    def __init__(self, level: str = "info") -> None:
+        self.level = level
+        self._log = getattr(get_logger("callback"), level)
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        self._log("callback.recv", con_id=str(con_id), msg=msg)
+
+    def on_sent(self, con_id: ConId, msg: Any) -> None:
+        self._log("callback.sent", con_id=str(con_id), msg=msg)
+
+    def __repr__(self) -> str:
+        return f"LoggerCallback(level={self.level!r})"
+
+
+def _wait_for(cond: threading.Condition, predicate: Callable[[], Any], timeout: float | None) -> Any:
+    """``cond.wait_for`` with a monotonic deadline; returns the predicate's last value."""
+    with cond:
+        return cond.wait_for(predicate, timeout)
+
+
+class CounterCallback(Callback):
+    """Counts messages in each direction; threads can wait for a count."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.recv_count = 0
+        self.sent_count = 0
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        with self._cond:
+            self.recv_count += 1
+            self._cond.notify_all()
+
+    def on_sent(self, con_id: ConId, msg: Any) -> None:
+        with self._cond:
+            self.sent_count += 1
+            self._cond.notify_all()
+
+    def wait_recv(self, count: int, timeout: float | None = None) -> bool:
+        """True once ``count`` messages were received; False if the timeout passed first."""
+        return bool(_wait_for(self._cond, lambda: self.recv_count >= count, timeout))
+
+    def wait_sent(self, count: int, timeout: float | None = None) -> bool:
+        return bool(_wait_for(self._cond, lambda: self.sent_count >= count, timeout))
+
+    def __repr__(self) -> str:
+        return f"CounterCallback(recv={self.recv_count}, sent={self.sent_count})"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored message: direction (``"recv"`` / ``"sent"``), connection, message, time."""
+
+    direction: str
+    con_id: ConId
+    msg: Any
+    at: float
+
+
+class StoreCallback(Callback):
+    """Keeps every message in both directions, in order, and lets threads wait for one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.records: list[Record] = []
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        self._add("recv", con_id, msg)
+
+    def on_sent(self, con_id: ConId, msg: Any) -> None:
+        self._add("sent", con_id, msg)
+
+    def _add(self, direction: str, con_id: ConId, msg: Any) -> None:
+        with self._cond:
+            self.records.append(Record(direction, con_id, msg, time.monotonic()))
+            self._cond.notify_all()
+
+    def recv_msgs(self) -> list[Any]:
+        with self._cond:
+            return [r.msg for r in self.records if r.direction == "recv"]
+
+    def sent_msgs(self) -> list[Any]:
+        with self._cond:
+            return [r.msg for r in self.records if r.direction == "sent"]
+
+    def find_recv(self, predicate: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+        """The first received message matching ``predicate`` (any, if None), waiting up to
+        ``timeout`` for it to arrive; None if it did not."""
+        return self._find("recv", predicate, timeout)
+
+    def find_sent(self, predicate: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+        return self._find("sent", predicate, timeout)
+
+    def wait_recv_count(self, count: int, timeout: float | None = None) -> bool:
+        """True once ``count`` messages were received; False if the timeout passed first."""
+        return bool(_wait_for(self._cond, lambda: sum(r.direction == "recv" for r in self.records) >= count, timeout))
+
+    def _find(self, direction: str, predicate: Callable[[Any], bool] | None, timeout: float | None) -> Any:
+        match = predicate or (lambda _msg: True)
+        seen = 0
+
+        def scan() -> Record | None:
+            nonlocal seen
+            for r in self.records[seen:]:
+                if r.direction == direction and match(r.msg):
+                    return r
+            seen = len(self.records)
+            return None
+
+        found = _wait_for(self._cond, scan, timeout)
+        return found.msg if found is not None else None
+
+    def clear(self) -> None:
+        with self._cond:
+            self.records.clear()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"StoreCallback({len(self.records)} records)"
+
+
+class DispatchCallback(Callback):
+    """Routes each received message to the handlers whose filter matches it.
+
+    A filter is a type (``isinstance``) or a predicate on the message::
+
+        router = links.DispatchCallback()
+
+        @router.on(Ping)
+        def ping(con_id, msg): ...
+
+        @router.on(lambda m: isinstance(m, dict) and m.get("type") == "order")
+        def order(con_id, msg): ...
+
+    Every matching handler runs, in registration order; ``otherwise`` runs when none match.
+    """
+
+    def __init__(self, otherwise: Callable[[ConId, Any], None] | None = None) -> None:
+        self._routes: list[tuple[Callable[[Any], bool], Callable[[ConId, Any], None]]] = []
+        self.otherwise = otherwise
+
+    def on(self, filter: type | Callable[[Any], bool]) -> Callable[[Callable[[ConId, Any], None]], Callable[[ConId, Any], None]]:
+        match = (lambda msg: isinstance(msg, filter)) if isinstance(filter, type) else filter
+
+        def register(handler: Callable[[ConId, Any], None]) -> Callable[[ConId, Any], None]:
+            self._routes.append((match, handler))
+            return handler
+
+        return register
+
+    def on_recv(self, con_id: ConId, msg: Any) -> None:
+        handled = False
+        for match, handler in self._routes:
+            if match(msg):
+                handler(con_id, msg)
+                handled = True
+        if not handled and self.otherwise is not None:
+            self.otherwise(con_id, msg)
+
+    def __repr__(self) -> str:
+        return f"DispatchCallback({len(self._routes)} routes)"

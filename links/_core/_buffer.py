@@ -1,0 +1,89 @@
+"""``ReceiveBuffer``: one reusable bytearray that socket reads land in and frames are cut from.
+
+Why this shape:
+
+* The socket reads straight into free space at the end (``recv_into`` on ``writable()``), so a
+  read allocates nothing. Frames are found by offset and handed out as ``memoryview`` slices,
+  so cutting a frame copies nothing either.
+* The bytearray is never resized in place. A resize while a memoryview of it is alive raises
+  ``BufferError``, and a messenger might hold one for a moment. Growing replaces the array;
+  compacting moves the unread tail to the front with a same-size slice assignment, which
+  CPython allows while views exist.
+* Frame views are valid until the next ``writable()`` or ``feed()``. Messengers copy what
+  they keep (``bytes(view)``, ``json.loads`` of it); that is their documented contract.
+"""
+
+from __future__ import annotations
+
+from ._framer import Framer
+
+__all__ = ["ReceiveBuffer"]
+
+
+class ReceiveBuffer:
+    """Bytes received but not yet cut into frames.
+
+    Args:
+        capacity: initial size of the backing array; it grows (up to what the framer's
+            ``max_frame_size`` needs) when one frame is larger.
+        read_size: the free space ``writable()`` guarantees at least, so one ``recv_into``
+            can take a whole kernel buffer's worth.
+    """
+
+    __slots__ = ("_buf", "_view", "_start", "_end", "_read_size")
+
+    def __init__(self, capacity: int = 1 << 16, read_size: int = 1 << 16) -> None:
+        self._buf = bytearray(max(capacity, read_size))
+        self._view = memoryview(self._buf)
+        self._start = 0  # first unread byte
+        self._end = 0  # one past the last received byte
+        self._read_size = read_size
+
+    def __len__(self) -> int:
+        return self._end - self._start
+
+    def writable(self, min_free: int = 0) -> memoryview:
+        """Free space at the end to ``recv_into``; call ``commit(n)`` with what was written."""
+        want = max(self._read_size, min_free)
+        if len(self._buf) - self._end < want:
+            self._make_room(want)
+        return self._view[self._end :]
+
+    def commit(self, n: int) -> None:
+        self._end += n
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in (the Sans-I/O entry point, for callers that already hold bytes)."""
+        n = len(data)
+        self.writable(n)[:n] = data
+        self._end += n
+
+    def next_frame(self, framer: Framer) -> memoryview | None:
+        """Cut the next whole frame, or return None when more bytes are needed.
+
+        Raises:
+            FrameTooLarge: the framer saw a frame over its ``max_frame_size``.
+        """
+        start, end = self._start, self._end
+        if start == end:
+            return None
+        size = framer.frame_length(self._buf, start, end)
+        if size is None:
+            return None
+        self._start = start + size
+        if self._start == self._end:
+            # Everything consumed: rewind for free, so the common case never compacts.
+            self._start = self._end = 0
+        return self._view[start : start + size]
+
+    def _make_room(self, want: int) -> None:
+        pending = self._end - self._start
+        if len(self._buf) - pending >= want:
+            # Enough room once the unread tail moves to the front.
+            self._buf[:pending] = self._buf[self._start : self._end]
+        else:
+            bigger = bytearray(max(2 * len(self._buf), pending + want))
+            bigger[:pending] = self._view[self._start : self._end]
+            self._buf = bigger
+            self._view = memoryview(bigger)
+        self._start, self._end = 0, pending

@@ -1,0 +1,186 @@
+"""Framers: where one message ends in a stream of bytes, and how to wrap one for the wire.
+
+A framer has two jobs that mirror each other:
+
+* reading: ``frame_length(buf, start, end)`` looks at ``buf[start:end]`` and returns the length
+  of the whole frame that starts at ``start`` once all of it is there, or ``None`` when more
+  bytes are needed. ``payload(frame)`` strips the framing from one whole frame.
+* writing: ``encode(payload)`` returns the whole frame for a payload.
+
+Messengers only ever see payloads, so any messenger composes with any framer (a JSON
+messenger over a length prefix, a delimiter, or fixed-size records).
+
+``max_frame_size`` bounds the whole frame, header included. A peer that declares more (or,
+for delimiters, sends that many bytes without a delimiter) gets ``FrameTooLarge`` and its
+connection is closed: without the bound one hostile length field could make us allocate
+gigabytes.
+
+Lengths are read with ``struct.unpack_from(fmt, buf, start + offset)``, never by slicing
+with hand-computed bounds, so a header at any offset is read from exactly its own bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Protocol as _TypingProtocol
+
+from .._errors import FrameTooLarge
+
+__all__ = ["Framer", "FixedSizeFramer", "LengthPrefixFramer", "DelimiterFramer"]
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Framer(_TypingProtocol):
+    """What the connection engine needs from a framer."""
+
+    max_frame_size: int
+
+    def frame_length(self, buf: Buffer, start: int, end: int) -> int | None: ...
+
+    def payload(self, frame: memoryview) -> Buffer: ...
+
+    def encode(self, payload: Buffer) -> bytes: ...
+
+
+class FixedSizeFramer:
+    """Every frame is exactly ``size`` bytes; the payload is the whole frame."""
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError("size must be positive")
+        self.size = size
+        self.max_frame_size = size
+
+    def frame_length(self, buf: Buffer, start: int, end: int) -> int | None:
+        return self.size if end - start >= self.size else None
+
+    def payload(self, frame: memoryview) -> Buffer:
+        return frame
+
+    def encode(self, payload: Buffer) -> bytes:
+        if len(payload) != self.size:
+            raise ValueError(f"payload is {len(payload)} bytes, fixed frames are {self.size}")
+        return bytes(payload)
+
+    def __repr__(self) -> str:
+        return f"FixedSizeFramer(size={self.size})"
+
+
+class LengthPrefixFramer:
+    """A length field (u16 or u32, big or little endian) at ``offset`` bytes into the frame.
+
+    The frame is ``prefix (offset bytes) + length field (header_size bytes) + body``.
+    By default the field counts the body only. With ``includes_header=True`` it counts the
+    whole frame, prefix and field included (some wire formats do this).
+
+    With ``offset > 0`` the payload handed to the messenger is ``prefix + body`` (the field is
+    taken out), and ``encode`` expects the same shape back, so a messenger can own the prefix
+    bytes (for example a message type that precedes the length).
+
+    Args:
+        header_size: 2 or 4 bytes.
+        byteorder: ``"big"`` (network order) or ``"little"``.
+        offset: bytes before the length field.
+        includes_header: whether the field counts the prefix and itself.
+        max_frame_size: the largest whole frame accepted, header included.
+    """
+
+    def __init__(
+        self,
+        header_size: int = 4,
+        *,
+        byteorder: str = "big",
+        offset: int = 0,
+        includes_header: bool = False,
+        max_frame_size: int = 1 << 20,
+    ) -> None:
+        if header_size not in (2, 4):
+            raise ValueError("header_size must be 2 or 4")
+        if byteorder not in ("big", "little"):
+            raise ValueError("byteorder must be 'big' or 'little'")
+        if offset < 0:
+            raise ValueError("offset must be >= 0")
+        self.header_size = header_size
+        self.byteorder = byteorder
+        self.offset = offset
+        self.includes_header = includes_header
+        self._struct = struct.Struct(("!" if byteorder == "big" else "<") + ("H" if header_size == 2 else "I"))
+        self._head = offset + header_size
+        # The most a header can ever declare, so a small max does not need checking twice.
+        field_max = (1 << (8 * header_size)) - 1
+        self.max_frame_size = min(max_frame_size, field_max if includes_header else field_max + self._head)
+
+    def frame_length(self, buf: Buffer, start: int, end: int) -> int | None:
+        if end - start < self._head:
+            return None
+        (declared,) = self._struct.unpack_from(buf, start + self.offset)
+        size = declared if self.includes_header else declared + self._head
+        if size > self.max_frame_size:
+            raise FrameTooLarge(size, self.max_frame_size)
+        if size < self._head:
+            # A length that does not even cover its own header can only be garbage.
+            raise FrameTooLarge(size, self.max_frame_size) from ValueError(
+                f"declared frame size {size} is smaller than the {self._head}-byte header"
+            )
+        return size if end - start >= size else None
+
+    def payload(self, frame: memoryview) -> Buffer:
+        if self.offset == 0:
+            return frame[self._head :]
+        return bytes(frame[: self.offset]) + bytes(frame[self._head :])
+
+    def encode(self, payload: Buffer) -> bytes:
+        size = len(payload) + self.header_size
+        if size > self.max_frame_size:
+            raise FrameTooLarge(size, self.max_frame_size)
+        field = self._struct.pack(size if self.includes_header else size - self._head)
+        if self.offset == 0:
+            return field + payload
+        if len(payload) < self.offset:
+            raise ValueError(f"payload must hold the {self.offset}-byte prefix")
+        return bytes(payload[: self.offset]) + field + bytes(payload[self.offset :])
+
+    def __repr__(self) -> str:
+        return (
+            f"LengthPrefixFramer(header_size={self.header_size}, byteorder={self.byteorder!r}, "
+            f"offset={self.offset}, includes_header={self.includes_header}, "
+            f"max_frame_size={self.max_frame_size})"
+        )
+
+
+class DelimiterFramer:
+    """Frames end with ``delimiter`` (``b"\\n"`` by default); the payload excludes it."""
+
+    def __init__(self, delimiter: bytes = b"\n", *, max_frame_size: int = 1 << 16) -> None:
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        self.delimiter = bytes(delimiter)
+        self.max_frame_size = max_frame_size
+
+    def frame_length(self, buf: Buffer, start: int, end: int) -> int | None:
+        # Search only as far as a legal frame can reach, so a peer that never sends the
+        # delimiter is refused after max_frame_size bytes instead of growing the buffer.
+        limit = min(end, start + self.max_frame_size)
+        if isinstance(buf, memoryview):
+            buf = bytes(buf)  # memoryview has no find(); the engine passes its bytearray instead
+        at = buf.find(self.delimiter, start, limit)
+        if at >= 0:
+            return at - start + len(self.delimiter)
+        if limit - start >= self.max_frame_size:
+            raise FrameTooLarge(end - start, self.max_frame_size)
+        return None
+
+    def payload(self, frame: memoryview) -> Buffer:
+        return frame[: len(frame) - len(self.delimiter)]
+
+    def encode(self, payload: Buffer) -> bytes:
+        if self.delimiter in payload:
+            raise ValueError("payload contains the delimiter")
+        frame = bytes(payload) + self.delimiter
+        if len(frame) > self.max_frame_size:
+            raise FrameTooLarge(len(frame), self.max_frame_size)
+        return frame
+
+    def __repr__(self) -> str:
+        return f"DelimiterFramer(delimiter={self.delimiter!r}, max_frame_size={self.max_frame_size})"

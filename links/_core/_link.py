@@ -1,0 +1,79 @@
+"""``Link``: the Sans-I/O engine of one connection. Bytes in, messages out; message in, bytes out.
+
+The drivers (``CltRecver``, ``CltSender``) own the socket and the threads; the ``Link`` owns
+what does not depend on either: the receive buffer, the framer and messenger, and the
+``on_send`` stamping. It can be driven by a test with plain bytes and no socket at all::
+
+    link = Link(MyProtocol())
+    link.receive_data(b"...")
+    while (msg := link.next_message()) is not NEED_DATA:
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .._errors import DecodeError, ProtocolError
+from ._buffer import ReceiveBuffer
+from ._protocol import Protocol, overrides
+from ._status import NEED_DATA
+
+__all__ = ["Link"]
+
+
+class Link:
+    """Framing and (de)serialization for one connection.
+
+    Raises from ``next_message``:
+        FrameTooLarge: the peer declared or sent a frame over ``max_frame_size``.
+        DecodeError: a whole frame could not be deserialized.
+    """
+
+    __slots__ = ("protocol", "framer", "messenger", "buffer", "_stamps")
+
+    def __init__(self, protocol: Protocol, *, read_size: int = 1 << 16) -> None:
+        self.protocol = protocol
+        self.framer = protocol.framer
+        self.messenger = protocol.messenger
+        self.buffer = ReceiveBuffer(read_size=read_size)
+        self._stamps = overrides(protocol, "on_send")
+
+    # -- receive --------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add received bytes (copying them)."""
+        self.buffer.feed(data)
+
+    def next_message(self) -> Any:
+        """The next whole message, or ``NEED_DATA``."""
+        frame = self.buffer.next_frame(self.framer)
+        if frame is None:
+            return NEED_DATA
+        try:
+            return self.messenger.deserialize(self.framer.payload(frame))
+        except ProtocolError:
+            raise
+        except Exception as e:  # a user messenger may raise anything on hostile bytes
+            raise DecodeError(f"{type(self.messenger).__name__} failed: {e!r}") from e
+
+    # -- send -----------------------------------------------------------------------------
+
+    def stamp(self, msg: Any) -> Any:
+        """Run ``on_send``; return the message that will really be sent."""
+        if self._stamps:
+            replaced = self.protocol.on_send(msg)
+            if replaced is not None:
+                return replaced
+        return msg
+
+    def encode(self, msg: Any) -> bytes:
+        """The whole frame for an already stamped message."""
+        return self.framer.encode(self.messenger.serialize(msg))
+
+    def encode_many(self, msgs: Iterable[Any]) -> tuple[list[Any], bytes]:
+        """Stamp and encode a batch into one buffer (one write for all of them)."""
+        stamped = [self.stamp(m) for m in msgs]
+        encode = self.encode
+        return stamped, b"".join([encode(m) for m in stamped])

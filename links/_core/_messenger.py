@@ -1,0 +1,65 @@
+"""Messengers: turn a message into a payload and a payload back into a message.
+
+A messenger never sees framing: the framer adds and strips it. ``deserialize`` receives a
+``memoryview`` that is only valid during the call, so it must copy what it keeps. Bad bytes
+raise ``DecodeError``; the engine then closes that one connection with a logged reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Generic, TypeVar
+
+from .._errors import DecodeError
+
+__all__ = ["Messenger", "RawMessenger", "JsonMessenger"]
+
+SendT = TypeVar("SendT")
+RecvT = TypeVar("RecvT")
+
+Buffer = bytes | bytearray | memoryview
+
+
+class Messenger(Generic[SendT, RecvT]):
+    """Base class and contract. Subclass and override both methods."""
+
+    def serialize(self, msg: SendT) -> Buffer:
+        raise NotImplementedError
+
+    def deserialize(self, payload: Buffer) -> RecvT:
+        raise NotImplementedError
+
+
+class RawMessenger(Messenger[bytes, bytes]):
+    """Messages are the payload bytes themselves."""
+
+    def serialize(self, msg: bytes) -> Buffer:
+        if not isinstance(msg, (bytes, bytearray, memoryview)):
+            raise TypeError(f"RawMessenger sends bytes, not {type(msg).__name__}")
+        return msg
+
+    def deserialize(self, payload: Buffer) -> bytes:
+        return bytes(payload)
+
+    def __repr__(self) -> str:
+        return "RawMessenger()"
+
+
+class JsonMessenger(Messenger[Any, Any]):
+    """Messages are JSON values (dicts, lists, strings, numbers), UTF-8 on the wire."""
+
+    def __init__(self) -> None:
+        self._encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        self._decoder = json.JSONDecoder()
+
+    def serialize(self, msg: Any) -> Buffer:
+        return self._encoder.encode(msg).encode()
+
+    def deserialize(self, payload: Buffer) -> Any:
+        try:
+            return self._decoder.decode(bytes(payload).decode())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise DecodeError(f"not a JSON document: {e}") from e
+
+    def __repr__(self) -> str:
+        return "JsonMessenger()"

@@ -1,0 +1,88 @@
+"""``Protocol``: the per-connection hooks a user overrides, composed with a framer and a messenger.
+
+One base class with no-op hooks (like Twisted's ``Protocol``); nothing is inherited from the
+framer or the messenger, they are plain attributes. Every connection gets a fresh instance
+from the factory passed as ``protocol=`` (the class itself, or any zero-argument callable), so
+per-connection state lives in ``self`` and never leaks between connections.
+
+Hook order:
+
+* receive: ``on_recv(msg)`` → ``Callback.on_recv(con_id, msg)`` → ``send_reply(msg, con)``
+* send: ``on_send(msg)`` (may stamp; return a replacement or mutate) → serialize → write →
+  ``on_sent(msg)`` + ``Callback.on_sent(con_id, msg)``; or ``on_would_block(msg)``;
+  or ``on_error(msg, error)`` and the error is raised.
+* lifecycle: ``on_connect(con)`` once the socket is up; ``on_disconnect(con_id)`` exactly once.
+
+Hooks always run, whichever wrapper holds the connection (``Clt``, split halves, spawned
+receivers, ``Ref`` handles). The ``con`` given to ``on_connect``, ``send_reply`` and
+``send_heartbeat`` is the connection's ``CltSender``: thread-safe for sending, with ``con_id``,
+``close()``, ``is_connected()`` and ``timer`` (to schedule handshake deadlines).
+
+Threads: on a spawned receiver ``on_recv`` and ``send_reply`` run on the poll thread, which
+they must never block; ``send_heartbeat`` runs on the timer thread. A server-side handshake
+therefore *advances* in ``on_recv`` and times out through a timer task scheduled in
+``on_connect``; it never waits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._framer import Framer, LengthPrefixFramer
+from ._messenger import Messenger, RawMessenger
+
+if TYPE_CHECKING:
+    from ._conid import ConId
+
+__all__ = ["Protocol", "overrides"]
+
+SendT = TypeVar("SendT")
+RecvT = TypeVar("RecvT")
+
+
+class Protocol(Generic[SendT, RecvT]):
+    """Base class: override the hooks you need; the rest cost nothing (they are skipped)."""
+
+    #: Finds frame boundaries and wraps payloads. Stateless, so one instance may be shared.
+    framer: Framer = LengthPrefixFramer(header_size=4)
+    #: Turns payloads into messages and back.
+    messenger: Messenger = RawMessenger()
+    #: Seconds between ``send_heartbeat`` calls, or None for no heartbeats.
+    heartbeat_interval: float | None = None
+
+    def on_connect(self, con: Any) -> None:
+        """The connection is up. Start a handshake here (send a login); never wait for it."""
+
+    def on_disconnect(self, con_id: ConId) -> None:
+        """The connection ended (called exactly once, whoever closed it)."""
+
+    def on_send(self, msg: SendT) -> SendT | None:
+        """About to serialize ``msg``. Return a replacement (or None to keep ``msg``)."""
+        return None
+
+    def on_sent(self, msg: SendT) -> None:
+        """``msg`` was written to the socket."""
+
+    def on_would_block(self, msg: SendT) -> None:
+        """``msg`` was not written: the socket was full and the timeout allowed no wait."""
+
+    def on_error(self, msg: SendT, error: BaseException) -> None:
+        """Writing ``msg`` failed with ``error`` (which is then raised to the caller)."""
+
+    def on_recv(self, msg: RecvT) -> None:
+        """``msg`` arrived (before the callback sees it)."""
+
+    def is_connected(self) -> bool:
+        """Protocol-level liveness (logged in, heartbeats fresh). The socket's is checked too."""
+        return True
+
+    def send_reply(self, msg: RecvT, con: Any) -> None:
+        """Answer ``msg`` through ``con`` (after the callback ran). Runs on the receiving thread."""
+
+    def send_heartbeat(self, con: Any) -> None:
+        """Send a heartbeat through ``con``; called every ``heartbeat_interval`` seconds."""
+
+
+def overrides(protocol: Protocol, hook: str) -> bool:
+    """Whether ``protocol`` replaces the base no-op ``hook`` (so the engine can skip calls)."""
+    return getattr(type(protocol), hook) is not getattr(Protocol, hook)

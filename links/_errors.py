@@ -1,0 +1,75 @@
+"""The one small tree of errors that ``links`` raises.
+
+The split follows who is to blame, because that decides what the caller does next:
+
+* ``ClosedError``: *you* closed this connection (or a clone of its ref did). Retrying is a bug.
+* ``BrokenError``: the peer or the network ended it (FIN, RST, EPIPE, ...). The original
+  ``OSError``, when there is one, is chained as ``__cause__``.
+* ``BusyError``: two threads used a half that is not meant to be shared (for example two
+  concurrent ``recv`` calls on one ``CltRecver``). Share through ``links.Ref`` instead.
+* ``ProtocolError`` and its children: the peer sent bytes that break the framing or cannot be
+  decoded. The connection they came on is closed; nothing else is disturbed.
+* ``ConnectTimeout``: a connect (including its handshake) did not complete in time. It is also
+  a ``TimeoutError`` so generic timeout handling catches it.
+
+Raw ``OSError`` is translated into this tree in exactly one place, ``links._transport``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LinksError",
+    "ClosedError",
+    "BrokenError",
+    "BusyError",
+    "ProtocolError",
+    "FrameTooLarge",
+    "DecodeError",
+    "ConnectTimeout",
+]
+
+
+class LinksError(Exception):
+    """Base of every error ``links`` raises on purpose."""
+
+
+class ClosedError(LinksError):
+    """The connection (or service) was closed locally; it cannot be used again."""
+
+
+class BrokenError(LinksError):
+    """The peer or the network ended the connection.
+
+    ``reason`` is a short stable word for logs: ``"peer_closed"`` (orderly FIN), ``"broken"``
+    (reset, unreachable, ...), ``"stalled"`` (the peer stopped reading mid-frame), or the log
+    event of a protocol violation such as ``"frame.too_large"``.
+    """
+
+    def __init__(self, message: str, reason: str = "broken") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class BusyError(LinksError):
+    """Two threads used an unshared half at the same time."""
+
+
+class ProtocolError(LinksError):
+    """The peer sent bytes that violate the framing or the message format."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame declared (or grew to) more than the framer's ``max_frame_size``."""
+
+    def __init__(self, size: int, max_frame_size: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds max_frame_size={max_frame_size}")
+        self.size = size
+        self.max_frame_size = max_frame_size
+
+
+class DecodeError(ProtocolError):
+    """A whole frame arrived but the messenger could not turn it into a message."""
+
+
+class ConnectTimeout(LinksError, TimeoutError):
+    """Connecting (dial plus handshake) did not finish before the timeout."""

@@ -1,0 +1,184 @@
+"""``Pool`` and ``SvcSender``: the live connections of a service, and sending over them.
+
+The pool is written by the accepting thread (the poll thread once the acceptor is spawned)
+and by whichever thread ends a connection (a close listener removes it), and read by senders
+on user threads, so every access holds one condition's lock. Round-robin keeps a cursor that
+survives joins and leaves.
+
+``SvcSender`` is the sending side of a service: round-robin ``send``, ``send_to(con_id)`` and
+``broadcast``. A send that finds the pool empty waits for a connection to join, up to its
+timeout, then answers ``WOULD_BLOCK``: a service that starts before its clients is normal.
+A connection that breaks during a round-robin send is dropped and the next one is tried.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._core._conid import ConId
+from ._core._status import SendStatus
+from ._errors import BrokenError, ClosedError
+from ._recver import CltRecver
+from ._sender import CltSender
+
+__all__ = ["Pool", "SvcSender"]
+
+
+class Pool:
+    """Connections of one service, in join order, with a round-robin cursor."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._entries: dict[ConId, tuple[CltRecver | None, CltSender]] = {}
+        self._cursor = 0
+        self._closed = False
+
+    def add(self, recver: CltRecver | None, sender: CltSender) -> None:
+        with self._cond:
+            self._entries[sender.con_id] = (recver, sender)
+            self._cond.notify_all()
+
+    def remove(self, con_id: ConId) -> None:
+        with self._cond:
+            self._entries.pop(con_id, None)
+            self._cond.notify_all()
+
+    def get(self, con_id: ConId) -> CltSender | None:
+        with self._cond:
+            entry = self._entries.get(con_id)
+            return entry[1] if entry else None
+
+    def con_ids(self) -> list[ConId]:
+        with self._cond:
+            return list(self._entries)
+
+    def senders(self) -> list[CltSender]:
+        with self._cond:
+            return [s for _, s in self._entries.values()]
+
+    def rotation(self) -> list[tuple[CltRecver | None, CltSender]]:
+        """Every entry, starting at the round-robin cursor (which then moves on by one)."""
+        with self._cond:
+            entries = list(self._entries.values())
+            if not entries:
+                return entries
+            start = self._cursor % len(entries)
+            self._cursor = start + 1
+            return entries[start:] + entries[:start]
+
+    def wait_nonempty(self, deadline: float | None) -> bool:
+        with self._cond:
+            while not self._entries and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return bool(self._entries)
+
+    def close(self) -> list[CltSender]:
+        """Mark closed (waiters return) and hand back every sender for closing."""
+        with self._cond:
+            self._closed = True
+            senders = [s for _, s in self._entries.values()]
+            self._cond.notify_all()
+        return senders
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+class SvcSender:
+    """Sends over a service's live pool. Close it to close the whole service."""
+
+    def __init__(self, pool: Pool, close: Callable[[], None], name: str) -> None:
+        self._pool = pool
+        self._close = close
+        self.name = name
+
+    @property
+    def con_id(self) -> str:
+        return self.name
+
+    def con_ids(self) -> list[ConId]:
+        """The connections in the pool now."""
+        return self._pool.con_ids()
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def is_connected(self) -> bool:
+        """True while at least one pooled connection is up."""
+        return any(s.is_connected() for s in self._pool.senders())
+
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send to the next connection in round-robin order.
+
+        Returns ``WOULD_BLOCK`` if no connection joined within ``timeout``, or the chosen
+        one had no room in time.
+
+        Raises:
+            ClosedError: the service was closed.
+        """
+        return self._round_robin(lambda s, t: s.send(msg, t), timeout)
+
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        """Send a batch, in one write, to the next connection in round-robin order."""
+        batch = list(msgs)
+        return self._round_robin(lambda s, t: s.send_many(batch, t), timeout)
+
+    def send_to(self, con_id: ConId, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send to one connection.
+
+        Raises:
+            BrokenError: ``con_id`` is not in the pool (it ended, or never joined).
+        """
+        sender = self._pool.get(con_id)
+        if sender is None:
+            if self._pool.closed:
+                raise ClosedError(f"{self.name} is closed")
+            raise BrokenError(f"{con_id} is not connected to {self.name}", "unknown_connection")
+        return sender.send(msg, timeout)
+
+    def broadcast(self, msg: Any, timeout: float | None = None) -> int:
+        """Send to every connection; returns how many it was written to (broken ones are dropped)."""
+        written = 0
+        for sender in self._pool.senders():
+            try:
+                if sender.send(msg, timeout) is SendStatus.COMPLETED:
+                    written += 1
+            except (BrokenError, ClosedError):
+                continue  # that connection is gone; its close already removed it
+        return written
+
+    def close(self) -> None:
+        self._close()
+
+    def __repr__(self) -> str:
+        return f"SvcSender({self.name!r}, connections={len(self._pool)})"
+
+    def _round_robin(self, send: Callable[[CltSender, float | None], SendStatus], timeout: float | None) -> SendStatus:
+        deadline = _deadline(timeout)
+        while True:
+            if self._pool.closed:
+                raise ClosedError(f"{self.name} is closed")
+            for _, sender in self._pool.rotation():
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    return send(sender, remaining)
+                except (BrokenError, ClosedError):
+                    continue  # dropped from the pool by its close; try the next one
+            if not self._pool.wait_nonempty(deadline):
+                if self._pool.closed:
+                    raise ClosedError(f"{self.name} is closed")
+                return SendStatus.WOULD_BLOCK

@@ -1,0 +1,144 @@
+"""``Ref[T]``: one shareable, lock-guarded handle to a connection half (or anything else).
+
+Why one generic class
+    Sharing changes thread-safety, never behaviour. Instead of a "Ref" twin of every class,
+    ``Ref`` wraps any target and guards each verb with one lock shared by all clones. Clones
+    share the target too, so closing any clone closes the connection for every holder.
+
+The lock: spin, then park
+    ``SpinParkLock.acquire`` first tries ``spins`` non-blocking acquires and only then blocks.
+    The idea comes from the reference design, where a short spin beats a futex sleep when the
+    holder is about to finish. In CPython the picture is different: a spinning thread holds
+    the GIL the lock holder may need. What makes a short spin still worthwhile is that the
+    holder usually sits in ``send()``, a syscall that releases the GIL: a few retries cost
+    well under a microsecond and can catch the release without a park/unpark round trip.
+    The bound keeps the worst case tiny. ``spins=0`` gives a plain blocking lock. The
+    default is chosen by ``benchmarks/bench_ref_lock.py`` (results in
+    ``benchmarks/RESULTS.md``); the API does not change with it.
+
+What is and is not locked
+    ``send``, ``send_many``, ``send_to``, ``broadcast`` and ``recv`` take the lock, so callers
+    are serialized and a frame is never interleaved with another thread's. ``close`` does not:
+    a thread blocked in ``send(timeout=None)`` holds the lock, and closing must still be able
+    to wake it (closing shuts the socket down, which ends that wait). ``con_id`` and
+    ``is_connected`` read state that is safe to read without it. ``locked()`` holds the lock
+    across several calls on the raw target.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Ref", "SpinParkLock", "DEFAULT_SPINS"]
+
+T = TypeVar("T")
+
+#: Non-blocking attempts before parking. Measured in benchmarks/RESULTS.md ("Ref lock").
+DEFAULT_SPINS = 16
+
+
+class SpinParkLock:
+    """A mutex that spins ``spins`` times on a non-blocking acquire, then blocks."""
+
+    __slots__ = ("_lock", "spins")
+
+    def __init__(self, spins: int = DEFAULT_SPINS) -> None:
+        self._lock = threading.Lock()
+        self.spins = spins
+
+    def acquire(self) -> None:
+        try_acquire = self._lock.acquire
+        for _ in range(self.spins):
+            if try_acquire(False):
+                return
+        try_acquire()  # park: the OS puts us to sleep until the holder releases
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> SpinParkLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class Ref(Generic[T]):
+    """A shareable handle: clones share one target and one lock.
+
+    Args:
+        target: the object to guard (a ``CltSender``, ``CltRecver``, ``SvcSender``, ...).
+        spins: non-blocking acquire attempts before blocking (see the module docstring).
+    """
+
+    __slots__ = ("_target", "_lock")
+
+    def __init__(self, target: T, *, spins: int = DEFAULT_SPINS, _lock: SpinParkLock | None = None) -> None:
+        self._target = target
+        self._lock = _lock or SpinParkLock(spins)
+
+    def clone(self) -> Ref[T]:
+        """Another handle to the same target, guarded by the same lock."""
+        return Ref(self._target, _lock=self._lock)
+
+    @property
+    def target(self) -> T:
+        """The guarded object itself (use ``locked()`` to call it under the lock)."""
+        return self._target
+
+    @contextmanager
+    def locked(self) -> Iterator[T]:
+        """Hold the lock across several calls: ``with ref.locked() as sender: ...``."""
+        with self._lock:
+            yield self._target
+
+    # -- the verbs, each under the lock ----------------------------------------------------
+
+    def send(self, msg: Any, timeout: float | None = None) -> Any:
+        with self._lock:
+            return self._target.send(msg, timeout)  # type: ignore[attr-defined]
+
+    def send_many(self, msgs: Any, timeout: float | None = None) -> Any:
+        with self._lock:
+            return self._target.send_many(msgs, timeout)  # type: ignore[attr-defined]
+
+    def send_to(self, con_id: Any, msg: Any, timeout: float | None = None) -> Any:
+        with self._lock:
+            return self._target.send_to(con_id, msg, timeout)  # type: ignore[attr-defined]
+
+    def broadcast(self, msg: Any, timeout: float | None = None) -> Any:
+        with self._lock:
+            return self._target.broadcast(msg, timeout)  # type: ignore[attr-defined]
+
+    def recv(self, timeout: float | None = None) -> Any:
+        with self._lock:
+            return self._target.recv(timeout)  # type: ignore[attr-defined]
+
+    # -- unlocked: safe without it, or must not wait for it ---------------------------------
+
+    @property
+    def con_id(self) -> Any:
+        return self._target.con_id  # type: ignore[attr-defined]
+
+    def is_connected(self) -> bool:
+        return self._target.is_connected()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        """Close the shared target for every clone (idempotent; never waits for the lock)."""
+        self._target.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> Ref[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ref({self._target!r})"

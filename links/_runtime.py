@@ -1,0 +1,54 @@
+"""The default runtime threads: one ``PollHandler`` and one ``Timer`` per process, made lazily.
+
+Nothing starts at import. The first connection that needs a poll thread or a timer creates
+it; ``links.shutdown()`` stops both (closing every spawned connection) and the next use
+creates fresh ones, which is what test suites want between tests. An ``atexit`` hook calls
+``shutdown()`` so an interpreter never waits on them, and both threads are daemons besides.
+Pass ``poll_handler=`` / ``timer=`` to ``Clt.connect`` or ``Svc.bind`` to use your own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+
+from ._poll import PollHandler
+from ._timer import Timer
+
+__all__ = ["default_poll_handler", "default_timer", "shutdown"]
+
+_lock = threading.Lock()
+_poll: PollHandler | None = None
+_timer: Timer | None = None
+
+
+def default_poll_handler() -> PollHandler:
+    """The shared poll handler, created on first use (and again after ``shutdown()``)."""
+    global _poll
+    with _lock:
+        if _poll is None:
+            _poll = PollHandler("links-poll")
+        return _poll
+
+
+def default_timer() -> Timer:
+    """The shared timer, created on first use (and again after ``shutdown()``)."""
+    global _timer
+    with _lock:
+        if _timer is None:
+            _timer = Timer(name="links-timer")
+        return _timer
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Stop the default poll handler (closing its connections) and timer. Idempotent."""
+    global _poll, _timer
+    with _lock:
+        poll, timer, _poll, _timer = _poll, _timer, None, None
+    if poll is not None:
+        poll.shutdown(timeout)
+    if timer is not None:
+        timer.shutdown(timeout)
+
+
+atexit.register(shutdown)

@@ -1,0 +1,307 @@
+"""``Svc``: a listening socket, its ``ConnectionGate`` and a pool of accepted connections.
+
+Two ways to run one:
+
+* on user threads: ``accept(timeout)`` returns a ``Clt`` for you to own;
+  ``accept_into_pool(timeout)`` keeps it in the service, which then sends round-robin, to one
+  ``con_id``, or to all, and ``recv`` reads round-robin from the pooled receivers;
+* in the poll thread: ``into_sender_with_spawned_recver()`` registers the acceptor there.
+  Every connection accepted from then on (and every one already pooled) has its receiver
+  spawned, so messages reach the callback on the poll thread, and its sender joins the
+  returned ``SvcSender``, which always sends over the live pool.
+
+The gate: each accepted socket first asks the gate for a permit. With none left, the socket
+is closed at once and ``svc.rejected`` is logged; the connection never reaches the protocol.
+The permit is released exactly once, when the connection ends (see ``links._gate``).
+
+A failure while admitting one connection (its ``on_connect`` raised, say) closes that
+connection and is logged as ``svc.accept_failed``; the acceptor carries on.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ._callbacks import Callback
+from ._clt import Clt, ProtocolFactory
+from ._connection import Connection
+from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
+from ._core._status import AcceptStatus, SendStatus
+from ._errors import ClosedError, LinksError
+from ._gate import ConnectionGate
+from ._log import get_logger
+from ._poll import PollHandler
+from ._pool import Pool, SvcSender
+from ._ref import Ref
+from ._runtime import default_poll_handler
+from ._timer import Timer
+from ._transport import accept as accept_socket
+from ._transport import listen, wait_fd
+
+__all__ = ["Svc", "Acceptor"]
+
+#: Accepts per readiness event: a bounded batch, so a connect storm cannot starve traffic.
+ACCEPT_BATCH = 64
+
+
+class Acceptor:
+    """The listening socket's handler: gate check, then a ``Clt`` per accepted socket."""
+
+    poll_kind = "acceptor"
+
+    def __init__(self, svc: Svc, sock: socket.socket) -> None:
+        self.svc = svc
+        self.sock = sock
+        self.con_id = svc.name  # for poll log lines
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def accept_once(self) -> tuple[AcceptStatus, Clt | None]:
+        """Accept one pending connection without waiting.
+
+        Raises:
+            OSError: out of fds or buffers (logged by the caller; the listener stays usable).
+        """
+        accepted = accept_socket(self.sock)
+        if accepted is None:
+            return AcceptStatus.WOULD_BLOCK, None
+        sock, peer = accepted
+        svc = self.svc
+        permit = svc.gate.try_acquire()
+        if permit is None:
+            sock.close()
+            svc.log.warning("svc.rejected", peer=format_addr(peer), max_connections=svc.gate.max_connections)
+            return AcceptStatus.REJECTED, None
+        try:
+            clt = Clt.from_socket(
+                sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
+                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit,
+            )  # fmt: skip
+        except Exception as e:
+            permit.release()
+            sock.close()
+            svc.log.error("svc.accept_failed", peer=format_addr(peer), error=repr(e))
+            return AcceptStatus.REJECTED, None
+        svc.log.info("svc.accepted", con_id=str(clt.con_id), in_use=svc.gate.in_use, max_connections=svc.gate.max_connections)
+        return AcceptStatus.ACCEPTED, clt
+
+    def on_readable(self) -> bool:
+        """Poll thread: accept a bounded batch; every connection joins the live pool."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                status, clt = self.accept_once()
+            except OSError as e:
+                # EMFILE and friends: the pending connection stays queued in the kernel.
+                # Level-triggered polling reports the listener again next pass.
+                self.svc.log.error("svc.accept_failed", error=repr(e))
+                return True
+            if status is AcceptStatus.WOULD_BLOCK:
+                return True
+            if clt is not None:
+                self.svc._pool_spawned(clt)
+        return True
+
+    def on_poll_failure(self, error: BaseException | None) -> None:
+        self.svc.close()
+
+    def __repr__(self) -> str:
+        return f"Acceptor({self.svc.name}@{format_addr(self.svc.local_addr)})"
+
+
+class Svc:
+    """A TCP service: bind, gate, accept, pool, send and receive."""
+
+    def __init__(
+        self, sock: socket.socket, *, protocol: ProtocolFactory, callback: Callback | None, max_connections: int,
+        name: str, poll_handler: PollHandler | None, timer: Timer | None,
+    ) -> None:  # fmt: skip
+        self.protocol = protocol
+        self.callback = callback
+        self.name = name
+        self.poll_handler = poll_handler
+        self.timer = timer
+        self.gate = ConnectionGate(max_connections)
+        host, port = sock.getsockname()[:2]
+        self.local_addr: Addr = (host, port)
+        self.log = get_logger("svc", svc=name)
+        self._acceptor = Acceptor(self, sock)
+        self._pool = Pool()
+        self._sender = SvcSender(self._pool, self.close, name)
+        self._spawned_on: PollHandler | None = None
+        self._closed = False
+
+    @classmethod
+    def bind(
+        cls,
+        addr: str | Addr,
+        *,
+        protocol: ProtocolFactory,
+        callback: Callback | None = None,
+        max_connections: int = 128,
+        name: str = "svc",
+        poll_handler: PollHandler | None = None,
+        timer: Timer | None = None,
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> Svc:
+        """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
+
+        Args:
+            protocol: a ``Protocol`` subclass or zero-argument factory, called per connection.
+            callback: sees every message of every connection (default: none).
+            max_connections: the gate: connections beyond it are closed at once and logged.
+            reuse_port: set ``SO_REUSEPORT`` so several processes can share the port.
+        """
+        sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
+        svc = cls(
+            sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
+            poll_handler=poll_handler, timer=timer,
+        )  # fmt: skip
+        svc.log.info("svc.bound", addr=format_addr(svc.local_addr), max_connections=max_connections)
+        return svc
+
+    # -- accepting on user threads ----------------------------------------------------------
+
+    def accept(self, timeout: float | None = None) -> Clt | None:
+        """The next connection as a ``Clt`` you own, or None if none came within ``timeout``.
+
+        A connection refused by the gate is closed and logged, and waiting continues.
+        """
+        self._check_usable()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self._acceptor.sock, select.POLLIN)
+        while True:
+            status, clt = self._acceptor.accept_once()
+            if clt is not None:
+                return clt
+            if status is AcceptStatus.REJECTED:
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            wait_fd(poller, remaining)
+
+    def accept_into_pool(self, timeout: float | None = None) -> ConId | None:
+        """Accept the next connection into the service's pool; its ``con_id``, or None."""
+        clt = self.accept(timeout)
+        if clt is None:
+            return None
+        recver, sender = clt.split()
+        self._join(clt._con, recver, sender)
+        return clt.con_id
+
+    # -- the pool ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def con_ids(self) -> list[ConId]:
+        return self._pool.con_ids()
+
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Round-robin over the pool (see ``SvcSender.send``)."""
+        return self._sender.send(msg, timeout)
+
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        return self._sender.send_many(msgs, timeout)
+
+    def send_to(self, con_id: ConId, msg: Any, timeout: float | None = None) -> SendStatus:
+        return self._sender.send_to(con_id, msg, timeout)
+
+    def broadcast(self, msg: Any, timeout: float | None = None) -> int:
+        return self._sender.broadcast(msg, timeout)
+
+    def recv(self, timeout: float | None = None) -> Any:
+        """The next message from any pooled connection, round-robin; None on timeout.
+
+        A connection that ends while being read is dropped from the pool (and logged).
+        """
+        self._check_usable()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            recvers = [r for r, _ in self._pool.rotation() if r is not None]
+            for recver in recvers:
+                try:
+                    msg = recver.recv(0)
+                except LinksError:
+                    continue  # ended: its close removed it from the pool
+                if msg is not None:
+                    return msg
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            if not recvers:
+                self._pool.wait_nonempty(deadline)
+                continue
+            poller = select.poll()
+            for recver in recvers:
+                poller.register(recver.fileno(), select.POLLIN)
+            wait_fd(poller, remaining)
+
+    # -- into the poll thread -----------------------------------------------------------------
+
+    def into_sender_with_spawned_recver(self) -> SvcSender:
+        """Move the acceptor and every receiver into the poll thread; return the pool sender."""
+        self._check_usable()
+        poll = self.poll_handler or default_poll_handler()
+        self._spawned_on = poll
+        for recver, sender in self._pool.rotation():
+            if recver is not None:  # already pooled, not yet spawned
+                self._pool.add(None, sender)
+                if recver._con.spawned(poll, recver):
+                    poll.add(recver)
+        poll.add(self._acceptor)
+        return self._sender
+
+    def into_sender_with_spawned_recver_ref(self) -> Ref[SvcSender]:
+        return Ref(self.into_sender_with_spawned_recver())
+
+    def _pool_spawned(self, clt: Clt) -> None:
+        """Poll thread: a freshly accepted connection joins the pool with a spawned receiver."""
+        sender = clt.into_sender_with_spawned_recver()
+        self._join(clt._con, None, sender)
+
+    def _join(self, con: Connection, recver: Any, sender: Any) -> None:
+        self._pool.add(recver, sender)
+        con.add_listener(lambda c: self._pool.remove(c.con_id))
+        if self._closed:
+            con.close("svc_closed")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting and close every pooled connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for sender in self._pool.close():
+            sender.close()
+        sock = self._acceptor.sock
+        if self._spawned_on is not None:
+            self._spawned_on.remove(self._acceptor, "closed", then=sock.close)
+        else:
+            sock.close()
+        self.log.info("svc.closed")
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self.name} is closed")
+        if self._spawned_on is not None:
+            raise ClosedError(f"{self.name}: its receivers are spawned; use the SvcSender")
+
+    def __enter__(self) -> Svc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Svc({self.name}@{format_addr(self.local_addr)}, {self.gate!r}, pool={len(self._pool)})"
+
+

@@ -1,0 +1,222 @@
+"""``Timer``: one thread that runs scheduled tasks (heartbeats, handshake deadlines).
+
+Tasks
+    A task is a zero-argument callable scheduled with ``schedule(name, interval, task)``.
+    After each run it answers what should happen next:
+
+    * ``TaskStatus.COMPLETED``: run again ``interval`` seconds after this run *finished*
+      (fixed delay). Fixed delay rather than fixed rate, because after a stall (a GC pause,
+      a blocked send) fixed rate would fire a burst of catch-up heartbeats at once, which
+      helps nobody.
+    * ``TaskStatus.TERMINATE``: never again.
+    * ``RetryAfter(seconds)``: run again after ``seconds`` instead of the interval.
+
+    A task that raises is logged (``timer.task_failed``) and not run again: a task that
+    failed once will likely fail every time, and a log line per interval forever is worse
+    than one clear line.
+
+The heap
+    ``(deadline, seq, entry)`` tuples: ``seq`` breaks ties in scheduling order and keeps the
+    heap from ever comparing two entries. Cancelling only marks the entry; it is dropped when
+    it reaches the top (lazy deletion), and the heap is rebuilt without dead entries when they
+    outnumber live ones, so many short-lived connections cannot grow it without bound.
+
+Time
+    Deadlines come from the injected ``Clock`` (monotonic). With ``thread=False`` no thread is
+    started and the owner calls ``run_due()`` itself: that is how tests drive heartbeats
+    deterministically with a ``FakeClock``.
+
+Threads
+    The timer thread never touches the selector; tasks reach connections through their
+    thread-safe senders. ``shutdown()`` stops the thread; a default timer is created lazily
+    (``links.default_timer()``) and shut down at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Union
+
+from ._clock import Clock, MonotonicClock
+from ._core._status import RetryAfter, TaskStatus
+from ._log import get_logger
+
+__all__ = ["Timer", "TimerHandle", "TaskResult"]
+
+TaskResult = Union[TaskStatus, RetryAfter]
+
+_log = get_logger("timer")
+
+
+class TimerHandle:
+    """A scheduled task; ``cancel()`` it to stop future runs (idempotent)."""
+
+    __slots__ = ("name", "interval", "task", "cancelled", "_timer")
+
+    def __init__(self, timer: Timer, name: str, interval: float, task: Callable[[], TaskResult]) -> None:
+        self._timer = timer
+        self.name = name
+        self.interval = interval
+        self.task = task
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._timer._note_cancel()
+
+    def __repr__(self) -> str:
+        return f"TimerHandle({self.name!r}, interval={self.interval}, cancelled={self.cancelled})"
+
+
+class Timer:
+    """Runs tasks at monotonic deadlines on one thread (or on demand with ``thread=False``).
+
+    Args:
+        clock: the time source (``MonotonicClock`` by default).
+        thread: start a thread on first ``schedule`` (default), or leave running to
+            ``run_due()`` calls.
+        name: the thread's name.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, thread: bool = True, name: str = "links-timer") -> None:
+        self.clock = clock or MonotonicClock()
+        self.name = name
+        self._use_thread = thread
+        self._heap: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._dead = 0  # cancelled entries still in the heap
+
+    # -- public ---------------------------------------------------------------------------
+
+    def schedule(
+        self, name: str, interval: float, task: Callable[[], TaskResult], *, delay: float | None = None
+    ) -> TimerHandle:
+        """Run ``task`` after ``delay`` (default: ``interval``), then as it asks.
+
+        Raises:
+            RuntimeError: the timer was shut down.
+        """
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        handle = TimerHandle(self, name, interval, task)
+        first = interval if delay is None else delay
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError(f"{self.name} is shut down")
+            self._push(self.clock.monotonic() + first, handle)
+            if self._use_thread and self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        return handle
+
+    def run_due(self) -> int:
+        """Run every task whose deadline has passed (on the calling thread); how many ran."""
+        ran = 0
+        while True:
+            with self._cond:
+                handle = self._pop_due(self.clock.monotonic())
+            if handle is None:
+                return ran
+            self._execute(handle)
+            ran += 1
+
+    def next_deadline(self) -> float | None:
+        """The earliest live deadline, or None when nothing is scheduled."""
+        with self._cond:
+            self._drop_dead_top()
+            return self._heap[0][0] if self._heap else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._heap) - self._dead
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop the thread and forget every task. Idempotent."""
+        with self._cond:
+            self._stopped = True
+            self._heap.clear()
+            self._dead = 0
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    @property
+    def is_shutdown(self) -> bool:
+        return self._stopped
+
+    def __enter__(self) -> Timer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"Timer({self.name!r}, tasks={len(self)})"
+
+    # -- internals (callers hold self._cond unless noted) ----------------------------------
+
+    def _push(self, deadline: float, handle: TimerHandle) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+        # Wake the thread only when this task became the earliest one; otherwise its current
+        # wait already ends early enough.
+        if self._heap[0][2] is handle:
+            self._cond.notify()
+
+    def _note_cancel(self) -> None:
+        with self._cond:
+            self._dead += 1
+            if self._dead > 64 and self._dead > len(self._heap) // 2:
+                self._heap = [e for e in self._heap if not e[2].cancelled]
+                heapq.heapify(self._heap)
+                self._dead = 0
+
+    def _drop_dead_top(self) -> None:
+        while self._heap and self._heap[0][2].cancelled:
+            heapq.heappop(self._heap)
+            self._dead = max(0, self._dead - 1)
+
+    def _pop_due(self, now: float) -> TimerHandle | None:
+        self._drop_dead_top()
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)[2]
+        return None
+
+    def _execute(self, handle: TimerHandle) -> None:
+        """Run one task outside the lock and reschedule it as it asked."""
+        try:
+            result = handle.task()
+        except Exception as e:
+            _log.error("timer.task_failed", task=handle.name, error=repr(e))
+            return
+        if result is TaskStatus.TERMINATE or handle.cancelled:
+            return
+        delay = result.seconds if isinstance(result, RetryAfter) else handle.interval
+        with self._cond:
+            if not self._stopped:
+                self._push(self.clock.monotonic() + delay, handle)
+
+    def _run(self) -> None:
+        """The timer thread: sleep on the condition until the earliest deadline, run, repeat."""
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopped:
+                        return
+                    self._drop_dead_top()
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    wait = self._heap[0][0] - self.clock.monotonic()
+                    if wait <= 0:
+                        handle = heapq.heappop(self._heap)[2]
+                        break
+                    self._cond.wait(wait)
+            self._execute(handle)

@@ -1,0 +1,306 @@
+"""``Transport``: one nonblocking socket, and the only place ``OSError`` becomes a ``links`` error.
+
+Reads
+    ``recv_into`` reads what the kernel has, up to the free space given, and returns the count.
+    It returns 0 when nothing is there *yet* (``EAGAIN``); the peer's orderly close (a read of
+    zero bytes) is not "nothing yet", it raises ``BrokenError``. Keeping these apart is the
+    whole point of not passing raw socket results upward (a bare 0 means both in the socket
+    API).
+
+Writes: all or nothing per frame
+    A frame is either not started or finished. ``write(data, timeout)`` tries once; if the
+    kernel took nothing and the timeout allows no wait, the answer is ``WOULD_BLOCK`` and the
+    stream is untouched, so the caller may retry or drop the message. Once the first byte is
+    out, though, the rest *must* follow, or the peer would parse the next frame from the
+    middle of this one. So after a partial write we wait for writability and keep writing,
+    ignoring the caller's timeout, bounded only by ``stall_timeout``: a peer that stops
+    reading in the middle of a frame for that long is treated as broken (``BrokenError``)
+    and the connection must be closed.
+
+    The alternative (an outbound buffer flushed by the poll thread when the socket becomes
+    writable, as Twisted does) would make ``send`` never wait, at the cost of unbounded
+    memory when a peer stops reading and of a second owner for the socket. Senders here run
+    on user threads, so waiting for writability on the sender's own thread is the simpler
+    and bounded choice: back-pressure reaches the caller as ``WOULD_BLOCK`` or as a wait.
+
+Waiting
+    Waits use ``select.poll`` on this one fd (no fd-number limit, unlike ``select.select``),
+    with one poll object for each direction so a reader and a writer thread can wait at once.
+    A socket double from ``links.testing`` supplies its own ``links_wait(readable, timeout)``
+    and is waited on through that instead.
+
+Closing
+    ``shutdown()`` may be called from any thread at any time: it only tells the kernel to
+    end both directions, which wakes every thread waiting on the fd (they then see EOF).
+    ``close()`` releases the fd and must only be called by the fd's owner (the poll thread
+    when the receiver is registered there), so the number is never reused under a selector
+    that still believes it owns it.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import socket
+import time
+from typing import Any
+
+from ._core._conid import Addr
+from ._core._status import SendStatus
+from ._errors import BrokenError, ClosedError, ConnectTimeout
+
+__all__ = ["Transport", "dial", "listen", "accept", "wait_fd", "socket_addrs"]
+
+_COMPLETED = SendStatus.COMPLETED
+_WOULD_BLOCK = SendStatus.WOULD_BLOCK
+_POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+_POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
+
+#: How long a half-written frame may wait for the peer to read before the link is broken.
+DEFAULT_STALL_TIMEOUT = 30.0
+
+
+def wait_fd(poller: select.poll, timeout: float | None) -> bool:
+    """Wait on a one-fd ``poll`` object; True when it is ready, False on timeout."""
+    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))  # round up, never spin
+    return bool(poller.poll(ms))
+
+
+class Transport:
+    """A connected nonblocking socket with ``links`` error semantics."""
+
+    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "stall_timeout")
+
+    def __init__(self, sock: Any, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self._fd = sock.fileno()
+        self._closed = False
+        self._shut = False
+        self._rpoll: select.poll | None = None
+        self._wpoll: select.poll | None = None
+        self._wait = getattr(sock, "links_wait", None)
+        self.stall_timeout = stall_timeout
+
+    def fileno(self) -> int:
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- reading --------------------------------------------------------------------------
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read into ``view``; the byte count, or 0 when nothing is available yet.
+
+        Raises:
+            BrokenError: the peer closed (EOF) or reset the connection.
+            ClosedError: this side shut the socket down.
+        """
+        try:
+            n = self.sock.recv_into(view)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            raise self._translate(e) from e
+        if n:
+            return n
+        # Zero bytes on a readable socket: an orderly close, by the peer or by our shutdown().
+        if self._shut:
+            raise ClosedError("connection closed")
+        raise BrokenError("peer closed the connection", "peer_closed")
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        if self._wait is not None:
+            return self._wait(True, timeout)
+        if self._rpoll is None:
+            self._rpoll = select.poll()
+            self._rpoll.register(self._fd, _POLLIN)
+        return wait_fd(self._rpoll, timeout)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None) -> SendStatus:
+        """Write a whole frame (or batch of frames), all or nothing.
+
+        Args:
+            timeout: how long to wait for room before the first byte: 0 tries once, None
+                waits as long as it takes.
+
+        Returns:
+            ``COMPLETED`` when every byte went out; ``WOULD_BLOCK`` when none did in time.
+
+        Raises:
+            BrokenError: the peer is gone, or stalled mid-frame past ``stall_timeout``.
+            ClosedError: this side closed the socket.
+        """
+        sent = self._send(data)
+        total = len(data)
+        if sent == total:  # the common case: one syscall, no memoryview, no clock
+            return _COMPLETED
+        if sent == 0:
+            if timeout == 0:
+                return _WOULD_BLOCK
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while sent == 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return _WOULD_BLOCK
+                self.wait_writable(remaining)
+                sent = self._send(data)
+            if sent == total:
+                return _COMPLETED
+        # Some of the frame is on the wire: finish it whatever the caller's timeout said.
+        view = memoryview(data)
+        stall_deadline = time.monotonic() + self.stall_timeout
+        while sent < total:
+            if not self.wait_writable(stall_deadline - time.monotonic()):
+                if time.monotonic() >= stall_deadline:
+                    raise BrokenError(f"peer stopped reading mid-frame for {self.stall_timeout}s", "stalled")
+                continue
+            n = self._send(view[sent:])
+            if n:
+                sent += n
+                stall_deadline = time.monotonic() + self.stall_timeout
+        return _COMPLETED
+
+    def wait_writable(self, timeout: float | None) -> bool:
+        if self._wait is not None:
+            return self._wait(False, timeout)
+        if self._wpoll is None:
+            self._wpoll = select.poll()
+            self._wpoll.register(self._fd, _POLLOUT)
+        return wait_fd(self._wpoll, None if timeout is None else max(timeout, 0.0))
+
+    def _send(self, data: bytes | bytearray | memoryview) -> int:
+        try:
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            raise self._translate(e) from e
+
+    # -- closing --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """End both directions now (safe from any thread; wakes waiters). Idempotent."""
+        if self._shut:
+            return
+        self._shut = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already reset or never connected: either way it is down
+
+    def close(self) -> None:
+        """Release the fd. Only the fd's owner calls this (see the module docstring)."""
+        if self._closed:
+            return
+        self.shutdown()
+        self._closed = True
+        self.sock.close()
+
+    def _translate(self, e: OSError) -> Exception:
+        if self._shut or self._closed or e.errno == errno.EBADF:
+            return ClosedError("connection closed")
+        return BrokenError(f"{type(e).__name__}: {e.strerror or e}")
+
+
+def socket_addrs(sock: Any) -> tuple[Addr | None, Addr | None]:
+    """``(local, peer)`` of a socket; either is None when the OS cannot say (already reset)."""
+    def addr(get: Any) -> Addr | None:
+        try:
+            a = get()
+        except OSError:
+            return None
+        return (a[0], a[1]) if isinstance(a, tuple) else None
+
+    return addr(sock.getsockname), addr(sock.getpeername)
+
+
+def _tune(sock: socket.socket) -> None:
+    # Messages are small and latency matters more than packet count: never let Nagle hold a
+    # frame back waiting for an ACK (a classic 40 ms stall with request/response traffic).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def dial(addr: Addr, *, timeout: float, retry_after: float) -> socket.socket:
+    """Connect to ``addr``, retrying refused attempts every ``retry_after`` until ``timeout``.
+
+    The connect itself is nonblocking and waited on with ``poll``, so the timeout is honoured
+    even for a host that never answers (no kernel SYN-retry stall).
+
+    Raises:
+        ConnectTimeout: no attempt succeeded in time; the last error is chained.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    infos = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)
+    family, _, proto, _, sockaddr = infos[0]
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+            poller = select.poll()
+            poller.register(sock, _POLLOUT)
+            if wait_fd(poller, max(deadline - time.monotonic(), 0.0)):
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            else:
+                err = errno.ETIMEDOUT
+        if err == 0:
+            _tune(sock)
+            return sock
+        sock.close()
+        last = OSError(err, errno.errorcode.get(err, str(err)))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ConnectTimeout(f"could not connect to {addr[0]}:{addr[1]} within {timeout}s: {last}") from last
+        # The retry pause is the point here (a server that is still starting), not a sync.
+        time.sleep(min(retry_after, remaining))
+
+
+def listen(addr: Addr, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """A nonblocking listening socket bound to ``addr`` (port 0 picks a free port)."""
+    infos = socket.getaddrinfo(addr[0] or None, addr[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    try:
+        # SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# accept() errors that concern only the one pending connection (it was reset or aborted
+# before we got to it): skip it and carry on. Anything else (EMFILE, ENFILE, ENOBUFS: the
+# process or system is out of resources) is reported to the caller, which logs it; the
+# listener stays registered and is retried on the next readiness event.
+_ACCEPT_SKIP = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.EHOSTUNREACH}
+
+
+def accept(listener: socket.socket) -> tuple[socket.socket, Addr] | None:
+    """One pending connection, or None when there is none (or it died while queued).
+
+    Raises:
+        OSError: the process or system is out of a resource (fds, buffers).
+    """
+    try:
+        sock, peer = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        if e.errno in _ACCEPT_SKIP:
+            return None
+        raise
+    sock.setblocking(False)
+    _tune(sock)
+    return sock, (peer[0], peer[1])
