@@ -121,10 +121,10 @@ class Clt:
         local, peer = socket_addrs(sock)
         con_id = ConId(role, name, local, peer)
         instance = protocol()
-        timer = timer or default_timer()
+        timer = default_timer() if timer is None else timer
         connection = Connection(con_id, Transport(sock), instance, timer, permit)
         link = Link(instance)
-        callback = callback or DevNullCallback()
+        callback = DevNullCallback() if callback is None else callback
         sender = CltSender(connection, link, callback)
         recver = CltRecver(connection, link, callback, reply_con=sender)
         connection.log.info("clt.connected", role=role.value)
@@ -191,7 +191,7 @@ class Clt:
     def into_sender_with_spawned_recver(self) -> CltSender:
         """Move the receiver into the poll thread; keep (and return) the sender."""
         recver, sender = self.split()
-        poll = self._poll or default_poll_handler()
+        poll = default_poll_handler() if self._poll is None else self._poll
         if self._con.spawned(poll, recver):
             poll.add(recver)
         return sender

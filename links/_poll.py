@@ -127,7 +127,9 @@ class PollHandler:
     def in_poll_thread(self) -> bool:
         return threading.get_ident() == self._ident
 
-    def __len__(self) -> int:
+    @property
+    def handler_count(self) -> int:
+        """How many receivers and acceptors are registered now."""
         return len(self._handlers)
 
     def shutdown(self, timeout: float = 5.0) -> None:

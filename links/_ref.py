@@ -82,7 +82,7 @@ class Ref(Generic[T]):
 
     def __init__(self, target: T, *, spins: int = DEFAULT_SPINS, _lock: SpinParkLock | None = None) -> None:
         self._target = target
-        self._lock = _lock or SpinParkLock(spins)
+        self._lock = SpinParkLock(spins) if _lock is None else _lock
 
     def clone(self) -> Ref[T]:
         """Another handle to the same target, guarded by the same lock."""

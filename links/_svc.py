@@ -249,7 +249,7 @@ class Svc:
     def into_sender_with_spawned_recver(self) -> SvcSender:
         """Move the acceptor and every receiver into the poll thread; return the pool sender."""
         self._check_usable()
-        poll = self.poll_handler or default_poll_handler()
+        poll = default_poll_handler() if self.poll_handler is None else self.poll_handler
         self._spawned_on = poll
         for recver, sender in self._pool.rotation():
             if recver is not None:  # already pooled, not yet spawned

@@ -83,7 +83,7 @@ class Timer:
     """
 
     def __init__(self, clock: Clock | None = None, *, thread: bool = True, name: str = "links-timer") -> None:
-        self.clock = clock or MonotonicClock()
+        self.clock = MonotonicClock() if clock is None else clock
         self.name = name
         self._use_thread = thread
         self._heap: list[tuple[float, int, TimerHandle]] = []
@@ -133,7 +133,9 @@ class Timer:
             self._drop_dead_top()
             return self._heap[0][0] if self._heap else None
 
-    def __len__(self) -> int:
+    @property
+    def task_count(self) -> int:
+        """How many tasks are scheduled (cancelled ones excluded)."""
         with self._cond:
             return len(self._heap) - self._dead
 
@@ -159,7 +161,7 @@ class Timer:
         self.shutdown()
 
     def __repr__(self) -> str:
-        return f"Timer({self.name!r}, tasks={len(self)})"
+        return f"Timer({self.name!r}, tasks={self.task_count})"
 
     # -- internals (callers hold self._cond unless noted) ----------------------------------
 
