@@ -126,6 +126,7 @@ class Clt:
         link = Link(instance)
         callback = DevNullCallback() if callback is None else callback
         sender = CltSender(connection, link, callback)
+        connection.sender = sender
         recver = CltRecver(connection, link, callback, reply_con=sender)
         connection.log.info("clt.connected", role=role.value)
         try:

@@ -7,6 +7,8 @@ gate permit, timer handles, a bound logger) and the one ``close()``.
 
 Close order (each step once, whoever calls first, from any thread):
 
+0. a local close (no error) first runs ``Protocol.on_close(con)``
+   while the socket still works, so a protocol can send its logout or end-of-session;
 1. mark closed: every later send raises ``ClosedError`` / ``BrokenError`` at once;
 2. cancel timer tasks (heartbeats, handshake deadlines);
 3. ``shutdown()`` the socket: the peer sees FIN now, and any thread waiting on the fd wakes;
@@ -41,7 +43,7 @@ __all__ = ["Connection"]
 class Connection:
     __slots__ = (
         "con_id", "transport", "protocol", "timer", "log", "permit", "_lock", "_closed",
-        "_error", "_listeners", "_tasks", "_poll", "_poll_handler_obj",
+        "_error", "_listeners", "_tasks", "_poll", "_poll_handler_obj", "_closing", "sender",
     )  # fmt: skip
 
     def __init__(self, con_id: ConId, transport: Transport, protocol: Protocol, timer: Timer, permit: Permit | None = None) -> None:
@@ -53,6 +55,8 @@ class Connection:
         self.log = get_logger("clt", con_id=str(con_id))
         self._lock = threading.Lock()
         self._closed = False
+        self._closing = False
+        self.sender: Any = None  # the CltSender, given to on_close
         self._error: LinksError | None = None
         self._listeners: list[Callable[[Connection], None]] = []
         self._tasks: list[TimerHandle] = []
@@ -88,10 +92,11 @@ class Connection:
     def spawned(self, poll: PollHandler, handler: Any) -> bool:
         """Record that ``handler`` (the receiver) goes to ``poll``; False if already closed."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
                 return False
             self._poll, self._poll_handler_obj = poll, handler
             return True
+
 
     def close(self, reason: str = "closed", error: LinksError | None = None) -> bool:
         """End the connection (idempotent). True for the call that actually closed it.
@@ -101,8 +106,15 @@ class Connection:
             error: the error later operations should raise; default ``ClosedError``.
         """
         with self._lock:
-            if self._closed:
+            if self._closed or self._closing:
                 return False
+            self._closing = True
+        if error is None and self.sender is not None:
+            try:
+                self.protocol.on_close(self.sender)
+            except Exception as e:
+                self.log.warning("clt.on_close_failed", error=repr(e))
+        with self._lock:
             self._closed = True
             self._error = error if isinstance(error, BrokenError) or error is None else BrokenError(str(error), reason)
             listeners, self._listeners = self._listeners, []

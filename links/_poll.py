@@ -24,7 +24,7 @@ Failures stay local
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me),
-    ``on_poll_failure(error)`` and a ``poll_kind`` ("recver" or "acceptor") for log names.
+    ``on_poll_failure(error)``, a ``closed`` flag and a ``poll_kind`` ("recver" or "acceptor") for log names.
     They ride in ``SelectorKey.data``, so dispatch is one attribute lookup.
 
 Closing fds
@@ -58,6 +58,7 @@ _READ = selectors.EVENT_READ
 
 class Pollable(Protocol):
     poll_kind: str
+    closed: bool
 
     def fileno(self) -> int: ...
 
@@ -174,6 +175,10 @@ class PollHandler:
     # -- the poll thread ------------------------------------------------------------------
 
     def _register(self, handler: Pollable) -> None:
+        if handler.closed:
+            # Closed between being handed to us and now: its fd may already be released
+            # and even reused by another socket, so it must never reach the selector.
+            return
         try:
             self._selector.register(handler, _READ, handler)
         except (KeyError, ValueError, OSError) as e:

@@ -57,6 +57,10 @@ class CltRecver:
     def fileno(self) -> int:
         return self._con.transport.fileno()
 
+    @property
+    def closed(self) -> bool:
+        return self._con.closed
+
     def is_connected(self) -> bool:
         return self._con.is_connected()
 

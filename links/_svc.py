@@ -61,6 +61,10 @@ class Acceptor:
     def fileno(self) -> int:
         return self.sock.fileno()
 
+    @property
+    def closed(self) -> bool:
+        return self.svc._closed
+
     def accept_once(self) -> tuple[AcceptStatus, Clt | None]:
         """Accept one pending connection without waiting.
 

@@ -54,7 +54,7 @@ _log = get_logger("timer")
 class TimerHandle:
     """A scheduled task; ``cancel()`` it to stop future runs (idempotent)."""
 
-    __slots__ = ("name", "interval", "task", "cancelled", "_timer")
+    __slots__ = ("name", "interval", "task", "cancelled", "_timer", "_queued")
 
     def __init__(self, timer: Timer, name: str, interval: float, task: Callable[[], TaskResult]) -> None:
         self._timer = timer
@@ -62,11 +62,10 @@ class TimerHandle:
         self.interval = interval
         self.task = task
         self.cancelled = False
+        self._queued = False  # in the heap (not running, finished or forgotten by shutdown)
 
     def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._timer._note_cancel()
+        self._timer._cancel(self)
 
     def __repr__(self) -> str:
         return f"TimerHandle({self.name!r}, interval={self.interval}, cancelled={self.cancelled})"
@@ -143,6 +142,8 @@ class Timer:
         """Stop the thread and forget every task. Idempotent."""
         with self._cond:
             self._stopped = True
+            for entry in self._heap:
+                entry[2]._queued = False
             self._heap.clear()
             self._dead = 0
             self._cond.notify_all()
@@ -167,13 +168,21 @@ class Timer:
 
     def _push(self, deadline: float, handle: TimerHandle) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), handle))
+        handle._queued = True
         # Wake the thread only when this task became the earliest one; otherwise its current
         # wait already ends early enough.
         if self._heap[0][2] is handle:
             self._cond.notify()
 
-    def _note_cancel(self) -> None:
+    def _cancel(self, handle: TimerHandle) -> None:
+        # Under the lock, so the flag and the dead count cannot disagree with a concurrent
+        # pop or reschedule. A handle that is running or finished has no heap entry to count.
         with self._cond:
+            if handle.cancelled:
+                return
+            handle.cancelled = True
+            if not handle._queued:
+                return
             self._dead += 1
             if self._dead > 64 and self._dead > len(self._heap) // 2:
                 self._heap = [e for e in self._heap if not e[2].cancelled]
@@ -182,13 +191,15 @@ class Timer:
 
     def _drop_dead_top(self) -> None:
         while self._heap and self._heap[0][2].cancelled:
-            heapq.heappop(self._heap)
-            self._dead = max(0, self._dead - 1)
+            heapq.heappop(self._heap)[2]._queued = False
+            self._dead -= 1
 
     def _pop_due(self, now: float) -> TimerHandle | None:
         self._drop_dead_top()
         if self._heap and self._heap[0][0] <= now:
-            return heapq.heappop(self._heap)[2]
+            handle = heapq.heappop(self._heap)[2]
+            handle._queued = False
+            return handle
         return None
 
     def _execute(self, handle: TimerHandle) -> None:
@@ -198,11 +209,11 @@ class Timer:
         except Exception as e:
             _log.error("timer.task_failed", task=handle.name, error=repr(e))
             return
-        if result is TaskStatus.TERMINATE or handle.cancelled:
+        if result is TaskStatus.TERMINATE:
             return
         delay = result.seconds if isinstance(result, RetryAfter) else handle.interval
         with self._cond:
-            if not self._stopped:
+            if not self._stopped and not handle.cancelled:
                 self._push(self.clock.monotonic() + delay, handle)
 
     def _run(self) -> None:
@@ -219,6 +230,7 @@ class Timer:
                     wait = self._heap[0][0] - self.clock.monotonic()
                     if wait <= 0:
                         handle = heapq.heappop(self._heap)[2]
+                        handle._queued = False
                         break
                     self._cond.wait(wait)
             self._execute(handle)

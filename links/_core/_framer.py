@@ -175,9 +175,12 @@ class DelimiterFramer:
         return frame[: len(frame) - len(self.delimiter)]
 
     def encode(self, payload: Buffer) -> bytes:
-        if self.delimiter in payload:
-            raise ValueError("payload contains the delimiter")
         frame = bytes(payload) + self.delimiter
+        # The reader cuts at the first delimiter, so it must be the one appended here. Checking
+        # the whole frame (not ``delimiter in payload``) also catches a payload whose tail starts
+        # a self-overlapping delimiter (b"x\r\n" before b"\r\n\r\n"), and works for memoryviews.
+        if frame.find(self.delimiter) != len(frame) - len(self.delimiter):
+            raise ValueError("payload contains the delimiter (or ends with the start of it)")
         if len(frame) > self.max_frame_size:
             raise FrameTooLarge(len(frame), self.max_frame_size)
         return frame

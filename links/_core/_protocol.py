@@ -11,11 +11,13 @@ Hook order:
 * send: ``on_send(msg)`` (may stamp; return a replacement or mutate) → serialize → write →
   ``on_sent(msg)`` + ``Callback.on_sent(con_id, msg)``; or ``on_would_block(msg)``;
   or ``on_error(msg, error)`` and the error is raised.
-* lifecycle: ``on_connect(con)`` once the socket is up; ``on_disconnect(con_id)`` exactly once.
+* lifecycle: ``on_connect(con)`` once the socket is up; ``on_close(con)`` when *this* side
+  closes it, while the socket still works (send a logout or end-of-session here);
+  ``on_disconnect(con_id)`` exactly once, however it ended.
 
 Hooks always run, whichever wrapper holds the connection (``Clt``, split halves, spawned
-receivers, ``Ref`` handles). The ``con`` given to ``on_connect``, ``send_reply`` and
-``send_heartbeat`` is the connection's ``CltSender``: thread-safe for sending, with ``con_id``,
+receivers, ``Ref`` handles). The ``con`` given to ``on_connect``, ``send_reply``,
+``send_heartbeat`` and ``on_close`` is the connection's ``CltSender``: thread-safe for sending, with ``con_id``,
 ``close()``, ``is_connected()`` and ``timer`` (to schedule handshake deadlines).
 
 Threads: on a spawned receiver ``on_recv`` and ``send_reply`` run on the poll thread, which
@@ -52,6 +54,13 @@ class Protocol(Generic[SendT, RecvT]):
 
     def on_connect(self, con: Any) -> None:
         """The connection is up. Start a handshake here (send a login); never wait for it."""
+
+    def on_close(self, con: Any) -> None:
+        """This side is closing the connection (not the peer, not an error): say goodbye.
+
+        The socket still works. Send with a short timeout (``timeout=0``): a peer that no
+        longer reads must not hold the close up. Errors raised here are logged and ignored.
+        """
 
     def on_disconnect(self, con_id: ConId) -> None:
         """The connection ended (called exactly once, whoever closed it)."""
