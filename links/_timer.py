@@ -116,11 +116,17 @@ class Timer:
         return handle
 
     def run_due(self) -> int:
-        """Run every task whose deadline has passed (on the calling thread); how many ran."""
+        """Run every task whose deadline has passed (on the calling thread); how many ran.
+
+        Each task runs at most once per call, so one that asks for ``RetryAfter(0)`` cannot
+        keep this loop going forever: it runs again on the next call.
+        """
         ran = 0
+        with self._cond:
+            horizon = next(self._seq)  # entries scheduled from here on wait for the next call
         while True:
             with self._cond:
-                handle = self._pop_due(self.clock.monotonic())
+                handle = self._pop_due(self.clock.monotonic(), horizon)
             if handle is None:
                 return ran
             self._execute(handle)
@@ -194,9 +200,9 @@ class Timer:
             heapq.heappop(self._heap)[2]._queued = False
             self._dead -= 1
 
-    def _pop_due(self, now: float) -> TimerHandle | None:
+    def _pop_due(self, now: float, horizon: int | None = None) -> TimerHandle | None:
         self._drop_dead_top()
-        if self._heap and self._heap[0][0] <= now:
+        if self._heap and self._heap[0][0] <= now and (horizon is None or self._heap[0][1] < horizon):
             handle = heapq.heappop(self._heap)[2]
             handle._queued = False
             return handle

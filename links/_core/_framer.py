@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from typing import Protocol as _TypingProtocol
 
-from .._errors import FrameTooLarge
+from .._errors import DecodeError, FrameTooLarge
 
 __all__ = ["Framer", "FixedSizeFramer", "LengthPrefixFramer", "DelimiterFramer"]
 
@@ -120,9 +120,7 @@ class LengthPrefixFramer:
             raise FrameTooLarge(size, self.max_frame_size)
         if size < self._head:
             # A length that does not even cover its own header can only be garbage.
-            raise FrameTooLarge(size, self.max_frame_size) from ValueError(
-                f"declared frame size {size} is smaller than the {self._head}-byte header"
-            )
+            raise DecodeError(f"declared frame size {size} is smaller than its {self._head}-byte header")
         return size if end - start >= size else None
 
     def payload(self, frame: memoryview) -> Buffer:
@@ -131,14 +129,15 @@ class LengthPrefixFramer:
         return bytes(frame[: self.offset]) + bytes(frame[self._head :])
 
     def encode(self, payload: Buffer) -> bytes:
+        # Checked first: a payload shorter than the prefix would give a negative body length.
+        if len(payload) < self.offset:
+            raise ValueError(f"payload must hold the {self.offset}-byte prefix")
         size = len(payload) + self.header_size
         if size > self.max_frame_size:
             raise FrameTooLarge(size, self.max_frame_size)
         field = self._struct.pack(size if self.includes_header else size - self._head)
         if self.offset == 0:
             return field + payload
-        if len(payload) < self.offset:
-            raise ValueError(f"payload must hold the {self.offset}-byte prefix")
         return bytes(payload[: self.offset]) + field + bytes(payload[self.offset :])
 
     def __repr__(self) -> str:

@@ -45,6 +45,10 @@ class RetryAfter:
 
     seconds: float
 
+    def __post_init__(self) -> None:
+        if not self.seconds >= 0:
+            raise ValueError(f"RetryAfter needs seconds >= 0, got {self.seconds!r}")
+
 
 class _NeedData:
     """Sentinel: the buffer holds no whole frame yet. Read more bytes and ask again."""
