@@ -1,0 +1,37 @@
+"""``links.testing``: the test kit users get with the library.
+
+* ``memory_socket_pair()``: in-memory nonblocking sockets with fault hooks (chunking,
+  would-block, EOF, reset), for driving ``Transport``/``Clt`` without the network;
+* ``check_transport(make_pair)``: the conformance suite that proves a socket-like (the
+  in-memory double, or your own) behaves like a real socket;
+* ``FakeClock``: time that moves only when the test says so;
+* ``FaultProxy``: a TCP proxy on loopback that pauses, delays, drops (FIN), resets (RST),
+  cuts mid-frame, chunks writes and refuses connections on command, for chaos tests;
+* a sample protocol (Ping/Pong behind a login, with heartbeats) and its messages.
+
+The waitable callbacks (``StoreCallback``, ``CounterCallback``) live in ``links`` itself.
+"""
+
+from ._clock import FakeClock as FakeClock
+from ._conformance import check_transport as check_transport
+from ._memory import MemorySocket as MemorySocket, memory_socket_pair as memory_socket_pair
+from ._proxy import FaultProxy as FaultProxy, ProxyStats as ProxyStats
+from ._sample import (
+    Heartbeat as Heartbeat,
+    Login as Login,
+    LoginAccepted as LoginAccepted,
+    LoginFailed as LoginFailed,
+    LoginRejected as LoginRejected,
+    Ping as Ping,
+    Pong as Pong,
+    SampleClient as SampleClient,
+    SampleMessage as SampleMessage,
+    SampleMessenger as SampleMessenger,
+    SampleServer as SampleServer,
+)
+
+__all__ = [
+    "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected", "MemorySocket", "Ping",
+    "Pong", "ProxyStats", "SampleClient", "SampleMessage", "SampleMessenger", "SampleServer", "check_transport",
+    "memory_socket_pair",
+]  # fmt: skip

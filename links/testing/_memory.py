@@ -1,0 +1,293 @@
+"""``memory_socket_pair()``: two connected in-memory sockets with fault hooks.
+
+What it is
+    A stand-in for a connected nonblocking stream socket, faithful for the part of the
+    socket API that ``links._transport.Transport`` uses: ``setblocking(False)``, ``fileno``,
+    ``recv_into`` (and ``recv``), ``send``, ``shutdown``, ``close``, ``getsockname`` and
+    ``getpeername``. ``links.testing.check_transport`` runs the same assertions over a real
+    ``socket.socketpair()`` and over this double; that is what keeps the two honest.
+
+Semantics (those of a Linux ``AF_UNIX`` stream socketpair, which ``check_transport`` checks)
+    * ``recv_into`` raises ``BlockingIOError`` when nothing is buffered, and returns 0 once the
+      peer shut down its sending side (or closed) and the buffered bytes are drained. After
+      our own ``shutdown(SHUT_RD)`` it also drains what is buffered, then returns 0.
+    * ``send`` takes as much as fits into the peer's receive buffer (``capacity`` bytes) and
+      returns the count: partial writes happen. A full buffer raises ``BlockingIOError``.
+      Sending after our ``SHUT_WR``, or to a peer that shut down reading or closed, raises
+      ``BrokenPipeError``.
+    * After ``close()`` every call raises ``OSError(EBADF)`` and ``fileno()`` returns -1.
+    * Known difference: closing with unread received bytes is a clean close here; a real
+      socket would reset the peer instead.
+
+Fault hooks (settable at any time, from any thread)
+    * ``chunk_size``: at most this many bytes per ``recv_into`` and per ``send`` (down to 1),
+      so every framing path sees its input split everywhere.
+    * ``would_block``: while True, ``send`` and ``recv_into`` on this end raise
+      ``BlockingIOError`` and waits on this end do not report readiness.
+    * ``eof()``: the peer sees EOF after the bytes already sent (like ``shutdown(SHUT_WR)``).
+    * ``reset()``: the connection is reset: buffered bytes are lost and every later
+      ``send``/``recv_into`` on either end raises ``ConnectionResetError``. (A real socket
+      reports the reset once and then EOF; here it stays, which is simpler to test against.)
+
+Waiting
+    ``links_wait(readable, timeout)`` waits on one ``threading.Condition`` shared by the two
+    ends, notified whenever readiness may have changed. ``Transport`` calls it instead of
+    ``select.poll``, so waits are real blocking waits, never a polling loop. Like a real
+    socket, an end reports writable only once half of the peer's buffer is free (``send``
+    itself takes whatever fits): a writer then moves a large batch per wakeup instead of
+    trading the lock with the reader byte by byte.
+
+Why ``fileno()`` is a real fd
+    Code keys on fd numbers (``Transport`` stores one, logs print it, fd-leak checks count
+    them), and a made-up number could collide with a real fd of the process. So each end
+    holds one end of a real ``socket.socketpair()``, returns its number, and closes it in
+    ``close()``: the number is unique while the double is open and freed with it. That fd
+    never carries data, so a ``PollHandler``/selector never sees this double as readable:
+    drive it with ``recv``/``send`` on your own threads, not by spawning a receiver into the
+    poll thread (which needs a real selectable socket).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import threading
+from typing import Any
+
+__all__ = ["MemorySocket", "memory_socket_pair"]
+
+#: Default receive-buffer size of each end (the size of a Linux pipe buffer).
+DEFAULT_CAPACITY = 1 << 16
+
+_ports = itertools.count(1)
+
+
+def _error(cls: type[OSError], code: int) -> OSError:
+    return cls(code, os.strerror(code))
+
+
+class _Shared:
+    """What both ends share: one lock + condition, and the reset flag."""
+
+    __slots__ = ("cond", "reset")
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition(threading.Lock())
+        self.reset = False
+
+
+class MemorySocket:
+    """One end of an in-memory stream connection; made in pairs by ``memory_socket_pair()``.
+
+    ``peer`` is the other end. Semantics and hooks: see the module docstring.
+    """
+
+    def __init__(self, shared: _Shared, placeholder: socket.socket, capacity: int, chunk_size: int | None) -> None:
+        self._shared = shared
+        self._cond = shared.cond
+        self._placeholder = placeholder  # the real fd behind fileno(); never carries data
+        self._capacity = capacity
+        # Writers waiting for room wake once half the buffer is free, not at every byte read
+        # (real sockets do the same), so a writer and a reader do not trade the lock per byte.
+        self._low_water = (capacity + 1) // 2
+        self._inbound = bytearray()
+        self._rd_shut = False  # our SHUT_RD (or close): no more reading, the peer gets EPIPE
+        self._wr_shut = False  # our SHUT_WR (or close, or eof()): the peer sees EOF
+        self._closed = False
+        self._would_block = False
+        self._chunk_size: int | None = None
+        self.chunk_size = chunk_size
+        self._addr = ("memory", next(_ports))
+        self.peer: MemorySocket = self  # replaced by memory_socket_pair()
+
+    @property
+    def capacity(self) -> int:
+        """This end's receive buffer, in bytes."""
+        return self._capacity
+
+    # -- fault hooks ----------------------------------------------------------------------
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Most bytes moved by one ``send`` or ``recv_into`` on this end (None: no limit)."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError("chunk_size must be at least 1 (or None)")
+        self._chunk_size = value
+
+    @property
+    def would_block(self) -> bool:
+        """While True, ``send``/``recv_into`` on this end raise ``BlockingIOError``."""
+        return self._would_block
+
+    @would_block.setter
+    def would_block(self, value: bool) -> None:
+        with self._cond:
+            self._would_block = bool(value)
+            self._cond.notify_all()  # waiters held back by the flag re-check readiness
+
+    def eof(self) -> None:
+        """The peer sees EOF once it has read what was already sent (sending ends here)."""
+        with self._cond:
+            self._wr_shut = True
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Reset the connection: both ends lose buffered bytes and raise ``ConnectionResetError``."""
+        with self._cond:
+            self._shared.reset = True
+            self._inbound.clear()
+            self.peer._inbound.clear()
+            self._cond.notify_all()
+
+    # -- the socket API ---------------------------------------------------------------------
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            raise ValueError("MemorySocket is nonblocking only")
+
+    def fileno(self) -> int:
+        return self._placeholder.fileno()  # -1 once closed, like a socket
+
+    def getsockname(self) -> tuple[str, int]:
+        self._check_open()
+        return self._addr
+
+    def getpeername(self) -> tuple[str, int]:
+        self._check_open()
+        return self.peer._addr
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        limit = len(view) if nbytes <= 0 else min(nbytes, len(view))
+        with self._cond:
+            self._check_usable()
+            inbound = self._inbound
+            if inbound and limit:
+                n = min(limit, len(inbound), self._chunk_size or limit)
+                view[:n] = inbound[:n]
+                del inbound[:n]
+                free = self._capacity - len(inbound)
+                if free - n < self._low_water <= free:
+                    self._cond.notify_all()  # the peer's writers have room now
+                return n
+            if self._rd_shut or self.peer._wr_shut or not limit:
+                return 0
+            raise _error(BlockingIOError, errno.EAGAIN)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        buf = bytearray(bufsize)
+        n = self.recv_into(buf)
+        return bytes(buf[:n])
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        view = memoryview(data).cast("B")
+        with self._cond:
+            self._check_usable()
+            peer = self.peer
+            if self._wr_shut or peer._rd_shut:
+                raise _error(BrokenPipeError, errno.EPIPE)
+            if not view:
+                return 0
+            free = peer._capacity - len(peer._inbound)
+            if free <= 0:
+                raise _error(BlockingIOError, errno.EAGAIN)
+            n = min(len(view), free, self._chunk_size or free)
+            if not peer._inbound:
+                self._cond.notify_all()  # the peer's readers have data now
+            peer._inbound += view[:n]
+            return n
+
+    def shutdown(self, how: int) -> None:
+        with self._cond:
+            self._check_open()
+            if how in (socket.SHUT_RD, socket.SHUT_RDWR):
+                self._rd_shut = True
+            if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+                self._wr_shut = True
+            self._cond.notify_all()  # wake every waiter on either end, as a real shutdown does
+
+    def close(self) -> None:
+        """Idempotent, like ``socket.close``; the peer sees EOF, and EPIPE when sending."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = self._rd_shut = self._wr_shut = True
+            self._inbound.clear()
+            self._cond.notify_all()
+        self._placeholder.close()
+
+    def __enter__(self) -> MemorySocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def links_wait(self, readable: bool, timeout: float | None) -> bool:
+        """Wait until a ``recv_into`` (``readable``) or ``send`` would not raise
+        ``BlockingIOError``; False when ``timeout`` seconds passed first (None: no limit)."""
+        ready = self._readable if readable else self._writable
+        with self._cond:
+            return self._cond.wait_for(ready, timeout)
+
+    def _readable(self) -> bool:
+        if self._closed or self._shared.reset:
+            return True  # the next call fails at once rather than wait
+        if self._would_block:
+            return False
+        return bool(self._inbound) or self._rd_shut or self.peer._wr_shut
+
+    def _writable(self) -> bool:
+        if self._closed or self._shared.reset or self._wr_shut or self.peer._rd_shut:
+            return True  # the next send fails at once rather than wait
+        if self._would_block:
+            return False
+        peer = self.peer
+        return peer._capacity - len(peer._inbound) >= peer._low_water
+
+    # -- helpers (callers hold the lock, except for the read-only checks) -------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise _error(OSError, errno.EBADF)
+
+    def _check_usable(self) -> None:
+        self._check_open()
+        if self._shared.reset:
+            raise _error(ConnectionResetError, errno.ECONNRESET)
+        if self._would_block:
+            raise _error(BlockingIOError, errno.EAGAIN)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "reset" if self._shared.reset else "open"
+        ends = f"memory:{self._addr[1]}->memory:{self.peer._addr[1]}"
+        return f"MemorySocket({ends}, {state}, buffered={len(self._inbound)})"
+
+
+def memory_socket_pair(
+    *, capacity: int = DEFAULT_CAPACITY, chunk_size: int | None = None
+) -> tuple[MemorySocket, MemorySocket]:
+    """Two connected ``MemorySocket`` ends.
+
+    Args:
+        capacity: the receive buffer of each end, in bytes; ``send`` to a full one raises
+            ``BlockingIOError``.
+        chunk_size: initial ``chunk_size`` hook of both ends (None: no limit).
+    """
+    if capacity < 1:
+        raise ValueError("capacity must be at least 1 byte")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1 (or None)")
+    shared = _Shared()
+    fd_a, fd_b = socket.socketpair()
+    a = MemorySocket(shared, fd_a, capacity, chunk_size)
+    b = MemorySocket(shared, fd_b, capacity, chunk_size)
+    a.peer, b.peer = b, a
+    return a, b
