@@ -105,12 +105,14 @@ class CltRecver:
         con, link, transport = self._con, self._link, self._con.transport
         deadline: float | None = None
         while True:
+            # Checked before parsing: after a protocol error the buffer still holds the hostile
+            # frame, which must not be parsed (and logged) again; later calls get the stored error.
+            if con.closed:
+                raise con.error()
             msg = self._next(raise_errors=True)
             if msg is not NEED_DATA:
                 self._dispatch(msg)
                 return msg
-            if con.closed:
-                raise con.error()
             try:
                 n = transport.recv_into(link.buffer.writable())
             except LinksError as e:

@@ -1,0 +1,429 @@
+"""``Clt`` and its halves over real loopback sockets: sending, receiving, closing, errors,
+protocol hooks under every wrapper, splitting across threads, and heartbeats.
+
+Most tests use a pair of user-thread ``Clt``s (a client and the server's ``accept()``ed end),
+so nothing but the test thread touches the sockets unless the test spawns a receiver.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+import links
+
+WAIT = 5.0  # generous bound for anything that should happen at once
+
+
+class Json(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
+    messenger = links.JsonMessenger()
+
+
+class Raw(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=2, max_frame_size=1 << 12)
+    messenger = links.RawMessenger()
+
+
+class Echo(Json):
+    def send_reply(self, msg, con):
+        con.send(msg)
+
+
+def addr(svc: links.Svc) -> str:
+    return f"127.0.0.1:{svc.local_addr[1]}"
+
+
+@contextmanager
+def pair(timer, protocol=Json, **connect_kw):
+    """A connected (client, server) of user-thread ``Clt``s."""
+    with links.Svc.bind("127.0.0.1:0", protocol=protocol, timer=timer) as svc:
+        with links.Clt.connect(addr(svc), protocol=protocol, timer=timer, timeout=WAIT, **connect_kw) as client:
+            server = svc.accept(timeout=WAIT)
+            assert server is not None
+            with server:
+                yield client, server
+
+
+@contextmanager
+def raw_peer():
+    """A plain listening socket, for peers that misbehave on purpose (never read, reset)."""
+    listener = socket.socket()
+    # A small receive window (inherited by accepted sockets) so a peer that never reads
+    # fills up after a few kilobytes.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    with listener:
+        yield listener
+
+
+# -- send / recv ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("protocol", "msg"), [(Json, {"n": 1, "s": "é"}), (Raw, b"\x00raw\xff")], ids=["json", "raw"])
+def test_round_trip_both_ways(timer, protocol, msg):
+    with pair(timer, protocol) as (client, server):
+        assert client.send(msg) is links.SendStatus.COMPLETED
+        assert server.recv(timeout=WAIT) == msg
+        assert server.send(msg) is links.SendStatus.COMPLETED
+        assert client.recv(timeout=WAIT) == msg
+
+
+def test_send_many_delivers_the_batch_in_order(timer):
+    with pair(timer) as (client, server):
+        assert client.send_many({"i": i} for i in range(200)) is links.SendStatus.COMPLETED
+        assert [server.recv(timeout=WAIT) for _ in range(200)] == [{"i": i} for i in range(200)]
+
+
+def test_recv_returns_none_only_when_the_timeout_expires(timer):
+    with pair(timer) as (client, server):
+        assert client.recv(timeout=0) is None
+        started = time.monotonic()
+        assert client.recv(timeout=0.1) is None
+        assert time.monotonic() - started >= 0.1
+        server.send({"late": True})
+        assert client.recv(timeout=WAIT) == {"late": True}
+
+
+def test_iteration_yields_messages_until_the_peer_closes(timer):
+    with pair(timer) as (client, server):
+        server.send_many([{"i": 0}, {"i": 1}, {"i": 2}])
+        server.close()
+        assert list(client) == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert not client.is_connected()
+
+
+def test_close_is_idempotent_and_ends_use(timer):
+    with pair(timer) as (client, server):
+        assert client.is_connected()
+        client.close()
+        client.close()
+        assert not client.is_connected()
+        with pytest.raises(links.ClosedError):
+            client.send({"n": 1})
+        with pytest.raises(links.ClosedError):
+            client.recv(timeout=0)
+        with pytest.raises(links.BrokenError):  # the peer saw the close
+            server.recv(timeout=WAIT)
+
+
+def test_context_manager_closes(timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as client:
+            assert client.is_connected()
+        assert not client.is_connected()
+        server = svc.accept(timeout=WAIT)
+        with server, pytest.raises(links.BrokenError):
+            server.recv(timeout=WAIT)
+
+
+def test_con_id_names_role_name_and_both_addresses(timer):
+    with pair(timer, name="alice") as (client, server):
+        port = server.con_id.local[1]
+        client_port = server.con_id.peer[1]
+        assert str(client.con_id) == f"Initiator(alice@127.0.0.1:{client_port}->127.0.0.1:{port})"
+        assert str(server.con_id) == f"Acceptor(svc@127.0.0.1:{port}<-127.0.0.1:{client_port})"
+        assert client.con_id.role is links.Role.INITIATOR and server.con_id.role is links.Role.ACCEPTOR
+
+
+def test_connect_with_nobody_listening_times_out(timer):
+    # A bound socket that never listens reserves a port that refuses every connection.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        started = time.monotonic()
+        with pytest.raises(links.ConnectTimeout) as info:
+            links.Clt.connect(f"127.0.0.1:{reserved.getsockname()[1]}", protocol=Json, timer=timer, timeout=0.2)
+        assert isinstance(info.value, TimeoutError)
+        assert time.monotonic() - started < WAIT  # retried until its timeout, not forever
+
+
+class OneByte(links.Protocol):
+    """One-byte frames: the kernel takes all of one or nothing, so a frame is never half-sent
+    (a half-sent frame makes the sender wait for the peer to read, and this peer never does)."""
+
+    framer = links.FixedSizeFramer(1)
+    messenger = links.RawMessenger()
+
+    def __init__(self) -> None:
+        self.would_block: list[bytes] = []
+
+    def on_would_block(self, msg):
+        self.would_block.append(msg)
+
+
+def test_send_without_waiting_reports_would_block_when_the_peer_never_reads(timer):
+    protocol = OneByte()
+    with raw_peer() as listener:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # fills after a few KB
+        sock.connect(listener.getsockname())
+        peer, _ = listener.accept()
+        with peer, links.Clt.from_socket(sock, links.Role.INITIATOR, protocol=lambda: protocol, timer=timer) as clt:
+            completed = 0
+            while completed < 1_000_000:  # bound: far more than both buffers hold
+                status = clt.send(b"x", timeout=0)
+                if status is links.SendStatus.WOULD_BLOCK:
+                    break
+                completed += 1
+            assert status is links.SendStatus.WOULD_BLOCK
+            assert protocol.would_block == [b"x"]
+            clt.close()
+            # All or nothing: the peer gets exactly the frames reported COMPLETED.
+            received = 0
+            while chunk := peer.recv(65536):
+                received += len(chunk)
+            assert received == completed
+
+
+def test_send_after_close_raises_closed_error(timer):
+    with pair(timer) as (client, _server):
+        client.close()
+        with pytest.raises(links.ClosedError):
+            client.send({"n": 1})
+        with pytest.raises(links.ClosedError):
+            client.send_many([{"n": 1}])
+
+
+def test_send_after_peer_reset_raises_broken_error(timer):
+    with raw_peer() as listener:
+        target = "127.0.0.1:%d" % listener.getsockname()[1]
+        with links.Clt.connect(target, protocol=Json, timer=timer, timeout=WAIT) as clt:
+            peer, _ = listener.accept()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # linger 0: an RST instead of a FIN
+            with pytest.raises(links.BrokenError):
+                for _ in range(100):  # the first write after the RST arrives fails
+                    clt.send({"n": 1})
+            assert not clt.is_connected()
+            with pytest.raises(links.BrokenError):  # and every later one
+                clt.send({"n": 2})
+
+
+def test_spawned_receiver_sees_the_peer_close_without_anyone_reading(timer, poll):
+    gone = threading.Event()
+
+    class Watched(Json):
+        def on_disconnect(self, con_id):
+            gone.set()
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        clt = links.Clt.connect(addr(svc), protocol=Watched, timer=timer, poll_handler=poll, timeout=WAIT)
+        with clt.into_sender_with_spawned_recver() as sender:
+            server = svc.accept(timeout=WAIT)
+            assert sender.is_connected()
+            server.close()
+            assert gone.wait(WAIT)
+            assert not sender.is_connected()
+            with pytest.raises(links.BrokenError):
+                sender.send({"n": 1})
+
+
+# -- protocol hooks under every wrapper ---------------------------------------------------------
+
+
+class Recorder(links.Callback):
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def on_recv(self, con_id, msg):
+        self.log.append(("callback.recv", msg))
+
+    def on_sent(self, con_id, msg):
+        self.log.append(("callback.sent", msg))
+
+
+def hooked(log: list, disconnected: threading.Event):
+    """A protocol factory recording every hook into ``log``."""
+
+    class Hooked(Json):
+        seq = 0
+
+        def on_connect(self, con):
+            log.append(("connect", str(con.con_id)))
+
+        def on_send(self, msg):
+            self.seq += 1
+            return {**msg, "seq": self.seq}  # a replacement: the peer must get this one
+
+        def on_sent(self, msg):
+            log.append(("sent", msg))
+
+        def on_recv(self, msg):
+            log.append(("on_recv", msg))
+
+        def send_reply(self, msg, con):
+            log.append(("reply", msg))
+            if "ask" in msg:
+                con.send({"answer": msg["ask"]})
+
+        def on_disconnect(self, con_id):
+            log.append(("disconnect", str(con_id)))
+            disconnected.set()
+
+    return Hooked
+
+
+def take(clt: links.Clt, how: str):
+    """Use ``clt`` through one wrapper: (send, recv or None when spawned, handles to close)."""
+    if how == "unsplit":
+        return clt.send, clt.recv, [clt]
+    if how == "split":
+        recver, sender = clt.split()
+        return sender.send, recver.recv, [recver, sender]
+    if how == "split_ref":
+        recver, sender = clt.split_ref()
+        clone = sender.clone()
+        return clone.send, recver.recv, [sender, clone, recver]
+    if how == "spawned":
+        sender = clt.into_sender_with_spawned_recver()
+        return sender.send, None, [sender]
+    ref = clt.into_sender_with_spawned_recver_ref()
+    return ref.send, None, [ref, ref.clone()]
+
+
+WRAPPERS = ["unsplit", "split", "split_ref", "spawned", "spawned_ref"]
+
+
+@pytest.mark.parametrize("close_order", ["first_to_last", "last_to_first"])
+@pytest.mark.parametrize("how", WRAPPERS)
+def test_hooks_run_under_every_wrapper(timer, poll, how, close_order):
+    log: list = []
+    disconnected = threading.Event()
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        clt = links.Clt.connect(
+            addr(svc), protocol=hooked(log, disconnected), callback=Recorder(log), timer=timer, poll_handler=poll,
+            timeout=WAIT,
+        )  # fmt: skip
+        send, recv, handles = take(clt, how)
+        with svc.accept(timeout=WAIT) as server:
+            assert log == [("connect", str(clt.con_id))]
+
+            # on_send stamps; the peer, on_sent and the callback all see the stamped message.
+            assert send({"n": 1}) is links.SendStatus.COMPLETED
+            assert server.recv(timeout=WAIT) == {"n": 1, "seq": 1}
+            assert log[1:] == [("sent", {"n": 1, "seq": 1}), ("callback.sent", {"n": 1, "seq": 1})]
+
+            # on_recv, then the callback, then send_reply, which answers through the sender.
+            server.send({"ask": 7})
+            if recv is not None:
+                assert recv(timeout=WAIT) == {"ask": 7}
+            assert server.recv(timeout=WAIT) == {"answer": 7, "seq": 2}
+            received = [entry for entry in log if entry[1] == {"ask": 7}]
+            assert received == [("on_recv", {"ask": 7}), ("callback.recv", {"ask": 7}), ("reply", {"ask": 7})]
+
+            if close_order == "last_to_first":
+                handles.reverse()
+            for handle in handles:
+                handle.close()
+            assert disconnected.wait(WAIT)
+            for handle in handles:
+                assert not handle.is_connected()
+                handle.close()  # idempotent on every handle
+            with pytest.raises(links.ClosedError):
+                send({"n": 2})
+            with pytest.raises(links.BrokenError):
+                server.recv(timeout=WAIT)
+        poll.sync()
+        assert [entry for entry in log if entry[0] == "disconnect"] == [("disconnect", str(clt.con_id))]
+
+
+def test_on_disconnect_runs_once_when_the_peer_closes_first(timer, poll):
+    log: list = []
+    disconnected = threading.Event()
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        protocol = hooked(log, disconnected)
+        clt = links.Clt.connect(addr(svc), protocol=protocol, timer=timer, poll_handler=poll, timeout=WAIT)
+        ref = clt.into_sender_with_spawned_recver_ref()
+        svc.accept(timeout=WAIT).close()
+        assert disconnected.wait(WAIT)
+        ref.close()
+        ref.clone().close()
+        poll.sync()
+        assert [entry[0] for entry in log].count("disconnect") == 1
+
+
+# -- split across threads ------------------------------------------------------------------------
+
+
+def test_split_halves_work_on_two_threads_and_the_clt_is_spent(timer, poll):
+    n = 300
+    with links.Svc.bind("127.0.0.1:0", protocol=Echo, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as clt:
+            recver, sender = clt.split()
+            for spent in (lambda: clt.send({}), lambda: clt.recv(timeout=0), clt.split):
+                with pytest.raises(links.ClosedError):
+                    spent()
+            got: list = []
+
+            def read():
+                for msg in recver:
+                    got.append(msg)
+                    if len(got) == n:
+                        return
+
+            def write():
+                for i in range(n):
+                    sender.send({"i": i})
+
+            threads = [threading.Thread(target=read), threading.Thread(target=write)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(WAIT)
+            assert got == [{"i": i} for i in range(n)]
+
+
+def test_two_threads_receiving_on_one_recver_get_busy_error(timer):
+    inside = threading.Event()
+    release = threading.Event()
+
+    class Blocking(Json):
+        def on_recv(self, msg):
+            inside.set()  # thread A is now inside recv(); keep it there
+            release.wait(WAIT)
+
+    with pair(timer, Blocking) as (client, server):
+        recver, _sender = client.split()
+        result: list = []
+        reader = threading.Thread(target=lambda: result.append(recver.recv(timeout=WAIT)))
+        reader.start()
+        server.send({"n": 1})
+        assert inside.wait(WAIT)
+        with pytest.raises(links.BusyError):
+            recver.recv(timeout=0)
+        release.set()
+        reader.join(WAIT)
+        assert result == [{"n": 1}]
+        server.send({"n": 2})
+        assert recver.recv(timeout=WAIT) == {"n": 2}  # usable again once the first caller left
+
+
+# -- heartbeats ----------------------------------------------------------------------------------
+
+
+class Beating(Json):
+    heartbeat_interval = 0.02
+
+    def send_heartbeat(self, con):
+        con.send({"hb": True})
+
+
+def test_heartbeats_reach_the_peer_and_stop_on_close(timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        client = links.Clt.connect(addr(svc), protocol=Beating, timer=timer, timeout=WAIT)
+        with client, svc.accept(timeout=WAIT) as server:
+            for _ in range(3):
+                assert server.recv(timeout=WAIT) == {"hb": True}
+            client.close()
+            # Cancelled at once, even if a beat was running at that moment (it is not rescheduled).
+            assert timer.task_count == 0
+            with pytest.raises(links.BrokenError):
+                while True:  # beats already on the wire, then the end: no more beats
+                    assert server.recv(timeout=WAIT) == {"hb": True}

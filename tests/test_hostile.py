@@ -1,0 +1,167 @@
+"""Hostile peers: an oversized length header, undecodable JSON, a reset. The hostile
+connection alone is closed (logged, ``on_disconnect`` run, gate slot released); healthy
+connections on the same poll thread keep working. On a user thread the error is raised once,
+then the connection reports ``BrokenError`` like any ended one."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from contextlib import ExitStack, contextmanager
+
+import pytest
+import structlog
+
+import links
+
+WAIT = 5.0
+HEALTHY = 10
+MAX_FRAME = 1024
+
+
+class Json(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=MAX_FRAME)
+    messenger = links.JsonMessenger()
+
+
+class LogWatch:
+    """A processor for ``capture_logs`` that lets the test wait for an event logged on another thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.entries: list[dict] = []
+
+    def __call__(self, logger, method, event_dict):
+        with self._cond:
+            self.entries.append(dict(event_dict))
+            self._cond.notify_all()
+        return event_dict
+
+    def wait(self, event: str, **fields) -> dict | None:
+        def find():
+            return next((e for e in self.entries if e["event"] == event and fields.items() <= e.items()), None)
+
+        with self._cond:
+            return self._cond.wait_for(find, WAIT)
+
+
+@contextmanager
+def watch_logs():
+    watch = LogWatch()
+    with structlog.testing.capture_logs(processors=[watch]):
+        yield watch
+
+
+class Server:
+    """The service's protocol (JSON echo) plus waitable records of its connections coming and going."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.joined: list[str] = []
+        self.gone: list[str] = []
+        server = self
+
+        class Echo(Json):
+            def on_connect(self, con):
+                server._add(server.joined, str(con.con_id))
+
+            def on_disconnect(self, con_id):
+                server._add(server.gone, str(con_id))
+
+            def send_reply(self, msg, con):
+                con.send(msg)
+
+        self.protocol = Echo
+
+    def _add(self, items: list, item) -> None:
+        with self._cond:
+            items.append(item)
+            self._cond.notify_all()
+
+    def wait(self, predicate) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, WAIT)
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack("!I", len(payload)) + payload
+
+
+def reset(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # linger 0: an RST instead of a FIN
+
+
+# case: (what the hostile peer does, the log event its connection ends with, and its fields)
+CASES = {
+    "too_large": (lambda s: s.sendall(struct.pack("!I", 1 << 20)), "frame.too_large", {"size": (1 << 20) + 4}),
+    "bad_json": (lambda s: s.sendall(frame(b"{not json")), "frame.decode_failed", {}),
+    "reset": (lambda s: (s.sendall(b"\x00\x00"), reset(s)), "clt.disconnected", {"reason": "broken"}),
+}
+
+
+def exchange(clients: list[links.Clt], tag: str) -> None:
+    for i, c in enumerate(clients):
+        c.send({"tag": tag, "i": i})
+    for i, c in enumerate(clients):
+        assert c.recv(timeout=WAIT) == {"tag": tag, "i": i}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_peer_is_cut_off_and_healthy_ones_carry_on(timer, poll, case):
+    attack, event, fields = CASES[case]
+    server = Server()
+    with watch_logs() as logs, ExitStack() as stack:
+        svc = stack.enter_context(
+            links.Svc.bind(
+                "127.0.0.1:0", protocol=server.protocol, max_connections=HEALTHY + 1, timer=timer, poll_handler=poll
+            )
+        )
+        sender = svc.into_sender_with_spawned_recver()
+        target = f"127.0.0.1:{svc.local_addr[1]}"
+        clients = [
+            stack.enter_context(links.Clt.connect(target, protocol=Json, timer=timer, timeout=WAIT))
+            for _ in range(HEALTHY)
+        ]
+        exchange(clients, "before")
+
+        hostile = stack.enter_context(socket.create_connection(svc.local_addr))
+        hostile_id = str(links.ConId(links.Role.ACCEPTOR, svc.name, svc.local_addr, hostile.getsockname()[:2]))
+        assert server.wait(lambda: hostile_id in server.joined)
+        attack(hostile)
+
+        assert logs.wait(event, con_id=hostile_id, **fields)
+        assert server.wait(lambda: hostile_id in server.gone)  # on_disconnect ran
+        if case != "reset":
+            hostile.settimeout(WAIT)
+            assert hostile.recv(1) == b""  # the server closed it
+        poll.sync()
+        assert svc.gate.in_use == HEALTHY  # its slot came back
+        assert len(sender) == HEALTHY and hostile_id not in map(str, sender.con_ids())
+        assert server.gone == [hostile_id]  # nobody else was cut off
+
+        exchange(clients, "after")
+        assert sender.broadcast({"still": "alive"}) == HEALTHY
+        for c in clients:
+            assert c.recv(timeout=WAIT) == {"still": "alive"}
+        assert poll.handler_count == HEALTHY + 1  # the receivers plus the acceptor
+        assert any(t.name == poll.name and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize(("case", "error"), [("too_large", links.FrameTooLarge), ("bad_json", links.DecodeError)])
+def test_user_thread_recv_raises_the_protocol_error_once_then_broken(timer, case, error):
+    attack = CASES[case][0]
+    server = Server()
+    with links.Svc.bind("127.0.0.1:0", protocol=server.protocol, timer=timer) as svc:
+        with socket.create_connection(svc.local_addr) as hostile, svc.accept(timeout=WAIT) as clt:
+            attack(hostile)
+            with pytest.raises(error):
+                clt.recv(timeout=WAIT)
+            assert server.gone == [str(clt.con_id)]
+            assert svc.gate.in_use == 0
+            assert not clt.is_connected()
+            with pytest.raises(links.BrokenError):
+                clt.recv(timeout=WAIT)
+            with pytest.raises(links.BrokenError):
+                clt.send({"n": 1})

@@ -1,0 +1,187 @@
+"""``PollHandler`` with real connections: a failing receiver is removed alone, shutdown closes
+what it services, nothing registers after shutdown, and a flooding peer cannot starve others."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from contextlib import ExitStack, contextmanager
+
+import pytest
+import structlog
+
+import links
+
+WAIT = 5.0
+
+
+class Json(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
+    messenger = links.JsonMessenger()
+
+
+class Raw(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=2, max_frame_size=1 << 12)
+    messenger = links.RawMessenger()
+
+
+class LogWatch:
+    """A processor for ``capture_logs`` that lets the test wait for an event logged on another thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.entries: list[dict] = []
+
+    def __call__(self, logger, method, event_dict):
+        with self._cond:
+            self.entries.append(dict(event_dict))
+            self._cond.notify_all()
+        return event_dict
+
+    def wait(self, event: str, **fields) -> dict | None:
+        def find():
+            return next((e for e in self.entries if e["event"] == event and fields.items() <= e.items()), None)
+
+        with self._cond:
+            return self._cond.wait_for(find, WAIT)
+
+
+@contextmanager
+def watch_logs():
+    watch = LogWatch()
+    with structlog.testing.capture_logs(processors=[watch]):
+        yield watch
+
+
+def addr(svc: links.Svc) -> str:
+    return f"127.0.0.1:{svc.local_addr[1]}"
+
+
+def server_con_id(svc: links.Svc, client: links.Clt) -> str:
+    return str(links.ConId(links.Role.ACCEPTOR, svc.name, svc.local_addr, client.con_id.local))
+
+
+class Boom(links.Callback):
+    def on_recv(self, con_id, msg):
+        if msg.get("boom"):
+            raise RuntimeError("callback failed")
+
+
+def test_a_failing_receiver_is_removed_alone(timer, poll):
+    store = links.StoreCallback()
+    with watch_logs() as logs, ExitStack() as stack:
+        svc = stack.enter_context(
+            links.Svc.bind("127.0.0.1:0", protocol=Json, callback=Boom() + store, timer=timer, poll_handler=poll)
+        )
+        sender = svc.into_sender_with_spawned_recver()
+        bad, good = (
+            stack.enter_context(links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT))
+            for _ in range(2)
+        )
+        for k, c in enumerate((bad, good)):
+            c.send({"hello": k})
+            assert store.find_recv(lambda m, k=k: m == {"hello": k}, timeout=WAIT)
+
+        bad.send({"boom": True})
+        bad_id = server_con_id(svc, bad)
+        failed = logs.wait("poll.handler_failed", con_id=bad_id)
+        assert failed is not None and "callback failed" in failed["error"]
+        assert logs.wait("poll.recver.removed", con_id=bad_id, reason="failed")
+        with pytest.raises(links.BrokenError):  # its connection was closed
+            bad.recv(timeout=WAIT)
+
+        good.send({"after": True})
+        assert store.find_recv(lambda m: m == {"after": True}, timeout=WAIT)
+        poll.sync()
+        assert [c.peer for c in sender.con_ids()] == [good.con_id.local]
+        assert sender.send({"back": True}) is links.SendStatus.COMPLETED
+        assert good.recv(timeout=WAIT) == {"back": True}
+
+
+def test_registering_after_shutdown_raises(timer, poll):
+    poll.shutdown()
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer, poll_handler=poll) as svc:
+        with pytest.raises(RuntimeError):
+            svc.into_sender_with_spawned_recver()
+        clt = links.Clt.connect(addr(svc), protocol=Json, timer=timer, poll_handler=poll, timeout=WAIT)
+        with clt, pytest.raises(RuntimeError):
+            clt.into_sender_with_spawned_recver()
+
+
+def test_shutdown_closes_spawned_connections(timer, poll):
+    gone = threading.Event()
+
+    class Watched(Json):
+        def on_disconnect(self, con_id):
+            gone.set()
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        clt = links.Clt.connect(addr(svc), protocol=Watched, timer=timer, poll_handler=poll, timeout=WAIT)
+        sender = clt.into_sender_with_spawned_recver()
+        with svc.accept(timeout=WAIT) as server:
+            sender.send({"n": 1})
+            assert server.recv(timeout=WAIT) == {"n": 1}
+            poll.shutdown()
+            assert gone.is_set()  # shutdown returns after closing what it serviced
+            assert not sender.is_connected()
+            with pytest.raises(links.ClosedError):
+                sender.send({"n": 2})
+            with pytest.raises(links.BrokenError):
+                server.recv(timeout=WAIT)
+
+
+class Traffic(links.Callback):
+    """Counts flood frames; notes how many had arrived when the quiet peer's one frame did."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.flood = 0
+        self.flood_at_quiet: int | None = None
+
+    def on_recv(self, con_id, msg):
+        with self.cond:
+            if msg == b"quiet":
+                self.flood_at_quiet = self.flood
+            else:
+                self.flood += 1
+            self.cond.notify_all()
+
+    def wait(self, predicate) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, WAIT)
+
+
+FLOODER = """
+import socket, struct, sys
+frame = struct.pack("!H", 64) + b"f" * 64
+blob = frame * 1000
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+try:
+    while True:
+        sock.sendall(blob)
+except OSError:
+    pass
+"""
+
+
+def test_a_flooding_peer_does_not_starve_a_quiet_one(timer, poll):
+    traffic = Traffic()
+    with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=traffic, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        # The flood comes from another process, which refills its socket as fast as the kernel
+        # takes bytes, faster than the poll thread decodes frames: a poll thread that drained
+        # one socket before looking at the others would never get to the quiet one.
+        flooder = subprocess.Popen([sys.executable, "-c", FLOODER, str(svc.local_addr[1])])
+        try:
+            with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as quiet:
+                assert traffic.wait(lambda: traffic.flood >= 5000)  # the flood is on
+                quiet.send(b"quiet")
+                assert traffic.wait(lambda: traffic.flood_at_quiet is not None)
+                # It arrived while the flood was still going: thousands more flood frames follow it.
+                after = traffic.flood_at_quiet + 5000
+                assert traffic.wait(lambda: traffic.flood >= after)
+                assert flooder.poll() is None
+        finally:
+            flooder.kill()
+            flooder.wait(WAIT)

@@ -1,0 +1,172 @@
+"""``Svc`` over real loopback sockets: accepting on a user thread, the pool (round-robin send
+and recv, ``send_to``, ``broadcast``), the spawned ``SvcSender`` whose pool follows the live
+connections, and closing the service."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+
+import pytest
+
+import links
+
+WAIT = 5.0
+
+
+class Json(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
+    messenger = links.JsonMessenger()
+
+
+class Departures:
+    """Counts server-side ``on_disconnect`` calls; tests wait on it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.con_ids: list[links.ConId] = []
+        tracker = self
+
+        class Tracked(Json):
+            def on_disconnect(self, con_id):
+                with tracker._cond:
+                    tracker.con_ids.append(con_id)
+                    tracker._cond.notify_all()
+
+        self.protocol = Tracked
+
+    def wait(self, count: int) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.con_ids) >= count, WAIT)
+
+
+def addr(svc: links.Svc) -> str:
+    return f"127.0.0.1:{svc.local_addr[1]}"
+
+
+def connect(stack: ExitStack, svc: links.Svc, timer, n: int) -> list[links.Clt]:
+    return [
+        stack.enter_context(links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT, name=f"c{i}"))
+        for i in range(n)
+    ]
+
+
+def server_id_of(svc_con_ids, client: links.Clt) -> links.ConId:
+    """The server-side con_id of ``client``'s connection (its peer is the client's local address)."""
+    (con_id,) = [c for c in svc_con_ids if c.peer == client.con_id.local]
+    return con_id
+
+
+def test_accept_returns_a_clt_or_none_on_timeout(timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        assert svc.accept(timeout=0.05) is None
+        with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as client:
+            server = svc.accept(timeout=WAIT)
+            assert isinstance(server, links.Clt)
+            with server:
+                assert server.con_id.role is links.Role.ACCEPTOR
+                assert server.con_id.peer == client.con_id.local
+                client.send({"hi": 1})
+                assert server.recv(timeout=WAIT) == {"hi": 1}
+                assert svc.gate.in_use == 1  # accept() hands the slot over with the Clt
+            assert svc.gate.in_use == 0
+
+
+def test_pool_round_robin_send_to_and_broadcast(timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc, ExitStack() as stack:
+        clients = connect(stack, svc, timer, 3)
+        ids = [svc.accept_into_pool(timeout=WAIT) for _ in clients]
+        assert None not in ids and len(svc) == 3 and set(svc.con_ids()) == set(ids)
+
+        for i in range(6):
+            assert svc.send({"i": i}) is links.SendStatus.COMPLETED
+        shares = [[c.recv(timeout=WAIT), c.recv(timeout=WAIT)] for c in clients]
+        assert None not in shares[0] + shares[1] + shares[2]
+        assert sorted(m["i"] for share in shares for m in share) == list(range(6))  # two each, none lost
+
+        target = clients[1]
+        svc.send_to(server_id_of(svc.con_ids(), target), {"only": "c1"})
+        assert svc.broadcast({"all": True}) == 3
+        assert target.recv(timeout=WAIT) == {"only": "c1"}
+        for c in clients:  # for the others the broadcast is next: send_to went to one client only
+            assert c.recv(timeout=WAIT) == {"all": True}
+
+
+def test_pool_recv_is_round_robin_across_clients(timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc, ExitStack() as stack:
+        clients = connect(stack, svc, timer, 3)
+        for _ in clients:
+            svc.accept_into_pool(timeout=WAIT)
+        for k, c in enumerate(clients):
+            c.send_many([{"c": k, "i": i} for i in range(3)])
+        got = [svc.recv(timeout=WAIT) for _ in range(9)]
+        # Every client is served once per round instead of one client being drained first.
+        for round_ in range(3):
+            assert sorted(m["c"] for m in got[3 * round_ : 3 * round_ + 3]) == [0, 1, 2]
+        for k in range(3):
+            assert [m["i"] for m in got if m["c"] == k] == [0, 1, 2]
+        assert svc.recv(timeout=0.01) is None
+
+
+def test_spawned_sender_pool_follows_accepts_and_closes(timer, poll):
+    departures = Departures()
+    store = links.StoreCallback()
+    svc = links.Svc.bind("127.0.0.1:0", protocol=departures.protocol, callback=store, timer=timer, poll_handler=poll)
+    with svc:
+        sender = svc.into_sender_with_spawned_recver()
+        assert len(sender) == 0
+        with ExitStack() as stack:
+            clients = connect(stack, svc, timer, 2)
+            for k, c in enumerate(clients):
+                c.send({"hello": k})
+                assert store.find_recv(lambda m, k=k: m == {"hello": k}, timeout=WAIT)
+            poll.sync()  # the join happens in the same poll-thread step that delivered the hello
+            assert len(sender) == 2
+            assert sorted(c.peer for c in sender.con_ids()) == sorted(c.con_id.local for c in clients)
+
+            clients[0].close()
+            assert departures.wait(1)
+            poll.sync()
+            assert [c.peer for c in sender.con_ids()] == [clients[1].con_id.local]
+            assert sender.send({"to": "survivor"}) is links.SendStatus.COMPLETED
+            assert clients[1].recv(timeout=WAIT) == {"to": "survivor"}
+
+
+@pytest.mark.parametrize("spawned", [False, True], ids=["user_thread", "spawned"])
+def test_send_over_an_empty_pool_would_block(timer, poll, spawned):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer, poll_handler=poll) as svc:
+        sender = svc.into_sender_with_spawned_recver() if spawned else svc
+        assert sender.send({"n": 1}, timeout=0) is links.SendStatus.WOULD_BLOCK
+        assert sender.send({"n": 1}, timeout=0.01) is links.SendStatus.WOULD_BLOCK
+        assert sender.broadcast({"n": 1}) == 0
+
+
+@pytest.mark.parametrize("spawned", [False, True], ids=["user_thread", "spawned"])
+def test_close_closes_every_pooled_connection_and_the_listener(timer, poll, spawned):
+    departures = Departures()
+    store = links.StoreCallback()
+    svc = links.Svc.bind("127.0.0.1:0", protocol=departures.protocol, callback=store, timer=timer, poll_handler=poll)
+    with svc, ExitStack() as stack:
+        clients = connect(stack, svc, timer, 2)
+        if spawned:
+            sender = svc.into_sender_with_spawned_recver()
+            for k, c in enumerate(clients):
+                c.send({"hello": k})
+                assert store.find_recv(lambda m, k=k: m == {"hello": k}, timeout=WAIT)
+            poll.sync()
+        else:
+            sender = svc
+            for _ in clients:
+                svc.accept_into_pool(timeout=WAIT)
+        assert len(sender) == 2
+        svc.close()
+        assert departures.wait(2)
+        for c in clients:
+            with pytest.raises(links.BrokenError):
+                c.recv(timeout=WAIT)
+        with pytest.raises(links.ClosedError):
+            sender.send({"n": 1})
+        poll.sync()  # a spawned listener is closed on the poll thread
+        with pytest.raises(links.ConnectTimeout):
+            links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=0.1)
+        assert svc.gate.in_use == 0
