@@ -121,12 +121,22 @@ class Attachment:
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
         return self.connection.write(self, list(msgs), timeout)
 
-    def close(self) -> None:
-        """Close the logical connection for good (a protocol that decided it is over)."""
-        self.connection.close()
+    def close(self, reason: str | None = None) -> None:
+        """End the connection, from a protocol hook.
+
+        Args:
+            reason: None for an orderly close for good (``on_close`` sends the goodbye; later
+                calls raise ``ClosedError``). A short reason when the *peer* is at fault (it
+                went silent, broke the rules): no goodbye, and it ends as if the peer had
+                broken it, so ``reconnect=`` redials and later calls raise ``BrokenError(reason)``.
+        """
+        if reason is None:
+            self.connection.close()
+        else:
+            self.drop(reason)
 
     def drop(self, reason: str = "dropped") -> None:
-        """End only this TCP connection: reconnecting or resuming may follow."""
+        """End only this TCP connection, as broken: reconnecting or resuming may follow."""
         self.connection.lost(self, reason, BrokenError(f"{self.con_id}: {reason}", reason))
 
     # -- reading (one thread at a time: the poll thread or one user thread) -------------------

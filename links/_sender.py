@@ -23,6 +23,7 @@ from typing import Any
 
 from ._connection import Connection
 from ._core._status import SendStatus
+from ._errors import BrokenError
 from ._timer import Timer
 
 __all__ = ["CltSender"]
@@ -46,9 +47,24 @@ class CltSender:
     def is_connected(self) -> bool:
         return self._con.is_connected()
 
-    def close(self) -> None:
-        """Close the whole connection (both halves, every ref). Idempotent."""
-        self._con.close()
+    def close(self, reason: str | None = None) -> None:
+        """Close the whole connection (both halves, every ref). Idempotent.
+
+        Args:
+            reason: None for an orderly local close: ``Protocol.on_close`` runs first and later
+                calls raise ``ClosedError``. A protocol that ends the connection because of the
+                peer (it went silent, logged out, broke the rules) passes a short reason
+                instead: no goodbye is sent, and it ends as if the peer had broken it (later
+                calls raise ``BrokenError(reason)``; with ``reconnect=`` a redial follows).
+        """
+        if reason is None:
+            self._con.close()
+            return
+        att = self._con.attachment
+        if att is not None:
+            att.drop(reason)
+        else:
+            self._con.close(reason, BrokenError(f"{self._con.con_id}: {reason}", reason))
 
     def __enter__(self) -> CltSender:
         return self
