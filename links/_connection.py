@@ -696,6 +696,9 @@ def _idle_check(connection: Connection, att: Attachment, limit: float) -> Callab
         if att.closed:
             return TaskStatus.TERMINATE
         idle = time.monotonic() - att.last_recv
+        if idle >= limit and att.transport.wait_readable(0):
+            att.last_recv = time.monotonic()  # unread bytes: the peer spoke, our reader is behind
+            idle = 0.0
         if idle >= limit:
             connection.log.warning("clt.idle_timeout", idle=round(idle, 3), limit=limit)
             att.drop("idle_timeout")

@@ -112,6 +112,11 @@ class SessionDriver:
             if att.closed:
                 return TaskStatus.TERMINATE
             idle = time.monotonic() - att.last_recv
+            if idle >= limit and att.transport.wait_readable(0):
+                # Bytes are waiting that we have not read yet: the peer is alive and it is our
+                # reader that is behind (a busy poll thread). Count that as hearing from it.
+                att.last_recv = time.monotonic()
+                idle = 0.0
             if idle >= limit:
                 connection.log.warning("session.peer_silent", idle=round(idle, 3), limit=limit)
                 att.drop("peer_silent")
