@@ -18,6 +18,7 @@ from ._callbacks import (
 )
 from ._clock import Clock as Clock, MonotonicClock as MonotonicClock
 from ._clt import Clt as Clt
+from ._core._backoff import Backoff as Backoff
 from ._core._buffer import ReceiveBuffer as ReceiveBuffer
 from ._core._conid import ConId as ConId, Role as Role
 from ._core._framer import (
@@ -56,10 +57,12 @@ from ._sender import CltSender as CltSender
 from ._svc import Svc as Svc
 from ._timer import Timer as Timer, TimerHandle as TimerHandle
 
+from . import session as session
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "AcceptStatus", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt",
+    "AcceptStatus", "Backoff", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt",
     "CltRecver", "CltSender", "ConId", "ConnectTimeout", "ConnectionGate", "CounterCallback", "DecodeError",
     "DelimiterFramer", "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer",
     "JsonMessenger", "LengthPrefixFramer", "Link", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock",

@@ -17,8 +17,15 @@ until it turns True, all within the same ``timeout``. Messages that arrive durin
 handshake are dispatched as usual and kept for ``recv``. An exception raised by a protocol
 hook during the handshake (a login rejection, say) closes the connection and propagates.
 
-When the protocol sets ``heartbeat_interval``, the connection schedules ``send_heartbeat`` on
-its timer, through its (thread-safe) sender; the task ends when the connection does.
+Faults (see ``links._connection`` for the mechanics):
+
+* ``reconnect=links.Backoff(...)``: when the connection drops, the same ``Clt``, halves, refs
+  and spawned receiver carry on over a new one, dialed on the backoff schedule, with the
+  protocol's handshake run again. Sends in between wait (or return ``WOULD_BLOCK``).
+* ``session=links.session.Resumable(...)``: nothing sent is lost or duplicated across cuts.
+* ``idle_timeout=``: a connection that receives nothing for that long is treated as dead
+  (pair it with a protocol heartbeat); ``tcp_user_timeout=`` and ``keepalive=`` set the
+  kernel's own detection.
 """
 
 from __future__ import annotations
@@ -26,15 +33,15 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback, DevNullCallback
 from ._connection import Connection
+from ._core._backoff import Backoff
 from ._core._conid import Addr, ConId, Role, parse_addr
-from ._core._link import Link
 from ._core._protocol import Protocol
-from ._core._status import SendStatus, TaskStatus
-from ._errors import ClosedError, ConnectTimeout, LinksError
+from ._core._status import SendStatus
+from ._errors import ClosedError, ConnectTimeout
 from ._gate import Permit
 from ._poll import PollHandler
 from ._recver import CltRecver
@@ -42,7 +49,10 @@ from ._ref import Ref
 from ._runtime import default_poll_handler, default_timer
 from ._sender import CltSender
 from ._timer import Timer
-from ._transport import Transport, dial, socket_addrs
+from ._transport import dial, set_liveness
+
+if TYPE_CHECKING:
+    from .session import Resumable
 
 __all__ = ["Clt", "ProtocolFactory"]
 
@@ -52,11 +62,11 @@ ProtocolFactory = Callable[[], Protocol]
 class Clt:
     """A connection: send, receive, split, or spawn its receiver into the poll thread."""
 
-    def __init__(self, connection: Connection, recver: CltRecver, sender: CltSender, poll_handler: PollHandler | None) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._con = connection
-        self._recver: CltRecver | None = recver
-        self._sender: CltSender | None = sender
-        self._poll = poll_handler
+        self._sender: CltSender | None = CltSender(connection)
+        self._recver: CltRecver | None = CltRecver(connection)
+        connection.sender = self._sender
 
     # -- construction ---------------------------------------------------------------------
 
@@ -72,36 +82,58 @@ class Clt:
         name: str = "clt",
         poll_handler: PollHandler | None = None,
         timer: Timer | None = None,
+        reconnect: Backoff | None = None,
+        session: Resumable | None = None,
+        idle_timeout: float | None = None,
+        tcp_user_timeout: float | None = None,
+        keepalive: tuple[float, float, int] | None = None,
     ) -> Clt:
         """Connect to ``"host:port"`` and complete the protocol's handshake.
 
         Args:
-            protocol: a ``Protocol`` subclass or zero-argument factory; called once.
+            protocol: a ``Protocol`` subclass or zero-argument factory.
             callback: sees every message in both directions (default: none).
-            timeout: seconds for dialing (with retries) and the handshake together.
+            timeout: seconds for dialing (with retries) and the handshakes together; also the
+                limit of each reconnect attempt.
             retry_after: pause between refused dial attempts.
             name: shown in ``con_id`` and logs.
             poll_handler, timer: runtime threads to use (default: the shared ones).
+            reconnect: redial on this schedule when the connection drops.
+            session: resumable-session settings (exactly-once delivery across cuts).
+            idle_timeout: drop a connection that received nothing for this many seconds.
+            tcp_user_timeout, keepalive: kernel-level liveness (see ``set_liveness``).
 
         Raises:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
+            links.session.SessionLost: the server refused the session.
         """
-        deadline = time.monotonic() + timeout
-        sock = dial(parse_addr(addr), timeout=timeout, retry_after=retry_after)
-        clt = cls.from_socket(
-            sock, Role.INITIATOR, protocol=protocol, callback=callback, name=name,
-            poll_handler=poll_handler, timer=timer,
+        target = parse_addr(addr)
+
+        def redial() -> socket.socket:
+            sock = dial(target, timeout=timeout, retry_after=timeout)
+            set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
+            return sock
+
+        driver = session.client_driver() if session is not None else None
+        con = Connection(
+            Role.INITIATOR, name, protocol_factory=protocol, callback=_callback(callback),
+            timer=default_timer() if timer is None else timer, poll=_poll(poll_handler), session=driver,
+            reconnect=reconnect, redial=redial, handshake_timeout=timeout, idle_timeout=idle_timeout,
         )  # fmt: skip
-        recver = clt._recver
-        assert recver is not None
+        if driver is not None:
+            driver.connection = con
+        clt = cls(con)
+        deadline = time.monotonic() + timeout
+        sock = dial(target, timeout=timeout, retry_after=retry_after)
+        set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
         try:
-            done = recver.drive_handshake(deadline)
-        except BaseException:
-            clt._con.close("handshake_failed")
-            raise
-        if not done:
-            clt._con.close("handshake_timeout")
-            raise ConnectTimeout(f"{clt.con_id}: handshake did not complete within {timeout}s")
+            att = con.open(sock, deadline)
+        except TimeoutError as e:
+            if isinstance(e, ConnectTimeout):
+                raise
+            raise ConnectTimeout(f"{con.con_id}: handshake did not complete within {timeout}s") from e
+        con.publish(att, driver.replay_frames if driver is not None else None)
+        con.log.info("clt.connected", role=Role.INITIATOR.value)
         return clt
 
     @classmethod
@@ -117,27 +149,17 @@ class Clt:
         timer: Timer | None = None,
         permit: Permit | None = None,
     ) -> Clt:
-        """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``."""
-        local, peer = socket_addrs(sock)
-        con_id = ConId(role, name, local, peer)
-        instance = protocol()
-        timer = default_timer() if timer is None else timer
-        connection = Connection(con_id, Transport(sock), instance, timer, permit)
-        link = Link(instance)
-        callback = DevNullCallback() if callback is None else callback
-        sender = CltSender(connection, link, callback)
-        connection.sender = sender
-        recver = CltRecver(connection, link, callback, reply_con=sender)
-        connection.log.info("clt.connected", role=role.value)
-        try:
-            instance.on_connect(sender)
-        except BaseException:
-            connection.close("on_connect_failed")
-            raise
-        interval = instance.heartbeat_interval
-        if interval:
-            connection.add_task(timer.schedule(f"heartbeat {con_id}", interval, _heartbeat(connection, sender)))
-        return cls(connection, recver, sender, poll_handler)
+        """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``
+        but does not wait for the protocol's handshake to finish."""
+        con = Connection(
+            role, name, protocol_factory=protocol, callback=_callback(callback),
+            timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
+        )  # fmt: skip
+        clt = cls(con)
+        att = con.open(sock, time.monotonic(), permit, wait=False)
+        con.publish(att)
+        con.log.info("clt.connected", role=role.value)
+        return clt
 
     # -- whole-connection use ---------------------------------------------------------------
 
@@ -191,10 +213,8 @@ class Clt:
 
     def into_sender_with_spawned_recver(self) -> CltSender:
         """Move the receiver into the poll thread; keep (and return) the sender."""
-        recver, sender = self.split()
-        poll = default_poll_handler() if self._poll is None else self._poll
-        if self._con.spawned(poll, recver):
-            poll.add(recver)
+        _, sender = self.split()
+        self._con.spawn()
         return sender
 
     def into_sender_with_spawned_recver_ref(self) -> Ref[CltSender]:
@@ -207,16 +227,9 @@ class Clt:
         return self._recver, self._sender
 
 
-def _heartbeat(connection: Connection, sender: CltSender) -> Callable[[], TaskStatus]:
-    protocol = connection.protocol
+def _callback(callback: Callback | None) -> Callback:
+    return DevNullCallback() if callback is None else callback
 
-    def beat() -> TaskStatus:
-        if connection.closed:
-            return TaskStatus.TERMINATE
-        try:
-            protocol.send_heartbeat(sender)
-        except LinksError as e:
-            connection.log.warning("heartbeat.failed", error=str(e))
-        return TaskStatus.TERMINATE if connection.closed else TaskStatus.COMPLETED
 
-    return beat
+def _poll(poll_handler: PollHandler | None) -> Callable[[], PollHandler]:
+    return (lambda: poll_handler) if poll_handler is not None else default_poll_handler

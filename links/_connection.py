@@ -1,138 +1,708 @@
-"""``Connection``: what the two halves of one connection share, and how it ends.
+"""``Connection`` and ``Attachment``: one logical connection, carried by one TCP connection at a time.
 
-A ``CltRecver`` and a ``CltSender`` may live on different threads (the receiver on the poll
-thread, the sender with the user, heartbeats on the timer thread), yet the connection must
-end once, for everybody. This object holds the shared parts (transport, protocol, con_id,
-gate permit, timer handles, a bound logger) and the one ``close()``.
+Why two objects
+    A user holds a ``Clt`` (or its halves, or refs to them) for as long as they like. With
+    ``reconnect=`` or ``session=``, the TCP connection underneath may be cut and replaced
+    many times meanwhile. So the handles point at a ``Connection`` (the logical one, which
+    ends only when closed for good) and the ``Connection`` points at its current
+    ``Attachment`` (one socket, its receive buffer, and, without a session, its protocol
+    instance). Without ``reconnect``/``session`` there is exactly one attachment and the two
+    end together, which is the plain case.
 
-Close order (each step once, whoever calls first, from any thread):
+Who runs what
+    * A user thread calls ``send`` / ``recv`` on the handles; they use the current attachment
+      and wait on ``Connection.changed`` (a condition) while there is none.
+    * The poll thread reads spawned attachments (``AttachmentReader``).
+    * The timer thread runs heartbeats and idle checks per attachment, and schedules
+      reconnect attempts; each attempt dials and handshakes on a short-lived thread of its
+      own, so a slow dial never delays anybody's heartbeat.
 
-0. a local close (no error) first runs ``Protocol.on_close(con)``
-   while the socket still works, so a protocol can send its logout or end-of-session;
-1. mark closed: every later send raises ``ClosedError`` / ``BrokenError`` at once;
-2. cancel timer tasks (heartbeats, handshake deadlines);
-3. ``shutdown()`` the socket: the peer sees FIN now, and any thread waiting on the fd wakes;
-4. ``Protocol.on_disconnect(con_id)``;
-5. release the gate permit; tell listeners (the service pool drops the connection);
-6. log ``clt.disconnected`` with the reason;
-7. release the fd: on the poll thread after unregistering, when the receiver is spawned
-   (see ``links._poll``: closing first could let the fd number be reused under the
-   selector), otherwise right here.
+Protocol instances and hooks
+    Without a session, every attachment gets a fresh protocol from the factory, and its hooks
+    (``on_connect`` on the way up, so logins are redone after a reconnect; ``on_disconnect``
+    on the way down) run per attachment. With a session the application sees one unbroken
+    stream, so one protocol instance serves the whole logical connection: ``on_connect`` once
+    at the start, ``on_disconnect`` once at the end. The ``con`` handed to hooks is the
+    ``Attachment`` the protocol instance belongs to (plain) or the logical connection's
+    sender (session): either way it has ``send``, ``send_many``, ``close``, ``con_id``,
+    ``timer`` and ``is_connected``.
+
+Ending an attachment (``Connection.lost``), each step once per attachment
+    mark it closed → cancel its timer tasks → ``shutdown()`` its socket (the peer sees FIN,
+    waiters wake) → ``on_disconnect`` (plain) → release its gate permit → log
+    ``clt.disconnected`` → release the fd (on the poll thread after unregistering, when a
+    reader is spawned there: closing first would let the kernel reuse the fd number under a
+    selector that still maps it) → then, if the connection is not closed for good: redial
+    (client with ``reconnect``), wait detached for a resume (server session), or close.
+
+Closing for good (``Connection.close``), once, from any thread
+    ``Protocol.on_close(con)`` while the socket still works (a local close only: it is how a
+    protocol sends its logout) → mark closed and wake every waiter → end the attachment as
+    above → ``on_disconnect`` (session) → listeners (a service pool drops it) → forget the
+    session.
 """
 
 from __future__ import annotations
 
+import enum
+import random
 import threading
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._core._conid import ConId
-from ._core._protocol import Protocol
-from ._errors import BrokenError, ClosedError, LinksError
+from ._callbacks import Callback
+from ._core._backoff import Backoff
+from ._core._conid import ConId, Role
+from ._core._link import Link
+from ._core._protocol import Protocol, overrides
+from ._core._status import NEED_DATA, SendStatus, TaskStatus
+from ._errors import BrokenError, ClosedError, DecodeError, FrameTooLarge, LinksError, ProtocolError
 from ._gate import Permit
 from ._log import get_logger
 from ._timer import Timer, TimerHandle
-from ._transport import Transport
+from ._transport import Transport, socket_addrs
 
 if TYPE_CHECKING:
+    import socket
+
     from ._poll import PollHandler
+    from .session._driver import SessionDriver
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "Attachment", "AttachmentReader", "ConnState"]
+
+_COMPLETED = SendStatus.COMPLETED
+_WOULD_BLOCK = SendStatus.WOULD_BLOCK
 
 
-class Connection:
-    __slots__ = (
-        "con_id", "transport", "protocol", "timer", "log", "permit", "_lock", "_closed",
-        "_error", "_listeners", "_tasks", "_poll", "_poll_handler_obj", "_closing", "sender",
-    )  # fmt: skip
+class ConnState(enum.Enum):
+    CONNECTED = "connected"  # an attachment is up
+    DISCONNECTED = "disconnected"  # between attachments: redialing, or a session waiting to resume
+    CLOSED = "closed"  # for good
 
-    def __init__(self, con_id: ConId, transport: Transport, protocol: Protocol, timer: Timer, permit: Permit | None = None) -> None:
-        self.con_id = con_id
-        self.transport = transport
+
+class Attachment:
+    """One TCP connection of a logical ``Connection``; also the ``con`` given to protocol hooks."""
+
+    def __init__(self, connection: Connection, sock: Any, protocol: Protocol, permit: Permit | None) -> None:
+        local, peer = socket_addrs(sock)
+        self.connection = connection
+        self.con_id = ConId(connection.role, connection.name, local, peer)
+        self.transport = Transport(sock)
         self.protocol = protocol
-        self.timer = timer
+        self.link = Link(protocol, session=connection.session)
         self.permit = permit
-        self.log = get_logger("clt", con_id=str(con_id))
-        self._lock = threading.Lock()
-        self._closed = False
-        self._closing = False
-        self.sender: Any = None  # the CltSender, given to on_close
-        self._error: LinksError | None = None
-        self._listeners: list[Callable[[Connection], None]] = []
-        self._tasks: list[TimerHandle] = []
-        self._poll: PollHandler | None = None  # set while a receiver is spawned
-        self._poll_handler_obj: Any = None
+        self.closed = False
+        self.tasks: list[TimerHandle] = []
+        self.poll: PollHandler | None = None
+        self.reader: AttachmentReader | None = None
+        self.last_recv = time.monotonic()
+        self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
+        self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
+        self._on_sent = protocol.on_sent if overrides(protocol, "on_sent") else None
+
+    def __repr__(self) -> str:
+        return f"Attachment({self.con_id}, closed={self.closed})"
+
+    # -- the hook handle ----------------------------------------------------------------------
+
+    @property
+    def timer(self) -> Timer:
+        return self.connection.timer
+
+    def is_connected(self) -> bool:
+        return not self.closed and self.protocol.is_connected()
+
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send on this very TCP connection (a protocol's login, heartbeat or reply)."""
+        return self.connection.write(self, [msg], timeout)
+
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        return self.connection.write(self, list(msgs), timeout)
+
+    def close(self, reason: str | None = None) -> None:
+        """End the connection, from a protocol hook.
+
+        Args:
+            reason: None for an orderly close for good (``on_close`` sends the goodbye; later
+                calls raise ``ClosedError``). A short reason when the *peer* is at fault (it
+                went silent, broke the rules): no goodbye, and it ends as if the peer had
+                broken it, so ``reconnect=`` redials and later calls raise ``BrokenError(reason)``.
+        """
+        if reason is None:
+            self.connection.close()
+        else:
+            self.drop(reason)
+
+    def drop(self, reason: str = "dropped") -> None:
+        """End only this TCP connection, as broken: reconnecting or resuming may follow."""
+        self.connection.lost(self, reason, BrokenError(f"{self.con_id}: {reason}", reason))
+
+    # -- reading (one thread at a time: the poll thread or one user thread) -------------------
+
+    def read_once(self) -> int:
+        """One ``recv_into`` into the receive buffer; bytes read (0: none yet).
+
+        Raises:
+            BrokenError, ClosedError: the socket ended.
+        """
+        buffer = self.link.buffer
+        n = self.transport.recv_into(buffer.writable())
+        if n:
+            buffer.commit(n)
+            self.last_recv = time.monotonic()
+        return n
+
+    def next_message(self) -> Any:
+        """The next whole message (or ``NEED_DATA``); a hostile frame ends this attachment.
+
+        Raises:
+            FrameTooLarge, DecodeError, ProtocolError: re-raised after logging and ending it.
+        """
+        try:
+            return self.link.next_message()
+        except FrameTooLarge as e:
+            self.connection.log.warning("frame.too_large", size=e.size, max_frame_size=e.max_frame_size)
+            self.connection.lost(self, "frame.too_large", BrokenError(str(e), "frame.too_large"))
+            raise
+        except DecodeError as e:
+            self.connection.log.warning("frame.decode_failed", error=str(e))
+            self.connection.lost(self, "frame.decode_failed", BrokenError(str(e), "frame.decode_failed"))
+            raise
+        except ProtocolError as e:
+            self.connection.log.warning("session.protocol_error", error=str(e))
+            self.connection.lost(self, "session.protocol_error", BrokenError(str(e), "session.protocol_error"))
+            raise
+
+    def dispatch(self, msg: Any) -> None:
+        if self._on_recv is not None:
+            self._on_recv(msg)
+        connection = self.connection
+        connection.callback.on_recv(connection.con_id, msg)
+        if self._send_reply is not None:
+            self._send_reply(msg, connection.hook_handle(self))
+
+    def sent(self, msg: Any) -> None:
+        if self._on_sent is not None:
+            self._on_sent(msg)
+        self.connection.callback.on_sent(self.connection.con_id, msg)
+
+
+class AttachmentReader:
+    """What the poll thread services for a spawned attachment: one read, then the frames it
+    completed (a bounded batch; level-triggered polling reports the rest next pass)."""
+
+    poll_kind = "recver"
+
+    def __init__(self, attachment: Attachment) -> None:
+        self.attachment = attachment
+        self.con_id = attachment.con_id
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.attachment.closed
+
+    def fileno(self) -> int:
+        return self.attachment.transport.fileno()
+
+    def on_readable(self) -> bool:
+        att = self.attachment
+        if att.closed:
+            return True  # its removal is already queued
+        try:
+            att.read_once()
+        except LinksError as e:
+            att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+            return True
+        connection = att.connection
+        while not att.closed:
+            try:
+                msg = att.next_message()
+            except LinksError:
+                return True  # logged, and the attachment ended, by next_message
+            if msg is NEED_DATA:
+                break
+            att.dispatch(msg)
+        if connection.session is not None and not att.closed:
+            connection.flush_session(att)
+        return True
+
+    def on_poll_failure(self, error: BaseException | None) -> None:
+        att = self.attachment
+        if error is None:
+            att.connection.close("poll_shutdown")
+        else:
+            att.connection.lost(att, "recver_failed", BrokenError(f"receiver failed: {error!r}", "recver_failed"))
+
+
+class Connection:
+    """A logical connection: the handles' view, across any number of attachments."""
+
+    def __init__(
+        self,
+        role: Role,
+        name: str,
+        *,
+        protocol_factory: Callable[[], Protocol],
+        callback: Callback,
+        timer: Timer,
+        poll: Callable[[], PollHandler],
+        session: SessionDriver | None = None,
+        reconnect: Backoff | None = None,
+        redial: Callable[[], socket.socket] | None = None,
+        handshake_timeout: float = 5.0,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.role = role
+        self.name = name
+        self.con_id = ConId(role, name)
+        self.protocol_factory = protocol_factory
+        self.callback = callback
+        self.timer = timer
+        self._poll = poll
+        self.session = session
+        self.reconnect = reconnect
+        self._redial = redial
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.log = get_logger("clt", con_id=str(self.con_id))
+        self.write_lock = threading.Lock()
+        self.changed = threading.Condition()  # attach, detach, close, session space
+        self.state = ConnState.DISCONNECTED
+        self.attachment: Attachment | None = None
+        self.pending: deque[Any] = deque()  # dispatched during a handshake, kept for recv()
+        self.spawned = False
+        self.sender: Any = None  # the CltSender facade (hook handle in session mode)
+        self._closing = False
+        self._error: LinksError | None = None
+        self._listeners: list[Callable[[Connection], None]] = []
+        self._protocol: Protocol | None = None  # session mode: the one protocol instance
+        self._spare_link: Link | None = None
+        self._attempt = 0
+        self._attached_at = 0.0
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"Connection({self.con_id}, {self.state.value})"
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.state is ConnState.CLOSED
 
     def is_connected(self) -> bool:
-        return not self._closed and self.protocol.is_connected()
+        att = self.attachment
+        return att is not None and not att.closed and att.protocol.is_connected()
 
     def error(self) -> LinksError:
-        """The error to raise for an operation on the ended connection."""
+        """What an operation on the closed connection raises."""
         return self._error or ClosedError(f"{self.con_id} is closed")
 
+    def hook_handle(self, att: Attachment) -> Any:
+        return self.sender if self.session is not None else att
+
     def add_listener(self, fn: Callable[[Connection], None]) -> None:
-        """Call ``fn(self)`` once the connection has ended (at once if it already has)."""
-        with self._lock:
-            if not self._closed:
+        """Call ``fn(self)`` once the connection is closed for good (at once if it is)."""
+        with self.changed:
+            if not self.closed:
                 self._listeners.append(fn)
                 return
         fn(self)
 
-    def add_task(self, handle: TimerHandle) -> None:
-        with self._lock:
-            if not self._closed:
-                self._tasks.append(handle)
+    def wait_attached(self, deadline: float | None) -> Attachment | None:
+        """The current attachment, waiting for one until ``deadline``; None on timeout.
+
+        Raises:
+            ClosedError, BrokenError: the connection is closed for good.
+        """
+        with self.changed:
+            while True:
+                if self.closed:
+                    raise self.error()
+                att = self.attachment
+                if att is not None:
+                    return att
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self.changed.wait(remaining)
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def open(self, sock: socket.socket, deadline: float, permit: Permit | None = None, *, wait: bool = True) -> Attachment:
+        """Build an attachment on ``sock`` and run its handshakes (on the calling thread).
+
+        With ``wait`` False (an accepted connection, possibly on the poll thread) the
+        protocol's handshake is only started: ``on_recv`` advances it later, never a wait here.
+
+        Raises:
+            ConnectTimeout-worthy ``TimeoutError`` when the handshake misses ``deadline``;
+            ``SessionLost``; whatever a protocol hook raised. The socket is closed on failure.
+        """
+        first = self._protocol is None
+        if self.session is not None:
+            protocol = self._protocol if self._protocol is not None else self.protocol_factory()
+            self._protocol = protocol
+        else:
+            protocol = self.protocol_factory()
+        att = Attachment(self, sock, protocol, permit)
+        if self.con_id.local is None:
+            self.con_id = att.con_id
+            self.log = get_logger("clt", con_id=str(self.con_id))
+        try:
+            if self.session is not None and self.role is Role.INITIATOR:
+                self.session.client_handshake(att, deadline)
+            if self.session is None or first:
+                protocol.on_connect(self.hook_handle(att))
+                if wait:
+                    self._drive(att, lambda: protocol.is_connected(), deadline)
+        except BaseException:
+            self._discard(att, "handshake_failed")
+            raise
+        return att
+
+    def _drive(self, att: Attachment, done: Callable[[], bool], deadline: float) -> None:
+        """Read and dispatch on this thread until ``done()``; keep messages for ``recv``."""
+        while not done():
+            msg = att.next_message()
+            if msg is not NEED_DATA:
+                att.dispatch(msg)
+                self.pending.append(msg)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{att.con_id}: handshake did not complete in time")
+            if att.read_once() == 0:
+                att.transport.wait_readable(remaining)
+
+    def publish(self, att: Attachment, replay: Callable[[], bytes] | None = None) -> None:
+        """Make ``att`` the current attachment: write ``replay()`` first, then let senders in.
+
+        ``replay`` runs under the write lock, so no sender can number a frame between the
+        moment the replay is computed and the moment new frames go to ``att``.
+        """
+        with self.write_lock:
+            if replay is not None:
+                try:
+                    data = replay()
+                    if data:
+                        att.transport.write(data, None)
+                except LinksError:
+                    self._discard(att, "replay_failed")
+                    raise
+            with self.changed:
+                if self.closed:
+                    closed = True
+                else:
+                    closed = False
+                    self.attachment = att
+                    self.state = ConnState.CONNECTED
+                    self._attached_at = time.monotonic()
+                    self.changed.notify_all()
+        if closed:
+            self._discard(att, "closed")
+            return
+        self._start_tasks(att)
+        if self.spawned:
+            self._spawn(att)
+
+    def spawn(self) -> None:
+        """From now on every attachment is read by the poll thread (and only the callback
+        sees messages: the ones kept from a handshake were dispatched to it already)."""
+        with self.changed:
+            self.spawned = True
+            self.pending.clear()
+            att = self.attachment
+        if att is not None:
+            self._spawn(att)
+
+    def _spawn(self, att: Attachment) -> None:
+        poll = self._poll()
+        reader = AttachmentReader(att)
+        with self.changed:
+            if att.closed:
                 return
-        handle.cancel()
+            att.poll, att.reader = poll, reader
+        poll.add(reader)
 
-    def spawned(self, poll: PollHandler, handler: Any) -> bool:
-        """Record that ``handler`` (the receiver) goes to ``poll``; False if already closed."""
-        with self._lock:
-            if self._closed or self._closing:
-                return False
-            self._poll, self._poll_handler_obj = poll, handler
-            return True
+    def _start_tasks(self, att: Attachment) -> None:
+        protocol = att.protocol
+        interval = protocol.heartbeat_interval
+        if interval and (self.session is None or not any(t for t in att.tasks)):
+            att.tasks.append(self.timer.schedule(f"heartbeat {att.con_id}", interval, _heartbeat(self, att)))
+        if self.session is not None:
+            att.tasks.extend(self.session.attachment_tasks(att))
+        if self.idle_timeout:
+            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", self.idle_timeout, _idle_check(self, att, self.idle_timeout)))
 
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
+        """Stamp, encode and write ``msgs`` as one write, all or nothing.
+
+        ``att`` None means "the current attachment, whichever it is" (the user's sender): it
+        waits for one while disconnected, or, with a session, queues into the replay buffer.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        session = self.session
+        while True:
+            with self.write_lock:
+                if self.closed:
+                    raise self.error()
+                target = self.attachment if att is None else att
+                if target is not None and target.closed:
+                    if att is not None:
+                        raise BrokenError(f"{att.con_id} ended", "broken")
+                    target = None
+                if session is not None:
+                    if session.can_send():
+                        return self._write_session(target, msgs)
+                elif target is not None:
+                    return self._write_plain(target, msgs, timeout if deadline is None else max(0.0, deadline - time.monotonic()))
+            # No room (session) or no attachment (plain): wait for a change, bounded.
+            with self.changed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    protocol = target.protocol if target is not None else self._protocol
+                    if protocol is not None:
+                        for msg in msgs:
+                            protocol.on_would_block(msg)
+                    return _WOULD_BLOCK
+                self.changed.wait(remaining)
+
+    def _write_plain(self, att: Attachment, msgs: list[Any], timeout: float | None) -> SendStatus:
+        link = att.link
+        if len(msgs) == 1:
+            stamped = [link.stamp(msgs[0])]
+            frames = self._encode(att, stamped[0])
+        else:
+            stamped, frames = link.encode_many(msgs)
+        try:
+            status = att.transport.write(frames, timeout)
+        except LinksError as e:
+            for msg in stamped:
+                att.protocol.on_error(msg, e)
+            if isinstance(e, BrokenError):
+                self.lost(att, e.reason, e)
+            raise
+        for msg in stamped:
+            if status is _COMPLETED:
+                att.sent(msg)
+            else:
+                att.protocol.on_would_block(msg)
+        return status
+
+    def _encode(self, att: Attachment, msg: Any) -> bytes:
+        try:
+            return att.link.encode(msg)
+        except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
+            att.protocol.on_error(msg, e)
+            raise
+
+    def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
+        """Session: numbered frames go to the replay buffer first, so once accepted here a
+        message is delivered exactly once, whatever happens to the socket afterwards."""
+        if att is not None:
+            link = att.link
+        else:  # detached: encode with a spare engine; the frames go to the replay buffer only
+            if self._spare_link is None:
+                assert self._protocol is not None
+                self._spare_link = Link(self._protocol, session=self.session, read_size=16)
+            link = self._spare_link
+        stamped, frames = link.encode_many(msgs)
+        if att is not None:
+            try:
+                att.transport.write(frames, None)
+            except LinksError as e:
+                if isinstance(e, BrokenError):
+                    self.lost(att, e.reason, e)
+                # Not an error for the caller: the frames wait in the replay buffer.
+        for msg in stamped:
+            if att is not None:
+                att.sent(msg)
+            else:
+                self.callback.on_sent(self.con_id, msg)
+        return _COMPLETED
+
+    def flush_session(self, att: Attachment) -> None:
+        """Write what the session owes (acks) without ever waiting: this runs on the poll
+        thread. A busy sender means a data frame is going out, and the owed ack stays owed."""
+        if not self.write_lock.acquire(blocking=False):
+            return
+        try:
+            out = self.session.take_output() if self.session is not None else b""
+            if out and not att.closed:
+                try:
+                    att.transport.write(out, 0)
+                except LinksError as e:
+                    self.lost(att, getattr(e, "reason", "broken"), e if isinstance(e, BrokenError) else None)
+        finally:
+            self.write_lock.release()
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def lost(self, att: Attachment, reason: str, error: LinksError | None) -> None:
+        """``att`` ended (peer, network, hostile input, idle). Idempotent per attachment.
+
+        It may be called with ``write_lock`` held (a failed write), so neither it nor what it
+        calls takes that lock: a close caused by an error sends no goodbye.
+        """
+        with self.changed:
+            if att.closed:
+                return
+            att.closed = True
+            current = self.attachment is att
+            if current:
+                self.attachment = None
+                if not self.closed:
+                    self.state = ConnState.DISCONNECTED
+            self.changed.notify_all()
+        self._end(att, reason, error)
+        if not current or self.closed or self._closing:
+            return
+        if self.session is not None:
+            self.session.detached(self)
+        if self.reconnect is not None and self._redial is not None:
+            self._schedule_reconnect()
+        elif self.session is None or self.role is Role.INITIATOR:
+            self.close(reason, error if isinstance(error, BrokenError) else BrokenError(f"{self.con_id}: {reason}", reason))
+
+    def _discard(self, att: Attachment, reason: str) -> None:
+        with self.changed:
+            if att.closed:
+                return
+            att.closed = True
+        self._end(att, reason, None, quiet=True)
+
+    def _end(self, att: Attachment, reason: str, error: LinksError | None, quiet: bool = False) -> None:
+        for task in att.tasks:
+            task.cancel()
+        att.transport.shutdown()
+        if self.session is None:
+            try:
+                att.protocol.on_disconnect(att.con_id)
+            except Exception as e:
+                self.log.error("clt.on_disconnect_failed", error=repr(e))
+        if att.permit is not None:
+            att.permit.release()
+        if not quiet:
+            fields = {"error": str(error)} if error is not None else {}
+            att_log = self.log if att.con_id == self.con_id else get_logger("clt", con_id=str(att.con_id))
+            att_log.info("clt.disconnected", reason=reason, **fields)
+        if att.poll is not None:
+            att.poll.remove(att.reader, reason, then=att.transport.close)
+        else:
+            att.transport.close()
 
     def close(self, reason: str = "closed", error: LinksError | None = None) -> bool:
-        """End the connection (idempotent). True for the call that actually closed it.
-
-        Args:
-            reason: a short word for the log (``"closed"``, ``"peer_closed"``, ``"frame.too_large"``).
-            error: the error later operations should raise; default ``ClosedError``.
-        """
-        with self._lock:
-            if self._closed or self._closing:
+        """Close for good (idempotent). True for the call that actually closed it."""
+        with self.changed:
+            if self.closed or self._closing:
                 return False
             self._closing = True
-        if error is None and self.sender is not None:
+            att = self.attachment
+        if error is None and att is not None and not att.closed:
             try:
-                self.protocol.on_close(self.sender)
+                att.protocol.on_close(self.hook_handle(att))
             except Exception as e:
                 self.log.warning("clt.on_close_failed", error=repr(e))
-        with self._lock:
-            self._closed = True
-            self._error = error if isinstance(error, BrokenError) or error is None else BrokenError(str(error), reason)
+        with self.changed:
+            self.state = ConnState.CLOSED
+            self._error = error
+            att, self.attachment = self.attachment, None
             listeners, self._listeners = self._listeners, []
-            tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        self.transport.shutdown()
-        try:
-            self.protocol.on_disconnect(self.con_id)
-        except Exception as e:
-            self.log.error("clt.on_disconnect_failed", error=repr(e))
-        if self.permit is not None:
-            self.permit.release()
+            self.changed.notify_all()
+        if att is not None and not att.closed:
+            att.closed = True
+            self._end(att, reason, error)
+        elif self.session is not None or self.reconnect is not None:
+            self.log.info("clt.disconnected", reason=reason, **({"error": str(error)} if error else {}))
+        if self.session is not None and self._protocol is not None:
+            try:
+                self._protocol.on_disconnect(self.con_id)
+            except Exception as e:
+                self.log.error("clt.on_disconnect_failed", error=repr(e))
         for fn in listeners:
             fn(self)
-        self.log.info("clt.disconnected", reason=reason, **({"error": str(error)} if error else {}))
-        if self._poll is not None:
-            self._poll.remove(self._poll_handler_obj, reason, then=self.transport.close)
-        else:
-            self.transport.close()
+        if self.session is not None:
+            self.session.closed(self)
         return True
+
+    # -- reconnecting (client) --------------------------------------------------------------
+
+    def _schedule_reconnect(self) -> None:
+        backoff = self.reconnect
+        assert backoff is not None
+        if time.monotonic() - self._attached_at >= backoff.reset_after:
+            self._attempt = 0  # it stayed up long enough: start the schedule over
+        self._attempt += 1
+        attempt = self._attempt
+        if backoff.gives_up(attempt):
+            self.close("reconnect_gave_up", BrokenError(f"{self.con_id}: gave up after {attempt - 1} attempts", "reconnect_gave_up"))
+            return
+        delay = backoff.delay(attempt, self._rng)
+        self.log.info("clt.reconnecting", attempt=attempt, delay=round(delay, 6), at=self.timer.clock.monotonic())
+
+        def start() -> TaskStatus:
+            if not self.closed:
+                threading.Thread(target=self._redial_once, args=(attempt,), name=f"links-redial {self.name}", daemon=True).start()
+            return TaskStatus.TERMINATE
+
+        self.timer.schedule(f"reconnect {self.con_id}", delay, start)
+
+    def _redial_once(self, attempt: int) -> None:
+        from .session._engine import SessionLost  # noqa: PLC0415 - only sessions raise it
+
+        assert self._redial is not None
+        try:
+            deadline = time.monotonic() + self.handshake_timeout
+            sock = self._redial()
+            att = self.open(sock, deadline)
+        except SessionLost as e:
+            self.close("session_lost", BrokenError(str(e), "session_lost"))
+            return
+        except (LinksError, OSError, TimeoutError) as e:
+            self.log.info("clt.reconnect_failed", attempt=attempt, error=str(e))
+            if not self.closed:
+                self._schedule_reconnect()
+            return
+        self.publish(att, self.session.replay_frames if self.session is not None else None)
+        self.log.info("clt.reconnected", attempt=attempt, local=str(att.con_id.local), at=self.timer.clock.monotonic())
+
+
+def _heartbeat(connection: Connection, att: Attachment) -> Callable[[], TaskStatus]:
+    protocol = att.protocol
+
+    def beat() -> TaskStatus:
+        if att.closed:
+            return TaskStatus.TERMINATE
+        try:
+            protocol.send_heartbeat(connection.hook_handle(att))
+        except LinksError as e:
+            connection.log.warning("heartbeat.failed", error=str(e))
+        return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
+
+    return beat
+
+
+def _idle_check(connection: Connection, att: Attachment, limit: float) -> Callable[[], Any]:
+    """Drop an attachment that received nothing for ``limit`` seconds: a silent peer (paused,
+    unplugged, behind a NAT that forgot us) sends no FIN, so only silence can tell."""
+    from ._core._status import RetryAfter  # noqa: PLC0415
+
+    def check() -> Any:
+        if att.closed:
+            return TaskStatus.TERMINATE
+        idle = time.monotonic() - att.last_recv
+        if idle >= limit and att.transport.wait_readable(0):
+            att.last_recv = time.monotonic()  # unread bytes: the peer spoke, our reader is behind
+            idle = 0.0
+        if idle >= limit:
+            connection.log.warning("clt.idle_timeout", idle=round(idle, 3), limit=limit)
+            att.drop("idle_timeout")
+            return TaskStatus.TERMINATE
+        return RetryAfter(limit - idle)
+
+    return check

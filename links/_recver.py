@@ -1,35 +1,31 @@
-"""``CltRecver``: the receiving half of a connection.
+"""``CltRecver``: the receiving half of a connection, read on a user thread.
 
-It reads into the ``Link``'s reusable buffer, cuts frames, deserializes them and dispatches
-each message: ``Protocol.on_recv`` → ``Callback.on_recv`` → ``Protocol.send_reply``. It runs in
-one of two places:
+``recv(timeout)`` reads the connection's current attachment on the calling thread: one
+``recv_into`` into the attachment's reusable buffer, then frames are cut, deserialized and
+dispatched (``Protocol.on_recv`` → ``Callback.on_recv`` → ``Protocol.send_reply``) one message
+per call. While the connection is between attachments (redialing, or waiting for a session
+to resume) ``recv`` waits for the next one, within its timeout.
 
-* on a user thread, through ``recv(timeout)`` (and iteration), which waits on this one socket;
-* on the poll thread, after ``Clt.into_sender_with_spawned_recver()`` registered it there:
-  ``on_readable()`` does one ``recv_into`` per readiness event and dispatches the frames it
-  completed (a bounded batch: see ``links._poll``), and messages reach only the callback.
+Once spawned (``Clt.into_sender_with_spawned_recver``) the poll thread reads instead, and
+messages reach only the callback; this object is then no longer used for reading.
 
 No lock guards the read path; a receiver has one reader. Two threads calling ``recv`` at once
 get ``BusyError`` (the second caller) instead of silently splitting the stream between them.
 
-Hostile input closes this connection only: ``FrameTooLarge`` logs ``frame.too_large``,
-``DecodeError`` logs ``frame.decode_failed``, then the connection closes (``on_disconnect``
-runs, the gate slot is released) and the error is raised to a user-thread caller.
+Hostile input ends the attachment it came on: ``FrameTooLarge`` (logged ``frame.too_large``) or
+``DecodeError`` (``frame.decode_failed``) is raised to the caller once; later calls raise the
+connection's ``BrokenError`` (or, with ``reconnect=``, read the next attachment).
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from ._callbacks import Callback
 from ._connection import Connection
-from ._core._link import Link
-from ._core._protocol import overrides
 from ._core._status import NEED_DATA
-from ._errors import BrokenError, BusyError, ClosedError, DecodeError, FrameTooLarge, LinksError
+from ._errors import BrokenError, BusyError, ClosedError, LinksError
 
 __all__ = ["CltRecver"]
 
@@ -37,35 +33,24 @@ __all__ = ["CltRecver"]
 class CltRecver:
     """Receives and dispatches messages for one connection."""
 
-    poll_kind = "recver"
-
-    def __init__(self, connection: Connection, link: Link, callback: Callback, reply_con: Any) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._con = connection
-        self._link = link
-        self._callback = callback
-        self._reply_con = reply_con  # the CltSender that send_reply answers through
-        self._pending: deque[Any] = deque()  # dispatched during a handshake, not yet returned
         self._busy = False
-        protocol = connection.protocol
-        self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
-        self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
 
     @property
     def con_id(self) -> Any:
         return self._con.con_id
 
     def fileno(self) -> int:
-        return self._con.transport.fileno()
-
-    @property
-    def closed(self) -> bool:
-        return self._con.closed
+        """The current socket's fd (for waiting on several receivers at once), or -1."""
+        att = self._con.attachment
+        return -1 if att is None else att.transport.fileno()
 
     def is_connected(self) -> bool:
         return self._con.is_connected()
 
     def close(self) -> None:
-        """Close the whole connection (both halves). Idempotent."""
+        """Close the whole connection (both halves, every ref). Idempotent."""
         self._con.close()
 
     def __enter__(self) -> CltRecver:
@@ -77,8 +62,6 @@ class CltRecver:
     def __repr__(self) -> str:
         return f"CltRecver({self._con.con_id}, connected={self._con.is_connected()})"
 
-    # -- user thread ----------------------------------------------------------------------
-
     def recv(self, timeout: float | None = None) -> Any:
         """The next message, waiting up to ``timeout`` seconds (None: forever, 0: no wait).
 
@@ -87,7 +70,7 @@ class CltRecver:
 
         Raises:
             BrokenError: the peer closed or reset the connection (or it ended earlier).
-            FrameTooLarge, DecodeError: this message was hostile; the connection is now closed.
+            FrameTooLarge, DecodeError: this message was hostile; its attachment is now closed.
             ClosedError: the connection was closed locally.
             BusyError: another thread is inside ``recv`` on this receiver.
         """
@@ -95,41 +78,39 @@ class CltRecver:
             raise BusyError(f"{self._con.con_id}: concurrent recv on one CltRecver; share it through links.Ref")
         self._busy = True
         try:
-            if self._pending:
-                return self._pending.popleft()
-            return self._recv(timeout)
+            pending = self._con.pending
+            if pending:
+                return pending.popleft()
+            return self._recv(None if timeout is None else time.monotonic() + timeout)
         finally:
             self._busy = False
 
-    def _recv(self, timeout: float | None) -> Any:
-        con, link, transport = self._con, self._link, self._con.transport
-        deadline: float | None = None
+    def _recv(self, deadline: float | None) -> Any:
+        con = self._con
         while True:
-            # Checked before parsing: after a protocol error the buffer still holds the hostile
-            # frame, which must not be parsed (and logged) again; later calls get the stored error.
-            if con.closed:
-                raise con.error()
-            msg = self._next(raise_errors=True)
+            att = con.wait_attached(deadline)
+            if att is None:
+                return None
+            msg = att.next_message()  # a hostile frame raises here, after ending att
             if msg is not NEED_DATA:
-                self._dispatch(msg)
+                att.dispatch(msg)
+                if con.session is not None:
+                    con.flush_session(att)
                 return msg
             try:
-                n = transport.recv_into(link.buffer.writable())
+                n = att.read_once()
             except LinksError as e:
-                self._ended(e)
-                raise con.error() from e
-            if n:
-                link.buffer.commit(n)
+                con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
                 continue
-            if timeout is not None:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timeout
-                if now >= deadline:
-                    return None
-                transport.wait_readable(deadline - now)
+            if n:
+                continue
+            if deadline is None:
+                att.transport.wait_readable(None)
             else:
-                transport.wait_readable(None)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                att.transport.wait_readable(remaining)
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the connection ends (then iteration stops quietly)."""
@@ -138,79 +119,3 @@ class CltRecver:
                 yield self.recv()
             except (BrokenError, ClosedError):
                 return
-
-    def drive_handshake(self, deadline: float) -> bool:
-        """Receive (dispatching, and keeping messages for later ``recv``) until the protocol
-        reports connected. False when the monotonic ``deadline`` passed first."""
-        protocol = self._con.protocol
-        while not protocol.is_connected():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            msg = self._recv(remaining)
-            if msg is not None:
-                self._pending.append(msg)
-        return True
-
-    # -- poll thread ----------------------------------------------------------------------
-
-    def on_readable(self) -> bool:
-        """One read and the frames it completed (plus any left from before it was spawned).
-
-        Always True: the connection's own close removes this receiver from the poll handler
-        (inline, when it happens here on the poll thread).
-        """
-        con = self._con
-        if con.closed:
-            return True
-        buffer = self._link.buffer
-        try:
-            n = con.transport.recv_into(buffer.writable())
-        except LinksError as e:
-            self._ended(e)
-            return True
-        buffer.commit(n)
-        next_message, dispatch = self._next, self._dispatch
-        while not con.closed:
-            msg = next_message(raise_errors=False)
-            if msg is NEED_DATA:
-                break
-            dispatch(msg)
-        return True
-
-    def on_poll_failure(self, error: BaseException | None) -> None:
-        """The poll thread removed us (a callback raised, or shutdown): end the connection."""
-        if error is None:
-            self._con.close("poll_shutdown")
-        else:
-            self._con.close("recver_failed", BrokenError(f"receiver failed: {error!r}", "recver_failed"))
-
-    # -- shared ---------------------------------------------------------------------------
-
-    def _next(self, raise_errors: bool) -> Any:
-        try:
-            return self._link.next_message()
-        except FrameTooLarge as e:
-            self._con.log.warning("frame.too_large", size=e.size, max_frame_size=e.max_frame_size)
-            self._con.close("frame.too_large", BrokenError(str(e), "frame.too_large"))
-            if raise_errors:
-                raise
-        except DecodeError as e:
-            self._con.log.warning("frame.decode_failed", error=str(e))
-            self._con.close("frame.decode_failed", BrokenError(str(e), "frame.decode_failed"))
-            if raise_errors:
-                raise
-        return NEED_DATA
-
-    def _dispatch(self, msg: Any) -> None:
-        if self._on_recv is not None:
-            self._on_recv(msg)
-        self._callback.on_recv(self._con.con_id, msg)
-        if self._send_reply is not None:
-            self._send_reply(msg, self._reply_con)
-
-    def _ended(self, error: LinksError) -> None:
-        if isinstance(error, ClosedError):
-            self._con.close("closed")
-        else:
-            self._con.close(getattr(error, "reason", "broken"), error)

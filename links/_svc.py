@@ -16,6 +16,15 @@ The permit is released exactly once, when the connection ends (see ``links._gate
 
 A failure while admitting one connection (its ``on_connect`` raised, say) closes that
 connection and is logged as ``svc.accept_failed``; the acceptor carries on.
+
+With ``session=links.session.Resumable(...)`` a new socket must first say HELLO (read by a
+``HelloReader`` on the poll thread, or on the accepting thread, within the session's
+``handshake_timeout``). A new key-less HELLO starts a session: a new logical connection joins
+the pool. A HELLO with a known key resumes that session: its logical connection (same
+``con_id``, same pool entry) carries on over the new socket and nothing joins the pool. An
+unknown or expired key is rejected (``session.rejected``) and the socket closed. A session
+whose socket drops stays in the pool, detached, for ``detached_ttl``: sends to it are kept
+for replay.
 """
 
 from __future__ import annotations
@@ -24,23 +33,28 @@ import select
 import socket
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._callbacks import Callback
+from ._callbacks import Callback, DevNullCallback
 from ._clt import Clt, ProtocolFactory
 from ._connection import Connection
+from ._core._buffer import ReceiveBuffer
 from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
-from ._core._status import AcceptStatus, SendStatus
-from ._errors import ClosedError, LinksError
-from ._gate import ConnectionGate
+from ._core._status import AcceptStatus, SendStatus, TaskStatus
+from ._errors import ClosedError, DecodeError, FrameTooLarge, LinksError
+from ._gate import ConnectionGate, Permit
 from ._log import get_logger
 from ._poll import PollHandler
 from ._pool import Pool, SvcSender
 from ._ref import Ref
 from ._runtime import default_poll_handler
+from ._runtime import default_timer
 from ._timer import Timer
 from ._transport import accept as accept_socket
 from ._transport import listen, wait_fd
+
+if TYPE_CHECKING:
+    from .session import Resumable
 
 __all__ = ["Svc", "Acceptor"]
 
@@ -81,6 +95,8 @@ class Acceptor:
             sock.close()
             svc.log.warning("svc.rejected", peer=format_addr(peer), max_connections=svc.gate.max_connections)
             return AcceptStatus.REJECTED, None
+        if svc.session is not None:
+            return AcceptStatus.ACCEPTED, HelloReader(svc, sock, permit, peer)  # type: ignore[return-value]
         try:
             clt = Clt.from_socket(
                 sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
@@ -106,7 +122,9 @@ class Acceptor:
                 return True
             if status is AcceptStatus.WOULD_BLOCK:
                 return True
-            if clt is not None:
+            if isinstance(clt, HelloReader):
+                clt.start(self.svc._spawned_on)
+            elif clt is not None:
                 self.svc._pool_spawned(clt)
         return True
 
@@ -117,13 +135,123 @@ class Acceptor:
         return f"Acceptor({self.svc.name}@{format_addr(self.svc.local_addr)})"
 
 
+class HelloReader:
+    """A just-accepted socket of a session service, until its first frame (HELLO) is whole.
+
+    On the poll thread it is a registered handler with a deadline on the timer; on a user
+    thread (``Svc.accept``) ``read(deadline)`` waits for the frame. Either way it then hands
+    the socket to ``Svc._admit`` and is done.
+    """
+
+    poll_kind = "handshake"
+
+    def __init__(self, svc: Svc, sock: socket.socket, permit: Permit, peer: Addr) -> None:
+        from .session import _wire  # noqa: PLC0415 - sessions are optional
+
+        self.svc = svc
+        self.sock = sock
+        self.permit = permit
+        self.con_id = f"{svc.name}<-{format_addr(peer)}"
+        self.closed = False
+        self._framer = _wire.FRAMER
+        self._buffer = ReceiveBuffer(capacity=256, read_size=256)
+        self._poll: PollHandler | None = None
+        self._deadline: Any = None
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def start(self, poll: PollHandler | None) -> None:
+        """Poll thread: wait for the HELLO there, bounded by the handshake timeout."""
+        assert poll is not None and self.svc.session is not None
+        self._poll = poll
+        poll.add(self)
+        timeout = self.svc.session.handshake_timeout
+
+        def expire() -> TaskStatus:
+            if not self.closed:
+                poll.call_soon(lambda: self._abandon("session.handshake_timeout"))
+            return TaskStatus.TERMINATE
+
+        self._deadline = self.svc.timer_or_default().schedule(f"hello {self.con_id}", timeout, expire)
+
+    def read(self, deadline: float | None) -> bool:
+        """User thread: read until the HELLO is admitted (True) or abandoned/timed out (False)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        while not self.closed:
+            if not self.on_readable():
+                return False
+            if self.closed:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._abandon("session.handshake_timeout")
+                return False
+            wait_fd(poller, remaining)
+        return True
+
+    def on_readable(self) -> bool:
+        if self.closed:
+            return True
+        try:
+            n = self.sock.recv_into(self._buffer.writable())
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            self._abandon("peer_closed")
+            return False
+        if n == 0:
+            self._abandon("peer_closed")
+            return False
+        self._buffer.commit(n)
+        try:
+            frame = self._buffer.next_frame(self._framer)
+        except FrameTooLarge as e:
+            self.svc.log.warning("frame.too_large", con_id=self.con_id, size=e.size, max_frame_size=e.max_frame_size)
+            self._abandon("frame.too_large")
+            return False
+        if frame is None:
+            return True
+        hello = bytes(frame)
+        leftover = self._buffer.take_pending()  # a client waits for WELCOME, but be exact
+        self._finish()
+        self.svc._admit(self.sock, self.permit, hello, leftover)
+        return True
+
+    def _finish(self) -> None:
+        self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._poll is not None:
+            self._poll.remove(self, "hello")
+
+    def _abandon(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.svc.log.info("session.abandoned", con_id=self.con_id, reason=reason)
+        self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.permit.release()
+        if self._poll is not None:
+            self._poll.remove(self, reason, then=self.sock.close)
+        else:
+            self.sock.close()
+
+    def on_poll_failure(self, error: BaseException | None) -> None:
+        self._abandon("poll_shutdown" if error is None else "failed")
+
+
 class Svc:
     """A TCP service: bind, gate, accept, pool, send and receive."""
 
     def __init__(
         self, sock: socket.socket, *, protocol: ProtocolFactory, callback: Callback | None, max_connections: int,
-        name: str, poll_handler: PollHandler | None, timer: Timer | None,
+        name: str, poll_handler: PollHandler | None, timer: Timer | None, session: Resumable | None = None,
     ) -> None:  # fmt: skip
+        self.session = session
+        self.registry = session.registry() if session is not None else None
         self.protocol = protocol
         self.callback = callback
         self.name = name
@@ -137,6 +265,7 @@ class Svc:
         self._pool = Pool()
         self._sender = SvcSender(self._pool, self.close, name)
         self._spawned_on: PollHandler | None = None
+        self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
 
     @classmethod
@@ -152,6 +281,7 @@ class Svc:
         timer: Timer | None = None,
         backlog: int = 1024,
         reuse_port: bool = False,
+        session: Resumable | None = None,
     ) -> Svc:
         """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
 
@@ -160,12 +290,15 @@ class Svc:
             callback: sees every message of every connection (default: none).
             max_connections: the gate: connections beyond it are closed at once and logged.
             reuse_port: set ``SO_REUSEPORT`` so several processes can share the port.
+            session: resumable sessions (see ``links.session``); one ``Resumable`` per service.
         """
         sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
-            poll_handler=poll_handler, timer=timer,
+            poll_handler=poll_handler, timer=timer, session=session,
         )  # fmt: skip
+        if svc.registry is not None:
+            svc.registry.start_expiry(svc.timer_or_default())
         svc.log.info("svc.bound", addr=format_addr(svc.local_addr), max_connections=max_connections)
         return svc
 
@@ -182,6 +315,12 @@ class Svc:
         poller.register(self._acceptor.sock, select.POLLIN)
         while True:
             status, clt = self._acceptor.accept_once()
+            if isinstance(clt, HelloReader):
+                clt.read(deadline)
+                admitted, self._admitted = self._admitted, None
+                if admitted is not None:
+                    return admitted
+                continue  # a resume (its Clt is already out there) or a failed handshake
             if clt is not None:
                 return clt
             if status is AcceptStatus.REJECTED:
@@ -199,6 +338,66 @@ class Svc:
         recver, sender = clt.split()
         self._join(clt._con, recver, sender)
         return clt.con_id
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def timer_or_default(self) -> Timer:
+        return default_timer() if self.timer is None else self.timer
+
+    def _admit(self, sock: socket.socket, permit: Permit, hello: bytes, leftover: bytes) -> None:
+        """A whole HELLO arrived: start a session, resume one, or refuse."""
+        from .session._driver import SessionDriver  # noqa: PLC0415 - sessions are optional
+        from .session._engine import SessionRejected  # noqa: PLC0415
+
+        assert self.registry is not None and self.session is not None
+        peer = format_addr(sock.getpeername()) if sock.fileno() >= 0 else "?"
+        try:
+            engine, owner, resumed, peer_last = self.registry.hello(memoryview(hello))
+        except (SessionRejected, DecodeError) as e:
+            self.log.warning("session.rejected", peer=peer, reason=str(e))
+            try:
+                if isinstance(e, SessionRejected):
+                    sock.send(e.reply)
+            except OSError:
+                pass
+            sock.close()
+            permit.release()
+            return
+        if owner is not None:
+            con: Connection = owner
+            old = con.attachment
+            if old is not None:
+                con.lost(old, "superseded", None)
+        else:
+            driver = SessionDriver(engine, self.session, self.registry)
+            con = Connection(
+                Role.ACCEPTOR, self.name, protocol_factory=self.protocol,
+                callback=DevNullCallback() if self.callback is None else self.callback,
+                timer=self.timer_or_default(), poll=self._poll_handler, session=driver,
+            )  # fmt: skip
+            driver.connection = con
+            self.registry.set_owner(engine, con)
+        try:
+            att = con.open(sock, time.monotonic(), permit, wait=False)
+            if leftover:
+                att.link.receive_data(leftover)
+            con.publish(att, lambda: con.session.server_attach(peer_last, resumed))  # type: ignore[union-attr]
+        except Exception as e:
+            self.log.error("svc.accept_failed", peer=peer, error=repr(e))
+            return
+        if resumed:
+            con.log.info("session.resumed", peer=peer, resumes=engine.resumes)
+            return
+        clt = Clt(con)
+        self.log.info("svc.accepted", con_id=str(con.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
+        con.log.info("session.started", peer=peer)
+        if self._spawned_on is not None:
+            self._pool_spawned(clt)
+        else:
+            self._admitted = clt
+
+    def _poll_handler(self) -> PollHandler:
+        return default_poll_handler() if self.poll_handler is None else self.poll_handler
 
     # -- the pool ---------------------------------------------------------------------------
 
@@ -245,8 +444,10 @@ class Svc:
                 continue
             poller = select.poll()
             for recver in recvers:
-                poller.register(recver.fileno(), select.POLLIN)
-            wait_fd(poller, remaining)
+                fd = recver.fileno()
+                if fd >= 0:  # -1: a session between connections
+                    poller.register(fd, select.POLLIN)
+            wait_fd(poller, remaining if remaining is None else min(remaining, 0.05))
 
     # -- into the poll thread -----------------------------------------------------------------
 
@@ -258,8 +459,7 @@ class Svc:
         for recver, sender in self._pool.rotation():
             if recver is not None:  # already pooled, not yet spawned
                 self._pool.add(None, sender)
-                if recver._con.spawned(poll, recver):
-                    poll.add(recver)
+                recver._con.spawn()
         poll.add(self._acceptor)
         return self._sender
 
@@ -272,6 +472,7 @@ class Svc:
         self._join(clt._con, None, sender)
 
     def _join(self, con: Connection, recver: Any, sender: Any) -> None:
+        """Pool a connection; it leaves the pool when it is closed for good."""
         self._pool.add(recver, sender)
         con.add_listener(lambda c: self._pool.remove(c.con_id))
         if self._closed:
@@ -286,6 +487,8 @@ class Svc:
         self._closed = True
         for sender in self._pool.close():
             sender.close()
+        if self.registry is not None:
+            self.registry.stop()
         sock = self._acceptor.sock
         if self._spawned_on is not None:
             self._spawned_on.remove(self._acceptor, "closed", then=sock.close)

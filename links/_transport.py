@@ -49,7 +49,7 @@ from ._core._conid import Addr
 from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError, ConnectTimeout
 
-__all__ = ["Transport", "dial", "listen", "accept", "wait_fd", "socket_addrs"]
+__all__ = ["Transport", "dial", "listen", "accept", "wait_fd", "socket_addrs", "set_liveness"]
 
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
@@ -223,6 +223,25 @@ def _tune(sock: socket.socket) -> None:
     # Messages are small and latency matters more than packet count: never let Nagle hold a
     # frame back waiting for an ACK (a classic 40 ms stall with request/response traffic).
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def set_liveness(sock: socket.socket, *, tcp_user_timeout: float | None = None, keepalive: tuple[float, float, int] | None = None) -> None:
+    """Kernel-level dead-peer detection, for users who want it beside heartbeats.
+
+    Args:
+        tcp_user_timeout: seconds unacknowledged data may wait before the kernel resets the
+            connection (``TCP_USER_TIMEOUT``; Linux).
+        keepalive: ``(idle, interval, count)``: probe after ``idle`` silent seconds, every
+            ``interval`` seconds, and give up after ``count`` unanswered probes.
+    """
+    if tcp_user_timeout is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(tcp_user_timeout * 1000))
+    if keepalive is not None:
+        idle, interval, count = keepalive
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(interval)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, int(count))
 
 
 def dial(addr: Addr, *, timeout: float, retry_after: float) -> socket.socket:

@@ -1,12 +1,29 @@
-"""Shared fixtures: private runtime threads per test, and a check that no thread outlives its test."""
+"""Shared fixtures: private runtime threads per test, and a check that no thread outlives its test.
+
+Also: structlog output is discarded during tests (``capture_logs()`` still sees every event,
+it replaces the processors), so log lines from runtime threads do not litter the report; and
+tests marked ``slow`` run only when asked for with ``-m slow``.
+"""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
+import structlog
 
 import links
+
+structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="long run: select it with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import links
 import links.testing
 
 PUBLIC_API = [
-    "AcceptStatus", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt",
+    "AcceptStatus", "Backoff", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt",
     "CltRecver", "CltSender", "ConId", "ConnectTimeout", "ConnectionGate", "CounterCallback", "DecodeError",
     "DelimiterFramer", "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer",
     "JsonMessenger", "LengthPrefixFramer", "Link", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock",

@@ -58,6 +58,12 @@ class ReceiveBuffer:
         self.writable(n)[:n] = data
         self._end += n
 
+    def take_pending(self) -> bytes:
+        """Remove and return every unread byte (to hand a stream over to another buffer)."""
+        data = bytes(self._view[self._start : self._end])
+        self._start = self._end = 0
+        return data
+
     def next_frame(self, framer: Framer) -> memoryview | None:
         """Cut the next whole frame, or return None when more bytes are needed.
 

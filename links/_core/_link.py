@@ -1,8 +1,11 @@
 """``Link``: the Sans-I/O engine of one connection. Bytes in, messages out; message in, bytes out.
 
-The drivers (``CltRecver``, ``CltSender``) own the socket and the threads; the ``Link`` owns
+The drivers own the socket and the threads; the ``Link`` owns
 what does not depend on either: the receive buffer, the framer and messenger, and the
-``on_send`` stamping. It can be driven by a test with plain bytes and no socket at all::
+``on_send`` stamping. With a resumable session (``links.session``) the session's framing
+replaces the protocol's framer: every frame goes through the session, which numbers what is
+sent and drops what was already received, and only application payloads reach the messenger.
+It can be driven by a test with plain bytes and no socket at all::
 
     link = Link(MyProtocol())
     link.receive_data(b"...")
@@ -31,11 +34,13 @@ class Link:
         DecodeError: a whole frame could not be deserialized.
     """
 
-    __slots__ = ("protocol", "framer", "messenger", "buffer", "_stamps")
+    __slots__ = ("protocol", "framer", "messenger", "buffer", "session", "_stamps")
 
-    def __init__(self, protocol: Protocol, *, read_size: int = 1 << 16) -> None:
+    def __init__(self, protocol: Protocol, *, read_size: int = 1 << 16, session: Any = None) -> None:
         self.protocol = protocol
-        self.framer = protocol.framer
+        self.session = session
+        # A session frames the stream itself and carries the messenger's payloads inside.
+        self.framer = protocol.framer if session is None else session.framer
         self.messenger = protocol.messenger
         self.buffer = ReceiveBuffer(read_size=read_size)
         self._stamps = overrides(protocol, "on_send")
@@ -48,11 +53,18 @@ class Link:
 
     def next_message(self) -> Any:
         """The next whole message, or ``NEED_DATA``."""
-        frame = self.buffer.next_frame(self.framer)
-        if frame is None:
-            return NEED_DATA
+        while True:
+            frame = self.buffer.next_frame(self.framer)
+            if frame is None:
+                return NEED_DATA
+            if self.session is None:
+                payload = self.framer.payload(frame)
+                break
+            payload = self.session.receive(frame)
+            if payload is not None:
+                break  # else: a control frame or a duplicate, consumed by the session
         try:
-            return self.messenger.deserialize(self.framer.payload(frame))
+            return self.messenger.deserialize(payload)
         except ProtocolError:
             raise
         except Exception as e:  # a user messenger may raise anything on hostile bytes
@@ -69,7 +81,9 @@ class Link:
         return msg
 
     def encode(self, msg: Any) -> bytes:
-        """The whole frame for an already stamped message."""
+        """The whole frame for an already stamped message (numbered, with a session)."""
+        if self.session is not None:
+            return self.session.wrap(self.messenger.serialize(msg))
         return self.framer.encode(self.messenger.serialize(msg))
 
     def encode_many(self, msgs: Iterable[Any]) -> tuple[list[Any], bytes]:

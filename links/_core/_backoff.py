@@ -1,0 +1,51 @@
+"""``Backoff``: how long to wait before each reconnect attempt.
+
+Attempt ``n`` (1-based) waits ``min(maximum, initial * factor ** (n - 1))``, spread by
+``jitter`` (a fraction: 0.1 means ±10 %, drawn uniformly) so that many clients cut at the same
+moment do not redial in lockstep. After a connection has stayed up for ``reset_after`` seconds
+the next drop starts again from ``initial``; a connection that drops right after coming up
+keeps climbing, so a flapping server is not hammered. ``max_attempts`` (None: forever) is
+when reconnecting is given up.
+
+Pure arithmetic: the random source is passed in, so a schedule is reproducible from a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["Backoff"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial: float = 0.05
+    maximum: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    reset_after: float = 5.0
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.initial <= 0 or self.maximum < self.initial:
+            raise ValueError("need 0 < initial <= maximum")
+        if self.factor < 1:
+            raise ValueError("factor must be >= 1")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter must be in [0, 1)")
+
+    def base(self, attempt: int) -> float:
+        """The delay before ``attempt`` (1-based), before jitter."""
+        return min(self.maximum, self.initial * self.factor ** (attempt - 1))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The jittered delay before ``attempt``."""
+        base = self.base(attempt)
+        if not self.jitter:
+            return base
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return base * (1.0 + spread)
+
+    def gives_up(self, attempt: int) -> bool:
+        return self.max_attempts is not None and attempt > self.max_attempts

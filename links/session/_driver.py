@@ -1,0 +1,190 @@
+"""``SessionDriver``: a ``Session`` engine made safe for the runtime's threads, and wired to a connection.
+
+The engine is plain state; three threads touch it: senders (``wrap``), the reading thread
+(``receive``: acks trim the replay buffer) and the timer (heartbeat acks). One small lock
+serializes those calls. It is never held across I/O, and it nests inside the connection's
+write lock (write lock → session lock, never the reverse), so it cannot deadlock with a write.
+
+When an ack frees replay-buffer space, senders waiting for room are woken through the
+connection's ``changed`` condition: that is the back-pressure path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._core._status import RetryAfter, TaskStatus
+from .._errors import BrokenError, ConnectTimeout, LinksError
+from .._timer import TimerHandle
+from . import _wire as wire
+from ._engine import ServerSessions, Session, SessionState
+
+if TYPE_CHECKING:
+    from .._connection import Attachment, Connection
+    from ._resumable import Resumable
+
+__all__ = ["SessionDriver", "ServerRegistry"]
+
+
+class SessionDriver:
+    """The session of one logical connection, as its ``Connection`` and ``Link`` use it."""
+
+    framer = wire.FRAMER
+
+    def __init__(self, engine: Session, config: Resumable, registry: ServerRegistry | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.registry = registry
+        self.connection: Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- the Link's side -------------------------------------------------------------------
+
+    def receive(self, frame: memoryview) -> Any:
+        engine = self.engine
+        with self._lock:
+            was_full = engine.replay.full
+            payload = engine.receive(frame)
+            freed = was_full and not engine.replay.full
+        if freed and self.connection is not None:
+            with self.connection.changed:
+                self.connection.changed.notify_all()
+        return payload
+
+    def wrap(self, payload: Any) -> bytes:
+        with self._lock:
+            return self.engine.wrap(payload)
+
+    # -- the connection's side -------------------------------------------------------------
+
+    def can_send(self) -> bool:
+        return self.engine.can_send()
+
+    def take_output(self) -> bytes:
+        with self._lock:
+            return self.engine.take_output()
+
+    def replay_frames(self) -> bytes:
+        """Client, once WELCOME said what the server has: every frame it is still missing."""
+        with self._lock:
+            return self.engine.replay_frames()
+
+    def server_attach(self, peer_last_received: int, resumed: bool) -> bytes:
+        """Server: attach to a new connection; WELCOME plus every frame the client is missing."""
+        with self._lock:
+            self.engine.attach(peer_last_received)
+            return self.engine.welcome(resumed) + self.engine.replay_frames()
+
+    def client_handshake(self, att: Attachment, deadline: float) -> None:
+        """HELLO, then read until WELCOME (or REJECT: ``SessionLost``)."""
+        with self._lock:
+            hello = self.engine.start_client()
+        att.transport.write(hello, max(0.0, deadline - time.monotonic()))
+        try:
+            att.connection._drive(att, lambda: self.engine.state is SessionState.ATTACHED, deadline)
+        except TimeoutError as e:
+            raise ConnectTimeout(f"{att.con_id}: no session WELCOME in time") from e
+
+    def attachment_tasks(self, att: Attachment) -> list[TimerHandle]:
+        """Per attachment: a heartbeat (an ACK, which also keeps acks flowing when only one side
+        sends) every interval, and the dead-peer check after ``dead_after`` silent intervals."""
+        interval, connection = self.config.heartbeat_interval, att.connection
+        limit = interval * self.config.dead_after
+
+        def beat() -> TaskStatus:
+            if att.closed:
+                return TaskStatus.TERMINATE
+            if connection.write_lock.acquire(blocking=False):  # busy: data is flowing anyway
+                try:
+                    with self._lock:
+                        frame = self.engine.tick()
+                    if frame:
+                        att.transport.write(frame, 0)
+                except LinksError as e:
+                    connection.log.warning("heartbeat.failed", error=str(e))
+                finally:
+                    connection.write_lock.release()
+            return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
+
+        def check() -> Any:
+            if att.closed:
+                return TaskStatus.TERMINATE
+            idle = time.monotonic() - att.last_recv
+            if idle >= limit and att.transport.wait_readable(0):
+                # Bytes are waiting that we have not read yet: the peer is alive and it is our
+                # reader that is behind (a busy poll thread). Count that as hearing from it.
+                att.last_recv = time.monotonic()
+                idle = 0.0
+            if idle >= limit:
+                connection.log.warning("session.peer_silent", idle=round(idle, 3), limit=limit)
+                att.drop("peer_silent")
+                return TaskStatus.TERMINATE
+            return RetryAfter(limit - idle)
+
+        timer = connection.timer
+        return [timer.schedule(f"session beat {att.con_id}", interval, beat), timer.schedule(f"session check {att.con_id}", limit, check)]
+
+    def detached(self, connection: Connection) -> None:
+        with self._lock:
+            self.engine.detach(time.monotonic())
+        connection.log.info("session.detached", unacked=len(self.engine.replay))
+
+    def closed(self, connection: Connection) -> None:
+        if self.registry is not None:
+            self.registry.forget(self.engine)
+
+
+class ServerRegistry:
+    """The server's sessions, thread-safe, with expiry of detached ones on the timer."""
+
+    def __init__(self, config: Resumable) -> None:
+        self.config = config
+        self.sessions = ServerSessions(
+            config.detached_ttl, max_messages=config.max_messages, max_bytes=config.max_bytes, ack_every=config.ack_every
+        )
+        self._lock = threading.Lock()
+        self._expiry: TimerHandle | None = None
+
+    def hello(self, frame: memoryview) -> tuple[Session, Any, bool, int]:
+        """Answer a HELLO (see ``ServerSessions.on_hello``); raises ``SessionRejected``."""
+        with self._lock:
+            expired = self.sessions.expire(time.monotonic())
+            result = self.sessions.on_hello(frame, time.monotonic())
+        self._close_expired(expired)
+        return result
+
+    def set_owner(self, engine: Session, owner: Any) -> None:
+        with self._lock:
+            self.sessions.set_owner(engine, owner)
+
+    def forget(self, engine: Session) -> None:
+        with self._lock:
+            self.sessions.forget(engine)
+
+    def start_expiry(self, timer: Any) -> None:
+        """Check for expired detached sessions a few times per TTL."""
+        if self._expiry is not None:
+            return
+
+        def sweep() -> TaskStatus:
+            with self._lock:
+                expired = self.sessions.expire(time.monotonic())
+            self._close_expired(expired)
+            return TaskStatus.COMPLETED
+
+        self._expiry = timer.schedule("session expiry", max(self.config.detached_ttl / 4, 0.01), sweep)
+
+    def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+
+    @staticmethod
+    def _close_expired(owners: list[Any]) -> None:
+        for owner in owners:
+            if owner is not None:
+                owner.log.info("session.expired")
+                owner.close("session_expired", BrokenError("detached session expired", "session_expired"))
+
+

@@ -1,0 +1,49 @@
+"""``Resumable``: the settings of resumable sessions, for ``Clt.connect`` and ``Svc.bind``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._driver import ServerRegistry, SessionDriver
+from ._engine import Session
+
+__all__ = ["Resumable"]
+
+
+@dataclass
+class Resumable:
+    """Exactly-once, in-order delivery across connection cuts (see ``links.session``).
+
+    Args:
+        detached_ttl: server: seconds a session whose connection dropped waits for its client
+            to resume before it is closed for good (its unacknowledged messages with it).
+        max_messages, max_bytes: bounds of each side's replay buffer; a sender that would
+            exceed them waits (or gets ``WOULD_BLOCK``): back-pressure, never silent loss.
+        ack_every: frames received before a standalone ACK is sent when no data flows back.
+        heartbeat_interval: seconds between session heartbeats on an idle connection.
+        dead_after: heartbeat intervals of silence after which the peer is declared dead
+            (the client then reconnects; the server detaches the session).
+        handshake_timeout: seconds a new connection has to complete HELLO/WELCOME.
+    """
+
+    detached_ttl: float = 30.0
+    max_messages: int = 4096
+    max_bytes: int = 4 << 20
+    ack_every: int = 32
+    heartbeat_interval: float = 1.0
+    dead_after: int = 3
+    handshake_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        self._registry: ServerRegistry | None = None
+
+    def client_driver(self) -> SessionDriver:
+        """A fresh client session (one per ``Clt``)."""
+        engine = Session(max_messages=self.max_messages, max_bytes=self.max_bytes, ack_every=self.ack_every)
+        return SessionDriver(engine, self)
+
+    def registry(self) -> ServerRegistry:
+        """The server's session registry (one per ``Svc`` using this object)."""
+        if self._registry is None:
+            self._registry = ServerRegistry(self)
+        return self._registry
