@@ -1,0 +1,74 @@
+"""Output helpers shared by subcommands: a live progress line and a summary table.
+
+The progress line is for a person watching a terminal: it rewrites itself in place on stderr
+(``\\r``) a few times a second, and stays silent when stderr is not a terminal, so logs
+captured by a script or a test are not littered with half-lines. The summary table is the
+command's result and goes to stdout as plain aligned ``label  value`` lines that are easy to
+read and to grep.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO
+
+__all__ = ["ProgressLine", "format_table", "print_table"]
+
+
+class ProgressLine:
+    """One status line rewritten in place; a no-op unless the stream is a terminal.
+
+    Args:
+        stream: where to draw (stderr by default).
+        interval: the least seconds between redraws; ``update`` calls in between are dropped.
+        enabled: force drawing on or off (default: only on a terminal).
+    """
+
+    def __init__(self, stream: IO[str] | None = None, *, interval: float = 0.1, enabled: bool | None = None) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.interval = interval
+        self._last = 0.0
+        self._width = 0
+
+    def update(self, text: str, *, force: bool = False) -> None:
+        """Show ``text`` (throttled to one redraw per ``interval`` unless ``force``)."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        # Pad with spaces to wipe what a longer previous line left behind.
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        """Erase the line, so the next output starts on a clean one."""
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+
+def format_table(rows: Iterable[tuple[str, object]], *, title: str | None = None) -> str:
+    """``label  value`` lines with the values aligned in one column."""
+    rows = [(label, str(value)) for label, value in rows]
+    width = max((len(label) for label, _ in rows), default=0)
+    lines = [title] if title else []
+    lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
+    return "\n".join(lines)
+
+
+def print_table(rows: Iterable[tuple[str, object]], *, title: str | None = None, stream: IO[str] | None = None) -> None:
+    """Print ``format_table`` to ``stream`` (stdout by default)."""
+    print(format_table(rows, title=title), file=sys.stdout if stream is None else stream, flush=True)
