@@ -5,7 +5,7 @@ The rules `links` protocols follow, shown on a small login protocol:
 * the client sends its login from ``on_connect`` and reports ``is_connected()`` only once
   the answer came, so ``Clt.connect`` returns a logged-in connection (or raises);
 * the server never waits for the login: the handshake *advances* in ``on_recv`` /
-  ``send_reply`` on the poll thread, and a deadline scheduled on ``con.timer`` in
+  ``send_reply`` on the poll thread, and a deadline scheduled with ``con.schedule`` in
   ``on_connect`` closes connections that stay silent;
 * both sides send heartbeats every ``heartbeat_interval`` seconds (on the timer thread).
 
@@ -52,11 +52,8 @@ class LoginServer(JsonProtocol):
                 con.close("login_timeout")  # a reason: the peer is to blame, logged as such
             return links.TaskStatus.TERMINATE  # run once
 
-        self.deadline = con.timer.schedule("login deadline", LOGIN_DEADLINE, expire)
-
-    def on_disconnect(self, con_id):
-        # Tasks a protocol schedules itself are its own to cancel when the connection ends.
-        self.deadline.cancel()
+        # con.schedule ties the task to this connection: it is cancelled if the connection ends.
+        self.deadline = con.schedule("login deadline", LOGIN_DEADLINE, expire)
 
     def on_recv(self, msg):
         if msg["type"] == "login" and USERS.get(msg["user"]) == msg["password"]:

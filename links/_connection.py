@@ -114,6 +114,20 @@ class Attachment:
     def is_connected(self) -> bool:
         return not self.closed and self.protocol.is_connected()
 
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+        """Schedule ``task`` on the connection's timer, cancelled when this connection ends.
+
+        For a protocol's deadlines (a login timeout started in ``on_connect``): unlike
+        ``con.timer.schedule``, nothing fires for a connection that is already gone.
+        """
+        handle = self.connection.timer.schedule(name, interval, task, delay=delay)
+        with self.connection.changed:
+            if not self.closed:
+                self.tasks.append(handle)
+                return handle
+        handle.cancel()
+        return handle
+
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """Send on this very TCP connection (a protocol's login, heartbeat or reply)."""
         return self.connection.write(self, [msg], timeout)
@@ -277,6 +291,7 @@ class Connection:
         self._closing = False
         self._error: LinksError | None = None
         self._listeners: list[Callable[[Connection], None]] = []
+        self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
         self._protocol: Protocol | None = None  # session mode: the one protocol instance
         self._spare_link: Link | None = None
         self._attempt = 0
@@ -299,6 +314,16 @@ class Connection:
     def error(self) -> LinksError:
         """What an operation on the closed connection raises."""
         return self._error or ClosedError(f"{self.con_id} is closed")
+
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+        """Schedule ``task`` on the timer, cancelled when the connection is closed for good."""
+        handle = self.timer.schedule(name, interval, task, delay=delay)
+        with self.changed:
+            if not self.closed:
+                self._tasks.append(handle)
+                return handle
+        handle.cancel()
+        return handle
 
     def hook_handle(self, att: Attachment) -> Any:
         return self.sender if self.session is not None else att
@@ -613,7 +638,10 @@ class Connection:
             self._error = error
             att, self.attachment = self.attachment, None
             listeners, self._listeners = self._listeners, []
+            tasks, self._tasks = self._tasks, []
             self.changed.notify_all()
+        for task in tasks:
+            task.cancel()
         if att is not None and not att.closed:
             att.closed = True
             self._end(att, reason, error)

@@ -18,13 +18,13 @@ for good every send raises its error (``ClosedError``, or the ``BrokenError`` th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._connection import Connection
 from ._core._status import SendStatus
 from ._errors import BrokenError
-from ._timer import Timer
+from ._timer import Timer, TimerHandle
 
 __all__ = ["CltSender"]
 
@@ -46,6 +46,11 @@ class CltSender:
 
     def is_connected(self) -> bool:
         return self._con.is_connected()
+
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+        """Schedule ``task`` on the connection's timer; it is cancelled when the connection is
+        closed for good (see ``Timer.schedule`` for what ``task`` returns)."""
+        return self._con.schedule(name, interval, task, delay=delay)
 
     def close(self, reason: str | None = None) -> None:
         """Close the whole connection (both halves, every ref). Idempotent.

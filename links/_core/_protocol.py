@@ -17,8 +17,11 @@ Hook order:
 
 Hooks always run, whichever wrapper holds the connection (``Clt``, split halves, spawned
 receivers, ``Ref`` handles). The ``con`` given to ``on_connect``, ``send_reply``,
-``send_heartbeat`` and ``on_close`` is the connection's ``CltSender``: thread-safe for sending, with ``con_id``,
-``close()``, ``is_connected()`` and ``timer`` (to schedule handshake deadlines).
+``send_heartbeat`` and ``on_close`` is the connection this protocol instance serves:
+thread-safe for sending (``send``, ``send_many``), with ``con_id``, ``is_connected()``,
+``close(reason=None)`` (a reason means "the peer is at fault": no goodbye, and
+``reconnect=`` may redial) and ``schedule(name, interval, task, delay=...)`` for deadlines that
+are cancelled when the connection ends (``timer`` is there too, for anything else).
 
 Threads: on a spawned receiver ``on_recv`` and ``send_reply`` run on the poll thread, which
 they must never block; ``send_heartbeat`` runs on the timer thread. A server-side handshake

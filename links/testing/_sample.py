@@ -243,7 +243,7 @@ class SampleServer(_SampleProtocol):
                 con.close()
             return TaskStatus.TERMINATE
 
-        self._deadline = con.timer.schedule(f"login deadline {con.con_id}", self.login_timeout, expire)
+        self._deadline = con.schedule(f"login deadline {con.con_id}", self.login_timeout, expire)
 
     def on_recv(self, msg: SampleMessage) -> None:
         with self._lock:
