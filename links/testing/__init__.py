@@ -7,6 +7,8 @@
 * ``FakeClock``: time that moves only when the test says so;
 * ``FaultProxy``: a TCP proxy on loopback that pauses, delays, drops (FIN), resets (RST),
   cuts mid-frame, chunks writes and refuses connections on command, for chaos tests;
+* ``Simulator``: client and server session engines over a seeded, simulated network with
+  cuts, delays and late-noticed failures on a fake clock; a failure replays from its seed;
 * a sample protocol (Ping/Pong behind a login, with heartbeats) and its messages.
 
 The waitable callbacks (``StoreCallback``, ``CounterCallback``) live in ``links`` itself.
@@ -16,6 +18,7 @@ from ._clock import FakeClock as FakeClock
 from ._conformance import check_transport as check_transport
 from ._memory import MemorySocket as MemorySocket, memory_socket_pair as memory_socket_pair
 from ._proxy import FaultProxy as FaultProxy, ProxyStats as ProxyStats
+from ._simulator import SimResult as SimResult, Simulator as Simulator
 from ._sample import (
     Heartbeat as Heartbeat,
     Login as Login,
@@ -32,6 +35,7 @@ from ._sample import (
 
 __all__ = [
     "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected", "MemorySocket", "Ping",
-    "Pong", "ProxyStats", "SampleClient", "SampleMessage", "SampleMessenger", "SampleServer", "check_transport",
+    "Pong", "ProxyStats", "SampleClient", "SampleMessage", "SampleMessenger", "SampleServer", "SimResult",
+    "Simulator", "check_transport",
     "memory_socket_pair",
 ]  # fmt: skip
