@@ -57,7 +57,7 @@ from ._sender import CltSender as CltSender
 from ._svc import Svc as Svc
 from ._timer import Timer as Timer, TimerHandle as TimerHandle
 
-from . import session as session
+from . import session as session, soupbintcp as soupbintcp
 
 __version__ = "0.1.0"
 

@@ -75,6 +75,9 @@ __all__ = ["Connection", "Attachment", "AttachmentReader", "ConnState"]
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
 
+#: Seconds a goodbye sent from ``on_close`` waits for a busy write lock before it is dropped.
+GOODBYE_LOCK_WAIT = 0.1
+
 
 class ConnState(enum.Enum):
     CONNECTED = "connected"  # an attachment is up
@@ -472,20 +475,36 @@ class Connection:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         session = self.session
+        write_lock = self.write_lock
         while True:
-            with self.write_lock:
-                if self.closed:
-                    raise self.error()
-                target = self.attachment if att is None else att
-                if target is not None and target.closed:
-                    if att is not None:
-                        raise BrokenError(f"{att.con_id} ended", "broken")
-                    target = None
-                if session is not None:
-                    if session.can_send():
-                        return self._write_session(target, msgs)
-                elif target is not None:
-                    return self._write_plain(target, msgs, timeout if deadline is None else max(0.0, deadline - time.monotonic()))
+            target = None
+            if self._closing:
+                # The goodbye of a closing connection (on_close): another sender may be stuck
+                # on a peer that stopped reading and hold the lock. Waiting for it would stall
+                # the close that is about to free it (its shutdown wakes that sender), so the
+                # goodbye only waits a moment and is dropped if the lock stays busy.
+                locked = write_lock.acquire(timeout=GOODBYE_LOCK_WAIT)
+            else:
+                locked = write_lock.acquire()
+            if locked:
+                try:
+                    if self.closed:
+                        raise self.error()
+                    target = self.attachment if att is None else att
+                    if target is not None and target.closed:
+                        if att is not None:
+                            raise BrokenError(f"{att.con_id} ended", "broken")
+                        target = None
+                    if session is not None:
+                        if session.can_send():
+                            return self._write_session(target, msgs)
+                    elif target is not None:
+                        remaining = timeout if deadline is None else max(0.0, deadline - time.monotonic())
+                        return self._write_plain(target, msgs, remaining)
+                finally:
+                    write_lock.release()
+            elif self._closing:
+                deadline = time.monotonic()  # give up on the goodbye: WOULD_BLOCK below
             # No room (session) or no attachment (plain): wait for a change, bounded.
             with self.changed:
                 remaining = None if deadline is None else deadline - time.monotonic()

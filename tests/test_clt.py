@@ -427,3 +427,48 @@ def test_heartbeats_reach_the_peer_and_stop_on_close(timer):
             with pytest.raises(links.BrokenError):
                 while True:  # beats already on the wire, then the end: no more beats
                     assert server.recv(timeout=WAIT) == {"hb": True}
+
+
+def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer():
+    """on_close's goodbye must not wait for the write lock held by a sender blocked on a peer
+    that stopped reading: the close goes on, and its shutdown frees that sender."""
+    goodbyes = []
+
+    class Polite(links.Protocol):
+        framer = links.LengthPrefixFramer(4)
+
+        def on_close(self, con):
+            goodbyes.append(con.send(b"bye", timeout=0))
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        clt = links.Clt.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Polite)
+        peer, _ = listener.accept()  # accepts, never reads
+        with peer:
+            # Fill both kernel buffers with raw bytes (the peer never parses them), so the send
+            # below waits before its first byte instead of stalling halfway through a frame.
+            raw = clt._con.attachment.transport.sock
+            try:
+                while True:
+                    raw.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+            blocked_sender_error = []
+            started = threading.Event()
+
+            def send_forever():
+                started.set()
+                try:
+                    clt.send(b"y" * 65536)  # timeout=None: waits for room that never comes
+                except links.LinksError as e:
+                    blocked_sender_error.append(e)
+
+            sender = threading.Thread(target=send_forever)
+            sender.start()
+            assert started.wait(5.0)
+            clt.close()  # must return (the test's timeout catches a hang)
+            sender.join(5.0)
+            assert not sender.is_alive()
+            assert isinstance(blocked_sender_error[0], links.ClosedError)
+            assert len(goodbyes) == 1

@@ -14,7 +14,7 @@ import sys
 __all__ = ["main"]
 
 #: Modules of this package that add subcommands, in help order.
-SUBCOMMANDS = ["demo"]
+SUBCOMMANDS = ["demo", "soupbintcp", "chaos"]
 
 
 def build_parser() -> argparse.ArgumentParser:

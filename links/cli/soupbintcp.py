@@ -1,0 +1,338 @@
+"""``links serve soupbintcp`` and ``links connect soupbintcp``: a SoupBinTCP echo server and client.
+
+``serve`` runs a ``Svc`` whose receivers are spawned into the poll thread; its
+``SvcProtocol`` answers every Unsequenced Data with the same payload as Sequenced Data
+(``reply=``), on the poll thread. The first line on stdout is ``listening on HOST:PORT``
+(so ``--port 0`` is usable from scripts); logs go to stderr. Ctrl-C (or SIGTERM) closes the
+service, which sends End of Session to every client, and exits with 0.
+
+``connect`` logs in, sends each line of stdin, or ``--count`` generated messages, as
+Unsequenced Data, and prints every Sequenced Data that comes back as ``SEQUENCE PAYLOAD`` on
+stdout. The receiver runs in the poll thread, so replies print while input is still being
+read. When the input ends it waits until as many replies came back as messages went out (or
+until none arrived for ``--linger`` seconds), logs out, and exits with 0; Ctrl-C logs out and
+exits with 0 too (during the login it takes effect once the login is over, within
+``--timeout``). It exits with 1, saying why on stderr, when the login is rejected or times
+out, or when the server ends the session or the connection breaks.
+
+Both draw a progress line with rates on stderr when it is a terminal.
+
+``serve`` and ``connect`` are shared commands: each protocol adds itself under them, so
+this module creates them only if no other module did yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import links
+from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtocol, UnsequencedData
+
+from ._logging import LEVELS, configure_logging
+from ._progress import ProgressLine
+
+__all__ = ["connect", "register", "serve"]
+
+
+def register(subparsers: Any) -> None:
+    serve_parser = _protocols(subparsers, "serve", "run a server for a built-in protocol")
+    parser = serve_parser.add_parser(
+        "soupbintcp",
+        help="a SoupBinTCP 4.0 echo server",
+        description=(
+            "A SoupBinTCP 4.0 server that answers every Unsequenced Data with the same payload as "
+            "Sequenced Data. Prints 'listening on HOST:PORT' first; logs go to stderr; Ctrl-C ends "
+            "the session for every client and exits."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
+    _credentials(parser)
+    parser.add_argument("--login-timeout", type=_positive, default=5.0, help="seconds to log in (default 5)")
+    parser.add_argument("--max-connections", type=int, default=128, help="connections admitted at once (default 128)")
+    parser.add_argument("--max-messages", type=int, default=100_000, help="messages kept per user for replay")
+    parser.set_defaults(func=serve)
+
+    connect_parser = _protocols(subparsers, "connect", "connect to a server of a built-in protocol")
+    parser = connect_parser.add_parser(
+        "soupbintcp",
+        help="log in to a SoupBinTCP 4.0 server, send lines or generated messages, print the replies",
+        description=(
+            "Logs in, sends each line of stdin (or --count generated messages) as Unsequenced Data and "
+            "prints each Sequenced Data received as 'SEQUENCE PAYLOAD'. Logs out on end of input or Ctrl-C."
+        ),
+    )
+    parser.add_argument("addr", metavar="HOST:PORT", help="the server")
+    _credentials(parser)
+    parser.add_argument("--sequence", type=int, default=0, help="first sequence number wanted; 0: from now on")
+    parser.add_argument("--count", type=int, help="send this many generated messages instead of stdin lines")
+    parser.add_argument("--size", type=int, default=0, help="pad generated messages to this many bytes")
+    parser.add_argument("--timeout", type=_positive, default=5.0, help="seconds to connect and log in (default 5)")
+    parser.add_argument(
+        "--linger", type=_positive, default=1.0, help="seconds of quiet to wait for replies (default 1)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print no replies, only the final count")
+    parser.set_defaults(func=connect)
+
+
+def _protocols(subparsers: Any, command: str, help: str) -> Any:
+    """The sub-subcommands of ``links serve`` / ``links connect``, created on first use."""
+    parser = subparsers.choices.get(command)
+    if parser is None:
+        parser = subparsers.add_parser(command, help=help, description=help)
+        parser.links_protocols = parser.add_subparsers(dest="protocol", metavar="PROTOCOL", required=True)
+    return parser.links_protocols
+
+
+def _credentials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--username", required=True, help="login username (up to 6 characters)")
+    parser.add_argument("--password", required=True, help="login password (up to 10 characters)")
+    parser.add_argument("--session", default="", help="session name (up to 10 characters; default blank)")
+    parser.add_argument("--heartbeat", type=_positive, default=1.0, help="heartbeat interval, s (default 1)")
+    parser.add_argument("--idle-timeout", type=_positive, default=15.0, help="peer silence allowed, s (default 15)")
+    parser.add_argument("--log-level", choices=LEVELS, default="info", help="lowest log level on stderr (default info)")
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends, then deliver any that came."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM end the command through KeyboardInterrupt, so cleanup runs.
+
+    SIGINT is set explicitly because a shell starting us in the background (``cmd &`` in a
+    script) leaves it ignored, and Ctrl-C / ``kill -INT`` must still stop the command.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+class _Rate:
+    """A count and its rate since the previous reading."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._seen = 0
+        self._at = time.monotonic()
+
+    def per_second(self) -> float:
+        now = time.monotonic()
+        rate = (self.count - self._seen) / max(now - self._at, 1e-9)
+        self._seen, self._at = self.count, now
+        return rate
+
+
+# -- serve ----------------------------------------------------------------------------------------
+
+
+class _ServerTally(links.Callback):
+    """Unsequenced Data in, Sequenced Data out. Both happen on the poll thread only."""
+
+    def __init__(self) -> None:
+        self.received = _Rate()
+        self.sent = _Rate()
+
+    def on_recv(self, con_id: Any, msg: Any) -> None:
+        if type(msg) is UnsequencedData:
+            self.received.count += 1
+
+    def on_sent(self, con_id: Any, msg: Any) -> None:
+        if type(msg) is SequencedData:
+            self.sent.count += 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    _interrupt_on_signals()
+    try:
+        config = SvcProtocol(
+            username=args.username, password=args.password, session=args.session, heartbeat_interval=args.heartbeat,
+            idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_messages=args.max_messages,
+            reply=lambda payload: payload,
+        )  # fmt: skip
+        tally = _ServerTally()
+        svc = links.Svc.bind(
+            f"{args.host}:{args.port}", protocol=config, callback=tally, max_connections=args.max_connections,
+            name="soupbintcp",
+        )  # fmt: skip
+    except (ValueError, OSError) as e:
+        print(f"links serve soupbintcp: {e}", file=sys.stderr)
+        return 1
+    with svc:
+        sender = svc.into_sender_with_spawned_recver()
+        host, port = svc.local_addr
+        print(f"listening on {host}:{port}", flush=True)
+        idle = threading.Event()  # never set: waits are interrupted by Ctrl-C
+        try:
+            with ProgressLine(interval=0.5) as progress:
+                while True:
+                    idle.wait(0.5)
+                    progress.update(
+                        f"{len(sender)} connections  {tally.received.count:,} in ({tally.received.per_second():,.0f}/s)  "
+                        f"{tally.sent.count:,} out ({tally.sent.per_second():,.0f}/s)"
+                    )
+        except KeyboardInterrupt:
+            pass
+    print(f"served {tally.received.count} messages, sent {tally.sent.count}", file=sys.stderr)
+    return 0
+
+
+# -- connect --------------------------------------------------------------------------------------
+
+
+class _Printer(links.Callback):
+    """Prints Sequenced Data as it arrives (poll thread) and lets the main thread wait for replies."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.received = _Rate()
+        self.last_at = time.monotonic()
+        self.ended = False  # the server sent End of Session
+        self._cond = threading.Condition()
+        self._flush = sys.stdout.isatty()
+
+    def on_recv(self, con_id: Any, msg: Any) -> None:
+        if type(msg) is EndOfSession:
+            self.ended = True
+        if type(msg) is not SequencedData:
+            return
+        if not self.quiet:
+            sys.stdout.write(f"{msg.sequence} {msg.payload.decode('utf-8', errors='replace')}\n")
+            if self._flush:
+                sys.stdout.flush()
+        with self._cond:
+            self.received.count += 1
+            self.last_at = time.monotonic()
+            self._cond.notify_all()
+
+    def wait(self, count: int, linger: float, sender: links.CltSender) -> None:
+        """Until ``count`` replies arrived, none came for ``linger`` seconds, or the connection ended."""
+        with self._cond:
+            while self.received.count < count and sender.is_connected():
+                quiet_for = time.monotonic() - self.last_at
+                if quiet_for >= linger:
+                    return
+                self._cond.wait(min(linger - quiet_for, _TICK))
+
+
+#: How often a command waiting on stdin checks that its connection is still up.
+_TICK = 0.25
+_EOF = object()
+
+
+def _messages(args: argparse.Namespace) -> Iterator[bytes | None]:
+    """Payloads to send; None now and then while stdin has nothing, so the caller can look
+    at the connection (the server may end the session while nobody types)."""
+    if args.count is not None:
+        for i in range(1, args.count + 1):
+            yield f"msg {i}".encode().ljust(args.size, b".")
+        return
+    lines: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read() -> None:  # a daemon thread: a blocking read must not keep the process alive
+        for line in sys.stdin:
+            lines.put(line)
+        lines.put(_EOF)
+
+    threading.Thread(target=read, name="stdin", daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=_TICK)
+        except queue.Empty:
+            yield None
+            continue
+        if line is _EOF:
+            return
+        yield line.rstrip("\r\n").encode()
+
+
+def connect(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    _interrupt_on_signals()
+    try:
+        config = CltProtocol(
+            username=args.username, password=args.password, session=args.session, sequence=args.sequence,
+            heartbeat_interval=args.heartbeat, idle_timeout=args.idle_timeout,
+        )  # fmt: skip
+    except ValueError as e:
+        print(f"links connect soupbintcp: {e}", file=sys.stderr)
+        return 1
+    try:
+        return _session(args, config)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _session(args: argparse.Namespace, config: CltProtocol) -> int:
+    printer = _Printer(args.quiet)
+    sent = _Rate()
+    started = time.monotonic()
+    error: str | None = None
+    with ExitStack() as stack:
+        # Ctrl-C waits until the login is over and the connection is in the stack, which then
+        # closes it (logging out) however we leave.
+        with _signals_held():
+            try:
+                clt = links.Clt.connect(args.addr, protocol=config, callback=printer, timeout=args.timeout)
+            except (links.LinksError, OSError) as e:  # LoginRejectedError, ConnectTimeout, ...
+                print(f"links connect soupbintcp: {e}", file=sys.stderr)
+                return 1
+            stack.enter_context(clt)
+        sender = clt.into_sender_with_spawned_recver()
+        with sender, ProgressLine() as progress:
+            try:
+                for payload in _messages(args):
+                    if payload is None:
+                        if not sender.is_connected():
+                            error = "the connection ended"
+                            break
+                        continue
+                    sender.send(UnsequencedData(payload))
+                    sent.count += 1
+                    progress.update(
+                        f"sent {sent.count:,} ({sent.per_second():,.0f}/s)  "
+                        f"received {printer.received.count:,} ({printer.received.per_second():,.0f}/s)"
+                    )
+                progress.clear()
+                printer.wait(sent.count, args.linger, sender)
+            except KeyboardInterrupt:
+                pass
+            except links.LinksError as e:  # the link broke, or the server ended the session mid-send
+                error = str(e)
+            if not sender.is_connected():
+                # The poll thread may still be inside the dispatch that ended the connection:
+                # let it finish, so the printer knows whether End of Session was the cause.
+                links.default_poll_handler().sync(1.0)
+                if printer.ended:
+                    error = "the server ended the session"
+                elif error is None and printer.received.count < sent.count:
+                    error = "the connection ended before every reply came back"
+    sys.stdout.flush()
+    elapsed = time.monotonic() - started
+    print(f"sent {sent.count}, received {printer.received.count} in {elapsed:.2f}s", file=sys.stderr)
+    if error is not None:
+        print(f"links connect soupbintcp: {error}", file=sys.stderr)
+        return 1
+    return 0
