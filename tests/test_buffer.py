@@ -105,3 +105,19 @@ def test_frame_too_large_leaves_the_buffer_unchanged():
     with pytest.raises(links.FrameTooLarge):
         buf.next_frame(framer)
     assert len(buf) == 2  # nothing consumed: the caller closes the connection, not the buffer
+
+
+def test_read_offer_starts_small_and_doubles_only_while_reads_fill_it():
+    buf = links.ReceiveBuffer(capacity=16, read_size=16, max_read_size=64)
+    assert len(buf.writable()) == 16
+    buf.commit(5)  # a short read: the offer stays
+    buf.next_frame(links.FixedSizeFramer(5))
+    assert len(buf.writable()) == 16
+    sizes = []
+    for _ in range(4):  # reads that fill everything offered: 32, 64, then capped at 64
+        view = buf.writable()
+        sizes.append(len(view))
+        buf.commit(len(view))
+        while buf.next_frame(links.FixedSizeFramer(1)) is not None:
+            pass
+    assert sizes[0] == 16 and sizes[1] >= 32 and max(sizes) <= 64 + 16

@@ -36,7 +36,7 @@ class Link:
 
     __slots__ = ("protocol", "framer", "messenger", "buffer", "session", "_stamps")
 
-    def __init__(self, protocol: Protocol, *, read_size: int = 1 << 16, session: Any = None) -> None:
+    def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
         self.protocol = protocol
         self.session = session
         # A session frames the stream itself and carries the messenger's payloads inside.
