@@ -124,3 +124,17 @@ def test_missing_arguments_are_usage_errors(args):
     done = subprocess.run([*LINKS, *args], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2
     assert "required" in done.stderr
+
+
+def test_workers_share_the_port_and_all_stop_on_ctrl_c(tmp_path):
+    with server(tmp_path, "--workers", "2") as (proc, addr, err):
+        for _ in range(6):  # the kernel spreads these over both workers' listeners
+            done = run_connect(addr, *CREDENTIALS, "--count", "20", "--quiet")
+            assert done.returncode == 0, done.stderr
+        assert stop(proc) == 0
+    log = err.read_text()
+    # Every worker bound the same port and, interrupted, closed cleanly and reported its tally.
+    assert events(log, "svc.bound") == 2
+    assert len(re.findall(r"^served \d+ messages", log, re.M)) == 2
+    served = sum(int(n) for n in re.findall(r"^served (\d+) messages", log, re.M))
+    assert served == 6 * 20

@@ -17,6 +17,13 @@ out, or when the server ends the session or the connection breaks.
 
 Both draw a progress line with rates on stderr when it is a terminal.
 
+``serve --workers N`` scales a server past one core: this process binds the port with
+``SO_REUSEPORT`` and starts N-1 more processes bound to the same port, and the kernel spreads
+new connections across all N. Each worker has its own poll thread and its own store of
+Sequenced Data, so a client that reconnects may land on another worker and cannot replay
+what the first one numbered: use one worker where replay across reconnects matters. Ctrl-C
+stops every worker (each sends End of Session to its clients).
+
 ``serve`` and ``connect`` are shared commands: each protocol adds itself under them, so
 this module creates them only if no other module did yet.
 """
@@ -59,6 +66,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--login-timeout", type=_positive, default=5.0, help="seconds to log in (default 5)")
     parser.add_argument("--max-connections", type=int, default=128, help="connections admitted at once (default 128)")
     parser.add_argument("--max-messages", type=int, default=100_000, help="messages kept per user for replay")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="processes sharing the port (SO_REUSEPORT; the kernel spreads connections; default 1)",
+    )  # fmt: skip
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (implied by --workers > 1)")
     parser.set_defaults(func=serve)
 
     connect_parser = _protocols(subparsers, "connect", "connect to a server of a built-in protocol")
@@ -129,6 +141,37 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
+@contextmanager
+def _workers(args: argparse.Namespace, port: int) -> Iterator[None]:
+    """Run ``args.workers - 1`` more servers on ``port`` (``SO_REUSEPORT``) while the block runs;
+    on the way out, interrupt them as Ctrl-C would and wait for them to finish."""
+    import subprocess  # noqa: PLC0415 - only --workers needs it
+
+    argv = [
+        sys.executable, "-m", "links", "serve", "soupbintcp", "--host", args.host, "--port", str(port), "--reuse-port",
+        "--username", args.username, "--password", args.password, "--session", args.session,
+        "--heartbeat", str(args.heartbeat), "--idle-timeout", str(args.idle_timeout),
+        "--login-timeout", str(args.login_timeout), "--max-connections", str(args.max_connections),
+        "--max-messages", str(args.max_messages), "--log-level", args.log_level,
+    ]  # fmt: skip
+    # Their "listening on" line would repeat ours; their logs share our stderr.
+    # Their own session: a Ctrl-C in the terminal reaches only us, and we pass it on once.
+    children = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True) for _ in range(max(0, args.workers - 1))
+    ]
+    try:
+        yield
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGINT)
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 class _Rate:
     """A count and its rate since the previous reading."""
 
@@ -175,12 +218,12 @@ def serve(args: argparse.Namespace) -> int:
         tally = _ServerTally()
         svc = links.Svc.bind(
             f"{args.host}:{args.port}", protocol=config, callback=tally, max_connections=args.max_connections,
-            name="soupbintcp",
+            name="soupbintcp", reuse_port=args.reuse_port or args.workers > 1,
         )  # fmt: skip
     except (ValueError, OSError) as e:
         print(f"links serve soupbintcp: {e}", file=sys.stderr)
         return 1
-    with svc:
+    with svc, _workers(args, svc.local_addr[1]):
         sender = svc.into_sender_with_spawned_recver()
         host, port = svc.local_addr
         print(f"listening on {host}:{port}", flush=True)
