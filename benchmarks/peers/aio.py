@@ -1,0 +1,124 @@
+"""asyncio streams, on the stdlib event loop or on uvloop: the same code for both.
+
+Written the way the asyncio documentation teaches: the server reads each frame with
+``readexactly(4)`` then ``readexactly(n)``; the client writes each frame and awaits
+``drain()`` (which returns at once until the transport's buffer passes its high-water mark).
+asyncio sets ``TCP_NODELAY`` on its TCP transports itself. W4 runs 100 client connections as
+100 tasks on one loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from ._common import HEADER, HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
+
+
+def _run(main: Coroutine[Any, Any, None], flavor: str) -> None:
+    if flavor == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
+def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
+    tally = Tally(ctl, params)
+    echo = params.workload == "w2"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        readexactly, unpack, add = reader.readexactly, HEADER.unpack, tally.add
+        try:
+            while True:
+                header = await readexactly(4)
+                (length,) = unpack(header)
+                body = await readexactly(length)
+                add(1, len(body))
+                if echo:
+                    writer.write(header + body)  # one message in flight: no drain needed
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the peer closed; the completion check tells whether anything was lost
+        writer.close()
+
+    async def main() -> None:
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(handle, HOST, 0, backlog=1024, limit=MAX_FRAME)
+        ctl.send(port=server.sockets[0].getsockname()[1])
+        ctl.on_line("stop", lambda: loop.call_soon_threadsafe(stopped.set))
+        await stopped.wait()
+        server.close()
+        tally.final()
+
+    _run(main(), flavor)
+
+
+def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> None:
+    data = payload(params.size)
+    result: dict[str, Any] = {}
+
+    warmed: list[int] = []
+    go = asyncio.Event()  # binds to the loop that first waits on it (3.10+)
+
+    async def one_way() -> int:
+        _, writer = await asyncio.open_connection(HOST, port, limit=MAX_FRAME)
+        write, drain, pack = writer.write, writer.drain, HEADER.pack
+        for _ in range(params.warm):
+            write(pack(len(data)) + data)
+            await drain()
+        warmed.append(1)
+        if len(warmed) == params.clients:
+            ctl.send(warmed=True)  # the harness answers "go" once the server counted them all
+        await go.wait()
+        for _ in range(params.count):
+            write(pack(len(data)) + data)
+            await drain()
+        writer.close()
+        await writer.wait_closed()  # everything written has left the transport's buffer
+        return params.per_client
+
+    async def ping_pong() -> None:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_FRAME)
+        write, readexactly, pack, unpack, clock = (
+            writer.write,
+            reader.readexactly,
+            HEADER.pack,
+            HEADER.unpack,
+            time.perf_counter_ns,
+        )
+        rtts, received = [], 0
+        for i in range(params.total):
+            t0 = clock()
+            write(pack(len(data)) + data)
+            (length,) = unpack(await readexactly(4))
+            body = await readexactly(length)
+            t1 = clock()
+            received += len(body) == len(data)
+            if i >= params.warm:
+                rtts.append((t1 - t0) / 1000)
+        writer.close()
+        await writer.wait_closed()
+        result.update(rtt_result(rtts, params.total, params.total * params.size, received))
+
+    async def main() -> None:
+        if params.workload == "w2":
+            await ping_pong()
+        else:
+            loop = asyncio.get_running_loop()
+
+            def release() -> None:
+                result["t0"] = time.perf_counter()
+                go.set()
+
+            ctl.on_line("go", lambda: loop.call_soon_threadsafe(release))
+            outcomes = await asyncio.gather(*(one_way() for _ in range(params.clients)), return_exceptions=True)
+            sent = sum(n for n in outcomes if isinstance(n, int))
+            result.update(sent=sent, bytes=sent * params.size, received=0)
+
+    _run(main(), flavor)
+    ctl.send(result=result)
+    ctl.wait_for("exit")

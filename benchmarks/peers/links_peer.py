@@ -1,0 +1,152 @@
+"""links, through its public API only, on the default poll thread and timer.
+
+Server (every workload): ``Svc.bind`` then ``into_sender_with_spawned_recver()``, so the
+acceptor and every accepted receiver run on the poll thread; a counting ``Callback`` sees each
+message there, and for W2 the protocol's ``send_reply`` echoes it.
+
+Client variants:
+
+* ``send`` (W1, W3, W4): ``Clt.send`` per message; W4 runs 100 threads, one ``Clt`` each
+  (as the plain peer does);
+* ``send_many`` (W1): ``Clt.send_many`` with batches of ``Params.batch`` messages;
+* ``recv`` (W2): ``Clt.send`` then ``Clt.recv`` on the calling thread;
+* ``callback`` (W2): the client's receiver spawned too; the calling thread sends, then waits
+  on a ``threading.Event`` that the callback sets on the poll thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+import links
+
+from ._common import HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
+
+# Connection events go to stdout by structlog's default; here warnings and errors only, on stderr.
+structlog.configure(
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+)
+
+WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
+
+
+class Raw(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=MAX_FRAME)
+    messenger = links.RawMessenger()
+
+
+class RawEcho(Raw):
+    def send_reply(self, msg: Any, con: Any) -> None:
+        con.send(msg)  # one message in flight: there is always room
+
+
+class Counting(links.Callback):
+    def __init__(self, tally: Tally) -> None:
+        self.add = tally.add
+
+    def on_recv(self, con_id: Any, msg: Any) -> None:
+        self.add(1, len(msg))
+
+
+def serve(ctl: Control, params: Params) -> None:
+    tally = Tally(ctl, params)
+    protocol = RawEcho if params.workload == "w2" else Raw
+    svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally), max_connections=params.clients + 16)
+    svc.into_sender_with_spawned_recver()
+    ctl.send(port=svc.local_addr[1])
+    ctl.wait_for("stop")
+    tally.final()
+    svc.close()
+    links.shutdown()
+
+
+def _sender(port: int, params: Params, data: bytes) -> Callable[[Go], None]:
+    def send(go: Go) -> None:
+        with links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) as clt:
+            _send(clt, params, data, params.warm)
+            go.warmed()
+            _send(clt, params, data, params.count)
+
+    return send
+
+
+def _send(clt: links.Clt, params: Params, data: bytes, n: int) -> None:
+    if params.variant == "send_many":
+        batch = [data] * params.batch
+        full, rest = divmod(n, params.batch)
+        send_many = clt.send_many
+        for _ in range(full):
+            send_many(batch)
+        if rest:
+            send_many(batch[:rest])
+    else:
+        send = clt.send
+        for _ in range(n):
+            send(data)
+
+
+class _Replies(links.Callback):
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.last = 0
+
+    def on_recv(self, con_id: Any, msg: Any) -> None:
+        self.last = len(msg)
+        self.event.set()
+
+
+def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
+    """Round trips until done, or until one reply does not come within ``WAIT_S``."""
+    rtts, received, clock = [], 0, time.perf_counter_ns
+    completed = 0
+    if params.variant == "callback":
+        replies = _Replies()
+        clt = links.Clt.connect(f"{HOST}:{port}", protocol=Raw, callback=replies, timeout=10)
+        sender = clt.into_sender_with_spawned_recver()
+        send, wait, clear = sender.send, replies.event.wait, replies.event.clear
+        for i in range(params.total):
+            t0 = clock()
+            send(data)
+            if not wait(WAIT_S):
+                break
+            t1 = clock()
+            clear()  # safe here: the next reply cannot come before the next send
+            completed += 1
+            received += replies.last == len(data)
+            if i >= params.warm:
+                rtts.append((t1 - t0) / 1000)
+        sender.close()
+    else:
+        with links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) as clt:
+            send, recv = clt.send, clt.recv
+            for i in range(params.total):
+                t0 = clock()
+                send(data)
+                msg = recv(WAIT_S)
+                t1 = clock()
+                if msg is None:
+                    break
+                completed += 1
+                received += len(msg) == len(data)
+                if i >= params.warm:
+                    rtts.append((t1 - t0) / 1000)
+    return rtt_result(rtts or [float("nan")], completed, completed * params.size, received)
+
+
+def client(ctl: Control, params: Params, port: int) -> None:
+    data = payload(params.size)
+    if params.workload == "w2":
+        result = _ping_pong(port, params, data)
+    else:
+        result = run_senders(ctl, params, _sender(port, params, data))
+    links.shutdown()
+    ctl.send(result=result)
+    ctl.wait_for("exit")
