@@ -169,7 +169,10 @@ class Clt:
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """See ``CltSender.send``."""
-        return self._halves()[1].send(msg, timeout)
+        sender = self._sender
+        if sender is None:
+            return self._halves()[1].send(msg, timeout)  # raises: this Clt was split
+        return sender.send(msg, timeout)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
         """See ``CltSender.send_many``."""

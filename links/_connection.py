@@ -85,6 +85,9 @@ class ConnState(enum.Enum):
     CLOSED = "closed"  # for good
 
 
+_CLOSED = ConnState.CLOSED
+
+
 class Attachment:
     """One TCP connection of a logical ``Connection``; also the ``con`` given to protocol hooks."""
 
@@ -104,6 +107,9 @@ class Attachment:
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
         self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
         self._on_sent = protocol.on_sent if overrides(protocol, "on_sent") else None
+        # Whether a written message needs telling anyone: skipping the no-op calls when nobody
+        # listens is a measurable share of the send path (benchmarks/RESULTS.md, "send path").
+        self.notify_sent = self._on_sent is not None or overrides(connection.callback, "on_sent", Callback)
 
     def __repr__(self) -> str:
         return f"Attachment({self.con_id}, closed={self.closed})"
@@ -488,7 +494,7 @@ class Connection:
                 locked = write_lock.acquire()
             if locked:
                 try:
-                    if self.closed:
+                    if self.state is _CLOSED:
                         raise self.error()
                     target = self.attachment if att is None else att
                     if target is not None and target.closed:
@@ -519,8 +525,15 @@ class Connection:
     def _write_plain(self, att: Attachment, msgs: list[Any], timeout: float | None) -> SendStatus:
         link = att.link
         if len(msgs) == 1:
-            stamped = [link.stamp(msgs[0])]
-            frames = self._encode(att, stamped[0])
+            msg = msgs[0]
+            if link.stamps:
+                msg = link.stamp(msg)
+            stamped: Any = (msg,)
+            try:
+                frames = link.encode(msg)
+            except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
+                att.protocol.on_error(msg, e)
+                raise
         else:
             stamped, frames = link.encode_many(msgs)
         try:
@@ -531,19 +544,14 @@ class Connection:
             if isinstance(e, BrokenError):
                 self.lost(att, e.reason, e)
             raise
-        for msg in stamped:
-            if status is _COMPLETED:
-                att.sent(msg)
-            else:
+        if status is _COMPLETED:
+            if att.notify_sent:
+                for msg in stamped:
+                    att.sent(msg)
+        else:
+            for msg in stamped:
                 att.protocol.on_would_block(msg)
         return status
-
-    def _encode(self, att: Attachment, msg: Any) -> bytes:
-        try:
-            return att.link.encode(msg)
-        except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
-            att.protocol.on_error(msg, e)
-            raise
 
     def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
         """Session: numbered frames go to the replay buffer first, so once accepted here a

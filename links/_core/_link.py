@@ -34,7 +34,7 @@ class Link:
         DecodeError: a whole frame could not be deserialized.
     """
 
-    __slots__ = ("protocol", "framer", "messenger", "buffer", "session", "_stamps")
+    __slots__ = ("protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize")
 
     def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
         self.protocol = protocol
@@ -43,7 +43,9 @@ class Link:
         self.framer = protocol.framer if session is None else session.framer
         self.messenger = protocol.messenger
         self.buffer = ReceiveBuffer(read_size=read_size)
-        self._stamps = overrides(protocol, "on_send")
+        self.stamps = overrides(protocol, "on_send")  # False: stamp() can be skipped
+        self._frame = self.framer.encode
+        self._serialize = self.messenger.serialize
 
     # -- receive --------------------------------------------------------------------------
 
@@ -74,7 +76,7 @@ class Link:
 
     def stamp(self, msg: Any) -> Any:
         """Run ``on_send``; return the message that will really be sent."""
-        if self._stamps:
+        if self.stamps:
             replaced = self.protocol.on_send(msg)
             if replaced is not None:
                 return replaced
@@ -83,8 +85,8 @@ class Link:
     def encode(self, msg: Any) -> bytes:
         """The whole frame for an already stamped message (numbered, with a session)."""
         if self.session is not None:
-            return self.session.wrap(self.messenger.serialize(msg))
-        return self.framer.encode(self.messenger.serialize(msg))
+            return self.session.wrap(self._serialize(msg))
+        return self._frame(self._serialize(msg))
 
     def encode_many(self, msgs: Iterable[Any]) -> tuple[list[Any], bytes]:
         """Stamp and encode a batch into one buffer (one write for all of them)."""

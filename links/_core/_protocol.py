@@ -95,6 +95,6 @@ class Protocol(Generic[SendT, RecvT]):
         """Send a heartbeat through ``con``; called every ``heartbeat_interval`` seconds."""
 
 
-def overrides(protocol: Protocol, hook: str) -> bool:
-    """Whether ``protocol`` replaces the base no-op ``hook`` (so the engine can skip calls)."""
-    return getattr(type(protocol), hook) is not getattr(Protocol, hook)
+def overrides(obj: Any, hook: str, base: type = Protocol) -> bool:
+    """Whether ``obj`` replaces ``base``'s no-op ``hook`` (so the engine can skip calls)."""
+    return getattr(type(obj), hook) is not getattr(base, hook)
