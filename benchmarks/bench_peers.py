@@ -65,10 +65,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PEER_NAMES = ("c", "plain", "asyncio", "uvloop", "zmq", "twisted")
 WORKLOADS = ("w1", "w2", "w3", "w4")
-LINKS_VARIANTS = {"w1": ("send", "send_many"), "w2": ("recv", "callback"), "w3": ("send",), "w4": ("send",)}
+LINKS_VARIANTS = {"w1": ("send", "send_many"), "w2": ("recv", "callback"), "w3": ("send",), "w4": ("send", "one_thread")}
 VARIANT_LABEL = {
     "send": "send()",
     "send_many": "send_many({batch})",
+    "one_thread": "send_many({batch}), one thread for all clients",
     "recv": "send+recv",
     "callback": "spawned, callback",
 }

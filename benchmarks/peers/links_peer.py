@@ -8,6 +8,10 @@ Client variants:
 
 * ``send`` (W1, W3, W4): ``Clt.send`` per message; W4 runs 100 threads, one ``Clt`` each
   (as the plain peer does);
+* ``one_thread`` (W4): one thread owns all 100 ``Clt``s and hands each, in turn, a
+  ``send_many`` batch of ``Params.batch`` messages: what an event loop such as Twisted's
+  reactor does (it buffers a connection's writes and flushes them once per loop pass), done
+  explicitly;
 * ``send_many`` (W1): ``Clt.send_many`` with batches of ``Params.batch`` messages;
 * ``recv`` (W2): ``Clt.send`` then ``Clt.recv`` on the calling thread;
 * ``callback`` (W2): the client's receiver spawned too; the calling thread sends, then waits
@@ -93,6 +97,33 @@ def _send(clt: links.Clt, params: Params, data: bytes, n: int) -> None:
             send(data)
 
 
+def _one_thread(ctl: Control, params: Params, port: int, data: bytes) -> dict[str, float]:
+    """All connections driven from this one thread, a batch to each in turn."""
+    clts = [links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) for _ in range(params.clients)]
+    try:
+        _round_robin(clts, data, params.warm, params.batch)
+        ctl.send(warmed=True)
+        ctl.wait_for("go")
+        t0 = time.perf_counter()
+        _round_robin(clts, data, params.count, params.batch)
+    finally:
+        for clt in clts:
+            clt.close()
+    return {"sent": params.total, "bytes": params.total * params.size, "received": 0, "t0": t0}
+
+
+def _round_robin(clts: list[links.Clt], data: bytes, n: int, batch: int) -> None:
+    """``n`` messages to every connection, ``batch`` at a time, connection after connection."""
+    full, rest = divmod(n, batch)
+    many, tail = [data] * batch, [data] * rest
+    for _ in range(full):
+        for clt in clts:
+            clt.send_many(many)
+    if rest:
+        for clt in clts:
+            clt.send_many(tail)
+
+
 class _Replies(links.Callback):
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -145,6 +176,8 @@ def client(ctl: Control, params: Params, port: int) -> None:
     data = payload(params.size)
     if params.workload == "w2":
         result = _ping_pong(port, params, data)
+    elif params.variant == "one_thread":
+        result = _one_thread(ctl, params, port, data)
     else:
         result = run_senders(ctl, params, _sender(port, params, data))
     links.shutdown()
