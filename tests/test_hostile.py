@@ -8,12 +8,13 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import pytest
-import structlog
 
 import links
+
+from helpers import watch_logs
 
 WAIT = 5.0
 HEALTHY = 10
@@ -23,34 +24,6 @@ MAX_FRAME = 1024
 class Json(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=MAX_FRAME)
     messenger = links.JsonMessenger()
-
-
-class LogWatch:
-    """A processor for ``capture_logs`` that lets the test wait for an event logged on another thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append(dict(event_dict))
-            self._cond.notify_all()
-        return event_dict
-
-    def wait(self, event: str, **fields) -> dict | None:
-        def find():
-            return next((e for e in self.entries if e["event"] == event and fields.items() <= e.items()), None)
-
-        with self._cond:
-            return self._cond.wait_for(find, WAIT)
-
-
-@contextmanager
-def watch_logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):
-        yield watch
 
 
 class Server:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
-from contextlib import contextmanager
 
 import pytest
-import structlog
 
 import links
+
+from helpers import watch_logs
 
 WAIT = 5.0
 
@@ -23,43 +22,6 @@ WAIT = 5.0
 class Json(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1024)
     messenger = links.JsonMessenger()
-
-
-class LogWatch:
-    """A processor for ``capture_logs`` that lets the test wait for an event logged on another thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append(dict(event_dict))
-            self._cond.notify_all()
-        return event_dict
-
-    def matching(self, event: str, **fields) -> list[dict]:
-        with self._cond:
-            return [e for e in self.entries if e["event"] == event and fields.items() <= e.items()]
-
-    def wait(self, event: str, count: int = 1, **fields) -> dict | None:
-        """The first entry of ``event`` with ``fields`` once ``count`` of them were logged."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, WAIT)
-        return self.matching(event, **fields)[0] if found else None
-
-    def one(self, event: str, **fields) -> dict:
-        """The single entry of ``event`` with ``fields`` (asserting there is exactly one)."""
-        found = self.matching(event, **fields)
-        assert len(found) == 1, f"{event} {fields}: {found} in {self.entries}"
-        return found[0]
-
-
-@contextmanager
-def watch_logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):
-        yield watch
 
 
 def server_id(svc: links.Svc, client_local) -> str:

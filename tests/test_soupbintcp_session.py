@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
-import structlog
 
 import links
+
+from helpers import watch_logs
 from links.soupbintcp import (
     CltProtocol, EndOfSession, LoginAccepted, LoginRejectedError, LoginRequest, LogoutRequest, NotLoggedInError,
     SequencedData, SvcProtocol, UnsequencedData,
@@ -21,38 +22,6 @@ from links.soupbintcp import (
 from links.testing import FakeClock, FaultProxy, memory_socket_pair
 
 WAIT = 5.0
-
-
-class LogWatch:
-    """A ``capture_logs`` processor a test can wait on (events come from the poll and timer threads)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append(dict(event_dict))
-            self._cond.notify_all()
-        return event_dict
-
-    def wait(self, event: str, **fields) -> dict | None:
-        def find():
-            return next((e for e in self.entries if e["event"] == event and fields.items() <= e.items()), None)
-
-        with self._cond:
-            return self._cond.wait_for(find, WAIT)
-
-    def wait_count(self, event: str, count: int) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: sum(e["event"] == event for e in self.entries) >= count, WAIT)
-
-
-@contextmanager
-def watch_logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):
-        yield watch
 
 
 @contextmanager
