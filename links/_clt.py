@@ -110,7 +110,7 @@ class Clt:
         target = parse_addr(addr)
 
         def redial() -> socket.socket:
-            sock = dial(target, timeout=timeout, retry_after=timeout)
+            sock = dial(target, timeout=timeout, retry_after=None)  # one try: the backoff retries
             set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
             return sock
 

@@ -303,6 +303,7 @@ class Connection:
         self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
         self._protocol: Protocol | None = None  # session mode: the one protocol instance
         self._spare_link: Link | None = None
+        self._handshaking: Attachment | None = None  # session client: the first attachment, before publish
         self._attempt = 0
         self._attached_at = 0.0
         self._rng = random.Random()
@@ -389,12 +390,18 @@ class Connection:
             if self.session is not None and self.role is Role.INITIATOR:
                 self.session.client_handshake(att, deadline)
             if self.session is None or first:
+                if self.session is not None and wait:
+                    # The protocol's own handshake (a login) goes through the session sender;
+                    # it must reach the peer now, not at publish, or we would wait forever.
+                    self._handshaking = att
                 protocol.on_connect(self.hook_handle(att))
                 if wait:
                     self._drive(att, lambda: protocol.is_connected(), deadline)
         except BaseException:
             self._discard(att, "handshake_failed")
             raise
+        finally:
+            self._handshaking = None
         return att
 
     def _drive(self, att: Attachment, done: Callable[[], bool], deadline: float) -> None:
@@ -403,8 +410,11 @@ class Connection:
             msg = att.next_message()
             if msg is not NEED_DATA:
                 att.dispatch(msg)
-                self.pending.append(msg)
+                if not self.spawned:  # a spawned receiver's callback saw it; nobody calls recv
+                    self.pending.append(msg)
                 continue
+            if done():  # a frame that yields no message (a session WELCOME) may have finished it
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"{att.con_id}: handshake did not complete in time")
@@ -497,6 +507,8 @@ class Connection:
                     if self.state is _CLOSED:
                         raise self.error()
                     target = self.attachment if att is None else att
+                    if target is None and session is not None:
+                        target = self._handshaking
                     if target is not None and target.closed:
                         if att is not None:
                             raise BrokenError(f"{att.con_id} ended", "broken")
@@ -506,7 +518,17 @@ class Connection:
                             return self._write_session(target, msgs)
                     elif target is not None:
                         remaining = timeout if deadline is None else max(0.0, deadline - time.monotonic())
-                        return self._write_plain(target, msgs, remaining)
+                        try:
+                            return self._write_plain(target, msgs, remaining)
+                        except LinksError:
+                            # The user's sender found the connection cut (its own write failed,
+                            # or the reader ended it meanwhile). With reconnect= that is
+                            # "between attachments": wait for the next one like any other send.
+                            # Only for one message: a frame that failed never reached the peer
+                            # whole, so writing it again cannot duplicate it; of a failed
+                            # batch, some may have.
+                            if att is not None or self.reconnect is None or len(msgs) != 1 or not target.closed:
+                                raise
                 finally:
                     write_lock.release()
             elif self._closing:
@@ -705,7 +727,10 @@ class Connection:
                 threading.Thread(target=self._redial_once, args=(attempt,), name=f"links-redial {self.name}", daemon=True).start()
             return TaskStatus.TERMINATE
 
-        self.timer.schedule(f"reconnect {self.con_id}", delay, start)
+        try:
+            self.timer.schedule(f"reconnect {self.con_id}", delay, start)
+        except RuntimeError:  # the timer was shut down (interpreter exit, a test's teardown)
+            self.close("timer_shutdown", BrokenError(f"{self.con_id}: timer shut down while reconnecting", "timer_shutdown"))
 
     def _redial_once(self, attempt: int) -> None:
         from .session._engine import SessionLost  # noqa: PLC0415 - only sessions raise it
@@ -723,7 +748,15 @@ class Connection:
             if not self.closed:
                 self._schedule_reconnect()
             return
-        self.publish(att, self.session.replay_frames if self.session is not None else None)
+        try:
+            self.publish(att, self.session.replay_frames if self.session is not None else None)
+        except LinksError as e:  # the new connection broke while the replay was written to it
+            self.log.info("clt.reconnect_failed", attempt=attempt, error=str(e))
+            if not self.closed:
+                self._schedule_reconnect()
+            return
+        if self.closed and att.closed:
+            return  # closed for good during the attempt: publish discarded the new connection
         self.log.info("clt.reconnected", attempt=attempt, local=str(att.con_id.local), at=self.timer.clock.monotonic())
 
 

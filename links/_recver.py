@@ -91,6 +91,8 @@ class CltRecver:
             att = con.wait_attached(deadline)
             if att is None:
                 return None
+            if con.pending:  # kept from a reconnect's handshake: they came before anything on att
+                return con.pending.popleft()
             msg = att.next_message()  # a hostile frame raises here, after ending att
             if msg is not NEED_DATA:
                 att.dispatch(msg)

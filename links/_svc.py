@@ -165,7 +165,6 @@ class HelloReader:
         """Poll thread: wait for the HELLO there, bounded by the handshake timeout."""
         assert poll is not None and self.svc.session is not None
         self._poll = poll
-        poll.add(self)
         timeout = self.svc.session.handshake_timeout
 
         def expire() -> TaskStatus:
@@ -173,7 +172,10 @@ class HelloReader:
                 poll.call_soon(lambda: self._abandon("session.handshake_timeout"))
             return TaskStatus.TERMINATE
 
+        # The deadline first: on the poll thread add() services the socket at once, and a
+        # HELLO already there finishes it, which must find the deadline to cancel.
         self._deadline = self.svc.timer_or_default().schedule(f"hello {self.con_id}", timeout, expire)
+        poll.add(self)
 
     def read(self, deadline: float | None) -> bool:
         """User thread: read until the HELLO is admitted (True) or abandoned/timed out (False)."""
@@ -377,6 +379,9 @@ class Svc:
             )  # fmt: skip
             driver.connection = con
             self.registry.set_owner(engine, con)
+        # Before open(): the Clt gives the connection its sender, the ``con`` that on_connect
+        # gets (a session's hooks see the logical connection's sender).
+        clt = Clt(con) if owner is None else None
         try:
             att = con.open(sock, time.monotonic(), permit, wait=False)
             if leftover:
@@ -384,11 +389,12 @@ class Svc:
             con.publish(att, lambda: con.session.server_attach(peer_last, resumed))  # type: ignore[union-attr]
         except Exception as e:
             self.log.error("svc.accept_failed", peer=peer, error=repr(e))
+            if clt is not None:
+                con.close("accept_failed")  # forget the session it had just started
             return
-        if resumed:
+        if clt is None:
             con.log.info("session.resumed", peer=peer, resumes=engine.resumes)
             return
-        clt = Clt(con)
         self.log.info("svc.accepted", con_id=str(con.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
         con.log.info("session.started", peer=peer)
         if self._spawned_on is not None:

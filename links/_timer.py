@@ -51,6 +51,10 @@ TaskResult = Union[TaskStatus, RetryAfter]
 _log = get_logger("timer")
 
 
+def _never_run() -> TaskStatus:
+    return TaskStatus.TERMINATE
+
+
 class TimerHandle:
     """A scheduled task; ``cancel()`` it to stop future runs (idempotent)."""
 
@@ -187,6 +191,9 @@ class Timer:
             if handle.cancelled:
                 return
             handle.cancelled = True
+            # Its entry may sit in the heap until it reaches the top; the task's closure (often
+            # a whole connection, buffers included) need not wait with it.
+            handle.task = _never_run
             if not handle._queued:
                 return
             self._dead += 1

@@ -249,8 +249,9 @@ def set_liveness(sock: socket.socket, *, tcp_user_timeout: float | None = None, 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, int(count))
 
 
-def dial(addr: Addr, *, timeout: float, retry_after: float) -> socket.socket:
-    """Connect to ``addr``, retrying refused attempts every ``retry_after`` until ``timeout``.
+def dial(addr: Addr, *, timeout: float, retry_after: float | None) -> socket.socket:
+    """Connect to ``addr``, retrying refused attempts every ``retry_after`` until ``timeout``
+    (``retry_after`` None: one attempt, as a reconnect makes; its backoff is the retry).
 
     The connect itself is nonblocking and waited on with ``poll``, so the timeout is honoured
     even for a host that never answers (no kernel SYN-retry stall).
@@ -279,7 +280,7 @@ def dial(addr: Addr, *, timeout: float, retry_after: float) -> socket.socket:
         sock.close()
         last = OSError(err, errno.errorcode.get(err, str(err)))
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or retry_after is None:
             raise ConnectTimeout(f"could not connect to {addr[0]}:{addr[1]} within {timeout}s: {last}") from last
         # The retry pause is the point here (a server that is still starting), not a sync.
         time.sleep(min(retry_after, remaining))

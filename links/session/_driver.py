@@ -104,6 +104,10 @@ class SessionDriver:
                         att.transport.write(frame, 0)
                 except LinksError as e:
                     connection.log.warning("heartbeat.failed", error=str(e))
+                    if isinstance(e, BrokenError):
+                        # Nobody may be reading this socket (a user-thread reader that is not
+                        # in recv): the failed beat is how the cut gets noticed, so end it here.
+                        connection.lost(att, e.reason, e)
                 finally:
                     connection.write_lock.release()
             return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
@@ -149,9 +153,10 @@ class ServerRegistry:
 
     def hello(self, frame: memoryview) -> tuple[Session, Any, bool, int]:
         """Answer a HELLO (see ``ServerSessions.on_hello``); raises ``SessionRejected``."""
-        with self._lock:
-            expired = self.sessions.expire(time.monotonic())
-            result = self.sessions.on_hello(frame, time.monotonic())
+        now = time.monotonic()  # one instant for both: on_hello expires too, and the owners
+        with self._lock:  # of what it expired would never be closed (they are only returned here)
+            expired = self.sessions.expire(now)
+            result = self.sessions.on_hello(frame, now)
         self._close_expired(expired)
         return result
 

@@ -7,8 +7,12 @@ time while the chaos loop cuts the connection ``cuts`` times, each time in one o
 an RST, a FIN, or a cut after a random number of bytes (so, almost always, mid-frame).
 
 Each cut is made on a settled connection and the loop then waits for the session to resume
-before the next one, so every cut is a real fault on a live stream and the number of resumes
-must equal the number of cuts exactly. Cut timing is drawn from the seed; the thread
+before the next one, so the number of resumes must equal the number of cuts exactly. The
+streams are paced by the cuts: at cut ``k`` both senders are allowed the ``k``-th slice of
+their stream, and an RST or FIN waits until half of it has arrived on each side, while a
+mid-frame cut is armed before the slice goes, so its bytes make it fire. Every cut therefore
+lands in the middle of traffic (unpaced, the whole stream would be sent before the second
+cut, and the rest would only cut an idle link). Cut timing is drawn from the seed; the thread
 interleavings are not (real threads and sockets), so a failure names its seed but may need a
 few runs to reproduce; the simulator in ``links.testing`` is the fully deterministic tier.
 
@@ -148,6 +152,7 @@ def run_chaos(
                    session=Resumable(detached_ttl=60.0, **session_args), poll_handler=poll, timer=timer)  # fmt: skip
     proxy = FaultProxy(svc.local_addr)
     clt: Clt | None = None
+    pace = _Pace()
     try:
         svc_sender = svc.into_sender_with_spawned_recver()
         clt = Clt.connect(
@@ -158,8 +163,8 @@ def run_chaos(
         connection = clt._con
         clt_sender = clt.into_sender_with_spawned_recver()
         senders = [
-            threading.Thread(target=_stream, args=(clt_sender, messages, errors), name="chaos-c2s", daemon=True),
-            threading.Thread(target=_stream, args=(svc_sender, messages, errors), name="chaos-s2c", daemon=True),
+            threading.Thread(target=_stream, args=(clt_sender, messages, errors, pace), name="chaos-c2s", daemon=True),
+            threading.Thread(target=_stream, args=(svc_sender, messages, errors, pace), name="chaos-s2c", daemon=True),
         ]
         for t in senders:
             t.start()
@@ -172,16 +177,26 @@ def run_chaos(
             if not settled:
                 errors.append(f"cut {done}: the session did not resume within {step_timeout}s")
                 break
+            end = (done + 1) * messages // cuts
             kind = rng.choice(("rst", "fin", "mid_frame"))
             kinds[kind] += 1
-            if kind == "rst":
-                proxy.reset()
-            elif kind == "fin":
-                proxy.drop()
+            if kind == "mid_frame":
+                # Armed before the slice is let go, so the slice's own bytes make it fire.
+                proxy.cut_after(rng.randint(1, 512), how=rng.choice(("rst", "fin")))
+                pace.allow(end)
             else:
-                proxy.cut_after(rng.randint(1, 512), how=rng.choice(("rst", "fin")))  # heartbeats keep bytes flowing
+                pace.allow(end)
+                half = (done * messages // cuts + end + 1) // 2
+                if not (server_check.wait_for(half, step_timeout) and client_check.wait_for(half, step_timeout)):
+                    errors.append(f"cut {done}: the stream did not flow within {step_timeout}s")
+                    break
+                if kind == "rst":
+                    proxy.reset()
+                else:
+                    proxy.drop()
             if progress is not None:
                 progress(done + 1, cuts, server_check.expected, client_check.expected)
+        pace.allow(messages)
         with connection.changed:
             if not connection.changed.wait_for(lambda: _resumes(clt) >= cuts, step_timeout):
                 errors.append("the last cut was not resumed")
@@ -192,6 +207,7 @@ def run_chaos(
         if progress is not None:
             progress(cuts, cuts, server_check.expected, client_check.expected)
     finally:
+        pace.allow(messages)  # a run that failed early must not leave its senders waiting
         stats = proxy.stats()
         server_resumes = sum(c.session.engine.resumes for c in _server_connections(svc))
         if clt is not None:
@@ -214,9 +230,29 @@ def run_chaos(
     )  # fmt: skip
 
 
-def _stream(sender: Any, count: int, errors: list[str]) -> None:
+class _Pace:
+    """How many messages each stream may have sent so far (raised by the cut loop)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._allowed = 0
+
+    def allow(self, n: int) -> None:
+        with self._cond:
+            self._allowed = max(self._allowed, n)
+            self._cond.notify_all()
+
+    def wait(self, i: int) -> None:
+        if i < self._allowed:  # the common case, without the lock
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: i < self._allowed)
+
+
+def _stream(sender: Any, count: int, errors: list[str], pace: _Pace) -> None:
     try:
         for i in range(count):
+            pace.wait(i)
             sender.send(i)
     except Exception as e:  # the run reports it rather than dying silently in a thread
         errors.append(f"sender failed: {e!r}")
