@@ -57,7 +57,7 @@ from ._core._backoff import Backoff
 from ._core._conid import ConId, Role
 from ._core._link import Link
 from ._core._protocol import Protocol, overrides
-from ._core._status import NEED_DATA, SendStatus, TaskStatus
+from ._core._status import NEED_DATA, RetryAfter, SendStatus, TaskStatus
 from ._errors import BrokenError, ClosedError, DecodeError, FrameTooLarge, LinksError, ProtocolError
 from ._gate import Permit
 from ._log import get_logger
@@ -479,7 +479,7 @@ class Connection:
         if self.session is not None:
             att.tasks.extend(self.session.attachment_tasks(att))
         if self.idle_timeout:
-            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", self.idle_timeout, _idle_check(self, att, self.idle_timeout)))
+            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", self.idle_timeout, silence_check(att, self.idle_timeout, "clt.idle_timeout", "idle_timeout")))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -741,7 +741,7 @@ class Connection:
             sock = self._redial()
             att = self.open(sock, deadline)
         except SessionLost as e:
-            self.close("session_lost", BrokenError(str(e), "session_lost"))
+            self.close("session_lost", e)  # every later call raises it: the session is gone
             return
         except (LinksError, OSError, TimeoutError) as e:
             self.log.info("clt.reconnect_failed", attempt=attempt, error=str(e))
@@ -775,21 +775,25 @@ def _heartbeat(connection: Connection, att: Attachment) -> Callable[[], TaskStat
     return beat
 
 
-def _idle_check(connection: Connection, att: Attachment, limit: float) -> Callable[[], Any]:
-    """Drop an attachment that received nothing for ``limit`` seconds: a silent peer (paused,
-    unplugged, behind a NAT that forgot us) sends no FIN, so only silence can tell."""
-    from ._core._status import RetryAfter  # noqa: PLC0415
+def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Callable[[], Any]:
+    """A timer task that drops ``att`` once nothing arrived from the peer for ``limit`` seconds.
+
+    A silent peer (paused, unplugged, behind a NAT that forgot us) sends no FIN, so only
+    silence can tell. Bytes waiting unread count as hearing from it: then our reader is behind
+    (a busy poll thread, or no thread in ``recv``), not the peer gone. The task runs again
+    exactly when the limit could next be reached, so detection lags by timer latency only.
+    """
 
     def check() -> Any:
         if att.closed:
             return TaskStatus.TERMINATE
         idle = time.monotonic() - att.last_recv
-        if idle >= limit and att.transport.wait_readable(0):
-            att.last_recv = time.monotonic()  # unread bytes: the peer spoke, our reader is behind
+        if idle >= limit and att.transport.has_unread_data():
+            att.last_recv = time.monotonic()
             idle = 0.0
         if idle >= limit:
-            connection.log.warning("clt.idle_timeout", idle=round(idle, 3), limit=limit)
-            att.drop("idle_timeout")
+            att.connection.log.warning(event, idle=round(idle, 3), limit=limit)
+            att.drop(reason)
             return TaskStatus.TERMINATE
         return RetryAfter(limit - idle)
 

@@ -111,6 +111,19 @@ class Transport:
             raise ClosedError("connection closed")
         raise BrokenError("peer closed the connection", "peer_closed")
 
+    def has_unread_data(self) -> bool:
+        """Whether bytes from the peer are waiting unread (its FIN alone does not count).
+
+        Liveness checks use it: unread bytes prove the peer is alive and only our reader is
+        behind, while a peer that closed must not look alive just because EOF is "readable".
+        """
+        if self._wait is not None:  # a socket double: readiness is all it can tell
+            return self._wait(True, 0)
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except OSError:  # nothing yet (EAGAIN), or reset: either way, no data
+            return False
+
     def wait_readable(self, timeout: float | None) -> bool:
         if self._wait is not None:
             return self._wait(True, timeout)

@@ -42,6 +42,16 @@ def timer():
     t.shutdown()
 
 
+@pytest.fixture
+def logs():
+    """Captured structlog events, waitable (see ``tests/helpers.py``). Entered before the test
+    opens any connection, so every logger the test binds reports here."""
+    from helpers import watch_logs
+
+    with watch_logs() as watch:
+        yield watch
+
+
 @pytest.fixture(autouse=True)
 def _no_thread_leaks():
     """Every thread a test starts must be gone once the runtime is shut down."""

@@ -7,6 +7,7 @@ right after acting: it waits on a condition, bounded, for the event to show up.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +17,8 @@ WAIT = 5.0
 
 
 class LogWatch:
-    """A ``capture_logs`` processor that tests can wait on."""
+    """A ``capture_logs`` processor that tests can wait on. Each entry also gets ``t``, the
+    ``time.monotonic()`` at which it was logged, for tests that measure between events."""
 
     def __init__(self, timeout: float = WAIT) -> None:
         self._cond = threading.Condition()
@@ -25,7 +27,7 @@ class LogWatch:
 
     def __call__(self, logger, method, event_dict):
         with self._cond:
-            self.entries.append(dict(event_dict))
+            self.entries.append({**event_dict, "t": time.monotonic()})
             self._cond.notify_all()
         return event_dict
 
@@ -40,6 +42,16 @@ class LogWatch:
         with self._cond:
             found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, self.timeout)
         return self.matching(event, **fields)[0] if found else None
+
+    def expect(self, event: str, count: int = 1, timeout: float | None = None, **fields) -> dict:
+        """The ``count``-th entry of ``event`` with ``fields``, waiting for it; fails the test
+        (naming what was seen instead) if it does not come within the timeout."""
+        timeout = self.timeout if timeout is None else timeout
+        with self._cond:
+            found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, timeout)
+            entries = self.matching(event, **fields)
+        assert found, f"no {count} x {event} {fields} within {timeout}s; saw {[e['event'] for e in self.entries]}"
+        return entries[count - 1]
 
     def wait_count(self, event: str, count: int) -> bool:
         """Whether ``count`` entries of ``event`` were logged within the timeout."""

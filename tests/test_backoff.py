@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import itertools
 import random
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
-import structlog
 
 import links
+
+from helpers import watch_logs
 from links.testing import FakeClock
 from links.testing._proxy import FaultProxy
 
@@ -26,39 +25,6 @@ WAIT = 5.0
 class Json(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
     messenger = links.JsonMessenger()
-
-
-class LogWatch:
-    """A ``capture_logs`` processor that lets a test wait for an event logged on another thread."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append(dict(event_dict))
-            self._cond.notify_all()
-        return event_dict
-
-    def matching(self, event: str, **fields) -> list[dict]:
-        with self._cond:
-            return [e for e in self.entries if e["event"] == event and fields.items() <= e.items()]
-
-    def wait(self, event: str, count: int = 1, timeout: float = WAIT, **fields) -> dict:
-        """The first entry of ``event`` with ``fields``, once ``count`` of them were logged."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, timeout)
-            entries = self.matching(event, **fields)
-        assert found, f"no {count} x {event} {fields} within {timeout}s; saw {[e['event'] for e in self.entries]}"
-        return entries[count - 1]
-
-
-@contextmanager
-def watch_logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):
-        yield watch
 
 
 # -- the arithmetic --------------------------------------------------------------------------
@@ -157,14 +123,14 @@ def test_reconnect_schedule_follows_the_backoff_within_its_jitter(poll, timer):
             clt.into_sender_with_spawned_recver()
             svc.close()  # FIN to the client, and nobody listens any more
             poll.sync()  # the listener is closed on the poll thread: from here every dial is refused
-            logs.wait("clt.reconnecting", attempt=1)
+            logs.expect("clt.reconnecting", attempt=1)
             for attempt in range(1, attempts + 1):
                 deadline = fake.next_deadline()
                 assert deadline is not None
                 clock.advance(deadline - clock.monotonic())
                 assert fake.run_due() == 1  # the attempt, and nothing else
-                logs.wait("clt.reconnect_failed", attempt=attempt)
-                logs.wait("clt.reconnecting", attempt=attempt + 1)
+                logs.expect("clt.reconnect_failed", attempt=attempt)
+                logs.expect("clt.reconnecting", attempt=attempt + 1)
     events = [e for e in logs.entries if e["event"] == "clt.reconnecting"][: attempts + 1]
     assert [e["attempt"] for e in events] == list(range(1, attempts + 2))
     delays = []
@@ -194,18 +160,18 @@ def test_schedule_restarts_only_after_the_connection_stayed_up(poll, timer):
             with clt:
                 clt.into_sender_with_spawned_recver()
                 assert proxy.drop() == 1
-                assert logs.wait("clt.reconnecting", attempt=1)["delay"] == pytest.approx(0.01)
-                logs.wait("clt.reconnected", attempt=1)
+                assert logs.expect("clt.reconnecting", attempt=1)["delay"] == pytest.approx(0.01)
+                logs.expect("clt.reconnected", attempt=1)
                 assert proxy.reset() == 1  # right after coming up: no reset of the schedule
-                assert logs.wait("clt.reconnecting", attempt=2)["delay"] == pytest.approx(0.02)
-                logs.wait("clt.reconnected", attempt=2)
+                assert logs.expect("clt.reconnecting", attempt=2)["delay"] == pytest.approx(0.02)
+                logs.expect("clt.reconnected", attempt=2)
                 # The behaviour under test is time-based: let the connection stay up long enough.
                 time.sleep(backoff.reset_after)
                 assert len(logs.matching("clt.reconnected")) == 2  # still the same connection
                 assert proxy.drop() == 1
-                third = logs.wait("clt.reconnecting", count=3)
+                third = logs.expect("clt.reconnecting", count=3)
                 assert third["attempt"] == 1 and third["delay"] == pytest.approx(0.01)
-                logs.wait("clt.reconnected", count=2, attempt=1)
+                logs.expect("clt.reconnected", count=2, attempt=1)
             stats = proxy.stats()
     assert stats.fin_cuts == 2 and stats.rst_cuts == 1 and stats.accepted == 4
 
@@ -222,7 +188,7 @@ def test_max_attempts_reached_makes_sends_raise(poll, timer):
         sender = clt.into_sender_with_spawned_recver()
         svc.close()
         poll.sync()  # the listener is closed on the poll thread: from here every dial is refused
-        logs.wait("clt.reconnecting", attempt=1)  # the client noticed: no connection to write to
+        logs.expect("clt.reconnecting", attempt=1)  # the client noticed: no connection to write to
         with pytest.raises(links.BrokenError) as raised:
             sender.send(1, timeout=WAIT)  # waits for a connection that never comes back
         assert raised.value.reason == "reconnect_gave_up"

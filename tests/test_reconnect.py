@@ -17,51 +17,18 @@ import socket
 import statistics
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 import structlog
 
 import links
+
+from helpers import LogWatch
 from links.testing import FakeClock, Login, LoginAccepted, Ping, Pong, SampleClient, SampleServer
 from links.testing._proxy import FaultProxy
 
 WAIT = 5.0
 FAST = links.Backoff(initial=0.01, maximum=0.05, factor=2.0, jitter=0.1)
-
-
-class LogWatch:
-    """A ``capture_logs`` processor that stamps each event with ``time.monotonic()`` (key ``t``)
-    and lets a test wait for events logged on other threads."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append({**event_dict, "t": time.monotonic()})
-            self._cond.notify_all()
-        return event_dict
-
-    def matching(self, event: str, **fields) -> list[dict]:
-        with self._cond:
-            return [e for e in self.entries if e["event"] == event and fields.items() <= e.items()]
-
-    def wait(self, event: str, count: int = 1, timeout: float = WAIT, **fields) -> dict:
-        """The ``count``-th entry of ``event`` with ``fields``, waiting for it to be logged."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, timeout)
-            entries = self.matching(event, **fields)
-        assert found, f"no {count} x {event} {fields} within {timeout}s; saw {[e['event'] for e in self.entries]}"
-        return entries[count - 1]
-
-
-@contextmanager
-def watch_logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):
-        yield watch
 
 
 class Instances:
@@ -75,12 +42,6 @@ class Instances:
         protocol = self.factory()
         self.made.append(protocol)
         return protocol
-
-
-@pytest.fixture
-def logs():
-    with watch_logs() as watch:  # entered before any connection binds its logger
-        yield watch
 
 
 @pytest.fixture
@@ -131,9 +92,9 @@ def test_a_clt_used_on_one_thread_carries_on_after_a_cut(proxy, server, logs, po
         cut(proxy, how)
         # This recv finds the cut, waits for the redial, and returns the new login's answer.
         assert clt.recv(WAIT) == LoginAccepted("user")
-        reconnected = logs.wait("clt.reconnected", attempt=1)
+        reconnected = logs.expect("clt.reconnected", attempt=1)
         assert reconnected["local"] != str(clt.con_id.local)  # a new socket under the same Clt
-        assert logs.wait("clt.reconnecting", attempt=1)["delay"] <= FAST.base(1) * (1 + FAST.jitter)
+        assert logs.expect("clt.reconnecting", attempt=1)["delay"] <= FAST.base(1) * (1 + FAST.jitter)
         clt.send(Ping(2))
         assert clt.recv(WAIT) == Pong(2)
         assert clt.is_connected()
@@ -157,7 +118,7 @@ def test_sender_ref_and_spawned_receiver_carry_on_across_cuts(proxy, server, log
         assert store.find_recv(lambda m: m == Pong(0), WAIT)
         for n, how in enumerate(["rst", "fin", "rst"], start=1):
             cut(proxy, how)
-            logs.wait("clt.reconnected", count=n)  # the poll thread saw the cut; the timer redialed
+            logs.expect("clt.reconnected", count=n)  # the poll thread saw the cut; the timer redialed
             ref.send(Ping(2 * n))
             clone.send(Ping(2 * n + 1))
             assert store.find_recv(lambda m, n=n: m == Pong(2 * n + 1), WAIT)
@@ -181,7 +142,7 @@ def test_send_while_disconnected_would_block_or_waits_for_the_reconnect(proxy, s
     with clt.into_sender_with_spawned_recver() as sender:
         proxy.refuse(True)  # every redial is reset during its login: no connection to send on
         cut(proxy, "fin")
-        logs.wait("clt.reconnect_failed", attempt=1)
+        logs.expect("clt.reconnect_failed", attempt=1)
         assert sender.send(Ping(1), timeout=0) is links.SendStatus.WOULD_BLOCK
         assert sender.send(Ping(2), timeout=0.02) is links.SendStatus.WOULD_BLOCK
 
@@ -196,14 +157,14 @@ def test_send_while_disconnected_would_block_or_waits_for_the_reconnect(proxy, s
         waiter = threading.Thread(target=send_and_wait, name="waiting-sender")
         waiter.start()
         assert started.wait(WAIT)
-        logs.wait("clt.reconnect_failed", attempt=2)  # still refused while the sender waits
+        logs.expect("clt.reconnect_failed", attempt=2)  # still refused while the sender waits
         assert "status" not in result
         allowed = time.monotonic()
         proxy.refuse(False)
         waiter.join(WAIT)
         assert result["status"] is links.SendStatus.COMPLETED
         assert result["at"] > allowed  # it waited for the connection that was refused until then
-        logs.wait("clt.reconnected")
+        logs.expect("clt.reconnected")
         assert store.find_recv(lambda m: m == Pong(3), WAIT)
     assert [m.seq for m in server.store.recv_msgs() if isinstance(m, Ping)] == [3]  # 1 and 2 were not sent
     stats = proxy.stats()
@@ -225,7 +186,7 @@ def test_sends_raise_once_reconnecting_is_given_up(proxy, server, logs, poll, ti
 
         waiter = threading.Thread(target=send_and_wait, name="waiting-sender")
         cut(proxy, "rst")
-        logs.wait("clt.reconnecting", attempt=1)
+        logs.expect("clt.reconnecting", attempt=1)
         waiter.start()
         waiter.join(WAIT)  # woken when the connection is closed for good
         assert not waiter.is_alive()
@@ -253,10 +214,10 @@ def test_close_between_attempts_stops_reconnecting(proxy, server, logs, poll, ti
     sender = clt.into_sender_with_spawned_recver()
     proxy.refuse(True)
     cut(proxy, "rst")
-    logs.wait("clt.reconnecting", attempt=1)
+    logs.expect("clt.reconnecting", attempt=1)
     clock.advance(fake.next_deadline() - clock.monotonic())
     assert fake.run_due() == 1
-    logs.wait("clt.reconnecting", attempt=2)  # attempt 1 was refused; attempt 2 is scheduled
+    logs.expect("clt.reconnecting", attempt=2)  # attempt 1 was refused; attempt 2 is scheduled
     sender.close()
     refused = proxy.stats().refused
     clock.advance(1.0)  # far past attempt 2's deadline
@@ -276,7 +237,7 @@ def test_close_during_an_attempt_discards_its_connection(proxy, server, logs, po
     sender = clt.into_sender_with_spawned_recver()
     proxy.pause()  # the redial connects, but its login waits in the proxy
     cut(proxy, "rst")
-    logs.wait("clt.reconnecting", attempt=1)
+    logs.expect("clt.reconnecting", attempt=1)
     clock.advance(fake.next_deadline() - clock.monotonic())
     assert fake.run_due() == 1
     (attempt,) = redial_threads()
@@ -310,14 +271,14 @@ def dead_peer_trials(proxy, logs, poll, timer, trials: int, interval: float = 0.
     with clt.into_sender_with_spawned_recver():
         for n in range(1, trials + 1):
             if n > 1:
-                logs.wait("clt.reconnected", count=n - 1)
+                logs.expect("clt.reconnected", count=n - 1)
             assert heard.wait_recv(heard.recv_count + 2, WAIT)  # the server's heartbeats are flowing
             paused = time.monotonic()
             proxy.pause()
-            detected = logs.wait("clt.idle_timeout", count=n)
+            detected = logs.expect("clt.idle_timeout", count=n)
             latencies.append(detected["t"] - paused)
             proxy.resume()  # the redial's login was waiting in the proxy
-        logs.wait("clt.reconnected", count=trials)
+        logs.expect("clt.reconnected", count=trials)
     assert not logs.matching("clt.reconnect_failed")
     assert proxy.stats().accepted == trials + 1  # every trial's silence really ended its connection
     return latencies
@@ -412,7 +373,7 @@ def test_tcp_user_timeout_and_keepalive_are_set_on_every_connection(proxy, serve
         assert socket_options(recver.fileno()) == (2500, 1, 10, 3, 4)
         cut(proxy, "rst")
         assert recver.recv(WAIT) == LoginAccepted("user")  # the redial's login
-        logs.wait("clt.reconnected")
+        logs.expect("clt.reconnected")
         assert socket_options(recver.fileno()) == (2500, 1, 10, 3, 4)
 
 

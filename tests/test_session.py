@@ -23,9 +23,9 @@ import time
 from contextlib import contextmanager
 
 import pytest
-import structlog
 
 import links
+
 from links.session import Resumable
 from links.session import _wire as wire
 from links.testing import Login, LoginAccepted, Ping, Pong, SampleClient, SampleServer
@@ -41,40 +41,6 @@ SESSION = {"heartbeat_interval": 0.05, "dead_after": 40}
 class Json(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
     messenger = links.JsonMessenger()
-
-
-class LogWatch:
-    """A ``capture_logs`` processor that stamps each event with ``time.monotonic()`` (key ``t``)
-    and lets a test wait for events logged on other threads."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.entries: list[dict] = []
-
-    def __call__(self, logger, method, event_dict):
-        with self._cond:
-            self.entries.append({**event_dict, "t": time.monotonic()})
-            self._cond.notify_all()
-        return event_dict
-
-    def matching(self, event: str, **fields) -> list[dict]:
-        with self._cond:
-            return [e for e in self.entries if e["event"] == event and fields.items() <= e.items()]
-
-    def wait(self, event: str, count: int = 1, timeout: float = WAIT, **fields) -> dict:
-        """The ``count``-th entry of ``event`` with ``fields``, waiting for it to be logged."""
-        with self._cond:
-            found = self._cond.wait_for(lambda: len(self.matching(event, **fields)) >= count, timeout)
-            entries = self.matching(event, **fields)
-        assert found, f"no {count} x {event} {fields} within {timeout}s; saw {[e['event'] for e in self.entries]}"
-        return entries[count - 1]
-
-
-@pytest.fixture
-def logs():
-    watch = LogWatch()
-    with structlog.testing.capture_logs(processors=[watch]):  # before any connection binds its logger
-        yield watch
 
 
 @contextmanager
@@ -160,8 +126,8 @@ def cut_during_streams(proxy, logs, kinds, rng, count: int, sides: list[Collecte
         for side in sides:
             assert side.wait_count(n * count // (len(kinds) + 1))
         cut(proxy, kind, rng)
-        logs.wait("session.resumed", count=n)
-        logs.wait("clt.reconnected", count=n)
+        logs.expect("session.resumed", count=n)
+        logs.expect("clt.reconnected", count=n)
 
 
 # -- exactly once, in order, across cuts ------------------------------------------------------------
@@ -266,14 +232,14 @@ def test_sends_to_a_detached_session_are_delivered_when_the_client_resumes(logs,
             assert at_client.find_recv(lambda m: m == "before", WAIT)
             proxy.refuse(True)  # the client cannot get back in for now
             assert proxy.drop() == 1
-            logs.wait("session.detached", con_id=str(con_id))
-            logs.wait("clt.reconnect_failed")
+            logs.expect("session.detached", con_id=str(con_id))
+            logs.expect("clt.reconnect_failed")
             for i in range(5):  # the session is still in the pool, detached: sends are kept
                 assert svc_sender.send_to(con_id, i, timeout=0) is links.SendStatus.COMPLETED
             assert clt_sender.send("while away", timeout=0) is links.SendStatus.COMPLETED
             assert svc_sender.con_ids() == [con_id]
             proxy.refuse(False)
-            logs.wait("session.resumed", con_id=str(con_id))
+            logs.expect("session.resumed", con_id=str(con_id))
             assert at_client.wait_recv_count(6, WAIT)
             assert at_client.recv_msgs() == ["before", 0, 1, 2, 3, 4]
         stats = proxy.stats()
@@ -287,18 +253,18 @@ def test_an_expired_session_is_rejected_and_the_client_learns_it_is_lost(logs, p
         with sender:
             proxy.refuse(True)
             assert proxy.reset() == 1
-            logs.wait("session.detached")
-            logs.wait("session.expired")  # the server forgot it (and closed it for good)
+            logs.expect("session.detached")
+            logs.expect("session.expired")  # the server forgot it (and closed it for good)
             assert svc_sender.con_ids() == []
             proxy.refuse(False)
-            rejected = logs.wait("session.rejected")
+            rejected = logs.expect("session.rejected")
             assert "unknown or expired" in rejected["reason"]
-            logs.wait("clt.disconnected", reason="session_lost")
-            # What the client raises from now on: a BrokenError whose reason says the session
-            # is gone (its message carries the server's rejection).
-            with pytest.raises(links.BrokenError, match="rejected the session") as raised:
+            logs.expect("clt.disconnected", reason="session_lost")
+            # What the client raises from now on: SessionLost (a BrokenError whose reason says
+            # the session is gone; its message carries the server's rejection).
+            with pytest.raises(links.session.SessionLost, match="rejected the session") as raised:
                 sender.send("too late", timeout=0)
-            assert raised.value.reason == "session_lost"
+            assert isinstance(raised.value, links.BrokenError) and raised.value.reason == "session_lost"
         stats = proxy.stats()
     assert stats.rst_cuts == 1 and stats.refused >= 1
     assert not logs.matching("session.resumed")
@@ -429,7 +395,7 @@ def test_garbage_and_truncated_handshakes_are_closed_and_logged(logs, poll, time
                     if close_ours:
                         sock.shutdown(socket.SHUT_WR)
                     read_to_eof(sock)  # returns only once the server closed it (or WAIT passed)
-                    logs.wait(event, **fields)
+                    logs.expect(event, **fields)
                     sender.send(n)  # the real session is undisturbed, after every case
                     assert at_server.find_recv(lambda m, n=n: m == n, WAIT) == n, name
             svc_sender.send("and back")
@@ -451,7 +417,7 @@ def test_a_resume_claiming_frames_never_sent_is_rejected(logs, poll, timer):
             second.sendall(wire.encode_hello(welcome.key, 10))  # the server sent nothing yet
             reply = wire.decode(memoryview(read_to_eof(second)))
         assert isinstance(reply, wire.Reject) and reply.reason == wire.RejectReason.BAD_HELLO
-        assert logs.wait("session.rejected", reason="resume claims frames never sent")
+        assert logs.expect("session.rejected", reason="resume claims frames never sent")
         # The session itself was not disturbed: the first connection still gets its data.
         (con_id,) = pooled(svc_sender, poll)
         svc_sender.send_to(con_id, 7)
@@ -482,7 +448,7 @@ def test_accept_returns_a_session_that_resumes(logs, poll, timer):
             assert proxy.reset() == 1
             server_clt.send("sent across the cut")
             assert svc.accept(0.3) is None  # it read the resume's HELLO: no new connection
-            logs.wait("session.resumed")
+            logs.expect("session.resumed")
             assert clt.recv(WAIT) == "sent across the cut"
             clt.send("after")
             assert server_clt.recv(WAIT) == "after"
@@ -545,8 +511,8 @@ def test_on_connect_runs_once_per_session_not_per_resume(logs, poll, timer):
             assert clt.is_connected()  # connect returned logged in
             for n, how in enumerate(["rst", "fin", "rst"], start=1):
                 assert (proxy.reset() if how == "rst" else proxy.drop()) == 1
-                logs.wait("session.resumed", count=n)
-                logs.wait("clt.reconnected", count=n)
+                logs.expect("session.resumed", count=n)
+                logs.expect("clt.reconnected", count=n)
                 sender.send(Ping(n))
                 assert at_client.find_recv(lambda m, n=n: m == Pong(n), WAIT)
         stats = proxy.stats()
@@ -581,7 +547,7 @@ def test_a_silent_peer_is_detected_on_both_sides_and_the_session_resumes(logs, p
             proxy.pause()  # no FIN, no RST: both sides just stop hearing from each other
             sender.send(1)
             svc_sender.send_to(con_id, 1)
-            silent = [logs.wait("session.peer_silent", count=2)["t"], logs.wait("session.peer_silent")["t"]]
+            silent = [logs.expect("session.peer_silent", count=2)["t"], logs.expect("session.peer_silent")["t"]]
             latencies = [t - paused for t in silent]
             print(f"peer_silent after {[round(x, 3) for x in latencies]} s (limit {limit} s)")
             assert all(limit / 2 < x <= limit + 0.05 + 0.25 for x in latencies)  # loose: a loaded box
@@ -590,8 +556,8 @@ def test_a_silent_peer_is_detected_on_both_sides_and_the_session_resumes(logs, p
             sender.send(2)  # sent while detached: kept for the resume
             svc_sender.send_to(con_id, 2)
             proxy.heal()  # forwarding again: the redial that waited in the proxy completes
-            logs.wait("session.resumed")
-            logs.wait("clt.reconnected")
+            logs.expect("session.resumed")
+            logs.expect("clt.reconnected")
             assert at_server.wait_recv_count(3, WAIT) and at_client.wait_recv_count(3, WAIT)
             assert numbers(at_server) == [0, 1, 2] and numbers(at_client) == [0, 1, 2]
         stats = proxy.stats()

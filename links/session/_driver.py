@@ -15,7 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._core._status import RetryAfter, TaskStatus
+from .._connection import silence_check
+from .._core._status import TaskStatus
 from .._errors import BrokenError, ConnectTimeout, LinksError
 from .._timer import TimerHandle
 from . import _wire as wire
@@ -112,23 +113,12 @@ class SessionDriver:
                     connection.write_lock.release()
             return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
 
-        def check() -> Any:
-            if att.closed:
-                return TaskStatus.TERMINATE
-            idle = time.monotonic() - att.last_recv
-            if idle >= limit and att.transport.wait_readable(0):
-                # Bytes are waiting that we have not read yet: the peer is alive and it is our
-                # reader that is behind (a busy poll thread). Count that as hearing from it.
-                att.last_recv = time.monotonic()
-                idle = 0.0
-            if idle >= limit:
-                connection.log.warning("session.peer_silent", idle=round(idle, 3), limit=limit)
-                att.drop("peer_silent")
-                return TaskStatus.TERMINATE
-            return RetryAfter(limit - idle)
 
         timer = connection.timer
-        return [timer.schedule(f"session beat {att.con_id}", interval, beat), timer.schedule(f"session check {att.con_id}", limit, check)]
+        return [
+            timer.schedule(f"session beat {att.con_id}", interval, beat),
+            timer.schedule(f"session check {att.con_id}", limit, silence_check(att, limit, "session.peer_silent", "peer_silent")),
+        ]
 
     def detached(self, connection: Connection) -> None:
         with self._lock:

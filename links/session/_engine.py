@@ -39,14 +39,21 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
-from .._errors import LinksError, ProtocolError
+from .._errors import BrokenError, LinksError, ProtocolError
 from . import _wire as wire
 
 __all__ = ["Session", "ServerSessions", "ReplayBuffer", "SessionLost", "SessionRejected", "SessionState"]
 
 
-class SessionLost(LinksError):
-    """The peer no longer has this session (unknown or expired resume key): it cannot resume."""
+class SessionLost(BrokenError):
+    """The peer no longer has this session (unknown or expired resume key): it cannot resume.
+
+    A ``BrokenError`` (reason ``"session_lost"``), so code that handles a broken connection
+    handles this too; catch ``SessionLost`` to tell it apart (start a new session).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "session_lost")
 
 
 class SessionRejected(LinksError):
