@@ -181,24 +181,30 @@ class Attachment:
         """The next whole message (or ``NEED_DATA``); a hostile frame ends this attachment.
 
         Raises:
-            FrameTooLarge, DecodeError, ProtocolError: re-raised after logging and ending it.
+            FrameTooLarge, DecodeError, ProtocolError: re-raised after ``reject``.
         """
         try:
             return self.link.next_message()
-        except FrameTooLarge as e:
-            self.connection.log.warning("frame.too_large", size=e.size, max_frame_size=e.max_frame_size)
-            self.connection.lost(self, "frame.too_large", BrokenError(str(e), "frame.too_large"))
-            raise
-        except DecodeError as e:
-            self.connection.log.warning("frame.decode_failed", error=str(e))
-            self.connection.lost(self, "frame.decode_failed", BrokenError(str(e), "frame.decode_failed"))
-            raise
         except ProtocolError as e:
-            self.connection.log.warning("session.protocol_error", error=str(e))
-            self.connection.lost(self, "session.protocol_error", BrokenError(str(e), "session.protocol_error"))
+            self.reject(e)
             raise
 
+    def reject(self, error: ProtocolError) -> None:
+        """The peer sent a frame we refuse: log why, and end this attachment (only this one)."""
+        log = self.connection.log
+        if isinstance(error, FrameTooLarge):
+            event = "frame.too_large"
+            log.warning(event, size=error.size, max_frame_size=error.max_frame_size)
+        elif isinstance(error, DecodeError):
+            event = "frame.decode_failed"
+            log.warning(event, error=str(error))
+        else:
+            event = "session.protocol_error"
+            log.warning(event, error=str(error))
+        self.connection.lost(self, event, BrokenError(str(error), event))
+
     def dispatch(self, msg: Any) -> None:
+        """``on_recv`` → the callback → ``send_reply``, skipping the hooks nobody overrides."""
         if self._on_recv is not None:
             self._on_recv(msg)
         connection = self.connection
@@ -239,14 +245,16 @@ class AttachmentReader:
             att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
             return True
         connection = att.connection
+        next_message, dispatch = att.link.next_message, att.dispatch  # per-frame loop: locals
         while not att.closed:
             try:
-                msg = att.next_message()
-            except LinksError:
-                return True  # logged, and the attachment ended, by next_message
+                msg = next_message()
+            except ProtocolError as e:
+                att.reject(e)
+                return True
             if msg is NEED_DATA:
                 break
-            att.dispatch(msg)
+            dispatch(msg)
         if connection.session is not None and not att.closed:
             connection.flush_session(att)
         return True

@@ -1,58 +1,59 @@
-"""Peer implementations of workloads W1-W4, one module per library, run as child processes.
+"""The peers beyond the two built into ``links.bench`` (links and plain sockets), registered here.
 
-Every implementation has a ``serve(ctl, params)`` and a ``client(ctl, params, port)``; the
-harness (``benchmarks/bench_peers.py``) starts each in its own pinned process and talks to it
-over stdin/stdout (see ``_common``). The C floor is a separate program, ``floor.c``, built at
-run time.
+Each Python peer is a module of this directory with ``serve(ctl, params)`` and
+``client(ctl, params, port)``, built on the helpers of ``links.bench``; the harness runs it in
+its own pinned process by loading the file from its path (``links.bench.Impl``). The C floor
+is a separate program, ``floor.c``, compiled at run time and run directly (``Floor``).
 
 A peer whose library is not installed is skipped by the harness, which says so; nothing here
-imports an optional library until its process runs it.
+imports an optional library: only the peer's own process does.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-from typing import Any
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["PEERS", "REQUIRES", "child_main", "missing"]
+from links.bench import Impl, Params
 
-#: implementation -> (module, keyword arguments for its serve/client)
-PEERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "links": ("links_peer", {}),
-    "plain": ("plain", {}),
-    "asyncio": ("aio", {}),
-    "uvloop": ("aio", {"flavor": "uvloop"}),
-    "zmq": ("zmq_peer", {}),
-    "twisted": ("twisted_peer", {}),
+__all__ = ["EXTRA", "Floor", "build_floor"]
+
+HERE = Path(__file__).resolve().parent
+
+#: name -> implementation, for every peer that is a Python module of this directory
+EXTRA: dict[str, Impl] = {
+    "asyncio": Impl("asyncio", HERE / "aio.py"),
+    "uvloop": Impl("uvloop", HERE / "aio.py", {"flavor": "uvloop"}, requires=("uvloop",)),
+    "zmq": Impl("zmq", HERE / "zmq_peer.py", requires=("zmq",)),
+    "twisted": Impl("twisted", HERE / "twisted_peer.py", requires=("twisted",)),
 }
 
-#: implementation -> the modules it imports beyond the standard library and links
-REQUIRES: dict[str, tuple[str, ...]] = {"uvloop": ("uvloop",), "zmq": ("zmq",), "twisted": ("twisted",)}
+
+@dataclass(frozen=True)
+class Floor(Impl):
+    """The C floor: blocking sockets, its workload on the command line (see ``floor.c``)."""
+
+    exe: str = ""
+
+    def command(self, role: str, params: Params, port: int | None) -> list[str]:
+        args = [self.exe, role, params.workload[1], params.size, params.warm, params.count, params.clients]
+        return [str(a) for a in (args + ([port] if port is not None else []))]
 
 
-def missing(impl: str) -> str | None:
-    """Why ``impl`` cannot run here (an import error), or None."""
-    for name in REQUIRES.get(impl, ()):
-        try:
-            importlib.import_module(name)
-        except Exception as e:  # noqa: BLE001 - ImportError, or a broken install failing its own way
-            return f"import {name} failed: {e}"
-    return None
-
-
-def child_main(argv: list[str]) -> int:
-    """``server IMPL PARAMS_JSON`` or ``client IMPL PARAMS_JSON PORT``."""
-    from ._common import Control, Params
-
-    role, impl, params_json, *rest = argv
-    ctl = Control()  # first: stdout belongs to the control channel from here on
-    params = Params.from_json(params_json)
-    module_name, kwargs = PEERS[impl]
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    if role == "server":
-        module.serve(ctl, params, **kwargs)
-    else:
-        module.client(ctl, params, int(rest[0]), **kwargs)
-    sys.stderr.flush()
-    return 0
+def build_floor(tmp: str) -> tuple[Floor | None, str]:
+    """Compile floor.c into ``tmp``; (the implementation, "") or (None, why not)."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        return None, "no gcc or cc on PATH"
+    exe = os.path.join(tmp, "floor")
+    try:
+        done = subprocess.run([cc, "-O2", "-pthread", "-o", exe, str(HERE / "floor.c")],
+                              capture_output=True, timeout=120, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{cc} failed: {e}"
+    if done.returncode != 0:
+        return None, f"{cc} failed: {done.stderr.decode(errors='replace').strip()[-300:]}"
+    return Floor("c", HERE / "floor.c", exe=exe), ""

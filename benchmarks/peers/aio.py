@@ -14,7 +14,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from ._common import HEADER, HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
+from links.bench import HEADER, HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
 
 
 def _run(main: Coroutine[Any, Any, None], flavor: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import protocol, reactor
 from twisted.protocols.basic import Int32StringReceiver
 
-from ._common import HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
+from links.bench import HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
 
 
 class _Counting(Int32StringReceiver):

@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from ._common import HOST, Control, Params, Tally, payload, rtt_result
+from links.bench import HOST, Control, Params, Tally, payload, rtt_result
 
 LINGER_MS = 30_000
 

@@ -34,7 +34,10 @@ class Link:
         DecodeError: a whole frame could not be deserialized.
     """
 
-    __slots__ = ("protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize")
+    __slots__ = (
+        "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize", "_next_frame",
+        "_payload", "_deserialize",
+    )  # fmt: skip
 
     def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
         self.protocol = protocol
@@ -44,8 +47,13 @@ class Link:
         self.messenger = protocol.messenger
         self.buffer = ReceiveBuffer(read_size=read_size)
         self.stamps = overrides(protocol, "on_send")  # False: stamp() can be skipped
+        # Bound once: the per-frame paths below are the hottest code in the library, and each
+        # attribute lookup saved there is saved per message (benchmarks/RESULTS.md).
         self._frame = self.framer.encode
         self._serialize = self.messenger.serialize
+        self._next_frame = self.buffer.next_frame
+        self._payload = self.framer.payload
+        self._deserialize = self.messenger.deserialize
 
     # -- receive --------------------------------------------------------------------------
 
@@ -55,18 +63,19 @@ class Link:
 
     def next_message(self) -> Any:
         """The next whole message, or ``NEED_DATA``."""
+        session, framer = self.session, self.framer
         while True:
-            frame = self.buffer.next_frame(self.framer)
+            frame = self._next_frame(framer)
             if frame is None:
                 return NEED_DATA
-            if self.session is None:
-                payload = self.framer.payload(frame)
+            if session is None:
+                payload = self._payload(frame)
                 break
-            payload = self.session.receive(frame)
+            payload = session.receive(frame)
             if payload is not None:
                 break  # else: a control frame or a duplicate, consumed by the session
         try:
-            return self.messenger.deserialize(payload)
+            return self._deserialize(payload)
         except ProtocolError:
             raise
         except Exception as e:  # a user messenger may raise anything on hostile bytes

@@ -14,7 +14,7 @@ import sys
 __all__ = ["main"]
 
 #: Modules of this package that add subcommands, in help order.
-SUBCOMMANDS = ["demo", "soupbintcp", "chaos"]
+SUBCOMMANDS = ["demo", "soupbintcp", "chaos", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""links, through its public API only, on the default poll thread and timer.
+"""The subject: links, through its public API only, on the default poll thread and timer.
 
 Server (every workload): ``Svc.bind`` then ``into_sender_with_spawned_recver()``, so the
 acceptor and every accepted receiver run on the poll thread; a counting ``Callback`` sees each
@@ -31,13 +31,7 @@ import structlog
 
 import links
 
-from ._common import HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
-
-# Connection events go to stdout by structlog's default; here warnings and errors only, on stderr.
-structlog.configure(
-    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-)
+from ._child import HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
 
 WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
 
@@ -60,7 +54,20 @@ class Counting(links.Callback):
         self.add(1, len(msg))
 
 
+def _quiet_logs() -> None:
+    """Connection events go to stdout by structlog's default; here warnings and errors only, on stderr.
+
+    Called by ``serve`` and ``client``, in the child process only: importing this module
+    configures nothing.
+    """
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
 def serve(ctl: Control, params: Params) -> None:
+    _quiet_logs()
     tally = Tally(ctl, params)
     protocol = RawEcho if params.workload == "w2" else Raw
     svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally), max_connections=params.clients + 16)
@@ -173,6 +180,7 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
 
 
 def client(ctl: Control, params: Params, port: int) -> None:
+    _quiet_logs()
     data = payload(params.size)
     if params.workload == "w2":
         result = _ping_pong(port, params, data)

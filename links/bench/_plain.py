@@ -1,4 +1,4 @@
-"""Plain blocking Python sockets, one thread per connection on both sides.
+"""The baseline: plain blocking Python sockets, one thread per connection on both sides.
 
 Server: an accept thread, then per connection a thread that reads with ``recv_into`` into one
 kept buffer, cuts frames with ``struct`` and copies each payload out (counting servers report
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._common import HEADER, HOST, Control, Go, Params, Tally, payload, read_frames, recv_exact, rtt_result, run_senders
+from ._child import HEADER, HOST, Control, Go, Params, Tally, payload, read_frames, recv_exact, rtt_result, run_senders
 
 
 def serve(ctl: Control, params: Params) -> None:

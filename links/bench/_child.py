@@ -1,4 +1,11 @@
-"""What every peer process shares: parameters, the control channel, the server's tally, framing.
+"""The child process's side of a measurement: parameters, the control channel, the tally, framing.
+
+Every implementation (the built-in ``links`` and ``plain``, and any a caller registers) is a
+module with ``serve(ctl, params, **kwargs)`` and ``client(ctl, params, port, **kwargs)``. The
+harness runs each role in its own pinned process as ``python -m links.bench --child ...``;
+``child_main`` loads the module (a dotted name, or a ``.py`` file on disk for implementations
+that live outside the package, such as the peers in ``benchmarks/peers/``) and calls it.
+Everything an implementation needs from the harness is here, re-exported by ``links.bench``.
 
 The control channel
     The harness talks to each child process over its stdin/stdout, one JSON object per line.
@@ -26,6 +33,8 @@ How a one-way window is timed
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import socket
@@ -35,6 +44,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
 
 HOST = "127.0.0.1"
 HEADER = struct.Struct("!I")
@@ -51,7 +62,7 @@ class Params:
     warm: int  # messages (W2: round trips) per connection before the measured window
     count: int  # measured messages per connection
     clients: int = 1
-    variant: str = ""  # links only: "send", "send_many", "recv", "callback"
+    variant: str = ""  # links only: "send", "send_many", "one_thread", "recv", "callback"
     batch: int = 64  # links send_many batch size
 
     @property
@@ -246,3 +257,34 @@ def percentile(values: list[float], p: float) -> float:
 def rtt_result(rtts_us: list[float], sent: int, nbytes: int, received: int) -> dict[str, float]:
     return {"sent": sent, "bytes": nbytes, "received": received,
             "p50": percentile(rtts_us, 50), "p99": percentile(rtts_us, 99)}  # fmt: skip
+
+
+def load_module(module: str) -> ModuleType:
+    """A dotted module name, or a path to a ``.py`` file (loaded under a name of its own)."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    path = Path(module)
+    # A private name, so a file called after a library (``zmq.py``) cannot shadow that library.
+    name = f"_links_bench_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {module}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def child_main(argv: list[str]) -> int:
+    """``server MODULE KWARGS_JSON PARAMS_JSON`` or ``client MODULE KWARGS_JSON PARAMS_JSON PORT``."""
+    role, module, kwargs_json, params_json, *rest = argv
+    ctl = Control()  # first: stdout belongs to the control channel from here on
+    params = Params.from_json(params_json)
+    kwargs = json.loads(kwargs_json)
+    impl = load_module(module)
+    if role == "server":
+        impl.serve(ctl, params, **kwargs)
+    else:
+        impl.client(ctl, params, int(rest[0]), **kwargs)
+    sys.stderr.flush()
+    return 0

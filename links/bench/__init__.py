@@ -1,0 +1,61 @@
+"""The benchmark harness behind ``links bench`` and ``benchmarks/bench_peers.py``.
+
+Workloads W1-W4 (4-byte length-prefixed frames on 127.0.0.1):
+
+* W1 one-way: 200,000 x 100 B from one client; msgs/s.
+* W2 ping-pong: 20,000 x 100 B round trips; p50 and p99 in µs.
+* W3 one-way large: 200 x 1 MiB from one client; MB/s (10^6 bytes).
+* W4 fan-in: 100 clients x 1,000 x 100 B into one server; msgs/s.
+
+(sizes at scale 1). Every measurement is a server and a client process, pinned to CPUs,
+driven over their stdin/stdout and checked end to end (``_measure``); a run interleaves
+rounds and reduces them to medians and links / peer ratios (``_run``). links and plain
+blocking sockets are built in (``_links``, ``_plain``); other implementations live outside
+the package and are registered by passing ``Impl(name, "/path/to/peer.py")`` to ``run``. A
+peer module defines ``serve(ctl, params)`` and ``client(ctl, params, port)`` with the helpers
+re-exported here from ``_child``.
+
+This is a tool, not part of the messaging API: nothing in ``links`` imports it.
+"""
+
+from ._child import (
+    HEADER as HEADER,
+    HOST as HOST,
+    MAX_FRAME as MAX_FRAME,
+    Control as Control,
+    Go as Go,
+    Params as Params,
+    Tally as Tally,
+    payload as payload,
+    read_frames as read_frames,
+    recv_exact as recv_exact,
+    rtt_result as rtt_result,
+    run_senders as run_senders,
+)
+from ._measure import (
+    LINKS as LINKS,
+    PLAIN as PLAIN,
+    WORKLOADS as WORKLOADS,
+    Impl as Impl,
+    workload_params as workload_params,
+)
+from ._run import (
+    CELLS_NOTE as CELLS_NOTE,
+    Results as Results,
+    Step as Step,
+    describe_pins as describe_pins,
+    describe_record as describe_record,
+    machine as machine,
+    pinning as pinning,
+    placements as placements,
+    render_table as render_table,
+    run as run,
+    summarize as summarize,
+)
+
+__all__ = [
+    "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
+    "Control", "Go", "Impl", "Params", "Results", "Step", "Tally",
+    "describe_pins", "describe_record", "machine", "payload", "pinning", "placements", "read_frames", "recv_exact", "render_table",
+    "rtt_result", "run", "run_senders", "summarize", "workload_params",
+]  # fmt: skip
