@@ -474,7 +474,7 @@ class Connection:
         poll = self._poll()
         reader = AttachmentReader(att)
         with self.changed:
-            if att.closed:
+            if att.closed or att.reader is not None:  # spawn() and publish() may both get here
                 return
             att.poll, att.reader = poll, reader
         poll.add(reader)
@@ -502,14 +502,17 @@ class Connection:
         write_lock = self.write_lock
         while True:
             target = None
+            # The caller's timeout bounds the wait for the lock too: another sender may hold it
+            # while it waits on a peer that stopped reading, and a poll-thread reply or a
+            # heartbeat sent with timeout=0 must then answer WOULD_BLOCK, not freeze its thread.
             if self._closing:
-                # The goodbye of a closing connection (on_close): another sender may be stuck
-                # on a peer that stopped reading and hold the lock. Waiting for it would stall
-                # the close that is about to free it (its shutdown wakes that sender), so the
-                # goodbye only waits a moment and is dropped if the lock stays busy.
+                # The goodbye of a closing connection (on_close) only waits a moment: the
+                # close it belongs to is what will free a stuck sender (its shutdown wakes it).
                 locked = write_lock.acquire(timeout=GOODBYE_LOCK_WAIT)
-            else:
+            elif deadline is None:
                 locked = write_lock.acquire()
+            else:
+                locked = write_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
             if locked:
                 try:
                     if self.state is _CLOSED:
@@ -539,8 +542,8 @@ class Connection:
                                 raise
                 finally:
                     write_lock.release()
-            elif self._closing:
-                deadline = time.monotonic()  # give up on the goodbye: WOULD_BLOCK below
+            else:
+                deadline = time.monotonic()  # the lock stayed busy for the whole timeout
             # No room (session) or no attachment (plain): wait for a change, bounded.
             with self.changed:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -550,7 +553,17 @@ class Connection:
                         for msg in msgs:
                             protocol.on_would_block(msg)
                     return _WOULD_BLOCK
-                self.changed.wait(remaining)
+                # Checked again under the condition's lock: the change we would wait for may
+                # have happened since the write lock was released, and its notify is not repeated.
+                if self.state is not _CLOSED and not self._ready_for(session):
+                    self.changed.wait(remaining)
+
+    def _ready_for(self, session: Any) -> bool:
+        """Whether a waiting sender can proceed now (an attachment is up, or there is room)."""
+        if session is not None:
+            return session.can_send()
+        att = self.attachment
+        return att is not None and not att.closed
 
     def _write_plain(self, att: Attachment, msgs: list[Any], timeout: float | None) -> SendStatus:
         link = att.link
@@ -568,12 +581,19 @@ class Connection:
             stamped, frames = link.encode_many(msgs)
         try:
             status = att.transport.write(frames, timeout)
-        except LinksError as e:
+        except LinksError as original:
+            e: LinksError = original
+            if isinstance(e, ClosedError) and att.closed and not (self.state is _CLOSED and self._error is None):
+                # The socket was shut under us by another thread that found the connection
+                # broken (idle timeout, a hostile frame, a failed heartbeat): not a local close.
+                e = self.error() if self.state is _CLOSED else BrokenError(f"{att.con_id} ended", "broken")
             for msg in stamped:
                 att.protocol.on_error(msg, e)
             if isinstance(e, BrokenError):
                 self.lost(att, e.reason, e)
-            raise
+            if e is original:
+                raise
+            raise e from original
         if status is _COMPLETED:
             if att.notify_sent:
                 for msg in stamped:
@@ -694,13 +714,16 @@ class Connection:
             self.state = ConnState.CLOSED
             self._error = error
             att, self.attachment = self.attachment, None
+            # Claimed under the lock, as lost() claims it: only one of them may end it.
+            end_att = att is not None and not att.closed
+            if end_att:
+                att.closed = True
             listeners, self._listeners = self._listeners, []
             tasks, self._tasks = self._tasks, []
             self.changed.notify_all()
         for task in tasks:
             task.cancel()
-        if att is not None and not att.closed:
-            att.closed = True
+        if end_att:
             self._end(att, reason, error)
         elif self.session is not None or self.reconnect is not None:
             self.log.info("clt.disconnected", reason=reason, **({"error": str(error)} if error else {}))
@@ -755,6 +778,10 @@ class Connection:
             self.log.info("clt.reconnect_failed", attempt=attempt, error=str(e))
             if not self.closed:
                 self._schedule_reconnect()
+            return
+        except Exception as e:  # a protocol hook failed in the handshake: retrying would repeat it
+            self.log.error("clt.reconnect_failed", attempt=attempt, error=repr(e))
+            self.close("reconnect_failed", BrokenError(f"{self.con_id}: handshake failed: {e!r}", "reconnect_failed"))
             return
         try:
             self.publish(att, self.session.replay_frames if self.session is not None else None)

@@ -169,8 +169,10 @@ class PollHandler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
-        self._commands.put(command)
-        self._wakeup.wake()
+            # Queued under the same lock the stopping thread takes before its final drain, so
+            # a command is either refused above or drained: never queued after the last drain.
+            self._commands.put(command)
+            self._wakeup.wake()
 
     # -- the poll thread ------------------------------------------------------------------
 
@@ -243,6 +245,7 @@ class PollHandler:
             with self._start_lock:
                 self._stopped = True
             self._close_all()
+            self._ident = None  # thread ids are reused: nobody else may pass for the poll thread
 
     def _service(self, handler: Pollable) -> None:
         try:

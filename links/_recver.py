@@ -19,6 +19,7 @@ connection's ``BrokenError`` (or, with ``reconnect=``, read the next attachment)
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,7 @@ class CltRecver:
 
     def __init__(self, connection: Connection) -> None:
         self._con = connection
-        self._busy = False
+        self._busy = threading.Lock()  # held by the one thread inside recv (a try-lock, never waited on)
 
     @property
     def con_id(self) -> Any:
@@ -74,16 +75,15 @@ class CltRecver:
             ClosedError: the connection was closed locally.
             BusyError: another thread is inside ``recv`` on this receiver.
         """
-        if self._busy:
+        if not self._busy.acquire(blocking=False):
             raise BusyError(f"{self._con.con_id}: concurrent recv on one CltRecver; share it through links.Ref")
-        self._busy = True
         try:
             pending = self._con.pending
             if pending:
                 return pending.popleft()
             return self._recv(None if timeout is None else time.monotonic() + timeout)
         finally:
-            self._busy = False
+            self._busy.release()
 
     def _recv(self, deadline: float | None) -> Any:
         con = self._con

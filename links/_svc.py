@@ -41,7 +41,7 @@ from ._connection import Connection
 from ._core._buffer import ReceiveBuffer
 from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
 from ._core._status import AcceptStatus, SendStatus, TaskStatus
-from ._errors import ClosedError, DecodeError, FrameTooLarge, LinksError
+from ._errors import ClosedError, FrameTooLarge, LinksError
 from ._gate import ConnectionGate, Permit
 from ._log import get_logger
 from ._poll import PollHandler
@@ -151,6 +151,7 @@ class HelloReader:
         self.svc = svc
         self.sock = sock
         self.permit = permit
+        self.peer = peer
         self.con_id = f"{svc.name}<-{format_addr(peer)}"
         self.closed = False
         self._framer = _wire.FRAMER
@@ -218,7 +219,7 @@ class HelloReader:
         hello = bytes(frame)
         leftover = self._buffer.take_pending()  # a client waits for WELCOME, but be exact
         self._finish()
-        self.svc._admit(self.sock, self.permit, hello, leftover)
+        self.svc._admit(self.sock, self.permit, self.peer, hello, leftover)
         return True
 
     def _finish(self) -> None:
@@ -318,7 +319,9 @@ class Svc:
         while True:
             status, clt = self._acceptor.accept_once()
             if isinstance(clt, HelloReader):
-                clt.read(deadline)
+                assert self.session is not None
+                hello_by = time.monotonic() + self.session.handshake_timeout
+                clt.read(hello_by if deadline is None else min(deadline, hello_by))
                 admitted, self._admitted = self._admitted, None
                 if admitted is not None:
                     return admitted
@@ -346,24 +349,26 @@ class Svc:
     def timer_or_default(self) -> Timer:
         return default_timer() if self.timer is None else self.timer
 
-    def _admit(self, sock: socket.socket, permit: Permit, hello: bytes, leftover: bytes) -> None:
-        """A whole HELLO arrived: start a session, resume one, or refuse."""
+    def _admit(self, sock: socket.socket, permit: Permit, peer_addr: Addr, hello: bytes, leftover: bytes) -> None:
+        """A whole HELLO arrived: start a session, resume one, or refuse.
+
+        Until ``Connection.open`` owns the socket, every way out closes it and releases its
+        permit: a client that resets right after its HELLO must not keep a gate slot.
+        """
         from .session._driver import SessionDriver  # noqa: PLC0415 - sessions are optional
         from .session._engine import SessionRejected  # noqa: PLC0415
 
         assert self.registry is not None and self.session is not None
-        peer = format_addr(sock.getpeername()) if sock.fileno() >= 0 else "?"
+        peer = format_addr(peer_addr)  # from accept(): getpeername() fails once the peer reset
         try:
             engine, owner, resumed, peer_last = self.registry.hello(memoryview(hello))
-        except (SessionRejected, DecodeError) as e:
+        except (SessionRejected, LinksError) as e:
             self.log.warning("session.rejected", peer=peer, reason=str(e))
-            try:
-                if isinstance(e, SessionRejected):
-                    sock.send(e.reply)
-            except OSError:
-                pass
-            sock.close()
-            permit.release()
+            self._refuse(sock, permit, e.reply if isinstance(e, SessionRejected) else b"")
+            return
+        except Exception as e:  # a bug must not cost a gate slot either
+            self.log.error("svc.accept_failed", peer=peer, error=repr(e))
+            self._refuse(sock, permit, b"")
             return
         if owner is not None:
             con: Connection = owner
@@ -401,6 +406,16 @@ class Svc:
             self._pool_spawned(clt)
         else:
             self._admitted = clt
+
+    @staticmethod
+    def _refuse(sock: socket.socket, permit: Permit, reply: bytes) -> None:
+        try:
+            if reply:
+                sock.send(reply)  # best effort: a REJECT the client can read before EOF
+        except OSError:
+            pass
+        sock.close()
+        permit.release()
 
     def _poll_handler(self) -> PollHandler:
         return default_poll_handler() if self.poll_handler is None else self.poll_handler
