@@ -12,7 +12,14 @@ in order. To give many threads *handles* that close together, wrap it in ``links
 
 Between attachments (``reconnect=``), a send waits for the next one within its timeout
 (``WOULD_BLOCK`` when it runs out); with a session it is numbered into the replay buffer and
-written on resume, and only a full replay buffer makes it wait. Once the connection is closed
+written on resume, and only a full replay buffer makes it wait.
+
+With a session, ``timeout`` bounds the wait for replay-buffer room (and for the write lock),
+not the socket write that follows: once a message is numbered it must reach the wire before
+the next number does, so the write waits for socket room (up to the transport's
+``stall_timeout`` once started). A peer that stays connected but stops reading therefore
+makes a session send wait even with ``timeout=0``. An outbound buffer per connection would
+lift this; it is not built yet. Once the connection is closed
 for good every send raises its error (``ClosedError``, or the ``BrokenError`` that ended it).
 """
 

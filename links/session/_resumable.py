@@ -24,6 +24,11 @@ class Resumable:
         dead_after: heartbeat intervals of silence after which the peer is declared dead
             (the client then reconnects; the server detaches the session).
         handshake_timeout: seconds a new connection has to complete HELLO/WELCOME.
+
+    Known limit: on a spawned service, a resume writes WELCOME and the replay (up to
+    ``max_bytes``) on the poll thread; a resuming client that then stops reading holds that
+    thread up to the transport's ``stall_timeout``. Keep ``max_bytes`` proportionate, or run
+    the service's acceptor on a user thread (``Svc.accept``).
     """
 
     detached_ttl: float = 30.0
