@@ -28,14 +28,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from .. import LengthPrefixFramer, Messenger, Protocol
 from ._errors import LoginRejectedError
-from ._messenger import SoupBinTcpMessenger, State
+from ._messenger import State
 from ._packets import (
-    CLIENT_HEARTBEAT, LOGOUT_REQUEST, EndOfSession, LoginAccepted, LoginRejected, LoginRequest, encode_packet,
+    CLIENT_HEARTBEAT,
+    LOGOUT_REQUEST,
+    EndOfSession,
+    LoginAccepted,
+    LoginRejected,
+    LoginRequest,
+    encode_packet,
 )  # fmt: skip
+from ._side import Side
 
 __all__ = ["MAX_FRAME_SIZE", "CltProtocol"]
 
@@ -124,46 +129,28 @@ class CltProtocol:
         )
 
 
-class _Client(Protocol):
+class _Client(Side):
     """One client connection's state: login, liveness, goodbye."""
 
+    heartbeat = CLIENT_HEARTBEAT
+
     def __init__(self, config: CltProtocol, sequence: int) -> None:
-        self.framer = config.framer
-        self.messenger = SoupBinTcpMessenger(
-            "client", payload_messenger=config.payload_messenger, justify=config.justify
-        )
-        self.heartbeat_interval = config.heartbeat_interval
+        super().__init__("client", config)
         self._login = config.login_request(sequence)
-        self._idle_timeout = config.idle_timeout
-        self._con: Any = None
-        self._clock: Any = None
-        self._log: Any = None
-        self._last_recv = self._last_sent = 0.0
         #: The session the server put us in (from Login Accepted).
         self.session: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def on_connect(self, con: Any) -> None:
-        self._con = con
-        self._clock = con.timer.clock
-        self._last_recv = self._last_sent = self._clock.monotonic()
-        self._log = structlog.get_logger("links.soupbintcp").bind(con_id=str(con.con_id))
+        self._start(con)
         con.send(self._login)
 
     def on_close(self, con: Any) -> None:
         if self.messenger.state is State.LOGGED_IN:
             con.send(LOGOUT_REQUEST, timeout=0)  # best effort: a server that stopped reading must not hold us
 
-    def is_connected(self) -> bool:
-        if self.messenger.state is not State.LOGGED_IN:
-            return False
-        return self._idle_timeout is None or self._clock.monotonic() - self._last_recv < self._idle_timeout
-
     # -- traffic ----------------------------------------------------------------------------
-
-    def on_sent(self, msg: Any) -> None:
-        self._last_sent = self._clock.monotonic()
 
     def on_recv(self, msg: Any) -> None:
         self._last_recv = self._clock.monotonic()
@@ -186,14 +173,3 @@ class _Client(Protocol):
             self.messenger.enter(State.ENDED)
             self._log.info("soupbintcp.end_of_session")
             self._con.close()
-
-    def send_heartbeat(self, con: Any) -> None:
-        if self.messenger.state is not State.LOGGED_IN:
-            return  # the login is Clt.connect's to time out
-        now = self._clock.monotonic()
-        silent = now - self._last_recv
-        if self._idle_timeout is not None and silent >= self._idle_timeout:
-            self._log.warning("soupbintcp.idle_timeout", silent_for=round(silent, 3), idle_timeout=self._idle_timeout)
-            con.close("soupbintcp.idle_timeout")
-        elif now - self._last_sent >= self.heartbeat_interval:  # type: ignore[operator]
-            con.send(CLIENT_HEARTBEAT, timeout=0)  # a full socket already tells the server we live

@@ -31,17 +31,25 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from .. import LengthPrefixFramer, LinksError, Messenger, Protocol, TaskStatus
 from ._client import MAX_FRAME_SIZE
 from ._errors import NotLoggedInError
-from ._messenger import SoupBinTcpMessenger, State
+from ._messenger import State
 from ._packets import (
-    END_OF_SESSION, NOT_AUTHORIZED, SERVER_HEARTBEAT, SESSION_NOT_AVAILABLE, LoginAccepted, LoginRejected,
-    LoginRequest, LogoutRequest, SequencedData, UnsequencedData, encode_packet,
+    END_OF_SESSION,
+    NOT_AUTHORIZED,
+    SERVER_HEARTBEAT,
+    SESSION_NOT_AVAILABLE,
+    LoginAccepted,
+    LoginRejected,
+    LoginRequest,
+    LogoutRequest,
+    SequencedData,
+    UnsequencedData,
+    encode_packet,
 )  # fmt: skip
 from ._session import SequenceUnavailable, SessionStore
+from ._side import Side
 
 __all__ = ["SvcProtocol"]
 
@@ -125,23 +133,16 @@ def _fixed(username: str, password: str) -> Callable[[str, str], bool]:
     return authenticate
 
 
-class _Server(Protocol):
+class _Server(Side):
     """One accepted connection's state: login, numbering, liveness, goodbye."""
 
+    heartbeat = SERVER_HEARTBEAT
+
     def __init__(self, config: SvcProtocol) -> None:
-        self.framer = config.framer
-        self.messenger = SoupBinTcpMessenger(
-            "server", payload_messenger=config.payload_messenger, justify=config.justify
-        )
-        self.heartbeat_interval = config.heartbeat_interval
+        super().__init__("server", config)
         self._config = config
         self._store = config.store
-        self._idle_timeout = config.idle_timeout
-        self._con: Any = None
-        self._clock: Any = None
-        self._log: Any = None
         self._login_task: Any = None
-        self._last_recv = self._last_sent = 0.0
         self._replay: deque[SequencedData] = deque()  # stored messages on their way out at login
         self._accepted = False  # Login Accepted is (being) written: a close owes End of Session
         #: The logged-in user (None before login).
@@ -150,10 +151,7 @@ class _Server(Protocol):
     # -- lifecycle --------------------------------------------------------------------------
 
     def on_connect(self, con: Any) -> None:
-        self._con = con
-        self._clock = con.timer.clock
-        self._last_recv = self._last_sent = self._clock.monotonic()
-        self._log = structlog.get_logger("links.soupbintcp").bind(con_id=str(con.con_id))
+        self._start(con)
         # con.schedule: the deadline is cancelled with the connection, whatever ends it.
         self._login_task = con.schedule(
             f"soupbintcp login {con.con_id}", self._config.login_timeout, self._login_expired
@@ -173,11 +171,6 @@ class _Server(Protocol):
     def on_disconnect(self, con_id: Any) -> None:
         if self.username is not None:
             self._store.detach(self.username, self)
-
-    def is_connected(self) -> bool:
-        if self.messenger.state is not State.LOGGED_IN:
-            return False
-        return self._idle_timeout is None or self._clock.monotonic() - self._last_recv < self._idle_timeout
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -268,9 +261,6 @@ class _Server(Protocol):
             raise NotLoggedInError(f"{self._con.con_id}: no logged-in client to number Sequenced Data for")
         return numbered
 
-    def on_sent(self, msg: Any) -> None:
-        self._last_sent = self._clock.monotonic()
-
     def on_would_block(self, msg: Any) -> None:
         if type(msg) is SequencedData:
             # Numbers are implicit: a message that is numbered and stored but not sent would
@@ -278,14 +268,3 @@ class _Server(Protocol):
             # client resumes from its last number on reconnect, and the store replays the gap.
             self._log.warning("soupbintcp.sequence_gap", sequence=msg.sequence)
             self._con.close("soupbintcp.sequence_gap")
-
-    def send_heartbeat(self, con: Any) -> None:
-        if self.messenger.state is not State.LOGGED_IN:
-            return  # the login deadline covers this phase
-        now = self._clock.monotonic()
-        silent = now - self._last_recv
-        if self._idle_timeout is not None and silent >= self._idle_timeout:
-            self._log.warning("soupbintcp.idle_timeout", silent_for=round(silent, 3), idle_timeout=self._idle_timeout)
-            con.close("soupbintcp.idle_timeout")
-        elif now - self._last_sent >= self.heartbeat_interval:  # type: ignore[operator]
-            con.send(SERVER_HEARTBEAT, timeout=0)

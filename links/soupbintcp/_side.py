@@ -1,0 +1,61 @@
+"""``Side``: what a SoupBinTCP client connection and server connection do alike.
+
+Both ends keep the same liveness rules: each sends a heartbeat when it sent nothing for one
+interval, and each treats the other as gone after ``idle_timeout`` seconds without a packet
+from it, checked on every heartbeat tick. The timestamps come from the connection's timer
+clock, so a ``FakeClock`` drives both in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from .. import Protocol
+from ._messenger import SoupBinTcpMessenger, State
+
+__all__ = ["Side"]
+
+
+class Side(Protocol):
+    """Base of the per-connection client and server protocols."""
+
+    #: The heartbeat packet this side sends (client R, server H).
+    heartbeat: Any = None
+
+    def __init__(self, role: str, config: Any) -> None:
+        self.framer = config.framer
+        self.messenger = SoupBinTcpMessenger(role, payload_messenger=config.payload_messenger, justify=config.justify)
+        self.heartbeat_interval = config.heartbeat_interval
+        self._idle_timeout = config.idle_timeout
+        self._con: Any = None
+        self._clock: Any = None
+        self._log: Any = None
+        self._last_recv = self._last_sent = 0.0
+
+    def _start(self, con: Any) -> None:
+        """``on_connect``'s common part: remember the connection, start both clocks."""
+        self._con = con
+        self._clock = con.timer.clock
+        self._last_recv = self._last_sent = self._clock.monotonic()
+        self._log = structlog.get_logger("links.soupbintcp").bind(con_id=str(con.con_id))
+
+    def is_connected(self) -> bool:
+        if self.messenger.state is not State.LOGGED_IN:
+            return False
+        return self._idle_timeout is None or self._clock.monotonic() - self._last_recv < self._idle_timeout
+
+    def on_sent(self, msg: Any) -> None:
+        self._last_sent = self._clock.monotonic()
+
+    def send_heartbeat(self, con: Any) -> None:
+        if self.messenger.state is not State.LOGGED_IN:
+            return  # the login has its own deadline (Clt.connect's timeout, the server's login_timeout)
+        now = self._clock.monotonic()
+        silent = now - self._last_recv
+        if self._idle_timeout is not None and silent >= self._idle_timeout:
+            self._log.warning("soupbintcp.idle_timeout", silent_for=round(silent, 3), idle_timeout=self._idle_timeout)
+            con.close("soupbintcp.idle_timeout")
+        elif now - self._last_sent >= self.heartbeat_interval:  # type: ignore[operator]
+            con.send(self.heartbeat, timeout=0)  # a full socket already tells the peer we live
