@@ -48,6 +48,7 @@ from collections.abc import Callable
 import structlog
 
 import links
+from links.bench._child import read_frames, recv_exact  # the same plain loop links bench uses
 
 # Connection events would go to stdout by structlog's default; a benchmark wants warnings only.
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -171,40 +172,6 @@ def _connected_pair(serve: Callable[[socket.socket], None]) -> tuple[socket.sock
     return client, thread
 
 
-def _frames(conn: socket.socket, on_frame: Callable[[bytes], None]) -> None:
-    """Read frames until the peer closes: the plain read loop (one buffer, ``struct``, copies out)."""
-    buf = bytearray(1 << 17)
-    view = memoryview(buf)
-    start = end = 0
-    unpack = HEADER.unpack_from
-    while True:
-        if len(buf) - end < 1 << 16:  # keep 64 KiB free for one recv_into: move the tail down
-            buf[: end - start] = buf[start:end]
-            start, end = 0, end - start
-        got = conn.recv_into(view[end:])
-        if not got:
-            return
-        end += got
-        while end - start >= 4:
-            (length,) = unpack(buf, start)
-            stop = start + 4 + length
-            if stop > end:
-                break
-            on_frame(bytes(view[start + 4 : stop]))
-            start = stop
-        if start == end:
-            start = end = 0
-
-
-def _recv_exact(recv_into: Callable[[memoryview], int], view: memoryview) -> None:
-    got = 0
-    while got < len(view):
-        n = recv_into(view[got:])
-        if not n:
-            raise ConnectionError("peer closed")
-        got += n
-
-
 class PlainSide:
     """The same two workloads with blocking sockets and one server thread per connection."""
 
@@ -213,10 +180,10 @@ class PlainSide:
     def __init__(self) -> None:
         self.count = Count()
         self.sock1, self.thread1 = _connected_pair(
-            lambda conn: _frames(conn, lambda msg: self.count.on_recv(None, msg))
+            lambda conn: read_frames(conn, lambda msg: self.count.on_recv(None, msg), 1 << 16)
         )
         self.sock2, self.thread2 = _connected_pair(
-            lambda conn: _frames(conn, lambda msg: conn.sendall(HEADER.pack(len(msg)) + msg))
+            lambda conn: read_frames(conn, lambda msg: conn.sendall(HEADER.pack(len(msg)) + msg), 1 << 16)
         )
         self.header, self.body = memoryview(bytearray(4)), memoryview(bytearray(1 << 16))
 
@@ -231,15 +198,15 @@ class PlainSide:
         return time.perf_counter() - t0
 
     def ping_pong(self, n: int, payload: bytes) -> list[float]:
-        sendall, recv_into, pack, clock = self.sock2.sendall, self.sock2.recv_into, HEADER.pack, time.perf_counter_ns
+        sendall, pack, clock = self.sock2.sendall, HEADER.pack, time.perf_counter_ns
         header, body = self.header, self.body
         rtts = []
         for _ in range(n):
             t0 = clock()
             sendall(pack(len(payload)) + payload)
-            _recv_exact(recv_into, header)
+            recv_exact(self.sock2, header)
             (length,) = HEADER.unpack(header)
-            _recv_exact(recv_into, body[:length])
+            recv_exact(self.sock2, body[:length])
             bytes(body[:length])
             rtts.append((clock() - t0) / 1000)
         return rtts
@@ -300,7 +267,7 @@ def python_costs(payload: bytes, n: int = 200_000) -> list[tuple[str, float]]:
             pass
 
     def plain_cut() -> None:
-        _frames(_Replay(frames), lambda msg: None)
+        read_frames(_Replay(frames), lambda msg: None, 1 << 16)
 
     def sending(send: Callable[[bytes], object]) -> Callable[[], None]:
         def loop() -> None:
