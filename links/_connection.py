@@ -75,8 +75,9 @@ __all__ = ["Connection", "Attachment", "AttachmentReader", "ConnState"]
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
 
-#: Seconds a goodbye sent from ``on_close`` waits for a busy write lock before it is dropped.
-GOODBYE_LOCK_WAIT = 0.1
+#: Seconds a send waits for a busy write lock at least (whatever its timeout), and a goodbye
+#: sent from ``on_close`` at most, before it answers WOULD_BLOCK.
+LOCK_WAIT = 0.1
 
 
 class ConnState(enum.Enum):
@@ -502,17 +503,20 @@ class Connection:
         write_lock = self.write_lock
         while True:
             target = None
-            # The caller's timeout bounds the wait for the lock too: another sender may hold it
-            # while it waits on a peer that stopped reading, and a poll-thread reply or a
-            # heartbeat sent with timeout=0 must then answer WOULD_BLOCK, not freeze its thread.
-            if self._closing:
-                # The goodbye of a closing connection (on_close) only waits a moment: the
-                # close it belongs to is what will free a stuck sender (its shutdown wakes it).
-                locked = write_lock.acquire(timeout=GOODBYE_LOCK_WAIT)
-            elif deadline is None:
+            # The wait for the write lock is bounded too. Usually it is held for one send
+            # syscall, but another sender may hold it while it waits on a peer that stopped
+            # reading, and a poll-thread reply or a heartbeat (timeout=0) must not freeze its
+            # thread behind that. So a send waits for the lock its own timeout, but at least
+            # LOCK_WAIT: a timeout of 0 means "no waiting for socket room", and a holder that
+            # is merely between two time slices must not turn a reply into a WOULD_BLOCK. The
+            # goodbye of a closing connection (on_close) waits LOCK_WAIT at most: the close it
+            # belongs to is what will free a stuck sender (its shutdown wakes it).
+            if deadline is None and not self._closing:
                 locked = write_lock.acquire()
+            elif self._closing:
+                locked = write_lock.acquire(timeout=LOCK_WAIT)
             else:
-                locked = write_lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+                locked = write_lock.acquire(timeout=max(LOCK_WAIT, deadline - time.monotonic()))
             if locked:
                 try:
                     if self.state is _CLOSED:
