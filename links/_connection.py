@@ -452,7 +452,7 @@ class Connection:
                     closed = False
                     self.attachment = att
                     self.state = ConnState.CONNECTED
-                    self._attached_at = time.monotonic()
+                    self._attached_at = self.timer.clock.monotonic()  # the schedule's clock: fake in tests
                     self.changed.notify_all()
         if closed:
             self._discard(att, "closed")
@@ -747,7 +747,7 @@ class Connection:
     def _schedule_reconnect(self) -> None:
         backoff = self.reconnect
         assert backoff is not None
-        if time.monotonic() - self._attached_at >= backoff.reset_after:
+        if self.timer.clock.monotonic() - self._attached_at >= backoff.reset_after:
             self._attempt = 0  # it stayed up long enough: start the schedule over
         self._attempt += 1
         attempt = self._attempt
