@@ -114,19 +114,22 @@ class CounterCallback(Callback):
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        # Counting takes the C lock directly (``with`` on a Condition runs Python code); the
+        # condition shares that lock, so notifying under it is still correct.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._waiters = 0
         self.recv_count = 0
         self.sent_count = 0
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
-        with self._cond:
+        with self._lock:
             self.recv_count += 1
             if self._waiters:
                 self._cond.notify_all()
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
-        with self._cond:
+        with self._lock:
             self.sent_count += 1
             if self._waiters:
                 self._cond.notify_all()
