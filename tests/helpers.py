@@ -1,4 +1,4 @@
-"""Shared test helpers: waiting for log events that other threads emit.
+"""Shared test helpers: the everyday protocol, and waiting for log events other threads emit.
 
 Events come from the poll and timer threads, so a test cannot just look at the captured list
 right after acting: it waits on a condition, bounded, for the event to show up.
@@ -13,7 +13,16 @@ from contextlib import contextmanager
 
 import structlog
 
+import links
+
 WAIT = 5.0
+
+
+class Json(links.Protocol):
+    """The tests' everyday protocol: JSON messages behind a 4-byte length, 64 KiB at most."""
+
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
+    messenger = links.JsonMessenger()
 
 
 class LogWatch:

@@ -12,19 +12,13 @@ import random
 import time
 
 import pytest
+from helpers import Json, watch_logs
 
 import links
-
-from helpers import watch_logs
 from links.testing import FakeClock
 from links.testing._proxy import FaultProxy
 
 WAIT = 5.0
-
-
-class Json(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
-    messenger = links.JsonMessenger()
 
 
 # -- the arithmetic --------------------------------------------------------------------------

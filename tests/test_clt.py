@@ -14,15 +14,11 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from helpers import Json
 
 import links
 
 WAIT = 5.0  # generous bound for anything that should happen at once
-
-
-class Json(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
-    messenger = links.JsonMessenger()
 
 
 class Raw(links.Protocol):

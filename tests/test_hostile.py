@@ -11,10 +11,9 @@ import threading
 from contextlib import ExitStack
 
 import pytest
+from helpers import watch_logs
 
 import links
-
-from helpers import watch_logs
 
 WAIT = 5.0
 HEALTHY = 10

@@ -11,10 +11,9 @@ import socket
 import struct
 
 import pytest
+from helpers import watch_logs
 
 import links
-
-from helpers import watch_logs
 
 WAIT = 5.0
 

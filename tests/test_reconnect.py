@@ -20,10 +20,9 @@ import time
 
 import pytest
 import structlog
+from helpers import LogWatch
 
 import links
-
-from helpers import LogWatch
 from links.testing import FakeClock, Login, LoginAccepted, Ping, Pong, SampleClient, SampleServer
 from links.testing._proxy import FaultProxy
 

@@ -8,17 +8,13 @@ import threading
 from contextlib import contextmanager
 
 import pytest
+from helpers import Json
 
 import links
 
 WAIT = 5.0
 DEFAULT_SPINS = links.SpinParkLock().spins
 SPINS = pytest.mark.parametrize("spins", [0, DEFAULT_SPINS], ids=["park_only", "default_spins"])
-
-
-class Json(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
-    messenger = links.JsonMessenger()
 
 
 @contextmanager

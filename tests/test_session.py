@@ -23,9 +23,9 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from helpers import Json
 
 import links
-
 from links.session import Resumable
 from links.session import _wire as wire
 from links.testing import Login, LoginAccepted, Ping, Pong, SampleClient, SampleServer
@@ -36,11 +36,6 @@ FAST = links.Backoff(initial=0.005, maximum=0.05, factor=2.0, jitter=0.1)
 # Heartbeats keep acks (and bytes for mid-frame cuts) flowing; dead_after is generous so a
 # loaded machine never mistakes a slow peer for a dead one in the tests that do not want it.
 SESSION = {"heartbeat_interval": 0.05, "dead_after": 40}
-
-
-class Json(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
-    messenger = links.JsonMessenger()
 
 
 @contextmanager

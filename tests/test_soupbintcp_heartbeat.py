@@ -6,12 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_soupbintcp_session import WAIT, client, connect, echo_server, logged_in, watch_logs
 
 import links
 from links.soupbintcp import ClientHeartbeat, CltProtocol, Debug, LoginAccepted, SequencedData, ServerHeartbeat
 from links.testing import FakeClock
-
-from test_soupbintcp_session import WAIT, client, connect, echo_server, logged_in, watch_logs
 
 
 @pytest.fixture

@@ -8,11 +8,10 @@ import socket
 from contextlib import ExitStack
 
 import pytest
+from test_soupbintcp_session import WAIT, client, connect, echo_server, take, watch_logs
 
 import links
 from links.soupbintcp import LoginAccepted, UnsequencedData
-
-from test_soupbintcp_session import WAIT, client, connect, echo_server, take, watch_logs
 
 MAX_FRAME = 1024
 

@@ -11,13 +11,20 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
+from helpers import watch_logs
 
 import links
-
-from helpers import watch_logs
 from links.soupbintcp import (
-    CltProtocol, EndOfSession, LoginAccepted, LoginRejectedError, LoginRequest, LogoutRequest, NotLoggedInError,
-    SequencedData, SvcProtocol, UnsequencedData,
+    CltProtocol,
+    EndOfSession,
+    LoginAccepted,
+    LoginRejectedError,
+    LoginRequest,
+    LogoutRequest,
+    NotLoggedInError,
+    SequencedData,
+    SvcProtocol,
+    UnsequencedData,
 )  # fmt: skip
 from links.testing import FakeClock, FaultProxy, memory_socket_pair
 

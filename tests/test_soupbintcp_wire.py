@@ -11,8 +11,21 @@ from hypothesis import strategies as st
 
 import links
 from links.soupbintcp import (
-    ClientHeartbeat, CltProtocol, Debug, EndOfSession, LoginAccepted, LoginRejected, LoginRequest, LogoutRequest,
-    SequencedData, ServerHeartbeat, SoupBinTcpMessenger, State, SvcProtocol, UnsequencedData, decode_packet,
+    ClientHeartbeat,
+    CltProtocol,
+    Debug,
+    EndOfSession,
+    LoginAccepted,
+    LoginRejected,
+    LoginRequest,
+    LogoutRequest,
+    SequencedData,
+    ServerHeartbeat,
+    SoupBinTcpMessenger,
+    State,
+    SvcProtocol,
+    UnsequencedData,
+    decode_packet,
     encode_packet,
 )  # fmt: skip
 

@@ -8,15 +8,11 @@ import threading
 from contextlib import ExitStack
 
 import pytest
+from helpers import Json
 
 import links
 
 WAIT = 5.0
-
-
-class Json(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 16)
-    messenger = links.JsonMessenger()
 
 
 class Departures:
