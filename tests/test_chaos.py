@@ -64,7 +64,6 @@ def test_chaos_ci_tier_loses_and_duplicates_nothing():
     result = run_chaos(cuts=100, messages=10_000, seed=seed, progress=lambda d, c, s, cl: progress.append((d, s, cl)))
     assert result.seed == seed
     check(result, cuts=100, messages=10_000)
-    assert result.seconds < 60
     # The cuts were spread over the streams, not made after them on an idle connection.
     in_flight = [d for d, to_server, to_client in progress if to_server < 10_000 or to_client < 10_000]
     assert len(in_flight) >= 90
