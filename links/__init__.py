@@ -26,6 +26,7 @@ from ._core._framer import (
     FixedSizeFramer as FixedSizeFramer,
     Framer as Framer,
     LengthPrefixFramer as LengthPrefixFramer,
+    split_payloads as split_payloads,
 )
 from ._core._link import Link as Link
 from ._core._messenger import JsonMessenger as JsonMessenger, Messenger as Messenger, RawMessenger as RawMessenger
@@ -68,5 +69,5 @@ __all__ = [
     "JsonMessenger", "LengthPrefixFramer", "Link", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock",
     "NEED_DATA", "Permit", "PollHandler", "Protocol", "ProtocolError", "RawMessenger", "ReceiveBuffer", "Record",
     "Ref", "RetryAfter", "Role", "SendStatus", "SpinParkLock", "StoreCallback", "Svc", "SvcSender", "TaskStatus",
-    "Timer", "TimerHandle", "default_poll_handler", "default_timer", "shutdown",
+    "Timer", "TimerHandle", "default_poll_handler", "default_timer", "shutdown", "split_payloads",
 ]  # fmt: skip

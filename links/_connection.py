@@ -213,6 +213,23 @@ class Attachment:
         if self._send_reply is not None:
             self._send_reply(msg, connection.hook_handle(self))
 
+    def dispatch_all(self, msgs: list[Any]) -> None:
+        """``dispatch`` each message in turn, stopping if one of them ends the attachment."""
+        connection = self.connection
+        if self._on_recv is None and self._send_reply is None:
+            # Only the callback to call: the loop the poll thread spends its time in, kept bare.
+            on_recv, con_id = connection.callback.on_recv, connection.con_id
+            for msg in msgs:
+                if self.closed:
+                    return
+                on_recv(con_id, msg)
+        else:
+            dispatch = self.dispatch
+            for msg in msgs:
+                if self.closed:
+                    return
+                dispatch(msg)
+
     def sent(self, msg: Any) -> None:
         if self._on_sent is not None:
             self._on_sent(msg)
@@ -246,16 +263,16 @@ class AttachmentReader:
             att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
             return True
         connection = att.connection
-        next_message, dispatch = att.link.next_message, att.dispatch  # per-frame loop: locals
+        next_messages, dispatch_all = att.link.next_messages, att.dispatch_all
         while not att.closed:
             try:
-                msg = next_message()
+                msgs = next_messages()
             except ProtocolError as e:
                 att.reject(e)
                 return True
-            if msg is NEED_DATA:
+            if not msgs:
                 break
-            dispatch(msg)
+            dispatch_all(msgs)
         if connection.session is not None and not att.closed:
             connection.flush_session(att)
         return True

@@ -20,7 +20,7 @@ PUBLIC_API = [
     "JsonMessenger", "LengthPrefixFramer", "Link", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock",
     "NEED_DATA", "Permit", "PollHandler", "Protocol", "ProtocolError", "RawMessenger", "ReceiveBuffer", "Record",
     "Ref", "RetryAfter", "Role", "SendStatus", "SpinParkLock", "StoreCallback", "Svc", "SvcSender", "TaskStatus",
-    "Timer", "TimerHandle", "default_poll_handler", "default_timer", "shutdown",
+    "Timer", "TimerHandle", "default_poll_handler", "default_timer", "shutdown", "split_payloads",
 ]  # fmt: skip
 
 

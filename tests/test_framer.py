@@ -31,6 +31,13 @@ def drain(link: links.Link) -> list[bytes]:
     return out
 
 
+def drain_batches(link: links.Link) -> list[bytes]:
+    out = []
+    while msgs := link.next_messages():
+        out += msgs
+    return out
+
+
 def tr(framer: links.Framer, frame: bytes, payload: bytes) -> None:
     """``payload`` encodes to exactly ``frame``, and ``frame`` decodes back three ways."""
     assert framer.encode(payload) == frame
@@ -289,10 +296,11 @@ def payloads_for(framer) -> st.SearchStrategy[bytes]:
     )
 
 
+@pytest.mark.parametrize("take", [drain, drain_batches])
 @pytest.mark.parametrize("framer", STREAM_FRAMERS, ids=repr)
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(data=st.data())
-def test_random_payloads_random_splits_round_trip(framer, data):
+def test_random_payloads_random_splits_round_trip(framer, take, data):
     payloads = data.draw(st.lists(payloads_for(framer), max_size=15), label="payloads")
     stream = b"".join(framer.encode(p) for p in payloads)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12), label="cuts"))
@@ -301,6 +309,23 @@ def test_random_payloads_random_splits_round_trip(framer, data):
     got = []
     for lo, hi in zip([0, *cuts], [*cuts, len(stream)]):
         link.receive_data(stream[lo:hi])
-        got += drain(link)
+        got += take(link)
     assert got == payloads
     assert len(link.buffer) == 0
+
+
+@pytest.mark.parametrize("framer", [f for f in STREAM_FRAMERS if hasattr(f, "payloads")], ids=repr)
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_batch_payloads_agree_with_frame_length_and_payload(framer, data):
+    """A built-in ``payloads`` cuts exactly what the general form (``split_payloads``) cuts and
+    stops at the same place (before an incomplete or a bad frame), at any offset into any bytes."""
+    frames = b"".join(framer.encode(p) for p in data.draw(st.lists(payloads_for(framer), max_size=8)))
+    buf = bytearray(data.draw(st.binary(max_size=4)) + frames + data.draw(st.binary(max_size=12)))
+    start = data.draw(st.integers(0, len(buf)))
+    results = []
+    for cut in (framer.payloads, lambda *a: links.split_payloads(framer, *a)):
+        out: list = []
+        stop = cut(buf, start, len(buf), out)
+        results.append(([bytes(p) for p in out], stop))
+    assert results[0] == results[1]

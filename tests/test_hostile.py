@@ -65,10 +65,14 @@ def reset(sock: socket.socket) -> None:
     sock.close()  # linger 0: an RST instead of a FIN
 
 
+# The bytes of the hostile frames.
+TOO_LARGE = struct.pack("!I", 1 << 20)
+BAD_JSON = frame(b"{not json")
+
 # case: (what the hostile peer does, the log event its connection ends with, and its fields)
 CASES = {
-    "too_large": (lambda s: s.sendall(struct.pack("!I", 1 << 20)), "frame.too_large", {"size": (1 << 20) + 4}),
-    "bad_json": (lambda s: s.sendall(frame(b"{not json")), "frame.decode_failed", {}),
+    "too_large": (lambda s: s.sendall(TOO_LARGE), "frame.too_large", {"size": (1 << 20) + 4}),
+    "bad_json": (lambda s: s.sendall(BAD_JSON), "frame.decode_failed", {}),
     "reset": (lambda s: (s.sendall(b"\x00\x00"), reset(s)), "clt.disconnected", {"reason": "broken"}),
 }
 
@@ -137,3 +141,21 @@ def test_user_thread_recv_raises_the_protocol_error_once_then_broken(timer, case
                 clt.recv(timeout=WAIT)
             with pytest.raises(links.BrokenError):
                 clt.send({"n": 1})
+
+
+@pytest.mark.parametrize("bad", [TOO_LARGE, BAD_JSON], ids=["too_large", "bad_json"])
+def test_messages_in_the_same_read_before_a_hostile_frame_are_still_served(timer, poll, bad):
+    """One write carries two good frames and then the bad one: the spawned receiver serves
+    the two (their echoes come back) before it closes the connection."""
+    server = Server()
+    with links.Svc.bind("127.0.0.1:0", protocol=server.protocol, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr) as hostile:
+            good = frame(b'{"n":1}') + frame(b'{"n":2}')
+            hostile.sendall(good + bad)
+            hostile.settimeout(WAIT)
+            received = b""
+            while chunk := hostile.recv(4096):
+                received += chunk
+            assert received == good  # both echoed, then EOF
+            assert server.wait(lambda: len(server.gone) == 1)

@@ -20,6 +20,9 @@ Why this shape:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ._framer import Framer
 
 __all__ = ["ReceiveBuffer"]
@@ -92,6 +95,23 @@ class ReceiveBuffer:
             # Everything consumed: rewind for free, so the common case never compacts.
             self._start = self._end = 0
         return self._view[start : start + size]
+
+    def cut(self, payloads: Callable[[bytearray, int, int, list[Any]], int], framer: Framer, out: list[Any]) -> None:
+        """Cut the whole frames at the front with a framer's ``payloads`` (see ``Framer``),
+        appending their payloads to ``out``.
+
+        Raises:
+            FrameTooLarge, DecodeError: no frame could be cut because the first one is bad
+                (so a bad frame is reported only after every frame before it was taken).
+        """
+        start, end = self._start, self._end
+        stop = payloads(self._buf, start, end, out)
+        if stop == end:
+            self._start = self._end = 0
+        else:
+            self._start = stop
+            if stop == start:
+                framer.frame_length(self._buf, stop, end)  # raises for a bad frame; None if incomplete
 
     def _make_room(self, want: int) -> None:
         pending = self._end - self._start

@@ -7,6 +7,15 @@ A framer has two jobs that mirror each other:
   bytes are needed. ``payload(frame)`` strips the framing from one whole frame.
 * writing: ``encode(payload)`` returns the whole frame for a payload.
 
+The receive path also uses a batch form when a framer has one: ``payloads(buf, start, end,
+out)`` appends the payload of every whole frame in ``buf[start:end]`` to ``out`` and returns
+where it stopped: at the first frame that is incomplete, or that ``frame_length`` would refuse
+(it never raises; the engine asks ``frame_length`` about that frame once the frames before it
+are out). It must agree exactly with the two methods above: ``split_payloads`` is that
+agreement written out, and the default for framers without ``payloads``. The built-in framers
+have their own because one loop over a read's frames costs a fraction of a method call per
+frame (benchmarks/RESULTS.md, "Receive path").
+
 Messengers only ever see payloads, so any messenger composes with any framer (a JSON
 messenger over a length prefix, a delimiter, or fixed-size records).
 
@@ -24,9 +33,9 @@ from __future__ import annotations
 import struct
 from typing import Protocol as _TypingProtocol
 
-from .._errors import DecodeError, FrameTooLarge
+from .._errors import DecodeError, FrameTooLarge, ProtocolError
 
-__all__ = ["Framer", "FixedSizeFramer", "LengthPrefixFramer", "DelimiterFramer"]
+__all__ = ["Framer", "FixedSizeFramer", "LengthPrefixFramer", "DelimiterFramer", "split_payloads"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -43,6 +52,25 @@ class Framer(_TypingProtocol):
     def encode(self, payload: Buffer) -> bytes: ...
 
 
+def split_payloads(framer: Framer, buf: bytearray, start: int, end: int, out: list[Buffer]) -> int:
+    """Append the payload of every whole frame in ``buf[start:end]`` to ``out``; return where
+    the first frame that is incomplete or bad starts (``end`` when there is none).
+
+    Payloads are views of ``buf``, valid until it is written again.
+    """
+    view = memoryview(buf)
+    while start < end:
+        try:
+            size = framer.frame_length(buf, start, end)
+        except ProtocolError:
+            break  # raised again by whoever asks about this frame alone
+        if size is None:
+            break
+        out.append(framer.payload(view[start : start + size]))
+        start += size
+    return start
+
+
 class FixedSizeFramer:
     """Every frame is exactly ``size`` bytes; the payload is the whole frame."""
 
@@ -57,6 +85,13 @@ class FixedSizeFramer:
 
     def payload(self, frame: memoryview) -> Buffer:
         return frame
+
+    def payloads(self, buf: bytearray, start: int, end: int, out: list[Buffer]) -> int:
+        size, view, append = self.size, memoryview(buf), out.append
+        while end - start >= size:
+            append(view[start : start + size])
+            start += size
+        return start
 
     def encode(self, payload: Buffer) -> bytes:
         if len(payload) != self.size:
@@ -127,6 +162,22 @@ class LengthPrefixFramer:
         if self.offset == 0:
             return frame[self._head :]
         return bytes(frame[: self.offset]) + bytes(frame[self._head :])
+
+    def payloads(self, buf: bytearray, start: int, end: int, out: list[Buffer]) -> int:
+        if self.offset:
+            return split_payloads(self, buf, start, end, out)  # payloads in two pieces: the general way
+        # frame_length and payload fused into one loop: about 0.3 us a frame instead of 0.7.
+        unpack, head, most = self._struct.unpack_from, self._head, self.max_frame_size
+        extra = 0 if self.includes_header else head
+        view, append = memoryview(buf), out.append
+        while end - start >= head:
+            (declared,) = unpack(buf, start)
+            size = declared + extra
+            if size > most or size < head or end - start < size:
+                break  # bad (frame_length will say why) or incomplete
+            append(view[start + head : start + size])
+            start += size
+        return start
 
     def encode(self, payload: Buffer) -> bytes:
         # Checked first: a payload shorter than the prefix would give a negative body length.

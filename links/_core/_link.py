@@ -15,12 +15,15 @@ It can be driven by a test with plain bytes and no socket at all::
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from .._errors import DecodeError, ProtocolError
 from ._buffer import ReceiveBuffer
-from ._protocol import Protocol, overrides
+from ._framer import split_payloads
+from ._protocol import Protocol, batch_form, overrides
 from ._status import NEED_DATA
 
 __all__ = ["Link"]
@@ -36,7 +39,7 @@ class Link:
 
     __slots__ = (
         "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize", "_next_frame",
-        "_payload", "_deserialize",
+        "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue",
     )  # fmt: skip
 
     def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
@@ -54,6 +57,11 @@ class Link:
         self._next_frame = self.buffer.next_frame
         self._payload = self.framer.payload
         self._deserialize = self.messenger.deserialize
+        # The batch forms when the framer and messenger have them (see their modules).
+        self._payloads = batch_form(self.framer, "payloads", "frame_length", "payload") or partial(split_payloads, self.framer)
+        self._deserialize_many = batch_form(self.messenger, "deserialize_many", "deserialize")
+        # Payloads cut but not yet deserialized: one message at a time for a stateful messenger.
+        self._queue: deque[Any] = deque()
 
     # -- receive --------------------------------------------------------------------------
 
@@ -63,6 +71,8 @@ class Link:
 
     def next_message(self) -> Any:
         """The next whole message, or ``NEED_DATA``."""
+        if self._queue:
+            return self._dequeue()
         session, framer = self.session, self.framer
         while True:
             frame = self._next_frame(framer)
@@ -76,10 +86,50 @@ class Link:
                 break  # else: a control frame or a duplicate, consumed by the session
         try:
             return self._deserialize(payload)
-        except ProtocolError:
-            raise
-        except Exception as e:  # a user messenger may raise anything on hostile bytes
-            raise DecodeError(f"{type(self.messenger).__name__} failed: {e!r}") from e
+        except Exception as e:
+            raise _decode_error(self.messenger, e)  # noqa: B904 (it sets its own cause)
+
+    def next_messages(self) -> list[Any]:
+        """The next messages, in order; empty when more bytes are needed.
+
+        The receive path's batch form, for a driver that dispatches whatever it gets before
+        asking again. With a messenger that has ``deserialize_many`` (its messages do not
+        depend on what was dispatched before them) that is every message received so far, in
+        one call per read. Otherwise, and with a session, it is one message, as
+        ``next_message`` gives, because dispatching it may change how the next one decodes.
+        Errors are raised in stream order: the messages before a bad frame come out first.
+        """
+        if self._queue:
+            return [self._dequeue()]
+        if self.session is not None or self._deserialize_many is None:
+            msg = self.next_message() if self.session is not None else self._cut_one()
+            return [] if msg is NEED_DATA else [msg]
+        payloads: list[Any] = []
+        self.buffer.cut(self._payloads, self.framer, payloads)
+        try:
+            return self._deserialize_many(payloads)
+        except Exception:
+            # One of them is bad: one at a time finds which, in its place. The messenger
+            # promised no state (it has deserialize_many), so decoding again changes nothing.
+            return self._requeue(payloads)
+
+    def _cut_one(self) -> Any:
+        """Cut every whole frame (once per read), then deserialize only the first."""
+        payloads: list[Any] = []
+        self.buffer.cut(self._payloads, self.framer, payloads)
+        return self._requeue(payloads)[0] if payloads else NEED_DATA
+
+    def _requeue(self, payloads: list[Any]) -> list[Any]:
+        """Queue ``payloads`` (copied: their views die with the next read); return the first
+        message in a list."""
+        self._queue.extend(map(bytes, payloads))
+        return [self._dequeue()]
+
+    def _dequeue(self) -> Any:
+        try:
+            return self._deserialize(self._queue.popleft())
+        except Exception as e:
+            raise _decode_error(self.messenger, e)  # noqa: B904 (it sets its own cause)
 
     # -- send -----------------------------------------------------------------------------
 
@@ -102,3 +152,12 @@ class Link:
         stamped = [self.stamp(m) for m in msgs]
         encode = self.encode
         return stamped, b"".join([encode(m) for m in stamped])
+
+
+def _decode_error(messenger: Any, error: Exception) -> ProtocolError:
+    """A messenger's failure as the engine reports it (a user messenger may raise anything)."""
+    if isinstance(error, ProtocolError):
+        return error
+    decode = DecodeError(f"{type(messenger).__name__} failed: {error!r}")
+    decode.__cause__ = error
+    return decode

@@ -98,3 +98,17 @@ class Protocol(Generic[SendT, RecvT]):
 def overrides(obj: Any, hook: str, base: type = Protocol) -> bool:
     """Whether ``obj`` replaces ``base``'s no-op ``hook`` (so the engine can skip calls)."""
     return getattr(type(obj), hook) is not getattr(base, hook)
+
+
+def batch_form(obj: Any, batch: str, *singles: str) -> Any:
+    """``obj``'s bound ``batch`` method, or None when it has none or cannot be trusted.
+
+    A batch method (``payloads``, ``deserialize_many``) does the work of ``singles`` for many
+    items at once. A subclass that overrides one of the singles but inherits the batch method
+    would have its override skipped, so then the engine uses the singles instead.
+    """
+    cls = type(obj)
+    owner = next((c for c in cls.__mro__ if batch in vars(c)), None)
+    if owner is None or any(getattr(cls, one, None) is not getattr(owner, one, None) for one in singles):
+        return None
+    return getattr(obj, batch)
