@@ -263,16 +263,30 @@ class AttachmentReader:
             att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
             return True
         connection = att.connection
-        next_messages, dispatch_all = att.link.next_messages, att.dispatch_all
-        while not att.closed:
-            try:
-                msgs = next_messages()
-            except ProtocolError as e:
-                att.reject(e)
-                return True
-            if not msgs:
-                break
-            dispatch_all(msgs)
+        link = att.link
+        # A whole read per call when the messenger allows it, else one message at a time (the
+        # next may decode differently once this one is dispatched); see Link.next_messages.
+        if link.batches:
+            while not att.closed:
+                try:
+                    msgs = link.next_messages()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return True
+                if not msgs:
+                    break
+                att.dispatch_all(msgs)
+        else:
+            next_message, dispatch = link.next_message, att.dispatch
+            while not att.closed:
+                try:
+                    msg = next_message()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return True
+                if msg is NEED_DATA:
+                    break
+                dispatch(msg)
         if connection.session is not None and not att.closed:
             connection.flush_session(att)
         return True

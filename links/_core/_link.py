@@ -39,7 +39,7 @@ class Link:
 
     __slots__ = (
         "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize", "_next_frame",
-        "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue",
+        "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue", "batches",
     )  # fmt: skip
 
     def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
@@ -60,7 +60,9 @@ class Link:
         # The batch forms when the framer and messenger have them (see their modules).
         self._payloads = batch_form(self.framer, "payloads", "frame_length", "payload") or partial(split_payloads, self.framer)
         self._deserialize_many = batch_form(self.messenger, "deserialize_many", "deserialize")
-        # Payloads cut but not yet deserialized: one message at a time for a stateful messenger.
+        #: Whether ``next_messages`` gives a whole read at once (else one message per call).
+        self.batches = session is None and self._deserialize_many is not None
+        # Payloads cut but not yet deserialized, after a batch that failed to decode.
         self._queue: deque[Any] = deque()
 
     # -- receive --------------------------------------------------------------------------
@@ -101,8 +103,8 @@ class Link:
         """
         if self._queue:
             return [self._dequeue()]
-        if self.session is not None or self._deserialize_many is None:
-            msg = self.next_message() if self.session is not None else self._cut_one()
+        if not self.batches:
+            msg = self.next_message()
             return [] if msg is NEED_DATA else [msg]
         payloads: list[Any] = []
         self.buffer.cut(self._payloads, self.framer, payloads)
@@ -112,12 +114,6 @@ class Link:
             # One of them is bad: one at a time finds which, in its place. The messenger
             # promised no state (it has deserialize_many), so decoding again changes nothing.
             return self._requeue(payloads)
-
-    def _cut_one(self) -> Any:
-        """Cut every whole frame (once per read), then deserialize only the first."""
-        payloads: list[Any] = []
-        self.buffer.cut(self._payloads, self.framer, payloads)
-        return self._requeue(payloads)[0] if payloads else NEED_DATA
 
     def _requeue(self, payloads: list[Any]) -> list[Any]:
         """Queue ``payloads`` (copied: their views die with the next read); return the first
