@@ -39,6 +39,7 @@ import psutil
 import structlog
 
 import links
+from links.bench import round_robin
 
 HOST = "127.0.0.1"
 SATURATED = 0.9  # a generator busy this share of its core (or more) is the bottleneck
@@ -88,27 +89,16 @@ def generator(ctl: Connection, cpu: int, port: int, connections: int, warm: int,
     _quiet()
     clts = [links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) for _ in range(connections)]
     data = b"x" * 100
-    _round_robin(clts, data, warm, batch)
+    round_robin(clts, data, warm, batch)
     ctl.send("warmed")
     ctl.recv()  # go
     t0 = time.perf_counter()
-    _round_robin(clts, data, count, batch)
+    round_robin(clts, data, count, batch)
     ctl.send((t0, time.perf_counter()))
     ctl.recv()  # exit (the parent reads this process's CPU time first)
     for clt in clts:
         clt.close()
     links.shutdown()
-
-
-def _round_robin(clts: list[links.Clt], data: bytes, n: int, batch: int) -> None:
-    full, rest = divmod(n, batch)
-    many, tail = [data] * batch, [data] * rest
-    for _ in range(full):
-        for clt in clts:
-            clt.send_many(many)
-    if rest:
-        for clt in clts:
-            clt.send_many(tail)
 
 
 def measure(workers: int, worker_cpus: list[int], generator_cpus: list[int], args: argparse.Namespace) -> dict[str, Any]:

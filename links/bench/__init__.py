@@ -32,6 +32,7 @@ from ._child import (
     rtt_result as rtt_result,
     run_senders as run_senders,
 )
+from ._links import round_robin as round_robin
 from ._measure import (
     LINKS as LINKS,
     PLAIN as PLAIN,
@@ -57,5 +58,5 @@ __all__ = [
     "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
     "Control", "Go", "Impl", "Params", "Results", "Step", "Tally",
     "describe_pins", "describe_record", "machine", "payload", "pinning", "placements", "read_frames", "recv_exact", "render_table",
-    "rtt_result", "run", "run_senders", "summarize", "workload_params",
+    "round_robin", "rtt_result", "run", "run_senders", "summarize", "workload_params",
 ]  # fmt: skip

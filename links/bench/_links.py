@@ -108,18 +108,18 @@ def _one_thread(ctl: Control, params: Params, port: int, data: bytes) -> dict[st
     """All connections driven from this one thread, a batch to each in turn."""
     clts = [links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) for _ in range(params.clients)]
     try:
-        _round_robin(clts, data, params.warm, params.batch)
+        round_robin(clts, data, params.warm, params.batch)
         ctl.send(warmed=True)
         ctl.wait_for("go")
         t0 = time.perf_counter()
-        _round_robin(clts, data, params.count, params.batch)
+        round_robin(clts, data, params.count, params.batch)
     finally:
         for clt in clts:
             clt.close()
     return {"sent": params.total, "bytes": params.total * params.size, "received": 0, "t0": t0}
 
 
-def _round_robin(clts: list[links.Clt], data: bytes, n: int, batch: int) -> None:
+def round_robin(clts: list[links.Clt], data: bytes, n: int, batch: int) -> None:
     """``n`` messages to every connection, ``batch`` at a time, connection after connection."""
     full, rest = divmod(n, batch)
     many, tail = [data] * batch, [data] * rest
