@@ -260,9 +260,18 @@ class AttachmentReader:
         try:
             att.read_once()
         except LinksError as e:
-            att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+            # Frames already buffered came before the end (a user-thread recv may have read
+            # them just before the receiver was spawned): they are still delivered.
+            if self._deliver(att):
+                att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
             return True
-        connection = att.connection
+        if self._deliver(att) and att.connection.session is not None:
+            att.connection.flush_session(att)
+        return True
+
+    @staticmethod
+    def _deliver(att: Attachment) -> bool:
+        """Dispatch every whole message in the buffer; False if the attachment ended meanwhile."""
         link = att.link
         # A whole read per call when the messenger allows it, else one message at a time (the
         # next may decode differently once this one is dispatched); see Link.next_messages.
@@ -272,7 +281,7 @@ class AttachmentReader:
                     msgs = link.next_messages()
                 except ProtocolError as e:
                     att.reject(e)
-                    return True
+                    return False
                 if not msgs:
                     break
                 att.dispatch_all(msgs)
@@ -283,13 +292,11 @@ class AttachmentReader:
                     msg = next_message()
                 except ProtocolError as e:
                     att.reject(e)
-                    return True
+                    return False
                 if msg is NEED_DATA:
                     break
                 dispatch(msg)
-        if connection.session is not None and not att.closed:
-            connection.flush_session(att)
-        return True
+        return not att.closed
 
     def on_poll_failure(self, error: BaseException | None) -> None:
         att = self.attachment

@@ -4,6 +4,8 @@ subclass's override must not bypass."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from helpers import WAIT
 
@@ -169,3 +171,76 @@ def test_spawned_receiver_keeps_a_stateful_messenger_in_step_with_on_recv(timer,
             clt.send_many([b"before", b"switch", b"after"])  # one write: one read on the server
             assert store.wait_recv_count(3, WAIT)
     assert store.recv_msgs() == [b"before", b"switch", b"AFTER"]
+
+
+class Checksummed(links.LengthPrefixFramer):
+    """The last body byte sums the others; ``payload`` refuses a frame where it does not."""
+
+    def payload(self, frame):
+        body = bytes(frame[2:])
+        if sum(body[:-1]) % 256 != body[-1]:
+            raise links.DecodeError("bad checksum")
+        return body[:-1]
+
+    def payloads(self, buf, start, end, out):  # the framer's own batch form, built on its payload
+        return links.split_payloads(self, buf, start, end, out)
+
+
+def checked(body: bytes, good: bool = True) -> bytes:
+    return FRAMER.encode(body + bytes([(sum(body) + (0 if good else 1)) % 256]))
+
+
+@pytest.mark.parametrize("take", ["next_message", "next_messages"])
+def test_a_frame_the_framer_refuses_raises_in_its_place_and_the_stream_goes_on(take):
+    link = links.Link(protocol(links.RawMessenger(), Checksummed(2)))
+    link.receive_data(checked(b"a") + checked(b"b") + checked(b"c", good=False) + checked(b"d"))
+    got = []
+    while True:
+        try:
+            out = getattr(link, take)()
+        except links.DecodeError:
+            got.append(links.DecodeError)
+            continue
+        if out is links.NEED_DATA or out == []:
+            break
+        got += out if take == "next_messages" else [out]
+    assert got == [b"a", b"b", links.DecodeError, b"d"]
+
+
+def test_a_deserialize_many_that_returns_an_iterator_still_drains():
+    class Lazy(links.RawMessenger):
+        def deserialize_many(self, payloads):
+            return map(bytes, payloads)
+
+    link = links.Link(protocol(Lazy()))
+    link.receive_data(stream(b"a", b"b"))
+    assert link.next_messages() == [b"a", b"b"]
+    assert link.next_messages() == []  # empty means empty: a driver's loop ends here
+
+
+@pytest.mark.parametrize("messenger", [links.RawMessenger, Shouting], ids=["batch", "one_by_one"])
+def test_frames_read_before_the_receiver_is_spawned_reach_the_callback_though_the_peer_left(timer, poll, messenger):
+    """A user-thread recv read four frames at once and returned the first; the peer has closed
+    since. Spawning the receiver still delivers the other three before the end is reported."""
+
+    class Plain(links.Protocol):
+        framer = FRAMER
+
+        def __init__(self) -> None:
+            self.messenger = messenger()
+
+    store = links.StoreCallback()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        mine = socket.create_connection(server.getsockname(), timeout=WAIT)
+        peer, _ = server.accept()
+        data = stream(b"A", b"B", b"C", b"D")
+        with peer:
+            peer.sendall(data)
+        # All of it (and the FIN) is here before links sees the socket: one recv takes it all.
+        assert mine.recv(len(data), socket.MSG_PEEK | socket.MSG_WAITALL) == data
+        clt = links.Clt.from_socket(mine, links.Role.INITIATOR, protocol=Plain, callback=store, timer=timer, poll_handler=poll)
+        with clt:
+            assert clt.recv(timeout=WAIT) == b"A"
+            clt.into_sender_with_spawned_recver()
+            assert store.wait_recv_count(4, WAIT)
+    assert store.recv_msgs() == [b"A", b"B", b"C", b"D"]

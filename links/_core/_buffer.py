@@ -101,17 +101,23 @@ class ReceiveBuffer:
         appending their payloads to ``out``.
 
         Raises:
-            FrameTooLarge, DecodeError: no frame could be cut because the first one is bad
-                (so a bad frame is reported only after every frame before it was taken).
+            What ``frame_length`` or ``payload`` raise for the first frame, when ``payloads``
+            stopped at it: so a bad frame is reported only after every frame before it was
+            taken. A frame whose payload was refused is consumed first (the stream goes on
+            after it); one whose length was refused is not (nothing after it can be cut).
         """
         start, end = self._start, self._end
         stop = payloads(self._buf, start, end, out)
+        if stop == start and start < end:
+            size = framer.frame_length(self._buf, start, end)  # raises for a bad length
+            if size is not None:  # whole, so its payload was refused: take it, then ask again
+                stop = start + size
+                self._start = stop
+                out.append(framer.payload(self._view[start:stop]))  # raises, as it did the first time
         if stop == end:
             self._start = self._end = 0
         else:
             self._start = stop
-            if stop == start:
-                framer.frame_length(self._buf, stop, end)  # raises for a bad frame; None if incomplete
 
     def _make_room(self, want: int) -> None:
         pending = self._end - self._start

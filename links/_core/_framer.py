@@ -9,12 +9,12 @@ A framer has two jobs that mirror each other:
 
 The receive path also uses a batch form when a framer has one: ``payloads(buf, start, end,
 out)`` appends the payload of every whole frame in ``buf[start:end]`` to ``out`` and returns
-where it stopped: at the first frame that is incomplete, or that ``frame_length`` would refuse
-(it never raises; the engine asks ``frame_length`` about that frame once the frames before it
-are out). It must agree exactly with the two methods above: ``split_payloads`` is that
-agreement written out, and the default for framers without ``payloads``. The built-in framers
-have their own because one loop over a read's frames costs a fraction of a method call per
-frame (benchmarks/RESULTS.md, "Receive path").
+where it stopped: at the first frame that is incomplete, or that ``frame_length`` or
+``payload`` refuses. It does not raise for that frame; the engine asks the two methods about
+it alone, once the frames before it are out, and they raise. It must agree exactly with the
+two methods: ``split_payloads`` is that agreement written out, and the default for framers
+without ``payloads``. The built-in framers have their own because one loop over a read's
+frames costs a fraction of a method call per frame (benchmarks/RESULTS.md, "Receive path").
 
 Messengers only ever see payloads, so any messenger composes with any framer (a JSON
 messenger over a length prefix, a delimiter, or fixed-size records).
@@ -33,7 +33,7 @@ from __future__ import annotations
 import struct
 from typing import Protocol as _TypingProtocol
 
-from .._errors import DecodeError, FrameTooLarge, ProtocolError
+from .._errors import DecodeError, FrameTooLarge
 
 __all__ = ["Framer", "FixedSizeFramer", "LengthPrefixFramer", "DelimiterFramer", "split_payloads"]
 
@@ -54,7 +54,7 @@ class Framer(_TypingProtocol):
 
 def split_payloads(framer: Framer, buf: bytearray, start: int, end: int, out: list[Buffer]) -> int:
     """Append the payload of every whole frame in ``buf[start:end]`` to ``out``; return where
-    the first frame that is incomplete or bad starts (``end`` when there is none).
+    the first frame that is incomplete or refused starts (``end`` when there is none).
 
     Payloads are views of ``buf``, valid until it is written again.
     """
@@ -62,11 +62,12 @@ def split_payloads(framer: Framer, buf: bytearray, start: int, end: int, out: li
     while start < end:
         try:
             size = framer.frame_length(buf, start, end)
-        except ProtocolError:
-            break  # raised again by whoever asks about this frame alone
-        if size is None:
-            break
-        out.append(framer.payload(view[start : start + size]))
+            if size is None:
+                break
+            payload = framer.payload(view[start : start + size])
+        except Exception:  # a user framer may raise anything on hostile bytes
+            break  # raised again when this frame is asked about alone, after the ones before it
+        out.append(payload)
         start += size
     return start
 

@@ -96,10 +96,11 @@ class Link:
 
         The receive path's batch form, for a driver that dispatches whatever it gets before
         asking again. With a messenger that has ``deserialize_many`` (its messages do not
-        depend on what was dispatched before them) that is every message received so far, in
-        one call per read. Otherwise, and with a session, it is one message, as
-        ``next_message`` gives, because dispatching it may change how the next one decodes.
-        Errors are raised in stream order: the messages before a bad frame come out first.
+        depend on what was dispatched before them; ``batches`` is then true) that is every
+        message received so far, in one call per read. Otherwise, and with a session, it is
+        one message, as ``next_message`` gives, because dispatching it may change how the next
+        one decodes. Errors are raised in stream order: the messages before a bad frame come
+        out first. After a batch that failed to decode, the rest of it comes one per call.
         """
         if self._queue:
             return [self._dequeue()]
@@ -108,8 +109,11 @@ class Link:
             return [] if msg is NEED_DATA else [msg]
         payloads: list[Any] = []
         self.buffer.cut(self._payloads, self.framer, payloads)
+        if not payloads:
+            return payloads
         try:
-            return self._deserialize_many(payloads)
+            msgs = self._deserialize_many(payloads)
+            return msgs if type(msgs) is list else list(msgs)  # an iterator is never "empty"
         except Exception:
             # One of them is bad: one at a time finds which, in its place. The messenger
             # promised no state (it has deserialize_many), so decoding again changes nothing.
