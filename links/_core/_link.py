@@ -11,6 +11,11 @@ It can be driven by a test with plain bytes and no socket at all::
     link.receive_data(b"...")
     while (msg := link.next_message()) is not NEED_DATA:
         ...
+
+or a whole read at a time, as the poll thread does (``next_messages``, below)::
+
+    while msgs := link.next_messages():
+        ...
 """
 
 from __future__ import annotations
