@@ -154,9 +154,16 @@ class Link:
 
     def encode_many(self, msgs: Iterable[Any]) -> tuple[list[Any], bytes]:
         """Stamp and encode a batch into one buffer (one write for all of them)."""
-        stamped = [self.stamp(m) for m in msgs]
-        encode = self.encode
-        return stamped, b"".join([encode(m) for m in stamped])
+        stamp = self.stamp
+        stamped = [stamp(m) for m in msgs] if self.stamps else list(msgs)
+        # Link.encode spelled out per case: two method calls fewer per message (0.41 -> 0.29 us
+        # for 100-byte raw messages in batches of 64).
+        serialize = self._serialize
+        if self.session is not None:
+            wrap = self.session.wrap
+            return stamped, b"".join([wrap(serialize(m)) for m in stamped])
+        frame = self._frame
+        return stamped, b"".join([frame(serialize(m)) for m in stamped])
 
 
 def _decode_error(messenger: Any, error: Exception) -> ProtocolError:
