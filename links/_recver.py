@@ -100,19 +100,17 @@ class CltRecver:
                     con.flush_session(att)
                 return msg
             try:
-                n = att.read_once()
+                # No deadline: sleep in recv itself, one syscall (see _transport, "Blocking mode").
+                n = att.read_once(wait=deadline is None)
             except LinksError as e:
                 con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
                 continue
-            if n:
+            if n or deadline is None:
                 continue
-            if deadline is None:
-                att.transport.wait_readable(None)
-            else:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                att.transport.wait_readable(remaining)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            att.transport.wait_readable(remaining)
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the connection ends (then iteration stops quietly)."""

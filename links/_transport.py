@@ -1,11 +1,21 @@
-"""``Transport``: one nonblocking socket, and the only place ``OSError`` becomes a ``links`` error.
+"""``Transport``: one socket, never waited on by accident, and the only place ``OSError``
+becomes a ``links`` error.
 
 Reads
     ``recv_into`` reads what the kernel has, up to the free space given, and returns the count.
     It returns 0 when nothing is there *yet* (``EAGAIN``); the peer's orderly close (a read of
     zero bytes) is not "nothing yet", it raises ``BrokenError``. Keeping these apart is the
     whole point of not passing raw socket results upward (a bare 0 means both in the socket
-    API).
+    API). ``recv_into_waiting`` is the one call that sleeps until bytes come: a user thread
+    with nothing else to do waits inside ``recv`` itself.
+
+Blocking mode
+    A real socket is left in blocking mode and every call but ``recv_into_waiting`` passes
+    ``MSG_DONTWAIT``, so nothing else ever blocks. The reason is the waiting read: one
+    blocking ``recv`` where a nonblocking socket needs three syscalls (``recv`` finding
+    nothing, ``poll``, ``recv``). It took about 5 µs off a loopback round trip
+    (benchmarks/RESULTS.md, "W2 client"). A socket double stays nonblocking and is waited
+    on through its own ``links_wait``.
 
 Writes: all or nothing per frame
     A frame is either not started or finished. ``write(data, timeout)`` tries once; if the
@@ -53,6 +63,7 @@ __all__ = ["Transport", "dial", "listen", "accept", "wait_fd", "socket_addrs", "
 
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
+_DONTWAIT = socket.MSG_DONTWAIT
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
@@ -67,19 +78,19 @@ def wait_fd(poller: select.poll, timeout: float | None) -> bool:
 
 
 class Transport:
-    """A connected nonblocking socket with ``links`` error semantics."""
+    """A connected socket with ``links`` error semantics."""
 
     __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "stall_timeout")
 
     def __init__(self, sock: Any, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
-        sock.setblocking(False)
+        self._wait = getattr(sock, "links_wait", None)
+        sock.setblocking(self._wait is None)  # see "Blocking mode" above
         self.sock = sock
         self._fd = sock.fileno()
         self._closed = False
         self._shut = False
         self._rpoll: select.poll | None = None
         self._wpoll: select.poll | None = None
-        self._wait = getattr(sock, "links_wait", None)
         self.stall_timeout = stall_timeout
 
     def fileno(self) -> int:
@@ -99,13 +110,32 @@ class Transport:
             ClosedError: this side shut the socket down.
         """
         try:
-            n = self.sock.recv_into(view)
+            n = self.sock.recv_into(view, 0, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as e:
             raise self._translate(e) from e
-        if n:
-            return n
+        return n or self._ended()
+
+    def recv_into_waiting(self, view: memoryview) -> int:
+        """Read into ``view``, waiting as long as it takes for the first byte (or the end).
+
+        Returns the byte count, which may be 0 (a signal, or a socket double's spurious
+        wakeup): the caller loops. Raises as ``recv_into``. ``shutdown()`` from another thread
+        ends the wait.
+        """
+        if self._wait is not None:
+            self._wait(True, None)
+            return self.recv_into(view)
+        try:
+            n = self.sock.recv_into(view)
+        except InterruptedError:
+            return 0
+        except OSError as e:
+            raise self._translate(e) from e
+        return n or self._ended()
+
+    def _ended(self) -> int:
         # Zero bytes on a readable socket: an orderly close, by the peer or by our shutdown().
         if self._shut:
             raise ClosedError("connection closed")
@@ -120,7 +150,7 @@ class Transport:
         if self._wait is not None:  # a socket double: readiness is all it can tell
             return self._wait(True, 0)
         try:
-            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            return bool(self.sock.recv(1, socket.MSG_PEEK | _DONTWAIT))
         except OSError:  # nothing yet (EAGAIN), or reset: either way, no data
             return False
 
@@ -149,7 +179,7 @@ class Transport:
             ClosedError: this side closed the socket.
         """
         try:  # the common case, inlined: one syscall, no memoryview, no clock
-            sent = self.sock.send(data)
+            sent = self.sock.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError as e:
@@ -193,7 +223,7 @@ class Transport:
 
     def _send(self, data: bytes | bytearray | memoryview) -> int:
         try:
-            return self.sock.send(data)
+            return self.sock.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as e:

@@ -447,7 +447,7 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
             raw = clt._con.attachment.transport.sock
             try:
                 while True:
-                    raw.send(b"x" * 65536)
+                    raw.send(b"x" * 65536, socket.MSG_DONTWAIT)  # the socket itself blocks
             except BlockingIOError:
                 pass
             blocked_sender_error = []

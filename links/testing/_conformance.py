@@ -22,6 +22,7 @@ Filling a buffer without breaking the framing
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +54,8 @@ def check_transport(make_pair: PairFactory) -> None:
 
     Checked, each on a fresh pair:
 
-    * ``recv_into`` returns 0 when nothing is there; waits report readiness correctly.
+    * ``recv_into`` returns 0 when nothing is there; waits report readiness correctly;
+      ``recv_into_waiting`` sleeps until bytes come.
     * ``write(timeout=0)`` on a full buffer returns ``WOULD_BLOCK`` and writes nothing, and
       the stream stays intact.
     * frames round-trip whole and in order in both directions, including frames larger
@@ -62,12 +64,13 @@ def check_transport(make_pair: PairFactory) -> None:
       ``recv_into`` raises ``BrokenError`` with reason ``"peer_closed"``; writing to a
       closed peer raises ``BrokenError``.
     * after a local ``shutdown()``/``close()``, reads and writes raise ``ClosedError``, and
-      ``shutdown()`` wakes threads waiting to read or write.
+      ``shutdown()`` wakes threads waiting to read or write (in ``recv_into_waiting`` too).
 
     Raises:
         AssertionError: naming the check and what differed.
     """
     _run(_check_nothing_there, make_pair)
+    _run(_check_waiting_read, make_pair)
     buffered = _run(_check_full_buffer, make_pair)
     _run(_check_round_trip, make_pair, large=2 * buffered + 1001)
     _run(_check_peer_shutdown, make_pair, close=False)
@@ -184,7 +187,7 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
     with _transports(make_pair) as (a, b):
         _fill(a, _framer(len(_FILLER) + 4).encode(_FILLER))
         results: dict[str, Any] = {}
-        started = [threading.Event(), threading.Event()]
+        started = [threading.Event(), threading.Event(), threading.Event()]
 
         def wait_read() -> None:
             started[0].set()
@@ -194,7 +197,11 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
             started[1].set()
             results["write"] = _raises(lambda: a.write(_framer(64).encode(b"x"), TIMEOUT))
 
-        threads = [threading.Thread(target=fn, daemon=True) for fn in (wait_read, blocked_write)]
+        def waiting_read() -> None:
+            started[2].set()
+            results["recv"] = _raises(lambda: _read_until_data(a))
+
+        threads = [threading.Thread(target=fn, daemon=True) for fn in (wait_read, blocked_write, waiting_read)]
         for t in threads:
             t.start()
         # Both threads are about to wait (or already do): a shutdown that wakes nobody
@@ -211,6 +218,38 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
         read, write = results.get("read"), results.get("write")
         _expect(read is True, "shutdown wakes", "a reader waiting when shutdown() came must see readiness")
         _expect(write is ClosedError, "shutdown wakes", f"a blocked write must raise ClosedError, not {write}")
+        recv = results.get("recv")
+        _expect(recv is ClosedError, "shutdown wakes", f"a waiting read must raise ClosedError, not {recv}")
+
+
+def _check_waiting_read(make_pair: PairFactory) -> None:
+    """``recv_into_waiting`` sleeps until bytes come, then returns them."""
+    with _transports(make_pair) as (a, b):
+        got: list[bytes] = []
+        started = threading.Event()
+
+        def reader() -> None:
+            started.set()
+            data = b""
+            while len(data) < 4:  # a read may return part of what was sent
+                data += _read_until_data(b)
+            got.append(data)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        started.wait(TIMEOUT)
+        _expect(a.write(b"ping", TIMEOUT) is SendStatus.COMPLETED, "waiting read", "a small write must complete")
+        thread.join(TIMEOUT)
+        _expect(not thread.is_alive(), "waiting read", "a waiting read did not return once bytes came")
+        _expect(got == [b"ping"], "waiting read", f"a waiting read returned {got}, not [b'ping']")
+
+
+def _read_until_data(t: Transport) -> bytes:
+    """``recv_into_waiting`` until it returns bytes (it may return 0: a signal, a spurious wakeup)."""
+    buf = bytearray(64)
+    while not (n := t.recv_into_waiting(memoryview(buf))):
+        pass
+    return bytes(buf[:n])
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -305,7 +344,7 @@ def _fill(t: Transport, filler: bytes) -> int:
     while sent < _MAX_FILL:
         at = sent % len(filler)
         try:
-            sent += sock.send(view[at : at + step])
+            sent += sock.send(view[at : at + step], socket.MSG_DONTWAIT)
         except BlockingIOError:
             if step == 1:
                 return sent
@@ -319,7 +358,7 @@ def _send_raw(t: Transport, data: bytes) -> None:
     deadline = time.monotonic() + TIMEOUT
     while view:
         try:
-            n = t.sock.send(view)
+            n = t.sock.send(view, socket.MSG_DONTWAIT)
         except BlockingIOError:
             n = 0
         view = view[n:]
