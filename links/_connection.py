@@ -287,6 +287,8 @@ class AttachmentReader:
                 if not msgs:
                     break
                 att.dispatch_all(msgs)
+                if link.drained():
+                    break  # the usual end of a read: no partial frame left to ask about
         else:
             next_message, dispatch = link.next_message, att.dispatch
             while not att.closed:

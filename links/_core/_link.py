@@ -124,6 +124,10 @@ class Link:
             # promised no state (it has deserialize_many), so decoding again changes nothing.
             return self._requeue(payloads)
 
+    def drained(self) -> bool:
+        """Whether every received byte was handed out (so ``next_messages`` would return [])."""
+        return not self._queue and not len(self.buffer)
+
     def _requeue(self, payloads: list[Any]) -> list[Any]:
         """Queue ``payloads`` (copied: their views die with the next read); return the first
         message in a list."""
