@@ -244,3 +244,19 @@ def test_frames_read_before_the_receiver_is_spawned_reach_the_callback_though_th
             clt.into_sender_with_spawned_recver()
             assert store.wait_recv_count(4, WAIT)
     assert store.recv_msgs() == [b"A", b"B", b"C", b"D"]
+
+
+def test_spawned_receiver_delivers_a_reads_good_frames_then_ends_on_the_bad_one(timer, poll):
+    """The batch path on the poll thread: good frames and a hostile length in one read."""
+
+    class Raw(links.Protocol):
+        framer = FRAMER
+        messenger = links.RawMessenger()
+
+    store = links.StoreCallback()
+    with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=store, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr, timeout=WAIT) as raw:
+            raw.sendall(stream(b"a", b"b") + b"\x01\x00")  # then a length over max_frame_size
+            assert raw.recv(1) == b""  # the server ended the connection
+    assert store.recv_msgs() == [b"a", b"b"]
