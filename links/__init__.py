@@ -1,4 +1,4 @@
-"""links: message-oriented TCP connections on nonblocking sockets.
+"""links: message-oriented TCP connections over nonblocking socket I/O.
 
 One poll thread services every spawned receiver and acceptor, one timer thread runs
 heartbeats, ``Ref`` handles share connection halves across threads, and a gate caps the live
