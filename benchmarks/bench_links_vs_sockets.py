@@ -224,7 +224,7 @@ class PlainSide:
 class NullSocket:
     """Takes every byte at once and never blocks: what remains to time is the Python around ``send``."""
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes, flags: int = 0) -> int:
         return len(data)
 
     def fileno(self) -> int:

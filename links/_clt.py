@@ -150,7 +150,11 @@ class Clt:
         permit: Permit | None = None,
     ) -> Clt:
         """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``
-        but does not wait for the protocol's handshake to finish."""
+        but does not wait for the protocol's handshake to finish.
+
+        The socket is links' from now on: it is put in blocking mode (every call that must not
+        wait passes ``MSG_DONTWAIT``) and its receive timeout is links' to set.
+        """
         con = Connection(
             role, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
@@ -215,8 +219,15 @@ class Clt:
         return Ref(recver), Ref(sender)
 
     def into_sender_with_spawned_recver(self) -> CltSender:
-        """Move the receiver into the poll thread; keep (and return) the sender."""
-        _, sender = self.split()
+        """Move the receiver into the poll thread; keep (and return) the sender.
+
+        Raises:
+            BusyError: another thread is inside ``recv`` on this ``Clt``: two readers of one
+                socket would tear its frames apart.
+        """
+        recver, sender = self._halves()
+        recver._retire()
+        self._recver = self._sender = None
         self._con.spawn()
         return sender
 

@@ -165,16 +165,19 @@ class Attachment:
 
     # -- reading (one thread at a time: the poll thread or one user thread) -------------------
 
-    def read_once(self, wait: bool = False) -> int:
+    def read_once(self, wait: bool = False, timeout: float | None = None) -> int:
         """One ``recv_into`` into the receive buffer; bytes read (0: none yet). With ``wait``,
-        it sleeps in the kernel until bytes come (only a user thread may: never the poll thread).
+        it sleeps in the kernel until bytes come or ``timeout`` passes (only a user thread may:
+        never the poll thread).
 
         Raises:
             BrokenError, ClosedError: the socket ended.
         """
         buffer = self.link.buffer
-        transport = self.transport
-        n = (transport.recv_into_waiting if wait else transport.recv_into)(buffer.writable())
+        if wait:
+            n = self.transport.recv_into_waiting(buffer.writable(), timeout)
+        else:
+            n = self.transport.recv_into(buffer.writable())
         if n:
             buffer.commit(n)
             self.last_recv = time.monotonic()

@@ -54,6 +54,16 @@ class CltRecver:
         """Close the whole connection (both halves, every ref). Idempotent."""
         self._con.close()
 
+    def _retire(self) -> None:
+        """Stop for good, because another reader (the poll thread) takes over: later ``recv``
+        calls raise ``BusyError``.
+
+        Raises:
+            BusyError: a thread is inside ``recv`` now.
+        """
+        if not self._busy.acquire(blocking=False):
+            raise BusyError(f"{self._con.con_id}: a thread is inside recv; it must return before the receiver moves")
+
     def __enter__(self) -> CltRecver:
         return self
 
@@ -99,18 +109,16 @@ class CltRecver:
                 if con.session is not None:
                     con.flush_session(att)
                 return msg
+            remaining = None if deadline is None else deadline - time.monotonic()
             try:
-                # No deadline: sleep in recv itself, one syscall (see _transport, "Blocking mode").
-                n = att.read_once(wait=deadline is None)
+                # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once the
+                # deadline has passed, one last look that does not wait.
+                n = att.read_once(wait=remaining is None or remaining > 0, timeout=remaining)
             except LinksError as e:
                 con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
                 continue
-            if n or deadline is None:
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not n and remaining is not None and remaining <= 0:
                 return None
-            att.transport.wait_readable(remaining)
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the connection ends (then iteration stops quietly)."""

@@ -6,16 +6,18 @@ Reads
     It returns 0 when nothing is there *yet* (``EAGAIN``); the peer's orderly close (a read of
     zero bytes) is not "nothing yet", it raises ``BrokenError``. Keeping these apart is the
     whole point of not passing raw socket results upward (a bare 0 means both in the socket
-    API). ``recv_into_waiting`` is the one call that sleeps until bytes come: a user thread
-    with nothing else to do waits inside ``recv`` itself.
+    API). ``recv_into_waiting`` is the one call that sleeps until bytes come (or its timeout,
+    kept by the kernel as ``SO_RCVTIMEO``): a user thread with nothing else to do waits inside
+    ``recv`` itself.
 
 Blocking mode
     A real socket is left in blocking mode and every call but ``recv_into_waiting`` passes
     ``MSG_DONTWAIT``, so nothing else ever blocks. The reason is the waiting read: one
     blocking ``recv`` where a nonblocking socket needs three syscalls (``recv`` finding
     nothing, ``poll``, ``recv``). It took about 5 µs off a loopback round trip
-    (benchmarks/RESULTS.md, "W2 client"). A socket double stays nonblocking and is waited
-    on through its own ``links_wait``.
+    (benchmarks/RESULTS.md, "W2 client"). So a socket handed to links (``Clt.from_socket``, or
+    accepted by ``Svc``) is links' to configure: its blocking mode and receive timeout are set
+    here. A socket double stays nonblocking and is waited on through its own ``links_wait``.
 
 Writes: all or nothing per frame
     A frame is either not started or finished. ``write(data, timeout)`` tries once; if the
@@ -52,6 +54,7 @@ from __future__ import annotations
 import errno
 import select
 import socket
+import struct
 import time
 from typing import Any
 
@@ -71,6 +74,11 @@ _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 DEFAULT_STALL_TIMEOUT = 30.0
 
 
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+
+
 def wait_fd(poller: select.poll, timeout: float | None) -> bool:
     """Wait on a one-fd ``poll`` object; True when it is ready, False on timeout."""
     ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))  # round up, never spin
@@ -80,7 +88,7 @@ def wait_fd(poller: select.poll, timeout: float | None) -> bool:
 class Transport:
     """A connected socket with ``links`` error semantics."""
 
-    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "stall_timeout")
+    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "_rcvtimeo", "stall_timeout")
 
     def __init__(self, sock: Any, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
         self._wait = getattr(sock, "links_wait", None)
@@ -91,6 +99,9 @@ class Transport:
         self._shut = False
         self._rpoll: select.poll | None = None
         self._wpoll: select.poll | None = None
+        # The SO_RCVTIMEO this transport set (None: none); unknown at first, so the first
+        # waiting read sets it whatever the socket came with.
+        self._rcvtimeo: float | None = -1.0
         self.stall_timeout = stall_timeout
 
     def fileno(self) -> int:
@@ -117,20 +128,28 @@ class Transport:
             raise self._translate(e) from e
         return n or self._ended()
 
-    def recv_into_waiting(self, view: memoryview) -> int:
-        """Read into ``view``, waiting as long as it takes for the first byte (or the end).
+    def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
+        """Read into ``view``, waiting up to ``timeout`` seconds (None: as long as it takes)
+        for the first byte or the end.
 
-        Returns the byte count, which may be 0 (a signal, or a socket double's spurious
-        wakeup): the caller loops. Raises as ``recv_into``. ``shutdown()`` from another thread
-        ends the wait.
+        Returns the byte count; 0 when the time ran out (the caller checks its own deadline
+        and loops). Raises as ``recv_into``. ``shutdown()`` from another thread ends the wait.
         """
         if self._wait is not None:
-            self._wait(True, None)
-            return self.recv_into(view)
+            return self.recv_into(view) if self._wait(True, timeout) else 0
+        if timeout != self._rcvtimeo:
+            # The kernel's receive timeout bounds the blocking recv: still one sleeping call,
+            # plus a setsockopt only when the timeout changes.
+            seconds = 0.0 if timeout is None else max(timeout, 1e-6)  # 0 means "no timeout"
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+            self._rcvtimeo = timeout
         try:
             n = self.sock.recv_into(view)
-        except InterruptedError:
-            return 0
+        except (BlockingIOError, InterruptedError):
+            if timeout is None:
+                # Not in blocking mode after all (someone changed it): never spin, poll instead.
+                self.wait_readable(None)
+            return 0  # else: SO_RCVTIMEO ran out
         except OSError as e:
             raise self._translate(e) from e
         return n or self._ended()
@@ -369,6 +388,6 @@ def accept(listener: socket.socket) -> tuple[socket.socket, Addr] | None:
         if e.errno in _ACCEPT_SKIP:
             return None
         raise
-    sock.setblocking(False)
+    sock.setblocking(False)  # a session HELLO may be read from it before a Transport takes it over
     _tune(sock)
     return sock, (peer[0], peer[1])

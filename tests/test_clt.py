@@ -468,3 +468,51 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
             assert not sender.is_alive()
             assert isinstance(blocked_sender_error[0], links.ClosedError)
             assert len(goodbyes) == 1
+
+
+# -- the waiting read --------------------------------------------------------------------------
+
+
+def test_recv_without_timeout_waits_though_the_socket_came_with_a_receive_timeout(timer):
+    """A socket handed in with SO_RCVTIMEO set: links owns its timeouts, so recv() with none
+    still waits for a message that comes later than that socket timeout."""
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        sock = socket.create_connection(svc.local_addr, timeout=WAIT)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))  # 20 ms
+        with links.Clt.from_socket(sock, links.Role.INITIATOR, protocol=Json, timer=timer) as clt:
+            server = svc.accept(timeout=WAIT)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(clt.recv()))
+            reader.start()
+            # The message goes out only once the reader has been refused by the 20 ms timeout
+            # several times over: recv(timeout=0.2) on the server side paces it, no sleep.
+            assert server.recv(timeout=0.2) is None
+            server.send({"late": 1})
+            reader.join(WAIT)
+            assert got == [{"late": 1}]
+            server.close()
+
+
+def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, poll):
+    inside, release = threading.Event(), threading.Event()
+
+    class Holding(Json):
+        def on_recv(self, msg):
+            inside.set()  # recv() is dispatching this message now
+            release.wait(WAIT)
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        with links.Clt.connect(addr(svc), protocol=Holding, timer=timer, poll_handler=poll, timeout=WAIT) as clt:
+            server = svc.accept(timeout=WAIT)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(clt.recv(timeout=WAIT)))
+            reader.start()
+            server.send({"n": 1})
+            assert inside.wait(WAIT)
+            with pytest.raises(links.BusyError):
+                clt.into_sender_with_spawned_recver()
+            release.set()
+            reader.join(WAIT)
+            assert got == [{"n": 1}]
+            clt.into_sender_with_spawned_recver()  # once recv has returned, it may move
+            server.close()
