@@ -17,7 +17,9 @@ Blocking mode
     nothing, ``poll``, ``recv``). It took about 5 µs off a loopback round trip
     (benchmarks/RESULTS.md, "W2 client"). So a socket handed to links (``Clt.from_socket``, or
     accepted by ``Svc``) is links' to configure: its blocking mode and receive timeout are set
-    here. A socket double stays nonblocking and is waited on through its own ``links_wait``.
+    here. A socket double stays nonblocking and is waited on through its own ``links_wait``;
+    so does a real socket where the platform has no ``MSG_DONTWAIT`` (it is waited on with
+    ``poll`` then read, as before).
 
 Writes: all or nothing per frame
     A frame is either not started or finished. ``write(data, timeout)`` tries once; if the
@@ -66,7 +68,7 @@ __all__ = ["Transport", "dial", "listen", "accept", "wait_fd", "socket_addrs", "
 
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
-_DONTWAIT = socket.MSG_DONTWAIT
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # 0 where there is none (Windows): see Blocking mode
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
@@ -88,11 +90,12 @@ def wait_fd(poller: select.poll, timeout: float | None) -> bool:
 class Transport:
     """A connected socket with ``links`` error semantics."""
 
-    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "_rcvtimeo", "stall_timeout")
+    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "_blocking", "_rcvtimeo", "stall_timeout")
 
     def __init__(self, sock: Any, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
         self._wait = getattr(sock, "links_wait", None)
-        sock.setblocking(self._wait is None)  # see "Blocking mode" above
+        self._blocking = self._wait is None and _DONTWAIT != 0  # see "Blocking mode" above
+        sock.setblocking(self._blocking)
         self.sock = sock
         self._fd = sock.fileno()
         self._closed = False
@@ -135,8 +138,8 @@ class Transport:
         Returns the byte count; 0 when the time ran out (the caller checks its own deadline
         and loops). Raises as ``recv_into``. ``shutdown()`` from another thread ends the wait.
         """
-        if self._wait is not None:
-            return self.recv_into(view) if self._wait(True, timeout) else 0
+        if not self._blocking:  # a socket double, or no MSG_DONTWAIT here: wait, then read
+            return self.recv_into(view) if self.wait_readable(timeout) else 0
         if timeout != self._rcvtimeo:
             # The kernel's receive timeout bounds the blocking recv: still one sleeping call,
             # plus a setsockopt only when the timeout changes.

@@ -30,6 +30,14 @@ def test_conformance(make_pair):
     check_transport(make_pair)
 
 
+def test_conformance_where_the_platform_has_no_msg_dontwait(monkeypatch):
+    """Real sockets then stay nonblocking and a waiting read polls first (the fallback path)."""
+    import links._transport as transport
+
+    monkeypatch.setattr(transport, "_DONTWAIT", 0)
+    check_transport(socket.socketpair)
+
+
 def test_chunk_size_can_be_set_on_each_end_after_creation():
     def make_pair():
         a, b = memory_socket_pair(capacity=4096)

@@ -77,6 +77,7 @@ def check_transport(make_pair: PairFactory) -> None:
     _run(_check_peer_shutdown, make_pair, close=True)
     _run(_check_local_shutdown, make_pair)
     _run(_check_shutdown_wakes_waiters, make_pair)
+    _run(_check_shutdown_wakes_a_waiting_read, make_pair)
 
 
 def _run(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -187,7 +188,7 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
     with _transports(make_pair) as (a, b):
         _fill(a, _framer(len(_FILLER) + 4).encode(_FILLER))
         results: dict[str, Any] = {}
-        started = [threading.Event(), threading.Event(), threading.Event()]
+        started = [threading.Event(), threading.Event()]
 
         def wait_read() -> None:
             started[0].set()
@@ -197,11 +198,7 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
             started[1].set()
             results["write"] = _raises(lambda: a.write(_framer(64).encode(b"x"), TIMEOUT))
 
-        def waiting_read() -> None:
-            started[2].set()
-            results["recv"] = _raises(lambda: _read_until_data(a))
-
-        threads = [threading.Thread(target=fn, daemon=True) for fn in (wait_read, blocked_write, waiting_read)]
+        threads = [threading.Thread(target=fn, daemon=True) for fn in (wait_read, blocked_write)]
         for t in threads:
             t.start()
         # Both threads are about to wait (or already do): a shutdown that wakes nobody
@@ -218,6 +215,24 @@ def _check_shutdown_wakes_waiters(make_pair: PairFactory) -> None:
         read, write = results.get("read"), results.get("write")
         _expect(read is True, "shutdown wakes", "a reader waiting when shutdown() came must see readiness")
         _expect(write is ClosedError, "shutdown wakes", f"a blocked write must raise ClosedError, not {write}")
+
+
+def _check_shutdown_wakes_a_waiting_read(make_pair: PairFactory) -> None:
+    """The one reader of a connection, asleep in ``recv_into_waiting``, is woken by ``shutdown()``."""
+    with _transports(make_pair) as (a, b):
+        results: dict[str, Any] = {}
+        started = threading.Event()
+
+        def waiting_read() -> None:
+            started.set()
+            results["recv"] = _raises(lambda: _read_until_data(a))
+
+        thread = threading.Thread(target=waiting_read, daemon=True)
+        thread.start()
+        started.wait(TIMEOUT)
+        a.shutdown()
+        thread.join(TIMEOUT)
+        _expect(not thread.is_alive(), "shutdown wakes", "shutdown() did not wake a waiting read")
         recv = results.get("recv")
         _expect(recv is ClosedError, "shutdown wakes", f"a waiting read must raise ClosedError, not {recv}")
 
