@@ -473,24 +473,21 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
 # -- the waiting read --------------------------------------------------------------------------
 
 
-def test_recv_without_timeout_waits_though_the_socket_came_with_a_receive_timeout(timer):
-    """A socket handed in with SO_RCVTIMEO set: links owns its timeouts, so recv() with none
-    still waits for a message that comes later than that socket timeout."""
+def test_a_socket_handed_in_with_a_receive_timeout_gets_links_own(timer):
+    """links owns a handed-in socket's receive timeout (``Clt.from_socket``): a 20 ms
+    ``SO_RCVTIMEO`` the socket came with is cleared by the first ``recv()`` without a timeout,
+    so that recv cannot give up after 20 ms and take the connection down with it."""
     with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
         sock = socket.create_connection(svc.local_addr, timeout=WAIT)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))  # 20 ms
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20_000))
         with links.Clt.from_socket(sock, links.Role.INITIATOR, protocol=Json, timer=timer) as clt:
-            server = svc.accept(timeout=WAIT)
-            got = []
-            reader = threading.Thread(target=lambda: got.append(clt.recv()))
-            reader.start()
-            # The message goes out only once the reader has been refused by the 20 ms timeout
-            # several times over: recv(timeout=0.2) on the server side paces it, no sleep.
-            assert server.recv(timeout=0.2) is None
-            server.send({"late": 1})
-            reader.join(WAIT)
-            assert got == [{"late": 1}]
-            server.close()
+            with svc.accept(timeout=WAIT) as server:
+                server.send({"n": 1})
+                assert clt.recv() == {"n": 1}
+                assert struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)) == (0, 0)
+                assert sock.getblocking()  # and every call that must not wait passes MSG_DONTWAIT
+                server.send({"n": 2})
+                assert clt.recv() == {"n": 2}
 
 
 def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, poll):
