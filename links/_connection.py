@@ -537,6 +537,44 @@ class Connection:
 
     # -- writing ----------------------------------------------------------------------------
 
+    def send(self, msg: Any, timeout: float | None) -> SendStatus:
+        """``write(None, [msg], timeout)``: one message from the user's sender.
+
+        Its common case is spelled out here (a plain connection with its attachment up, no
+        ``on_send``, no timeout): per-message ``send()`` is one syscall plus this Python, and
+        the Python is what links can cut. Measured: the Python per call went from 5.8-7.0x a
+        plain ``pack`` + ``send`` to 4.4-4.6x (``benchmarks/bench_send_path.py``), and W1
+        ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.95x (RESULTS.md, "Send
+        path"). Anything else, and any failure, goes the general way (``write``).
+        """
+        if timeout is None and self.session is None and not self._closing:
+            lock = self.write_lock
+            lock.acquire()  # not "with": acquire and release cost half as much
+            try:
+                att = self.attachment
+                if att is not None and not att.closed and self.state is not _CLOSED and not att.link.stamps:
+                    link = att.link
+                    try:
+                        frame = link.framer.encode(link.messenger.serialize(msg))
+                    except Exception as e:  # the caller's bug, as in _write_plain
+                        att.protocol.on_error(msg, e)
+                        raise
+                    try:
+                        att.transport.write(frame, None)  # no timeout: it completes or raises
+                    except LinksError as e:
+                        error = self._write_failed(att, (msg,), e)
+                        if not self._retry_after(None, [msg], att):
+                            if error is e:
+                                raise
+                            raise error from e
+                    else:
+                        if att.notify_sent:
+                            att.sent(msg)
+                        return _COMPLETED
+            finally:
+                lock.release()
+        return self.write(None, [msg], timeout)
+
     def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
         """Stamp, encode and write ``msgs`` as one write, all or nothing.
 
@@ -581,13 +619,7 @@ class Connection:
                         try:
                             return self._write_plain(target, msgs, remaining)
                         except LinksError:
-                            # The user's sender found the connection cut (its own write failed,
-                            # or the reader ended it meanwhile). With reconnect= that is
-                            # "between attachments": wait for the next one like any other send.
-                            # Only for one message: a frame that failed never reached the peer
-                            # whole, so writing it again cannot duplicate it; of a failed
-                            # batch, some may have.
-                            if att is not None or self.reconnect is None or len(msgs) != 1 or not target.closed:
+                            if not self._retry_after(att, msgs, target):
                                 raise
                 finally:
                     write_lock.release()
@@ -606,6 +638,18 @@ class Connection:
                 # have happened since the write lock was released, and its notify is not repeated.
                 if self.state is not _CLOSED and not self._ready_for(session):
                     self.changed.wait(remaining)
+
+    def _retry_after(self, att: Attachment | None, msgs: list[Any], failed: Attachment) -> bool:
+        """Whether a plain write that failed on ``failed`` waits for the next attachment and
+        tries again, rather than raising.
+
+        Only the user's sender (``att`` None) with ``reconnect=``, when the connection was cut
+        (its own write failed, or the reader ended it meanwhile): that is "between
+        attachments", like any other send. Only for one message: a frame that failed never
+        reached the peer whole, so writing it again cannot duplicate it; of a failed batch,
+        some may have.
+        """
+        return att is None and self.reconnect is not None and len(msgs) == 1 and failed.closed
 
     def _ready_for(self, session: Any) -> bool:
         """Whether a waiting sender can proceed now (an attachment is up, or there is room)."""
@@ -631,15 +675,7 @@ class Connection:
         try:
             status = att.transport.write(frames, timeout)
         except LinksError as original:
-            e: LinksError = original
-            if isinstance(e, ClosedError) and att.closed and not (self.state is _CLOSED and self._error is None):
-                # The socket was shut under us by another thread that found the connection
-                # broken (idle timeout, a hostile frame, a failed heartbeat): not a local close.
-                e = self.error() if self.state is _CLOSED else BrokenError(f"{att.con_id} ended", "broken")
-            for msg in stamped:
-                att.protocol.on_error(msg, e)
-            if isinstance(e, BrokenError):
-                self.lost(att, e.reason, e)
+            e = self._write_failed(att, stamped, original)
             if e is original:
                 raise
             raise e from original
@@ -651,6 +687,20 @@ class Connection:
             for msg in stamped:
                 att.protocol.on_would_block(msg)
         return status
+
+    def _write_failed(self, att: Attachment, msgs: Iterable[Any], original: LinksError) -> LinksError:
+        """A plain write on ``att`` raised ``original``: tell the protocol, end the attachment
+        if the peer is at fault, and return the error the caller should see."""
+        e = original
+        if isinstance(e, ClosedError) and att.closed and not (self.state is _CLOSED and self._error is None):
+            # The socket was shut under us by another thread that found the connection
+            # broken (idle timeout, a hostile frame, a failed heartbeat): not a local close.
+            e = self.error() if self.state is _CLOSED else BrokenError(f"{att.con_id} ended", "broken")
+        for msg in msgs:
+            att.protocol.on_error(msg, e)
+        if isinstance(e, BrokenError):
+            self.lost(att, e.reason, e)
+        return e
 
     def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
         """Session: numbered frames go to the replay buffer first, so once accepted here a

@@ -99,7 +99,7 @@ class CltSender:
             ClosedError: the connection was closed locally.
             BrokenError: the peer is gone (and no reconnect is configured, or it gave up).
         """
-        return self._con.write(None, [msg], timeout)
+        return self._con.send(msg, timeout)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
         """Send a batch with one write; all or nothing like ``send``. Hooks run per message."""

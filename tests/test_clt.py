@@ -186,19 +186,51 @@ def test_send_after_close_raises_closed_error(timer):
             client.send_many([{"n": 1}])
 
 
-def test_send_after_peer_reset_raises_broken_error(timer):
+class ErrorsSeen(Json):
+    """Records ``on_error``: what the send path tells the protocol before it raises."""
+
+    def __init__(self) -> None:
+        self.errors: list = []
+
+    def on_error(self, msg, error):
+        self.errors.append((msg, error))
+
+
+# A send without a timeout takes the one-message fast path (Connection.send); with one, the
+# general path. Both must fail alike.
+SEND_TIMEOUTS = [None, WAIT]
+
+
+@pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
+def test_send_after_peer_reset_raises_broken_error(timer, timeout):
+    protocol = ErrorsSeen()
     with raw_peer() as listener:
         target = "127.0.0.1:%d" % listener.getsockname()[1]
-        with links.Clt.connect(target, protocol=Json, timer=timer, timeout=WAIT) as clt:
+        with links.Clt.connect(target, protocol=lambda: protocol, timer=timer, timeout=WAIT) as clt:
             peer, _ = listener.accept()
             peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             peer.close()  # linger 0: an RST instead of a FIN
-            with pytest.raises(links.BrokenError):
+            with pytest.raises(links.BrokenError) as raised:
                 for _ in range(100):  # the first write after the RST arrives fails
-                    clt.send({"n": 1})
+                    clt.send({"n": 1}, timeout)
+            assert protocol.errors == [({"n": 1}, raised.value)]  # told once, with what was raised
             assert not clt.is_connected()
             with pytest.raises(links.BrokenError):  # and every later one
-                clt.send({"n": 2})
+                clt.send({"n": 2}, timeout)
+
+
+@pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
+def test_a_message_that_cannot_be_encoded_raises_and_spoils_nothing(timer, timeout):
+    protocol = ErrorsSeen()
+    with pair(timer, protocol=lambda: protocol) as (client, server):
+        with pytest.raises(TypeError):
+            client.send({"not json": {1, 2}}, timeout)
+        [(msg, error)] = protocol.errors
+        assert msg == {"not json": {1, 2}} and isinstance(error, TypeError)
+        # Nothing of it reached the wire, and the connection carries on.
+        assert client.send({"n": 1}, timeout) is links.SendStatus.COMPLETED
+        assert server.recv(timeout=WAIT) == {"n": 1}
+        assert client.is_connected()
 
 
 def test_spawned_receiver_sees_the_peer_close_without_anyone_reading(timer, poll):
