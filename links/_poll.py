@@ -32,6 +32,15 @@ Closing fds
     socket) on the poll thread, in that order. Closing first would let the kernel reuse the
     fd number for a new socket while the selector still maps it to the old handler.
 
+Busy polling (opt-in)
+    By default the thread sleeps in ``select()`` whenever nothing is ready, and the next
+    message pays for waking it: on a VM, a wakeup across CPUs costs tens of microseconds, the
+    largest part of a loopback round trip. ``PollHandler(busy_poll=s)`` keeps asking without
+    sleeping (``select(0)``) for ``s`` seconds after the last event, then sleeps as usual: a
+    busy connection finds the thread awake, and an idle one costs nothing. The price is a
+    core kept busy while traffic flows, and the GIL taken between polls, which slows other
+    Python threads of the process (measurements in ``benchmarks/RESULTS.md``, "Busy polling").
+
 Lifecycle
     The thread starts on first ``add()``. ``shutdown()`` removes every handler (closing its
     connection), stops the thread and closes the selector; it is idempotent and also runs at
@@ -44,6 +53,7 @@ from __future__ import annotations
 import queue
 import selectors
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -78,10 +88,22 @@ class PollHandler:
     Args:
         name: the thread's name (it shows in ``threading.enumerate()`` and py-spy).
         selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux).
+        busy_poll: seconds to keep polling without sleeping after the last event (0, the
+            default: sleep at once). Tens of microseconds suit a latency-bound server whose
+            work runs on this thread; see "Busy polling" above for the price.
     """
 
-    def __init__(self, name: str = "links-poll", selector: Callable[[], selectors.BaseSelector] = selectors.DefaultSelector) -> None:
+    def __init__(
+        self,
+        name: str = "links-poll",
+        selector: Callable[[], selectors.BaseSelector] = selectors.DefaultSelector,
+        *,
+        busy_poll: float = 0.0,
+    ) -> None:
+        if not busy_poll >= 0:
+            raise ValueError(f"busy_poll must be >= 0 seconds, not {busy_poll!r}")
         self.name = name
+        self.busy_poll = busy_poll
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
         self._selector.register(self._wakeup, _READ, None)  # data None marks the wakeup fd
@@ -225,10 +247,22 @@ class PollHandler:
         self._ident = threading.get_ident()
         select = self._selector.select
         handlers = self._handlers
+        busy_poll, clock, last_event = self.busy_poll, time.monotonic, 0.0
         try:
             while True:
                 self._run_commands()
-                for key, _ in select():
+                if busy_poll:
+                    events = select(0)
+                    if events:
+                        last_event = clock()
+                    elif clock() - last_event < busy_poll:
+                        continue  # still within the window: ask again rather than sleep
+                    else:
+                        events = select()
+                        last_event = clock()
+                else:
+                    events = select()
+                for key, _ in events:
                     handler = key.data
                     if handler is None:
                         self._wakeup.drain()

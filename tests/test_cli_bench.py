@@ -27,8 +27,11 @@ def test_links_bench_prints_the_machine_and_a_table_of_links_against_plain_socke
     assert re.search(r"placement split = server CPU \d+, client CPU \d+; same = both on CPU \d+", header)
     assert "| workload | metric | placement | links | plain |" in out
     rows = [m.groups() for m in map(ROW.match, out.splitlines()) if m]
-    # W1: send() and send_many, 2 metrics each; W2 (split and same): recv and callback, 3 metrics each.
-    assert len(rows) == 2 * 2 + 2 * 2 * 3, out
+    # W1: send(), send_many and send() to a busy-polling server, 2 metrics each; W2 (split and
+    # same): recv, callback and recv from a busy-polling server, 3 metrics each.
+    assert len(rows) == 3 * 2 + 2 * 3 * 3, out
+    labels = {label for label, *_ in rows}
+    assert {"W1 links send(), server busy-polls 50 µs", "W2 links send+recv, server busy-polls 50 µs"} <= labels
     cases = {(label.split()[0], place) for label, _, place, _, _ in rows}
     assert cases == {("W1", "split"), ("W2", "split"), ("W2", "same")}
     for label, unit, _, mine, plain in rows:
@@ -66,7 +69,7 @@ def test_registered_peers_run_from_their_path_and_a_broken_one_is_reported_not_c
                         progress=lambda step, rec: steps.append((step.index, step.total, rec is not None)))  # fmt: skip
 
     by_impl = {(r["impl"], r["variant"]): r for r in results.records}
-    assert set(by_impl) == {("links", "send"), ("links", "send_many"), ("good", ""), ("broken", "")}
+    assert set(by_impl) == {("links", "send"), ("links", "send_many"), ("links", "send_busy"), ("good", ""), ("broken", "")}
     assert by_impl["good", ""]["ok"]
     assert by_impl["good", ""]["final"]["count"] == bench.workload_params("w1", 0.01, "", 64).total
     failed = by_impl["broken", ""]
@@ -77,7 +80,7 @@ def test_registered_peers_run_from_their_path_and_a_broken_one_is_reported_not_c
         "  round 1 W1 split broken: server exited early",
     ]
     # Every measurement announced before and after it runs, counted out of the run's total.
-    assert steps == [(i, 4, after) for i in range(4) for after in (False, True)]
+    assert steps == [(i, 5, after) for i in range(5) for after in (False, True)]
     header, _, rate_row = results.table()[:3]
     assert header == "| workload | metric | placement | links | good | broken |"
     good_cell, broken_cell = rate_row.strip("| ").split(" | ")[-2:]
@@ -98,7 +101,8 @@ def test_medians_and_ratios_use_only_rounds_where_both_succeeded():
     ]  # fmt: skip
     rows = bench.summarize(records, [("w1", "split")], ["plain"], batch=64)
 
-    send_rate, send_cpu, many_rate, _ = rows
+    send_rate, send_cpu, many_rate, _, busy_rate, _ = rows
+    assert busy_rate["links"] is None  # the busy variant has no records here: an empty row, not an error
     assert (send_rate["label"], send_rate["metric"]) == ("W1 links send()", "rate")
     assert send_rate["links"] == 200.0  # median of 100, 200, 300
     # The plain value is the median of its two good rounds; the ratio the median of per-round

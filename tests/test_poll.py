@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -152,3 +153,66 @@ def test_a_flooding_peer_does_not_starve_a_quiet_one(timer, poll):
         finally:
             flooder.kill()
             flooder.wait(WAIT)
+
+
+# -- busy polling ---------------------------------------------------------------------------
+
+
+class RawEcho(Raw):
+    def send_reply(self, msg, con):
+        con.send(msg)
+
+
+def thread_cpu(name: str) -> float:
+    """CPU seconds the live thread called ``name`` has used so far."""
+    [thread] = [t for t in threading.enumerate() if t.name == name]
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def poll_cpu_over(name: str, seconds: float) -> float:
+    """CPU the poll thread uses while the test thread looks away for ``seconds``. An
+    observation window, not a wait for anything: no event marks "kept spinning"."""
+    before = thread_cpu(name)
+    threading.Event().wait(seconds)
+    return thread_cpu(name) - before
+
+
+@pytest.mark.parametrize("busy_poll", [-1e-6, float("nan")])
+def test_busy_poll_must_be_a_duration(busy_poll):
+    with pytest.raises(ValueError, match="busy_poll"):
+        links.PollHandler(busy_poll=busy_poll)
+
+
+@pytest.mark.parametrize("window", [1e-3, 60.0])
+def test_a_busy_polling_handler_serves_and_shuts_down(timer, window):
+    poll = links.PollHandler("test-busy-poll", busy_poll=window)
+    try:
+        with links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll) as svc:
+            svc.into_sender_with_spawned_recver()
+            with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as clt:
+                for n in range(200):
+                    clt.send(b"%d" % n)
+                    assert clt.recv(timeout=WAIT) == b"%d" % n
+    finally:
+        poll.shutdown(WAIT)  # even mid-spin (window 60 s): shutdown is a command, seen every pass
+    assert not [t for t in threading.enumerate() if t.name == "test-busy-poll"]
+
+
+def test_busy_polling_spins_within_its_window_and_parks_after_it(timer):
+    spinning = links.PollHandler("test-spin", busy_poll=60.0)
+    parking = links.PollHandler("test-park", busy_poll=1e-3)
+    try:
+        with ExitStack() as stack:
+            for poll in (spinning, parking):
+                svc = stack.enter_context(links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll))
+                svc.into_sender_with_spawned_recver()
+                clt = stack.enter_context(links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT))
+                clt.send(b"wake")
+                assert clt.recv(timeout=WAIT) == b"wake"  # the poll thread has had an event
+            # Within its window the handler asks without sleeping: it burns CPU with nothing to
+            # do. Past it (1 ms here), it sleeps in select() like a default handler.
+            assert poll_cpu_over("test-spin", 0.3) > 0.05
+            assert poll_cpu_over("test-park", 0.3) < 0.02
+    finally:
+        spinning.shutdown(WAIT)
+        parking.shutdown(WAIT)

@@ -15,7 +15,10 @@ Client variants:
 * ``send_many`` (W1): ``Clt.send_many`` with batches of ``Params.batch`` messages;
 * ``recv`` (W2): ``Clt.send`` then ``Clt.recv`` on the calling thread;
 * ``callback`` (W2): the client's receiver spawned too; the calling thread sends, then waits
-  on a ``threading.Event`` that the callback sets on the poll thread.
+  on a ``threading.Event`` that the callback sets on the poll thread;
+* ``send_busy`` (W1), ``recv_busy`` (W2): ``send`` and ``recv`` against a server whose poll
+  handler busy-polls (``PollHandler(busy_poll=BUSY_POLL_S)``): it stays awake between
+  messages instead of being woken for each.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import links
 from ._child import HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
 
 WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
+BUSY_POLL_S = 50e-6  # the busy variants' window: longer than a loopback round trip here
 
 
 class Raw(links.Protocol):
@@ -70,12 +74,17 @@ def serve(ctl: Control, params: Params) -> None:
     _quiet_logs()
     tally = Tally(ctl, params)
     protocol = RawEcho if params.workload == "w2" else Raw
-    svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally), max_connections=params.clients + 16)
+    poll = links.PollHandler("links-busy-poll", busy_poll=BUSY_POLL_S) if params.variant.endswith("_busy") else None
+    svc = links.Svc.bind(
+        f"{HOST}:0", protocol=protocol, callback=Counting(tally), max_connections=params.clients + 16, poll_handler=poll,
+    )  # fmt: skip
     svc.into_sender_with_spawned_recver()
     ctl.send(port=svc.local_addr[1])
     ctl.wait_for("stop")
     tally.final()
     svc.close()
+    if poll is not None:
+        poll.shutdown()
     links.shutdown()
 
 

@@ -50,8 +50,8 @@ __all__ = [
 
 WORKLOADS = ("w1", "w2", "w3", "w4")
 LINKS_VARIANTS = {
-    "w1": ("send", "send_many"),
-    "w2": ("recv", "callback"),
+    "w1": ("send", "send_many", "send_busy"),
+    "w2": ("recv", "callback", "recv_busy"),
     "w3": ("send",),
     "w4": ("send", "one_thread"),
 }
@@ -61,6 +61,8 @@ VARIANT_LABEL = {
     "one_thread": "send_many({batch}), one thread for all clients",
     "recv": "send+recv",
     "callback": "spawned, callback",
+    "send_busy": "send(), server busy-polls 50 µs",
+    "recv_busy": "send+recv, server busy-polls 50 µs",
 }
 #: workload -> (metric, unit, higher is better)
 METRICS = {
