@@ -9,7 +9,7 @@ check, so a script can tell a broken stack from a slow one.
 
 ``--scale`` multiplies the message counts of the full benchmark (W1 200,000 x 100 B, W2
 20,000 round trips, W3 200 x 1 MiB, W4 100 clients x 1,000). The default 0.25 with 3 rounds
-(42 measurements) finishes in under a minute on a two-vCPU VM (about 30 s when idle): short
+(51 measurements) finishes in under a minute on a two-vCPU VM (about 35 s when idle): short
 enough to run on a whim, long enough that each window holds thousands of messages. Use
 ``--scale 1`` and more rounds for numbers worth recording; ratios, not absolute numbers, are
 what carry from run to run.
