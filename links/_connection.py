@@ -544,8 +544,10 @@ class Connection:
         ``on_send``, no timeout): per-message ``send()`` is one syscall plus this Python, and
         the Python is what links can cut. Measured: the Python per call went from 5.8-7.0x a
         plain ``pack`` + ``send`` to 4.4-4.6x (``benchmarks/bench_send_path.py``), and W1
-        ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.95x (RESULTS.md, "Send
-        path"). Anything else, and any failure, goes the general way (``write``).
+        ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
+        (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does
+        a failed write that waits for the next attachment. A failure is handled as ``write``
+        handles it (``_write_failed``, ``_retry_after``).
         """
         if timeout is None and self.session is None and not self._closing:
             lock = self.write_lock
@@ -563,7 +565,7 @@ class Connection:
                         att.transport.write(frame, None)  # no timeout: it completes or raises
                     except LinksError as e:
                         error = self._write_failed(att, (msg,), e)
-                        if not self._retry_after(None, [msg], att):
+                        if not self._retry_after([msg], att):
                             if error is e:
                                 raise
                             raise error from e
@@ -616,11 +618,9 @@ class Connection:
                             return self._write_session(target, msgs)
                     elif target is not None:
                         remaining = timeout if deadline is None else max(0.0, deadline - time.monotonic())
-                        try:
-                            return self._write_plain(target, msgs, remaining)
-                        except LinksError:
-                            if not self._retry_after(att, msgs, target):
-                                raise
+                        status = self._write_plain(target, msgs, remaining, retry=att is None)
+                        if status is not None:
+                            return status
                 finally:
                     write_lock.release()
             else:
@@ -639,17 +639,17 @@ class Connection:
                 if self.state is not _CLOSED and not self._ready_for(session):
                     self.changed.wait(remaining)
 
-    def _retry_after(self, att: Attachment | None, msgs: list[Any], failed: Attachment) -> bool:
-        """Whether a plain write that failed on ``failed`` waits for the next attachment and
-        tries again, rather than raising.
+    def _retry_after(self, msgs: list[Any], failed: Attachment) -> bool:
+        """Whether the user's sender, whose socket write of ``msgs`` on ``failed`` just raised,
+        waits for the next attachment and writes them again, rather than raising.
 
-        Only the user's sender (``att`` None) with ``reconnect=``, when the connection was cut
-        (its own write failed, or the reader ended it meanwhile): that is "between
-        attachments", like any other send. Only for one message: a frame that failed never
-        reached the peer whole, so writing it again cannot duplicate it; of a failed batch,
-        some may have.
+        Only with ``reconnect=``, when the connection was cut (its own write failed, or the
+        reader ended it meanwhile): that is "between attachments", like any other send. Only
+        for one message: a frame whose write failed never reached the peer whole, so writing
+        it again cannot duplicate it; of a failed batch, some may have. Only a failed socket
+        write: an error from encoding, or from a hook after the write, is raised as it is.
         """
-        return att is None and self.reconnect is not None and len(msgs) == 1 and failed.closed
+        return self.reconnect is not None and len(msgs) == 1 and failed.closed
 
     def _ready_for(self, session: Any) -> bool:
         """Whether a waiting sender can proceed now (an attachment is up, or there is room)."""
@@ -658,7 +658,11 @@ class Connection:
         att = self.attachment
         return att is not None and not att.closed
 
-    def _write_plain(self, att: Attachment, msgs: list[Any], timeout: float | None) -> SendStatus:
+    def _write_plain(
+        self, att: Attachment, msgs: list[Any], timeout: float | None, retry: bool = False
+    ) -> SendStatus | None:
+        """Stamp, encode and write ``msgs`` on ``att``; None, instead of raising, when the write
+        failed and ``retry`` (the user's sender) asks to wait it out (``_retry_after``)."""
         link = att.link
         if len(msgs) == 1:
             msg = msgs[0]
@@ -676,6 +680,8 @@ class Connection:
             status = att.transport.write(frames, timeout)
         except LinksError as original:
             e = self._write_failed(att, stamped, original)
+            if retry and self._retry_after(msgs, att):
+                return None
             if e is original:
                 raise
             raise e from original

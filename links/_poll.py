@@ -36,10 +36,11 @@ Busy polling (opt-in)
     By default the thread sleeps in ``select()`` whenever nothing is ready, and the next
     message pays for waking it: on a VM, a wakeup across CPUs costs tens of microseconds, the
     largest part of a loopback round trip. ``PollHandler(busy_poll=s)`` keeps asking without
-    sleeping (``select(0)``) for ``s`` seconds after the last event, then sleeps as usual: a
-    busy connection finds the thread awake, and an idle one costs nothing. The price is a
-    core kept busy while traffic flows, and the GIL taken between polls, which slows other
-    Python threads of the process (measurements in ``benchmarks/RESULTS.md``, "Busy polling").
+    sleeping (``select(0)``) for ``s`` seconds after it handled the last events (a command,
+    such as a new registration, counts as one), then sleeps as usual: a busy connection finds
+    the thread awake, and an idle one costs nothing. The price is a core kept busy while
+    traffic flows, and the GIL taken between polls, which slows other Python threads of the
+    process (measurements in ``benchmarks/RESULTS.md``, "Busy polling").
 
 Lifecycle
     The thread starts on first ``add()``. ``shutdown()`` removes every handler (closing its
@@ -88,9 +89,10 @@ class PollHandler:
     Args:
         name: the thread's name (it shows in ``threading.enumerate()`` and py-spy).
         selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux).
-        busy_poll: seconds to keep polling without sleeping after the last event (0, the
-            default: sleep at once). Tens of microseconds suit a latency-bound server whose
-            work runs on this thread; see "Busy polling" above for the price.
+        busy_poll: seconds to keep polling without sleeping after the last events were
+            handled (0, the default: sleep at once; ``math.inf``: never sleep). Tens of
+            microseconds suit a latency-bound server whose work runs on this thread; see
+            "Busy polling" above for the price.
     """
 
     def __init__(
@@ -103,7 +105,7 @@ class PollHandler:
         if not busy_poll >= 0:
             raise ValueError(f"busy_poll must be >= 0 seconds, not {busy_poll!r}")
         self.name = name
-        self.busy_poll = busy_poll
+        self._busy_poll = busy_poll
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
         self._selector.register(self._wakeup, _READ, None)  # data None marks the wakeup fd
@@ -113,6 +115,11 @@ class PollHandler:
         self._ident: int | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
+
+    @property
+    def busy_poll(self) -> float:
+        """The busy-polling window, in seconds (fixed at construction)."""
+        return self._busy_poll
 
     # -- commands from any thread ---------------------------------------------------------
 
@@ -230,10 +237,13 @@ class PollHandler:
     def _stop(self) -> None:
         raise _Stop
 
-    def _run_commands(self) -> None:
+    def _run_commands(self) -> bool:
+        """Run every queued command; whether there was any."""
         commands = self._commands
         # Checked with empty() first: this runs once per poll pass, and a get_nowait() that
         # raises Empty costs ten times more (0.31 us against 0.03).
+        if commands.empty():
+            return False
         while not commands.empty():
             command = commands.get_nowait()  # only this thread takes: it cannot be empty now
             try:
@@ -242,26 +252,26 @@ class PollHandler:
                 raise
             except Exception as e:  # a command must never take the thread down
                 _log.error("poll.command_failed", error=repr(e))
+        return True
 
     def _run(self) -> None:
         self._ident = threading.get_ident()
         select = self._selector.select
         handlers = self._handlers
-        busy_poll, clock, last_event = self.busy_poll, time.monotonic, 0.0
+        busy_poll, clock, handled_at = self._busy_poll, time.monotonic, float("-inf")
         try:
             while True:
-                self._run_commands()
-                if busy_poll:
-                    events = select(0)
-                    if events:
-                        last_event = clock()
-                    elif clock() - last_event < busy_poll:
-                        continue  # still within the window: ask again rather than sleep
-                    else:
-                        events = select()
-                        last_event = clock()
-                else:
+                # The busy window starts when work is done, not when it came: a handler's own
+                # work (a callback, a reply) must not use it up. A command is work too (a new
+                # receiver is serviced at once, inside its registration).
+                if self._run_commands() and busy_poll:
+                    handled_at = clock()
+                if not busy_poll:
                     events = select()
+                else:
+                    events = select(0)
+                    if not events and clock() - handled_at >= busy_poll:
+                        events = select()  # the window is over: sleep until something happens
                 for key, _ in events:
                     handler = key.data
                     if handler is None:
@@ -269,6 +279,8 @@ class PollHandler:
                         continue
                     if id(handler) in handlers:  # else: removed earlier in this same batch
                         self._service(handler)
+                if events and busy_poll:
+                    handled_at = clock()
         except _Stop:
             pass
         except BaseException as e:  # pragma: no cover - a bug in this loop itself

@@ -219,6 +219,68 @@ def test_send_after_peer_reset_raises_broken_error(timer, timeout):
                 clt.send({"n": 2}, timeout)
 
 
+RECONNECT = links.Backoff(initial=0.01, maximum=0.05)
+
+
+@pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
+def test_with_reconnect_a_send_whose_write_failed_is_written_on_the_next_connection(timer, timeout):
+    made: list[ErrorsSeen] = []
+
+    def factory():
+        made.append(ErrorsSeen())
+        return made[-1]
+
+    with raw_peer() as listener:
+        target = "127.0.0.1:%d" % listener.getsockname()[1]
+        with links.Clt.connect(target, protocol=factory, timer=timer, timeout=WAIT, reconnect=RECONNECT) as clt:
+            first, _ = listener.accept()
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.close()  # an RST: a later write fails
+            n = 0
+            while len(made) == 1:  # until a send failed, and was written again after the redial
+                assert n < 1000, "no write failed"
+                assert clt.send({"n": n}, timeout) is links.SendStatus.COMPLETED
+                n += 1
+            failed = {"n": n - 1}
+            assert [msg for msg, _ in made[0].errors] == [failed]  # told, on the old connection
+            listener.settimeout(WAIT)
+            second, _ = listener.accept()
+            with links.Clt.from_socket(second, links.Role.ACCEPTOR, protocol=Json, timer=timer) as server:
+                assert server.recv(timeout=WAIT) == failed  # written whole on the new one
+
+
+class FailsAfterItsFirstWrite(Json):
+    """``on_sent`` of the first message ends the connection and raises: a hook's error after
+    a good write, not a failed write."""
+
+    failed = False
+
+    def on_connect(self, con):
+        self.con = con
+
+    def on_sent(self, msg):
+        if not FailsAfterItsFirstWrite.failed:
+            FailsAfterItsFirstWrite.failed = True
+            self.con.drop("hook")
+            raise links.BrokenError("the hook failed", "hook")
+
+
+@pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
+def test_a_hook_error_after_a_good_write_is_raised_not_written_again(timer, poll, timeout):
+    FailsAfterItsFirstWrite.failed = False
+    store = links.StoreCallback()
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, callback=store, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        with links.Clt.connect(
+            addr(svc), protocol=FailsAfterItsFirstWrite, timer=timer, timeout=WAIT, reconnect=RECONNECT
+        ) as clt:
+            with pytest.raises(links.BrokenError, match="the hook failed"):
+                clt.send({"n": 1}, timeout)
+            assert clt.send({"n": 2}, WAIT) is links.SendStatus.COMPLETED  # on the redialed connection
+            assert store.find_recv(lambda m: m == {"n": 2}, WAIT)
+            assert [m for m in store.recv_msgs() if "n" in m] == [{"n": 1}, {"n": 2}]  # {"n": 1} once
+
+
 @pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
 def test_a_message_that_cannot_be_encoded_raises_and_spoils_nothing(timer, timeout):
     protocol = ErrorsSeen()

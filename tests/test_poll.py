@@ -163,6 +163,9 @@ class RawEcho(Raw):
         con.send(msg)
 
 
+thread_clocks = pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs per-thread CPU clocks")
+
+
 def thread_cpu(name: str) -> float:
     """CPU seconds the live thread called ``name`` has used so far."""
     [thread] = [t for t in threading.enumerate() if t.name == name]
@@ -198,13 +201,15 @@ def test_a_busy_polling_handler_serves_and_shuts_down(timer, window):
     assert not [t for t in threading.enumerate() if t.name == "test-busy-poll"]
 
 
+@thread_clocks
 def test_busy_polling_spins_within_its_window_and_parks_after_it(timer):
     spinning = links.PollHandler("test-spin", busy_poll=60.0)
     parking = links.PollHandler("test-park", busy_poll=1e-3)
     try:
         with ExitStack() as stack:
             for poll in (spinning, parking):
-                svc = stack.enter_context(links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll))
+                bound = links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll)
+                svc = stack.enter_context(bound)
                 svc.into_sender_with_spawned_recver()
                 clt = stack.enter_context(links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT))
                 clt.send(b"wake")
@@ -216,3 +221,36 @@ def test_busy_polling_spins_within_its_window_and_parks_after_it(timer):
     finally:
         spinning.shutdown(WAIT)
         parking.shutdown(WAIT)
+
+
+class Held(links.Callback):
+    """Holds the poll thread inside ``on_recv`` until the test lets go: a handler with work to do."""
+
+    def __init__(self) -> None:
+        self.entered, self.release, self.left = threading.Event(), threading.Event(), threading.Event()
+
+    def on_recv(self, con_id, msg):
+        self.entered.set()
+        assert self.release.wait(WAIT)
+        self.left.set()
+
+
+@thread_clocks
+def test_the_busy_window_starts_after_the_work_not_before_it(timer):
+    poll = links.PollHandler("test-window", busy_poll=0.2)
+    held = Held()
+    try:
+        with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=held, timer=timer, poll_handler=poll) as svc:
+            svc.into_sender_with_spawned_recver()
+            with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as clt:
+                clt.send(b"work")
+                assert held.entered.wait(WAIT)
+                # The handler outlasts the window (0.3 s against 0.2): a window counted from
+                # the event would be over by the time the work is done, and the thread would
+                # sleep at once. Counted from the end of the work, it still spins.
+                threading.Event().wait(0.3)
+                held.release.set()
+                assert held.left.wait(WAIT)  # not poll.sync(): a command would open a window itself
+                assert poll_cpu_over("test-window", 0.1) > 0.03
+    finally:
+        poll.shutdown(WAIT)

@@ -51,6 +51,9 @@ HOST = "127.0.0.1"
 HEADER = struct.Struct("!I")
 #: Frames up to this size are accepted by every peer (W3 sends 1 MiB payloads).
 MAX_FRAME = 1 << 21
+#: links' busy variants (W1 ``send_busy``, W2 ``recv_busy``): the server's ``busy_poll`` window,
+#: longer than a loopback round trip here
+BUSY_POLL_S = 50e-6
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,9 @@ import structlog
 
 import links
 
-from ._child import HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
+from ._child import BUSY_POLL_S, HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
 
 WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
-BUSY_POLL_S = 50e-6  # the busy variants' window: longer than a loopback round trip here
 
 
 class Raw(links.Protocol):
@@ -75,9 +74,8 @@ def serve(ctl: Control, params: Params) -> None:
     tally = Tally(ctl, params)
     protocol = RawEcho if params.workload == "w2" else Raw
     poll = links.PollHandler("links-busy-poll", busy_poll=BUSY_POLL_S) if params.variant.endswith("_busy") else None
-    svc = links.Svc.bind(
-        f"{HOST}:0", protocol=protocol, callback=Counting(tally), max_connections=params.clients + 16, poll_handler=poll,
-    )  # fmt: skip
+    svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally),
+                         max_connections=params.clients + 16, poll_handler=poll)  # fmt: skip
     svc.into_sender_with_spawned_recver()
     ctl.send(port=svc.local_addr[1])
     ctl.wait_for("stop")

@@ -41,7 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._child import Params
+from ._child import BUSY_POLL_S, Params
 
 __all__ = [
     "GRACE_S", "LINKS", "LINKS_VARIANTS", "METRICS", "PLAIN", "VARIANT_LABEL", "WORKLOADS",
@@ -61,8 +61,8 @@ VARIANT_LABEL = {
     "one_thread": "send_many({batch}), one thread for all clients",
     "recv": "send+recv",
     "callback": "spawned, callback",
-    "send_busy": "send(), server busy-polls 50 µs",
-    "recv_busy": "send+recv, server busy-polls 50 µs",
+    "send_busy": f"send(), server busy-polls {BUSY_POLL_S * 1e6:.0f} µs",
+    "recv_busy": f"send+recv, server busy-polls {BUSY_POLL_S * 1e6:.0f} µs",
 }
 #: workload -> (metric, unit, higher is better)
 METRICS = {
