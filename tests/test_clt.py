@@ -219,6 +219,33 @@ def test_send_after_peer_reset_raises_broken_error(timer, timeout):
                 clt.send({"n": 2}, timeout)
 
 
+def test_closing_while_threads_send_ends_every_sender_with_closed_error(timer, poll):
+    counter = links.CounterCallback()
+    with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=counter, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        clt = links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT)
+        ends: list = []
+
+        def send_until_closed():
+            try:
+                while True:
+                    clt.send(b"m" * 100)  # the one-message path, racing the close
+            except BaseException as e:
+                ends.append(e)
+
+        threads = [threading.Thread(target=send_until_closed) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        assert counter.wait_recv(1000, WAIT)  # they are all well under way
+        clt.close()
+        for thread in threads:
+            thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in threads)
+        assert [type(e) for e in ends] == [links.ClosedError] * 4
+        with pytest.raises(links.ClosedError):  # at once: the write lock was left free
+            clt.send(b"after")
+
+
 RECONNECT = links.Backoff(initial=0.01, maximum=0.05)
 
 
