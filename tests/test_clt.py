@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 
 import pytest
 from helpers import Json
@@ -219,24 +219,43 @@ def test_send_after_peer_reset_raises_broken_error(timer, timeout):
                 clt.send({"n": 2}, timeout)
 
 
-def test_closing_while_threads_send_ends_every_sender_with_closed_error(timer, poll):
-    counter = links.CounterCallback()
-    with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=counter, timer=timer, poll_handler=poll) as svc:
-        svc.into_sender_with_spawned_recver()
-        clt = links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT)
-        ends: list = []
+@pytest.mark.parametrize("peer_reads", [True, False])
+def test_closing_while_threads_send_ends_every_sender_with_closed_error(timer, poll, peer_reads):
+    """Four threads send on the one-message path while the connection is closed under them:
+    to a peer that reads (the close lands between writes), or to one that never does (one
+    sender is stuck in its write, holding the lock, and three wait for the lock)."""
+    ends: list = []
+    with ExitStack() as stack:
+        if peer_reads:
+            counter = links.CounterCallback()
+            svc = stack.enter_context(links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=counter, timer=timer,
+                                                     poll_handler=poll))  # fmt: skip
+            svc.into_sender_with_spawned_recver()
+            target = addr(svc)
+        else:
+            listener = stack.enter_context(raw_peer())
+            target = "127.0.0.1:%d" % listener.getsockname()[1]
+        clt = stack.enter_context(links.Clt.connect(target, protocol=Raw, timer=timer, timeout=WAIT))
+        if not peer_reads:
+            stack.enter_context(listener.accept()[0])  # accepted, never read
+            raw = clt._con.attachment.transport.sock
+            with suppress(BlockingIOError):
+                while True:  # fill both kernel buffers: every send from now on waits for room
+                    raw.send(b"\0" * 65536, socket.MSG_DONTWAIT)
 
         def send_until_closed():
             try:
                 while True:
-                    clt.send(b"m" * 100)  # the one-message path, racing the close
+                    clt.send(b"m" * 100)  # no timeout: the one-message path
             except BaseException as e:
                 ends.append(e)
 
-        threads = [threading.Thread(target=send_until_closed) for _ in range(4)]
+        # Daemons: a sender stuck on a leaked lock must fail this test, not hang the run.
+        threads = [threading.Thread(target=send_until_closed, daemon=True) for _ in range(4)]
         for thread in threads:
             thread.start()
-        assert counter.wait_recv(1000, WAIT)  # they are all well under way
+        if peer_reads:
+            assert counter.wait_recv(1000, WAIT)  # they are all well under way
         clt.close()
         for thread in threads:
             thread.join(WAIT)

@@ -3,11 +3,12 @@ what it services, nothing registers after shutdown, and a flooding peer cannot s
 
 from __future__ import annotations
 
+import selectors
 import subprocess
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import pytest
 from helpers import Json, watch_logs
@@ -163,23 +164,6 @@ class RawEcho(Raw):
         con.send(msg)
 
 
-thread_clocks = pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs per-thread CPU clocks")
-
-
-def thread_cpu(name: str) -> float:
-    """CPU seconds the live thread called ``name`` has used so far."""
-    [thread] = [t for t in threading.enumerate() if t.name == name]
-    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-
-
-def poll_cpu_over(name: str, seconds: float) -> float:
-    """CPU the poll thread uses while the test thread looks away for ``seconds``. An
-    observation window, not a wait for anything: no event marks "kept spinning"."""
-    before = thread_cpu(name)
-    threading.Event().wait(seconds)
-    return thread_cpu(name) - before
-
-
 @pytest.mark.parametrize("busy_poll", [-1e-6, float("nan")])
 def test_busy_poll_must_be_a_duration(busy_poll):
     with pytest.raises(ValueError, match="busy_poll"):
@@ -201,56 +185,82 @@ def test_a_busy_polling_handler_serves_and_shuts_down(timer, window):
     assert not [t for t in threading.enumerate() if t.name == "test-busy-poll"]
 
 
-@thread_clocks
-def test_busy_polling_spins_within_its_window_and_parks_after_it(timer):
-    spinning = links.PollHandler("test-spin", busy_poll=60.0)
-    parking = links.PollHandler("test-park", busy_poll=1e-3)
-    try:
-        with ExitStack() as stack:
-            for poll in (spinning, parking):
-                bound = links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll)
-                svc = stack.enter_context(bound)
-                svc.into_sender_with_spawned_recver()
-                clt = stack.enter_context(links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT))
-                clt.send(b"wake")
-                assert clt.recv(timeout=WAIT) == b"wake"  # the poll thread has had an event
-            # Within its window the handler asks without sleeping: it burns CPU with nothing to
-            # do. Past it (1 ms here), it sleeps in select() like a default handler.
-            assert poll_cpu_over("test-spin", 0.3) > 0.05
-            assert poll_cpu_over("test-park", 0.3) < 0.02
-    finally:
-        spinning.shutdown(WAIT)
-        parking.shutdown(WAIT)
+class SleepRecorder(selectors.DefaultSelector):
+    """A selector that watches the poll thread from ``arm()`` on: when it first goes to sleep
+    (a ``select()`` without a timeout), and how often it polled (``select(0)``) before that."""
+
+    POLLS = 1000  # ``polled`` is set after this many polls without sleeping
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed_at: float | None = None
+        self.slept_at: float | None = None
+        self.polls = 0
+        self.slept, self.polled = threading.Event(), threading.Event()
+
+    def arm(self) -> None:
+        self.armed_at, self.slept_at, self.polls = time.monotonic(), None, 0
+        self.slept.clear()
+        self.polled.clear()
+
+    def select(self, timeout=None):
+        if self.armed_at is not None and self.slept_at is None:
+            if timeout is None:
+                self.slept_at = time.monotonic()
+                self.slept.set()
+            else:
+                self.polls += 1
+                if self.polls == self.POLLS:
+                    self.polled.set()
+        return super().select(timeout)
 
 
 class Held(links.Callback):
-    """Holds the poll thread inside ``on_recv`` until the test lets go: a handler with work to do."""
+    """Holds the poll thread inside ``on_recv`` for ``hold`` seconds (a handler with work to
+    do), then arms the recorder, on the poll thread itself, as its last act."""
 
-    def __init__(self) -> None:
-        self.entered, self.release, self.left = threading.Event(), threading.Event(), threading.Event()
+    def __init__(self, recorder: SleepRecorder, hold: float = 0.0) -> None:
+        self.recorder, self.hold = recorder, hold
 
     def on_recv(self, con_id, msg):
-        self.entered.set()
-        assert self.release.wait(WAIT)
-        self.left.set()
+        if self.hold:
+            threading.Event().wait(self.hold)  # the work itself, not a wait for anything
+        self.recorder.arm()
 
 
-@thread_clocks
-def test_the_busy_window_starts_after_the_work_not_before_it(timer):
-    poll = links.PollHandler("test-window", busy_poll=0.2)
-    held = Held()
+@contextmanager
+def busy_server(timer, window: float, callback: links.Callback, recorder: SleepRecorder):
+    """A client connected to a spawned service on a busy-polling handler watched by ``recorder``."""
+    poll = links.PollHandler("test-busy", selector=lambda: recorder, busy_poll=window)
     try:
-        with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=held, timer=timer, poll_handler=poll) as svc:
+        with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=callback, timer=timer, poll_handler=poll) as svc:
             svc.into_sender_with_spawned_recver()
             with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as clt:
-                clt.send(b"work")
-                assert held.entered.wait(WAIT)
-                # The handler outlasts the window (0.3 s against 0.2): a window counted from
-                # the event would be over by the time the work is done, and the thread would
-                # sleep at once. Counted from the end of the work, it still spins.
-                threading.Event().wait(0.3)
-                held.release.set()
-                assert held.left.wait(WAIT)  # not poll.sync(): a command would open a window itself
-                assert poll_cpu_over("test-window", 0.1) > 0.03
+                yield clt
     finally:
         poll.shutdown(WAIT)
+
+
+def test_busy_polling_polls_within_its_window_and_sleeps_after_it(timer):
+    recorder = SleepRecorder()
+    with busy_server(timer, 60.0, Held(recorder), recorder) as clt:
+        clt.send(b"work")
+        assert recorder.polled.wait(WAIT)  # a thousand polls after the work, and no sleep
+        assert recorder.slept_at is None
+    recorder = SleepRecorder()
+    with busy_server(timer, 1e-3, Held(recorder), recorder) as clt:
+        clt.send(b"work")
+        assert recorder.slept.wait(WAIT)  # the window is over: asleep, as a default handler is
+        assert recorder.slept_at - recorder.armed_at >= 1e-3
+
+
+def test_the_busy_window_starts_after_the_work_not_before_it(timer):
+    window = 0.1
+    recorder = SleepRecorder()
+    with busy_server(timer, window, Held(recorder, hold=1.5 * window), recorder) as clt:
+        clt.send(b"work")
+        assert recorder.slept.wait(WAIT)
+        # The work outlasted the window: counted from the event, the window would be over
+        # when the work ends, and the thread would sleep at once. Counted from the end of the
+        # work, it polls a whole window first.
+        assert recorder.slept_at - recorder.armed_at >= window
