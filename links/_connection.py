@@ -543,7 +543,7 @@ class Connection:
         Its common case is spelled out here (a plain connection with its attachment up, no
         ``on_send``, no timeout): per-message ``send()`` is one syscall plus this Python, and
         the Python is what links can cut. Measured: the Python per call went from 5.8-7.0x a
-        plain ``pack`` + ``send`` to 4.4-4.6x (``benchmarks/bench_send_path.py``), and W1
+        plain ``pack`` + ``send`` to 4.4-4.7x (``benchmarks/bench_send_path.py``), and W1
         ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
         (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does
         a failed write that waits for the next attachment. A failure is handled as ``write``
