@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from helpers import Json, watch_logs
@@ -19,6 +20,30 @@ from links.testing import FakeClock
 from links.testing._proxy import FaultProxy
 
 WAIT = 5.0
+
+
+@contextmanager
+def refused_redials(poll, timer, backoff: links.Backoff, client_timer: links.Timer) -> Iterator[links.CltSender]:
+    """A spawned client with ``reconnect=backoff`` whose service is gone: every redial is
+    refused at once, so the backoff alone spaces the attempts. Yields its sender."""
+    svc = links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer)
+    svc.into_sender_with_spawned_recver()
+    clt = links.Clt.connect(
+        f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, timeout=0.05, poll_handler=poll, timer=client_timer,
+        reconnect=backoff,
+    )  # fmt: skip
+    with clt.into_sender_with_spawned_recver() as sender:
+        svc.close()  # FIN to the client, and nobody listens any more
+        poll.sync()  # the listener is closed on the poll thread: from here every dial is refused
+        yield sender
+
+
+def run_next_attempt(clock: FakeClock, timer: links.Timer) -> None:
+    """Move fake time to the next scheduled redial and run it (and nothing else)."""
+    deadline = timer.next_deadline()
+    assert deadline is not None
+    clock.advance(deadline - clock.monotonic())
+    assert timer.run_due() == 1
 
 
 # -- the arithmetic --------------------------------------------------------------------------
@@ -105,26 +130,12 @@ def test_reconnect_schedule_follows_the_backoff_within_its_jitter(poll, timer):
     clock = FakeClock(1000.0)
     fake = links.Timer(clock=clock, thread=False)
     attempts = 10
-    with watch_logs() as logs:
-        svc = links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer)
-        svc.into_sender_with_spawned_recver()
-        # Each redial is one dial attempt (refused at once here); the backoff alone spaces them.
-        clt = links.Clt.connect(
-            f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, timeout=0.05, poll_handler=poll, timer=fake,
-            reconnect=backoff,
-        )  # fmt: skip
-        with clt:
-            clt.into_sender_with_spawned_recver()
-            svc.close()  # FIN to the client, and nobody listens any more
-            poll.sync()  # the listener is closed on the poll thread: from here every dial is refused
-            logs.expect("clt.reconnecting", attempt=1)
-            for attempt in range(1, attempts + 1):
-                deadline = fake.next_deadline()
-                assert deadline is not None
-                clock.advance(deadline - clock.monotonic())
-                assert fake.run_due() == 1  # the attempt, and nothing else
-                logs.expect("clt.reconnect_failed", attempt=attempt)
-                logs.expect("clt.reconnecting", attempt=attempt + 1)
+    with watch_logs() as logs, refused_redials(poll, timer, backoff, fake):
+        logs.expect("clt.reconnecting", attempt=1)
+        for attempt in range(1, attempts + 1):
+            run_next_attempt(clock, fake)
+            logs.expect("clt.reconnect_failed", attempt=attempt)
+            logs.expect("clt.reconnecting", attempt=attempt + 1)
     events = [e for e in logs.entries if e["event"] == "clt.reconnecting"][: attempts + 1]
     assert [e["attempt"] for e in events] == list(range(1, attempts + 2))
     delays = []
@@ -145,26 +156,29 @@ def test_schedule_restarts_only_after_the_connection_stayed_up(poll, timer):
     """A connection that drops soon after coming up keeps climbing the schedule; one that
     stayed up ``reset_after`` starts again at attempt 1."""
     backoff = links.Backoff(initial=0.01, maximum=0.05, factor=2.0, jitter=0.0, reset_after=0.5)
+    clock = FakeClock(1000.0)
+    fake = links.Timer(clock=clock, thread=False)  # the schedule's clock: "stayed up" is fake time
     with watch_logs() as logs, links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer) as svc:
         svc.into_sender_with_spawned_recver()
         with FaultProxy(svc.local_addr) as proxy:
             clt = links.Clt.connect(
-                f"127.0.0.1:{proxy.addr[1]}", protocol=Json, poll_handler=poll, timer=timer, reconnect=backoff
+                f"127.0.0.1:{proxy.addr[1]}", protocol=Json, poll_handler=poll, timer=fake, reconnect=backoff
             )
             with clt:
                 clt.into_sender_with_spawned_recver()
                 assert proxy.drop() == 1
                 assert logs.expect("clt.reconnecting", attempt=1)["delay"] == pytest.approx(0.01)
+                run_next_attempt(clock, fake)
                 logs.expect("clt.reconnected", attempt=1)
                 assert proxy.reset() == 1  # right after coming up: no reset of the schedule
                 assert logs.expect("clt.reconnecting", attempt=2)["delay"] == pytest.approx(0.02)
+                run_next_attempt(clock, fake)
                 logs.expect("clt.reconnected", attempt=2)
-                # The behaviour under test is time-based: let the connection stay up long enough.
-                time.sleep(backoff.reset_after)
-                assert len(logs.matching("clt.reconnected")) == 2  # still the same connection
+                clock.advance(backoff.reset_after)  # the connection stays up that long
                 assert proxy.drop() == 1
                 third = logs.expect("clt.reconnecting", count=3)
                 assert third["attempt"] == 1 and third["delay"] == pytest.approx(0.01)
+                run_next_attempt(clock, fake)
                 logs.expect("clt.reconnected", count=2, attempt=1)
             stats = proxy.stats()
     assert stats.fin_cuts == 2 and stats.rst_cuts == 1 and stats.accepted == 4
@@ -172,23 +186,13 @@ def test_schedule_restarts_only_after_the_connection_stayed_up(poll, timer):
 
 def test_max_attempts_reached_makes_sends_raise(poll, timer):
     backoff = links.Backoff(initial=0.01, maximum=0.02, factor=2.0, jitter=0.0, max_attempts=3)
-    with watch_logs() as logs:
-        svc = links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer)
-        svc.into_sender_with_spawned_recver()
-        clt = links.Clt.connect(
-            f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, timeout=0.05, poll_handler=poll, timer=timer,
-            reconnect=backoff,
-        )  # fmt: skip
-        sender = clt.into_sender_with_spawned_recver()
-        svc.close()
-        poll.sync()  # the listener is closed on the poll thread: from here every dial is refused
+    with watch_logs() as logs, refused_redials(poll, timer, backoff, timer) as sender:
         logs.expect("clt.reconnecting", attempt=1)  # the client noticed: no connection to write to
         with pytest.raises(links.BrokenError) as raised:
             sender.send(1, timeout=WAIT)  # waits for a connection that never comes back
         assert raised.value.reason == "reconnect_gave_up"
         with pytest.raises(links.BrokenError):
             sender.send(2, timeout=0)
-        sender.close()
     assert [e["attempt"] for e in logs.matching("clt.reconnecting")] == [1, 2, 3]
     assert [e["attempt"] for e in logs.matching("clt.reconnect_failed")] == [1, 2, 3]
     assert logs.matching("clt.disconnected", reason="reconnect_gave_up")

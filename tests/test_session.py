@@ -478,23 +478,21 @@ def test_on_connect_runs_once_per_session_not_per_resume(logs, poll, timer):
     made: dict[str, list] = {"server": [], "client": []}
     connects = {"server": 0, "client": 0}
 
-    class CountingServer(SampleServer):
-        def __init__(self):
-            super().__init__()
-            made["server"].append(self)
+    def counting(base, side):
+        """``base``, counting its instances and its ``on_connect`` calls under ``side``."""
 
-        def on_connect(self, con):
-            connects["server"] += 1
-            super().on_connect(con)
+        class Counting(base):
+            def __init__(self):
+                super().__init__()
+                made[side].append(self)
 
-    class CountingClient(SampleClient):
-        def __init__(self):
-            super().__init__()
-            made["client"].append(self)
+            def on_connect(self, con):
+                connects[side] += 1
+                super().on_connect(con)
 
-        def on_connect(self, con):
-            connects["client"] += 1
-            super().on_connect(con)
+        return Counting
+
+    CountingServer, CountingClient = counting(SampleServer, "server"), counting(SampleClient, "client")
 
     at_server, at_client = links.StoreCallback(), links.StoreCallback()
     with (

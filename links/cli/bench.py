@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any
 
+from ._args import positive
 from ._progress import ProgressLine
 from .chaos import _bar  # one bar style for every command
 
@@ -37,10 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workloads", type=_workloads, default="w1,w2,w3,w4", help="comma list of w1..w4 (default all four)"
     )
     parser.add_argument(
-        "--rounds", type=_positive(int), default=3, help="interleaved rounds; the table shows medians (default 3)"
+        "--rounds", type=positive(int), default=3, help="interleaved rounds; the table shows medians (default 3)"
     )
     parser.add_argument(
-        "--scale", type=_positive(float), default=0.25,
+        "--scale", type=positive(float), default=0.25,
         help="message counts x SCALE; 1 is the full benchmark (default 0.25: under a minute on two CPUs)",
     )  # fmt: skip
     parser.add_argument(
@@ -59,16 +60,6 @@ def _workloads(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(WORKLOADS)}")
     return names
-
-
-def _positive(cast: type) -> Any:
-    def parse(text: str) -> Any:
-        value = cast(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
-        return value
-
-    return parse
 
 
 def run(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ import structlog
 
 import links
 
+from ._args import positive
 from ._logging import LEVELS, configure_logging
 from ._progress import ProgressLine, print_table
 
@@ -327,16 +328,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
-        return value
-
-    return parse
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -348,10 +339,10 @@ def register(subparsers: Any) -> None:
             "if every message sent was received."
         ),
     )
-    parser.add_argument("--messages", type=_positive(int), default=20_000, help="one-way messages (default 20000)")
-    parser.add_argument("--round-trips", type=_positive(int), default=2_000, help="timed round trips (default 2000)")
-    parser.add_argument("--threads", type=_positive(int), default=4, help="threads sharing the sender Ref (default 4)")
-    parser.add_argument("--seconds", type=_positive(float), default=30.0, help="cap on sending time, s (default 30)")
-    parser.add_argument("--heartbeat", type=_positive(float), default=0.1, help="heartbeat interval, s (default 0.1)")
+    parser.add_argument("--messages", type=positive(int), default=20_000, help="one-way messages (default 20000)")
+    parser.add_argument("--round-trips", type=positive(int), default=2_000, help="timed round trips (default 2000)")
+    parser.add_argument("--threads", type=positive(int), default=4, help="threads sharing the sender Ref (default 4)")
+    parser.add_argument("--seconds", type=positive(float), default=30.0, help="cap on sending time, s (default 30)")
+    parser.add_argument("--heartbeat", type=positive(float), default=0.1, help="heartbeat interval, s (default 0.1)")
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="lowest log level on stderr (default info)")
     parser.set_defaults(func=run)

@@ -43,6 +43,7 @@ from typing import Any
 import links
 from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtocol, UnsequencedData
 
+from ._args import positive
 from ._logging import LEVELS, configure_logging
 from ._progress import ProgressLine
 
@@ -63,7 +64,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
     _credentials(parser)
-    parser.add_argument("--login-timeout", type=_positive, default=5.0, help="seconds to log in (default 5)")
+    parser.add_argument("--login-timeout", type=positive(float), default=5.0, help="seconds to log in (default 5)")
     parser.add_argument("--max-connections", type=int, default=128, help="connections admitted at once (default 128)")
     parser.add_argument("--max-messages", type=int, default=100_000, help="messages kept per user for replay")
     parser.add_argument(
@@ -87,9 +88,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--sequence", type=int, default=0, help="first sequence number wanted; 0: from now on")
     parser.add_argument("--count", type=int, help="send this many generated messages instead of stdin lines")
     parser.add_argument("--size", type=int, default=0, help="pad generated messages to this many bytes")
-    parser.add_argument("--timeout", type=_positive, default=5.0, help="seconds to connect and log in (default 5)")
+    parser.add_argument("--timeout", type=positive(float), default=5.0, help="seconds to connect and log in (default 5)")
     parser.add_argument(
-        "--linger", type=_positive, default=1.0, help="seconds of quiet to wait for replies (default 1)"
+        "--linger", type=positive(float), default=1.0, help="seconds of quiet to wait for replies (default 1)"
     )
     parser.add_argument("--quiet", action="store_true", help="print no replies, only the final count")
     parser.set_defaults(func=connect)
@@ -108,8 +109,8 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--username", required=True, help="login username (up to 6 characters)")
     parser.add_argument("--password", required=True, help="login password (up to 10 characters)")
     parser.add_argument("--session", default="", help="session name (up to 10 characters; default blank)")
-    parser.add_argument("--heartbeat", type=_positive, default=1.0, help="heartbeat interval, s (default 1)")
-    parser.add_argument("--idle-timeout", type=_positive, default=15.0, help="peer silence allowed, s (default 15)")
+    parser.add_argument("--heartbeat", type=positive(float), default=1.0, help="heartbeat interval, s (default 1)")
+    parser.add_argument("--idle-timeout", type=positive(float), default=15.0, help="peer silence allowed, s (default 15)")
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="lowest log level on stderr (default info)")
 
 
@@ -122,13 +123,6 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
 
 
 def _interrupt_on_signals() -> None:
