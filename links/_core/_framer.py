@@ -143,6 +143,9 @@ class LengthPrefixFramer:
         self.includes_header = includes_header
         self._struct = struct.Struct(("!" if byteorder == "big" else "<") + ("H" if header_size == 2 else "I"))
         self._head = offset + header_size
+        # What the field leaves out of the whole frame; encode's pack, bound once (per send).
+        self._uncounted = 0 if includes_header else self._head
+        self._pack = self._struct.pack
         # The most a header can ever declare, so a small max does not need checking twice.
         field_max = (1 << (8 * header_size)) - 1
         self.max_frame_size = min(max_frame_size, field_max if includes_header else field_max + self._head)
@@ -181,16 +184,14 @@ class LengthPrefixFramer:
         return start
 
     def encode(self, payload: Buffer) -> bytes:
-        # Checked first: a payload shorter than the prefix would give a negative body length.
-        if len(payload) < self.offset:
-            raise ValueError(f"payload must hold the {self.offset}-byte prefix")
         size = len(payload) + self.header_size
         if size > self.max_frame_size:
             raise FrameTooLarge(size, self.max_frame_size)
-        field = self._struct.pack(size if self.includes_header else size - self._head)
-        if self.offset == 0:
-            return field + payload
-        return bytes(payload[: self.offset]) + field + bytes(payload[self.offset :])
+        if self.offset == 0:  # the common case first: it is on every send
+            return self._pack(size - self._uncounted) + payload
+        if len(payload) < self.offset:  # else the body length would be negative
+            raise ValueError(f"payload must hold the {self.offset}-byte prefix")
+        return bytes(payload[: self.offset]) + self._pack(size - self._uncounted) + bytes(payload[self.offset :])
 
     def __repr__(self) -> str:
         return (
