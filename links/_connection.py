@@ -87,6 +87,7 @@ class ConnState(enum.Enum):
 
 
 _CLOSED = ConnState.CLOSED
+_CONNECTED = ConnState.CONNECTED
 
 
 class Attachment:
@@ -140,7 +141,7 @@ class Attachment:
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """Send on this very TCP connection (a protocol's login, heartbeat or reply)."""
-        return self.connection.write(self, [msg], timeout)
+        return self.connection.send(msg, timeout, self)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
         return self.connection.write(self, list(msgs), timeout)
@@ -406,6 +407,11 @@ class Connection:
         Raises:
             ClosedError, BrokenError: the connection is closed for good.
         """
+        att = self.attachment
+        if att is not None and self.state is _CONNECTED:
+            # The common case, without the lock: publish() sets both together, and a close
+            # that lands just after this look is one that lands just after the locked look.
+            return att
         with self.changed:
             while True:
                 if self.closed:
@@ -537,8 +543,9 @@ class Connection:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def send(self, msg: Any, timeout: float | None) -> SendStatus:
-        """``write(None, [msg], timeout)``: one message from the user's sender.
+    def send(self, msg: Any, timeout: float | None, att: Attachment | None = None) -> SendStatus:
+        """``write(att, [msg], timeout)``: one message, from the user's sender (``att`` None)
+        or from a protocol hook (a reply on the poll thread).
 
         Its common case is spelled out here (a plain connection with its attachment up, no
         ``on_send``, no timeout): per-message ``send()`` is one syscall plus this Python, and
@@ -553,29 +560,29 @@ class Connection:
             lock = self.write_lock
             lock.acquire()  # not "with": acquire and release cost half as much
             try:
-                att = self.attachment
-                if att is not None and not att.closed and self.state is not _CLOSED and not att.link.stamps:
-                    link = att.link
+                target = self.attachment if att is None else att
+                if target is not None and not target.closed and self.state is not _CLOSED and not target.link.stamps:
+                    link = target.link
                     try:
                         frame = link.framer.encode(link.messenger.serialize(msg))
                     except Exception as e:  # the caller's bug, as in _write_plain
-                        att.protocol.on_error(msg, e)
+                        target.protocol.on_error(msg, e)
                         raise
                     try:
-                        att.transport.write(frame, None)  # no timeout: it completes or raises
+                        target.transport.write(frame, None)  # no timeout: it completes or raises
                     except LinksError as e:
-                        error = self._write_failed(att, (msg,), e)
-                        if not self._retry_after([msg], att):
+                        error = self._write_failed(target, (msg,), e)
+                        if att is not None or not self._retry_after([msg], target):
                             if error is e:
                                 raise
                             raise error from e
                     else:
-                        if att.notify_sent:
-                            att.sent(msg)
+                        if target.notify_sent:
+                            target.sent(msg)
                         return _COMPLETED
             finally:
                 lock.release()
-        return self.write(None, [msg], timeout)
+        return self.write(att, [msg], timeout)
 
     def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
         """Stamp, encode and write ``msgs`` as one write, all or nothing.

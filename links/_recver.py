@@ -103,22 +103,24 @@ class CltRecver:
                 return None
             if con.pending:  # kept from a reconnect's handshake: they came before anything on att
                 return con.pending.popleft()
-            msg = att.next_message()  # a hostile frame raises here, after ending att
-            if msg is not NEED_DATA:
-                att.dispatch(msg)
-                if con.session is not None:
-                    con.flush_session(att)
-                return msg
-            remaining = None if deadline is None else deadline - time.monotonic()
-            try:
-                # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once the
-                # deadline has passed, one last look that does not wait.
-                n = att.read_once(wait=remaining is None or remaining > 0, timeout=remaining)
-            except LinksError as e:
-                con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
-                continue
-            if not n and remaining is not None and remaining <= 0:
-                return None
+            n = 1
+            while n:  # on this attachment while reads bring bytes: no state to look up again
+                msg = att.next_message()  # a hostile frame raises here, after ending att
+                if msg is not NEED_DATA:
+                    att.dispatch(msg)
+                    if con.session is not None:
+                        con.flush_session(att)
+                    return msg
+                remaining = None if deadline is None else deadline - time.monotonic()
+                try:
+                    # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once
+                    # the deadline has passed, one last look that does not wait.
+                    n = att.read_once(wait=remaining is None or remaining > 0, timeout=remaining)
+                except LinksError as e:
+                    con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+                    break
+                if not n and remaining is not None and remaining <= 0:
+                    return None
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the connection ends (then iteration stops quietly)."""

@@ -17,6 +17,7 @@ import pytest
 from helpers import Json
 
 import links
+from links._transport import rcvtimeo
 
 WAIT = 5.0  # generous bound for anything that should happen at once
 
@@ -293,6 +294,40 @@ def test_with_reconnect_a_send_whose_write_failed_is_written_on_the_next_connect
             second, _ = listener.accept()
             with links.Clt.from_socket(second, links.Role.ACCEPTOR, protocol=Json, timer=timer) as server:
                 assert server.recv(timeout=WAIT) == failed  # written whole on the new one
+
+
+class KeepsItsHandles(ErrorsSeen):
+    """Keeps the hook handle (``con``) of every connection it is given."""
+
+    handles: list = []
+
+    def on_connect(self, con):
+        KeepsItsHandles.handles.append(con)
+
+
+@pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
+def test_a_hook_send_whose_write_failed_raises_and_is_never_written_on_the_next_connection(timer, timeout):
+    """Unlike the user's sender, a hook's ``con`` is one TCP connection: what failed on it, or
+    is sent on it after it ended, must not go out on the redialed one."""
+    KeepsItsHandles.handles = []
+    with raw_peer() as listener:
+        target = "127.0.0.1:%d" % listener.getsockname()[1]
+        with links.Clt.connect(target, protocol=KeepsItsHandles, timer=timer, timeout=WAIT, reconnect=RECONNECT) as clt:
+            first, _ = listener.accept()
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            first.close()  # an RST: a later write fails
+            [old] = KeepsItsHandles.handles
+            with pytest.raises(links.BrokenError) as raised:
+                for n in range(1000):
+                    old.send({"n": n}, timeout)
+            assert [e for _, e in old.protocol.errors] == [raised.value]
+            listener.settimeout(WAIT)
+            second, _ = listener.accept()
+            with links.Clt.from_socket(second, links.Role.ACCEPTOR, protocol=Json, timer=timer) as server:
+                with pytest.raises(links.BrokenError):  # the old handle stays ended
+                    old.send({"n": "late"}, timeout)
+                assert clt.send({"n": "next"}, WAIT) is links.SendStatus.COMPLETED
+                assert server.recv(timeout=WAIT) == {"n": "next"}  # first: nothing came before it
 
 
 class FailsAfterItsFirstWrite(Json):
@@ -628,6 +663,42 @@ def test_a_socket_handed_in_with_a_receive_timeout_gets_links_own(timer):
                 assert sock.getblocking()  # and every call that must not wait passes MSG_DONTWAIT
                 server.send({"n": 2})
                 assert clt.recv() == {"n": 2}
+
+
+def test_the_kernel_receive_timeout_is_never_longer_than_the_wait_and_at_most_1_percent_shorter():
+    assert rcvtimeo(None) == 0.0  # the kernel's "no timeout"
+    assert rcvtimeo(0) == rcvtimeo(1e-9) == 1e-6  # the shortest there is: 0 would mean none
+    for timeout in [1e-6, 3e-5, 0.001, 0.0999, 0.1, 1.0, 2.5, 29.99993, 30.0, 86_400.0]:
+        assert timeout / 1.01 <= rcvtimeo(timeout) <= timeout * (1 + 1e-12)
+    # A deadline's remaining time, a little less on every read, keeps the value already set.
+    assert len({rcvtimeo(30.0 - i * 7e-5) for i in range(1000)}) == 1
+
+
+class CountingSocket(socket.socket):
+    """A real socket that counts the receive timeouts set on it."""
+
+    rcvtimeo_sets = 0
+
+    def setsockopt(self, level, option, value, *rest):
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_RCVTIMEO):
+            self.rcvtimeo_sets += 1
+        return super().setsockopt(level, option, value, *rest)
+
+
+def test_recv_with_a_timeout_sets_the_kernel_timeout_once_not_per_message(timer):
+    """Each ``recv(timeout)`` waits for what is left of its own deadline: a slightly different
+    number every call, which must not cost a ``setsockopt`` per message."""
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        plain = socket.create_connection(svc.local_addr, timeout=WAIT)
+        sock = CountingSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        with links.Clt.from_socket(sock, links.Role.INITIATOR, protocol=Json, timer=timer) as clt:
+            with svc.accept(timeout=WAIT) as server:
+                for n in range(50):
+                    server.send({"n": n})  # one at a time: every recv waits in the kernel
+                    assert clt.recv(timeout=WAIT) == {"n": n}
+                    clt.send({"ack": n})
+                    assert server.recv(timeout=WAIT) == {"ack": n}
+    assert sock.rcvtimeo_sets == 1
 
 
 def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, poll):
