@@ -104,7 +104,9 @@ class CltRecver:
             if con.pending:  # kept from a reconnect's handshake: they came before anything on att
                 return con.pending.popleft()
             n = 1
-            while n:  # on this attachment while reads bring bytes: no state to look up again
+            # On this attachment while reads bring bytes and it is up (a close or a resume by
+            # another thread marks it closed): no need to look up the current one again.
+            while n and not att.closed:
                 msg = att.next_message()  # a hostile frame raises here, after ending att
                 if msg is not NEED_DATA:
                     att.dispatch(msg)

@@ -78,13 +78,20 @@ DEFAULT_STALL_TIMEOUT = 30.0
 
 
 def _timeval(seconds: float) -> bytes:
+    """``seconds`` as a ``struct timeval``; a positive time never becomes (0, 0), which the
+    kernel takes for "no timeout"."""
     whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    micros = int((seconds - whole) * 1e6)
+    if seconds > 0 and not whole and not micros:
+        micros = 1
+    return struct.pack("ll", whole, micros)
 
 
 #: Steps of the receive-timeout grid (``rcvtimeo``): a wait may end up to 1 % early.
 _RCVTIMEO_STEP = 1.01
 _LOG_STEP = math.log(_RCVTIMEO_STEP)
+_SHORTEST = 1e-6  # a timeval's resolution
+_FOREVER = 1e9  # seconds (31 years): a longer wait, math.inf included, is no timeout at all
 
 
 def rcvtimeo(timeout: float | None) -> float:
@@ -98,11 +105,12 @@ def rcvtimeo(timeout: float | None) -> float:
     in the same trace). Rounding down keeps the deadline: the kernel may wake the reader up
     to 1 % early, and the reader then waits again for the rest.
     """
-    if timeout is None:
+    if timeout is None or timeout > _FOREVER:
         return 0.0  # the kernel's "no timeout"
-    if timeout <= 1e-6:
-        return 1e-6  # the shortest it takes (0 would mean none)
-    return _RCVTIMEO_STEP ** math.floor(math.log(timeout) / _LOG_STEP)
+    if timeout <= _SHORTEST:
+        return _SHORTEST
+    # Rounding down must not go below the shortest: 0 would mean no timeout at all.
+    return max(_SHORTEST, _RCVTIMEO_STEP ** math.floor(math.log(timeout) / _LOG_STEP))
 
 
 def wait_fd(poller: select.poll, timeout: float | None) -> bool:
