@@ -18,16 +18,12 @@ Run: python benchmarks/bench_recv_path.py [--rounds 9] [--count 100000]
 
 from __future__ import annotations
 
-import argparse
-import logging
 import socket
 import statistics
 import struct
-import threading
 from collections.abc import Callable
 
-import structlog
-from bench_send_path import Raw, timed
+from bench_send_path import loopback_clts, options, print_table, timed
 
 import links
 
@@ -49,15 +45,8 @@ class OneFrameAReader:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--count", type=int, default=100_000, help="messages per variant per round")
-    args = parser.parse_args()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: listener.accept()[0].recv(1), daemon=True).start()
-    clt = links.Clt.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Raw, timeout=5)
+    args = options(__doc__.splitlines()[0], 100_000)
+    listener, (clt,) = loopback_clts(1)
     transport = clt._con.attachment.transport  # the stub: see the module docstring
     real = transport.sock
     stub = transport.sock = OneFrameAReader(real)
@@ -81,12 +70,8 @@ def main() -> None:
     empty = statistics.median(timed(lambda: None, args.count) for _ in range(args.rounds))
     results = {name: [v - empty for v in values] for name, values in results.items()}
 
-    base = results["plain recv_into"]
     print(f"{args.rounds} rounds x {args.count:,} messages of {len(FRAME) - 4} bytes; medians over the rounds")
-    print("\n| variant | µs/msg | × plain (per-round ratio) |\n|---|---:|---:|")
-    for name, values in results.items():
-        ratio = statistics.median(v / p for v, p in zip(values, base))
-        print(f"| {name} | {statistics.median(values):.3f} | {ratio:.2f} |")
+    print_table(results, "plain recv_into")
     transport.sock = real
     clt.close()
     listener.close()

@@ -62,18 +62,36 @@ def timed(fn: Callable[[], None], count: int, per_call: int = 1) -> float:
     return (time.perf_counter() - t0) / (count * per_call) * 1e6
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(description: str, count: int) -> argparse.Namespace:
+    """``--rounds`` and ``--count``, then quiet logs: how each stubbed-path benchmark starts."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--count", type=int, default=200_000, help="messages per variant per round")
+    parser.add_argument("--count", type=int, default=count, help="messages per variant per round")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    return args
 
+
+def loopback_clts(n: int) -> tuple[socket.socket, list[links.Clt]]:
+    """``n`` real ``Clt``s connected on loopback to a listener that never reads (their
+    sockets get stubbed); close the listener after them."""
     listener = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=lambda: listener.accept()[0].recv(1), daemon=True).start()
     target = f"127.0.0.1:{listener.getsockname()[1]}"
-    clt = links.Clt.connect(target, protocol=Raw, timeout=5)
-    ref_clt = links.Clt.connect(target, protocol=Raw, timeout=5)
+    return listener, [links.Clt.connect(target, protocol=Raw, timeout=5) for _ in range(n)]
+
+
+def print_table(results: dict[str, list[float]], plain: str) -> None:
+    """Per variant, the median µs per message and the median per-round ratio to ``plain``."""
+    print("\n| variant | µs/msg | × plain (per-round ratio) |\n|---|---:|---:|")
+    for name, values in results.items():
+        ratio = statistics.median(v / p for v, p in zip(values, results[plain]))
+        print(f"| {name} | {statistics.median(values):.3f} | {ratio:.2f} |")
+
+
+def main() -> None:
+    args = options(__doc__.splitlines()[0], 200_000)
+    listener, (clt, ref_clt) = loopback_clts(2)
     for c in (clt, ref_clt):
         transport = c._con.attachment.transport  # the stub: see the module docstring
         transport.sock = TakesAll(transport.sock)
@@ -98,12 +116,8 @@ def main() -> None:
     for name, (_, per_call) in variants.items():
         results[name] = [v - empty / per_call for v in results[name]]
 
-    plain = results["plain pack + send"]
     print(f"{args.rounds} rounds x {args.count:,} messages of {len(PAYLOAD)} bytes; medians over the rounds")
-    print("\n| variant | µs/msg | × plain (per-round ratio) |\n|---|---:|---:|")
-    for name, values in results.items():
-        ratio = statistics.median(v / p for v, p in zip(values, plain))
-        print(f"| {name} | {statistics.median(values):.3f} | {ratio:.2f} |")
+    print_table(results, "plain pack + send")
     ref.close()
     clt.close()
     listener.close()

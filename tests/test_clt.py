@@ -61,6 +61,26 @@ def raw_peer():
         yield listener
 
 
+@contextmanager
+def reset_by_peer(timer, protocol, **connect):
+    """A client of a ``raw_peer`` whose peer resets its connection at once (RST: a later write
+    fails); yields ``(clt, listener)``, the listener for a redial to arrive at."""
+    with raw_peer() as listener:
+        target = "127.0.0.1:%d" % listener.getsockname()[1]
+        with links.Clt.connect(target, protocol=protocol, timer=timer, timeout=WAIT, **connect) as clt:
+            peer, _ = listener.accept()
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()  # linger 0: an RST instead of a FIN
+            yield clt, listener
+
+
+def redialed(timer, listener):
+    """The server side of the client's next connection to ``listener``, as a ``Clt``."""
+    listener.settimeout(WAIT)
+    sock, _ = listener.accept()
+    return links.Clt.from_socket(sock, links.Role.ACCEPTOR, protocol=Json, timer=timer)
+
+
 # -- send / recv ------------------------------------------------------------------------------
 
 
@@ -206,19 +226,14 @@ SEND_TIMEOUTS = [None, WAIT]
 @pytest.mark.parametrize("timeout", SEND_TIMEOUTS)
 def test_send_after_peer_reset_raises_broken_error(timer, timeout):
     protocol = ErrorsSeen()
-    with raw_peer() as listener:
-        target = "127.0.0.1:%d" % listener.getsockname()[1]
-        with links.Clt.connect(target, protocol=lambda: protocol, timer=timer, timeout=WAIT) as clt:
-            peer, _ = listener.accept()
-            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            peer.close()  # linger 0: an RST instead of a FIN
-            with pytest.raises(links.BrokenError) as raised:
-                for _ in range(100):  # the first write after the RST arrives fails
-                    clt.send({"n": 1}, timeout)
-            assert protocol.errors == [({"n": 1}, raised.value)]  # told once, with what was raised
-            assert not clt.is_connected()
-            with pytest.raises(links.BrokenError):  # and every later one
-                clt.send({"n": 2}, timeout)
+    with reset_by_peer(timer, lambda: protocol) as (clt, _):
+        with pytest.raises(links.BrokenError) as raised:
+            for _ in range(100):  # the first write after the RST arrives fails
+                clt.send({"n": 1}, timeout)
+        assert protocol.errors == [({"n": 1}, raised.value)]  # told once, with what was raised
+        assert not clt.is_connected()
+        with pytest.raises(links.BrokenError):  # and every later one
+            clt.send({"n": 2}, timeout)
 
 
 @pytest.mark.parametrize("peer_reads", [True, False])
@@ -278,23 +293,16 @@ def test_with_reconnect_a_send_whose_write_failed_is_written_on_the_next_connect
         made.append(ErrorsSeen())
         return made[-1]
 
-    with raw_peer() as listener:
-        target = "127.0.0.1:%d" % listener.getsockname()[1]
-        with links.Clt.connect(target, protocol=factory, timer=timer, timeout=WAIT, reconnect=RECONNECT) as clt:
-            first, _ = listener.accept()
-            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            first.close()  # an RST: a later write fails
-            n = 0
-            while len(made) == 1:  # until a send failed, and was written again after the redial
-                assert n < 1000, "no write failed"
-                assert clt.send({"n": n}, timeout) is links.SendStatus.COMPLETED
-                n += 1
-            failed = {"n": n - 1}
-            assert [msg for msg, _ in made[0].errors] == [failed]  # told, on the old connection
-            listener.settimeout(WAIT)
-            second, _ = listener.accept()
-            with links.Clt.from_socket(second, links.Role.ACCEPTOR, protocol=Json, timer=timer) as server:
-                assert server.recv(timeout=WAIT) == failed  # written whole on the new one
+    with reset_by_peer(timer, factory, reconnect=RECONNECT) as (clt, listener):
+        n = 0
+        while len(made) == 1:  # until a send failed, and was written again after the redial
+            assert n < 1000, "no write failed"
+            assert clt.send({"n": n}, timeout) is links.SendStatus.COMPLETED
+            n += 1
+        failed = {"n": n - 1}
+        assert [msg for msg, _ in made[0].errors] == [failed]  # told, on the old connection
+        with redialed(timer, listener) as server:
+            assert server.recv(timeout=WAIT) == failed  # written whole on the new one
 
 
 class KeepsItsHandles(ErrorsSeen):
@@ -311,24 +319,17 @@ def test_a_hook_send_whose_write_failed_raises_and_is_never_written_on_the_next_
     """Unlike the user's sender, a hook's ``con`` is one TCP connection: what failed on it, or
     is sent on it after it ended, must not go out on the redialed one."""
     KeepsItsHandles.handles = []
-    with raw_peer() as listener:
-        target = "127.0.0.1:%d" % listener.getsockname()[1]
-        with links.Clt.connect(target, protocol=KeepsItsHandles, timer=timer, timeout=WAIT, reconnect=RECONNECT) as clt:
-            first, _ = listener.accept()
-            first.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            first.close()  # an RST: a later write fails
-            [old] = KeepsItsHandles.handles
-            with pytest.raises(links.BrokenError) as raised:
-                for n in range(1000):
-                    old.send({"n": n}, timeout)
-            assert [e for _, e in old.protocol.errors] == [raised.value]
-            listener.settimeout(WAIT)
-            second, _ = listener.accept()
-            with links.Clt.from_socket(second, links.Role.ACCEPTOR, protocol=Json, timer=timer) as server:
-                with pytest.raises(links.BrokenError):  # the old handle stays ended
-                    old.send({"n": "late"}, timeout)
-                assert clt.send({"n": "next"}, WAIT) is links.SendStatus.COMPLETED
-                assert server.recv(timeout=WAIT) == {"n": "next"}  # first: nothing came before it
+    with reset_by_peer(timer, KeepsItsHandles, reconnect=RECONNECT) as (clt, listener):
+        [old] = KeepsItsHandles.handles
+        with pytest.raises(links.BrokenError) as raised:
+            for n in range(1000):
+                old.send({"n": n}, timeout)
+        assert [e for _, e in old.protocol.errors] == [raised.value]
+        with redialed(timer, listener) as server:
+            with pytest.raises(links.BrokenError):  # the old handle stays ended
+                old.send({"n": "late"}, timeout)
+            assert clt.send({"n": "next"}, WAIT) is links.SendStatus.COMPLETED
+            assert server.recv(timeout=WAIT) == {"n": "next"}  # first: nothing came before it
 
 
 class FailsAfterItsFirstWrite(Json):
