@@ -54,10 +54,10 @@ from __future__ import annotations
 import queue
 import selectors
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ._clock import Clock, MonotonicClock
 from ._log import get_logger
 from ._wakeup import WakeupSocketpair
 
@@ -93,6 +93,8 @@ class PollHandler:
             handled (0, the default: sleep at once; ``math.inf``: never sleep). Tens of
             microseconds suit a latency-bound server whose work runs on this thread; see
             "Busy polling" above for the price.
+        clock: what measures the busy-polling window (``MonotonicClock`` by default; tests
+            pass a ``links.testing.FakeClock``).
     """
 
     def __init__(
@@ -101,11 +103,13 @@ class PollHandler:
         selector: Callable[[], selectors.BaseSelector] = selectors.DefaultSelector,
         *,
         busy_poll: float = 0.0,
+        clock: Clock | None = None,
     ) -> None:
         if not busy_poll >= 0:
             raise ValueError(f"busy_poll must be >= 0 seconds, not {busy_poll!r}")
         self.name = name
         self._busy_poll = busy_poll
+        self.clock = MonotonicClock() if clock is None else clock
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
         self._selector.register(self._wakeup, _READ, None)  # data None marks the wakeup fd
@@ -258,7 +262,7 @@ class PollHandler:
         self._ident = threading.get_ident()
         select = self._selector.select
         handlers = self._handlers
-        busy_poll, clock, handled_at = self._busy_poll, time.monotonic, float("-inf")
+        busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
             while True:
                 # The busy window starts when work is done, not when it came: a handler's own

@@ -3,17 +3,18 @@ what it services, nothing registers after shutdown, and a flooding peer cannot s
 
 from __future__ import annotations
 
+import math
 import selectors
 import subprocess
 import sys
 import threading
-import time
 from contextlib import ExitStack, contextmanager
 
 import pytest
 from helpers import Json, watch_logs
 
 import links
+from links.testing import FakeClock
 
 WAIT = 5.0
 
@@ -170,97 +171,103 @@ def test_busy_poll_must_be_a_duration(busy_poll):
         links.PollHandler(busy_poll=busy_poll)
 
 
-@pytest.mark.parametrize("window", [1e-3, 60.0])
+@pytest.mark.parametrize("window", [1e-3, 60.0, math.inf])
 def test_a_busy_polling_handler_serves_and_shuts_down(timer, window):
-    poll = links.PollHandler("test-busy-poll", busy_poll=window)
-    try:
-        with links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll) as svc:
-            svc.into_sender_with_spawned_recver()
-            with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as clt:
-                for n in range(200):
-                    clt.send(b"%d" % n)
-                    assert clt.recv(timeout=WAIT) == b"%d" % n
-    finally:
-        poll.shutdown(WAIT)  # even mid-spin (window 60 s): shutdown is a command, seen every pass
+    with busy_server(timer, window, protocol=RawEcho, name="test-busy-poll") as (poll, clt):
+        assert poll.busy_poll == window
+        for n in range(200):
+            clt.send(b"%d" % n)
+            assert clt.recv(timeout=WAIT) == b"%d" % n
+    # Shut down even mid-spin (window 60 s, or for ever): shutdown is a command, seen every pass.
     assert not [t for t in threading.enumerate() if t.name == "test-busy-poll"]
 
 
 class SleepRecorder(selectors.DefaultSelector):
-    """A selector that watches the poll thread from ``arm()`` on: when it first goes to sleep
-    (a ``select()`` without a timeout), and how often it polled (``select(0)``) before that."""
+    """A selector that watches the poll thread from ``arm()`` on: how often it polls
+    (``select(0)``) before it first goes to sleep (a ``select()`` without a timeout).
 
+    Time is a ``FakeClock`` that only polls move: each one takes ``STEP`` seconds, so a window
+    of ``w`` seconds is ``w / STEP`` polls, whatever the machine's speed.
+    """
+
+    STEP = 2**-12  # exact in binary, so that a window of whole steps is exactly that many polls
     POLLS = 1000  # ``polled`` is set after this many polls without sleeping
 
     def __init__(self) -> None:
         super().__init__()
-        self.armed_at: float | None = None
-        self.slept_at: float | None = None
-        self.polls = 0
+        self.clock = FakeClock()
+        self.armed = False
+        self.polls: int | None = None  # polls from arm() to the first sleep, once it slept
+        self._count = 0
         self.slept, self.polled = threading.Event(), threading.Event()
 
     def arm(self) -> None:
-        self.armed_at, self.slept_at, self.polls = time.monotonic(), None, 0
+        self.armed, self.polls, self._count = True, None, 0
         self.slept.clear()
         self.polled.clear()
 
     def select(self, timeout=None):
-        if self.armed_at is not None and self.slept_at is None:
+        if timeout is not None:
+            self.clock.advance(self.STEP)
+        if self.armed and self.polls is None:
             if timeout is None:
-                self.slept_at = time.monotonic()
+                self.polls = self._count
                 self.slept.set()
             else:
-                self.polls += 1
-                if self.polls == self.POLLS:
+                self._count += 1
+                if self._count == self.POLLS:
                     self.polled.set()
         return super().select(timeout)
 
 
 class Held(links.Callback):
-    """Holds the poll thread inside ``on_recv`` for ``hold`` seconds (a handler with work to
-    do), then arms the recorder, on the poll thread itself, as its last act."""
+    """Holds the poll thread inside ``on_recv`` for ``hold`` seconds of the recorder's clock (a
+    handler with work to do), then arms the recorder, on the poll thread, as its last act."""
 
     def __init__(self, recorder: SleepRecorder, hold: float = 0.0) -> None:
         self.recorder, self.hold = recorder, hold
 
     def on_recv(self, con_id, msg):
-        if self.hold:
-            threading.Event().wait(self.hold)  # the work itself, not a wait for anything
+        self.recorder.clock.advance(self.hold)  # the work's time
         self.recorder.arm()
 
 
 @contextmanager
-def busy_server(timer, window: float, callback: links.Callback, recorder: SleepRecorder):
-    """A client connected to a spawned service on a busy-polling handler watched by ``recorder``."""
-    poll = links.PollHandler("test-busy", selector=lambda: recorder, busy_poll=window)
+def busy_server(timer, window, *, protocol=Raw, callback=None, recorder=None, name="test-busy"):
+    """A client connected to a spawned service on a busy-polling handler (watched by
+    ``recorder`` and timed by its clock, if given); yields ``(poll, clt)``."""
+    extra = {} if recorder is None else {"selector": lambda: recorder, "clock": recorder.clock}
+    poll = links.PollHandler(name, busy_poll=window, **extra)
     try:
-        with links.Svc.bind("127.0.0.1:0", protocol=Raw, callback=callback, timer=timer, poll_handler=poll) as svc:
+        with links.Svc.bind("127.0.0.1:0", protocol=protocol, callback=callback, timer=timer, poll_handler=poll) as svc:
             svc.into_sender_with_spawned_recver()
             with links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT) as clt:
-                yield clt
+                yield poll, clt
     finally:
         poll.shutdown(WAIT)
 
 
 def test_busy_polling_polls_within_its_window_and_sleeps_after_it(timer):
     recorder = SleepRecorder()
-    with busy_server(timer, 60.0, Held(recorder), recorder) as clt:
+    with busy_server(timer, 60.0, callback=Held(recorder), recorder=recorder) as (_, clt):
         clt.send(b"work")
         assert recorder.polled.wait(WAIT)  # a thousand polls after the work, and no sleep
-        assert recorder.slept_at is None
+        assert recorder.polls is None
+    window = 8 * SleepRecorder.STEP
     recorder = SleepRecorder()
-    with busy_server(timer, 1e-3, Held(recorder), recorder) as clt:
+    with busy_server(timer, window, callback=Held(recorder), recorder=recorder) as (_, clt):
         clt.send(b"work")
         assert recorder.slept.wait(WAIT)  # the window is over: asleep, as a default handler is
-        assert recorder.slept_at - recorder.armed_at >= 1e-3
+        assert recorder.polls == 8  # the whole window, no more
 
 
 def test_the_busy_window_starts_after_the_work_not_before_it(timer):
-    window = 0.1
+    window = 8 * SleepRecorder.STEP
     recorder = SleepRecorder()
-    with busy_server(timer, window, Held(recorder, hold=1.5 * window), recorder) as clt:
+    with busy_server(timer, window, callback=Held(recorder, hold=1.5 * window), recorder=recorder) as (_, clt):
         clt.send(b"work")
         assert recorder.slept.wait(WAIT)
         # The work outlasted the window: counted from the event, the window would be over
         # when the work ends, and the thread would sleep at once. Counted from the end of the
         # work, it polls a whole window first.
-        assert recorder.slept_at - recorder.armed_at >= window
+        assert recorder.polls == 8, recorder.polls
