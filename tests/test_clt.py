@@ -18,7 +18,7 @@ import pytest
 from helpers import Json
 
 import links
-from links._transport import _timeval, rcvtimeo
+from links._transport import Transport, _timeval, rcvtimeo
 
 WAIT = 5.0  # generous bound for anything that should happen at once
 
@@ -79,6 +79,36 @@ def redialed(timer, listener):
     listener.settimeout(WAIT)
     sock, _ = listener.accept()
     return links.Clt.from_socket(sock, links.Role.ACCEPTOR, protocol=Json, timer=timer)
+
+
+class SignalsNoRoom:
+    """A real socket whose ``send`` sets ``blocked`` when the kernel had no room for it."""
+
+    def __init__(self, sock, blocked: threading.Event) -> None:
+        self._sock, self._blocked = sock, blocked
+
+    def send(self, data, flags=0):
+        try:
+            return self._sock.send(data, flags)
+        except BlockingIOError:
+            self._blocked.set()
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def fill_send_buffers(clt) -> threading.Event:
+    """Fill both kernel buffers of ``clt``'s connection with raw bytes (its peer never reads or
+    parses them), so that every later write waits for room before its first byte. Returns an
+    event set once a write found no room: its sender is then stuck, holding the write lock."""
+    transport = clt._con.attachment.transport
+    with suppress(BlockingIOError):
+        while True:
+            transport.sock.send(b"\0" * 65536, socket.MSG_DONTWAIT)
+    blocked = threading.Event()
+    transport.sock = SignalsNoRoom(transport.sock, blocked)
+    return blocked
 
 
 # -- send / recv ------------------------------------------------------------------------------
@@ -255,10 +285,7 @@ def test_closing_while_threads_send_ends_every_sender_with_closed_error(timer, p
         clt = stack.enter_context(links.Clt.connect(target, protocol=Raw, timer=timer, timeout=WAIT))
         if not peer_reads:
             stack.enter_context(listener.accept()[0])  # accepted, never read
-            raw = clt._con.attachment.transport.sock
-            with suppress(BlockingIOError):
-                while True:  # fill both kernel buffers: every send from now on waits for room
-                    raw.send(b"\0" * 65536, socket.MSG_DONTWAIT)
+            stuck = fill_send_buffers(clt)
 
         def send_until_closed():
             try:
@@ -273,6 +300,8 @@ def test_closing_while_threads_send_ends_every_sender_with_closed_error(timer, p
             thread.start()
         if peer_reads:
             assert counter.wait_recv(1000, WAIT)  # they are all well under way
+        else:
+            assert stuck.wait(WAIT)  # one of them is inside its write, holding the lock
         clt.close()
         for thread in threads:
             thread.join(WAIT)
@@ -303,6 +332,27 @@ def test_with_reconnect_a_send_whose_write_failed_is_written_on_the_next_connect
         assert [msg for msg, _ in made[0].errors] == [failed]  # told, on the old connection
         with redialed(timer, listener) as server:
             assert server.recv(timeout=WAIT) == failed  # written whole on the new one
+
+
+def test_with_reconnect_a_batch_whose_write_failed_raises_and_is_not_written_again(timer):
+    """Of a batch whose write failed some may have arrived: writing it again could duplicate
+    them, so it raises, even with ``reconnect=``, and the next connection starts clean."""
+    made: list[ErrorsSeen] = []
+
+    def factory():
+        made.append(ErrorsSeen())
+        return made[-1]
+
+    with reset_by_peer(timer, factory, reconnect=RECONNECT) as (clt, listener):
+        with pytest.raises(links.BrokenError) as raised:
+            for n in range(1000):  # the first write after the RST arrives fails
+                clt.send_many([{"n": n, "i": 0}, {"n": n, "i": 1}], WAIT)
+        failed = [msg for msg, _ in made[0].errors]
+        assert failed == [{"n": n, "i": 0}, {"n": n, "i": 1}]  # told, both of them
+        assert all(e is raised.value for _, e in made[0].errors)
+        with redialed(timer, listener) as server:
+            assert clt.send({"n": "next"}, WAIT) is links.SendStatus.COMPLETED
+            assert server.recv(timeout=WAIT) == {"n": "next"}  # first: the batch was not rewritten
 
 
 class KeepsItsHandles(ErrorsSeen):
@@ -619,19 +669,12 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
         clt = links.Clt.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Polite)
         peer, _ = listener.accept()  # accepts, never reads
         with peer:
-            # Fill both kernel buffers with raw bytes (the peer never parses them), so the send
-            # below waits before its first byte instead of stalling halfway through a frame.
-            raw = clt._con.attachment.transport.sock
-            try:
-                while True:
-                    raw.send(b"x" * 65536, socket.MSG_DONTWAIT)  # the socket itself blocks
-            except BlockingIOError:
-                pass
+            # Full buffers: the send below waits before its first byte instead of stalling
+            # halfway through a frame.
+            stuck = fill_send_buffers(clt)
             blocked_sender_error = []
-            started = threading.Event()
 
             def send_forever():
-                started.set()
                 try:
                     clt.send(b"y" * 65536)  # timeout=None: waits for room that never comes
                 except links.LinksError as e:
@@ -639,7 +682,7 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
 
             sender = threading.Thread(target=send_forever)
             sender.start()
-            assert started.wait(5.0)
+            assert stuck.wait(5.0)  # the sender holds the write lock, waiting for room
             clt.close()  # must return (the test's timeout catches a hang)
             sender.join(5.0)
             assert not sender.is_alive()
@@ -692,21 +735,21 @@ class CountingSocket(socket.socket):
         return super().setsockopt(level, option, value, *rest)
 
 
-def test_recv_with_a_timeout_sets_the_kernel_timeout_once_not_per_message(timer):
-    """Each ``recv(timeout)`` waits for what is left of its own deadline: a slightly different
-    number every call, which must not cost a ``setsockopt`` per message."""
-    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
-        plain = socket.create_connection(svc.local_addr, timeout=WAIT)
-        sock = CountingSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
-        with links.Clt.from_socket(sock, links.Role.INITIATOR, protocol=Json, timer=timer) as clt:
-            with svc.accept(timeout=WAIT) as server:
-                for n in range(50):
-                    server.send({"n": n})  # one at a time: every recv waits in the kernel
-                    assert clt.recv(timeout=30.0) == {"n": n}
-                    clt.send({"ack": n})
-                    assert server.recv(timeout=WAIT) == {"ack": n}
-    # Once; twice if a recv started late enough (0.24 s) for its wait to fall one step lower.
-    assert sock.rcvtimeo_sets <= 2  # it was 50
+def test_waits_for_the_rest_of_a_deadline_set_the_kernel_timeout_once_not_per_read():
+    """``recv(timeout)`` waits for what is left of its deadline: a slightly different number
+    on every read, which must not cost a ``setsockopt`` each."""
+    mine, peer = socket.socketpair()
+    sock = CountingSocket(mine.family, mine.type, mine.proto, fileno=mine.detach())
+    transport = Transport(sock)
+    view = memoryview(bytearray(16))
+    with peer:
+        try:
+            for i in range(50):
+                peer.sendall(b"x")
+                assert transport.recv_into_waiting(view, 30.0 - i * 7e-5) == 1
+        finally:
+            transport.close()
+    assert sock.rcvtimeo_sets == 1  # it was one per read
 
 
 def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, poll):
@@ -719,16 +762,15 @@ def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, p
 
     with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
         with links.Clt.connect(addr(svc), protocol=Holding, timer=timer, poll_handler=poll, timeout=WAIT) as clt:
-            server = svc.accept(timeout=WAIT)
-            got = []
-            reader = threading.Thread(target=lambda: got.append(clt.recv(timeout=WAIT)))
-            reader.start()
-            server.send({"n": 1})
-            assert inside.wait(WAIT)
-            with pytest.raises(links.BusyError):
-                clt.into_sender_with_spawned_recver()
-            release.set()
-            reader.join(WAIT)
-            assert got == [{"n": 1}]
-            clt.into_sender_with_spawned_recver()  # once recv has returned, it may move
-            server.close()
+            with svc.accept(timeout=WAIT) as server:
+                got = []
+                reader = threading.Thread(target=lambda: got.append(clt.recv(timeout=WAIT)))
+                reader.start()
+                server.send({"n": 1})
+                assert inside.wait(WAIT)
+                with pytest.raises(links.BusyError):
+                    clt.into_sender_with_spawned_recver()
+                release.set()
+                reader.join(WAIT)
+                assert got == [{"n": 1}]
+                clt.into_sender_with_spawned_recver()  # once recv has returned, it may move

@@ -5,6 +5,7 @@ subclass's override must not bypass."""
 from __future__ import annotations
 
 import socket
+from contextlib import ExitStack
 
 import pytest
 from helpers import WAIT
@@ -195,7 +196,7 @@ def test_a_frame_the_framer_refuses_raises_in_its_place_and_the_stream_goes_on(t
     link = links.Link(protocol(links.RawMessenger(), Checksummed(2)))
     link.receive_data(checked(b"a") + checked(b"b") + checked(b"c", good=False) + checked(b"d"))
     got = []
-    while True:
+    for _ in range(10):  # bounded: a refused frame that is never consumed would loop for ever
         try:
             out = getattr(link, take)()
         except links.DecodeError:
@@ -204,6 +205,8 @@ def test_a_frame_the_framer_refuses_raises_in_its_place_and_the_stream_goes_on(t
         if out is links.NEED_DATA or out == []:
             break
         got += out if take == "next_messages" else [out]
+    else:
+        pytest.fail(f"the stream never ended; so far: {got}")
     assert got == [b"a", b"b", links.DecodeError, b"d"]
 
 
@@ -232,13 +235,17 @@ def test_frames_read_before_the_receiver_is_spawned_reach_the_callback_though_th
     store = links.StoreCallback()
     with socket.create_server(("127.0.0.1", 0)) as server:
         mine = socket.create_connection(server.getsockname(), timeout=WAIT)
-        peer, _ = server.accept()
-        data = stream(b"A", b"B", b"C", b"D")
-        with peer:
-            peer.sendall(data)
-        # All of it (and the FIN) is here before links sees the socket: one recv takes it all.
-        assert mine.recv(len(data), socket.MSG_PEEK | socket.MSG_WAITALL) == data
-        clt = links.Clt.from_socket(mine, links.Role.INITIATOR, protocol=Plain, callback=store, timer=timer, poll_handler=poll)
+        with ExitStack() as until_links_owns_it:
+            until_links_owns_it.enter_context(mine)
+            peer, _ = server.accept()
+            data = stream(b"A", b"B", b"C", b"D")
+            with peer:
+                peer.sendall(data)
+            # All of it (and the FIN) is here before links sees the socket: one recv takes it all.
+            assert mine.recv(len(data), socket.MSG_PEEK | socket.MSG_WAITALL) == data
+            clt = links.Clt.from_socket(mine, links.Role.INITIATOR, protocol=Plain, callback=store, timer=timer,
+                                        poll_handler=poll)  # fmt: skip
+            until_links_owns_it.pop_all()
         with clt:
             assert clt.recv(timeout=WAIT) == b"A"
             clt.into_sender_with_spawned_recver()
@@ -246,7 +253,7 @@ def test_frames_read_before_the_receiver_is_spawned_reach_the_callback_though_th
     assert store.recv_msgs() == [b"A", b"B", b"C", b"D"]
 
 
-def test_spawned_receiver_delivers_a_reads_good_frames_then_ends_on_the_bad_one(timer, poll):
+def test_spawned_receiver_delivers_a_reads_good_frames_then_ends_on_the_bad_one(timer, poll, logs):
     """The batch path on the poll thread: good frames and a hostile length in one read."""
 
     class Raw(links.Protocol):
@@ -259,4 +266,5 @@ def test_spawned_receiver_delivers_a_reads_good_frames_then_ends_on_the_bad_one(
         with socket.create_connection(svc.local_addr, timeout=WAIT) as raw:
             raw.sendall(stream(b"a", b"b") + b"\x01\x00")  # then a length over max_frame_size
             assert raw.recv(1) == b""  # the server ended the connection
+    logs.expect("frame.too_large")  # and said why
     assert store.recv_msgs() == [b"a", b"b"]

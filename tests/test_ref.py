@@ -14,7 +14,8 @@ import links
 
 WAIT = 5.0
 DEFAULT_SPINS = links.SpinParkLock().spins
-SPINS = pytest.mark.parametrize("spins", [0, DEFAULT_SPINS], ids=["park_only", "default_spins"])
+# Both stages of the lock: parking at once (the default), and spinning first.
+SPINS = pytest.mark.parametrize("spins", [0, 16], ids=["park_only", "spins_first"])
 
 
 @contextmanager

@@ -166,3 +166,25 @@ def test_close_closes_every_pooled_connection_and_the_listener(timer, poll, spaw
         with pytest.raises(links.ConnectTimeout):
             links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=0.1)
         assert svc.gate.in_use == 0
+
+
+def test_reuse_port_lets_a_second_service_bind_the_same_port(timer):
+    """``reuse_port=True`` (``SO_REUSEPORT``): worker processes share one port; without it the
+    second bind is refused."""
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer, reuse_port=True) as first:
+        target = "127.0.0.1:%d" % first.local_addr[1]
+        with pytest.raises(OSError):
+            links.Svc.bind(target, protocol=Json, timer=timer)
+        with links.Svc.bind(target, protocol=Json, timer=timer, reuse_port=True) as second:
+            assert second.local_addr == first.local_addr
+            with links.Clt.connect(target, protocol=Json, timer=timer, timeout=WAIT) as clt:
+                clt.send({"n": 1})
+                # The kernel hands the connection to one of the two: each is asked in turn.
+                for _ in range(int(WAIT / 0.02)):
+                    server = first.accept(timeout=0.01) or second.accept(timeout=0.01)
+                    if server is not None:
+                        break
+                else:
+                    pytest.fail("neither service accepted the connection")
+                with server:
+                    assert server.recv(timeout=WAIT) == {"n": 1}
