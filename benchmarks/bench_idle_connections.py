@@ -63,7 +63,8 @@ def main() -> None:
         before = proc.cpu_times()
         time.sleep(args.idle_seconds)
         after = proc.cpu_times()
-        cpu = (after.user + after.system - before.user - before.system) / args.idle_seconds
+        # Each time pair subtracted on its own: summing first can leave a float residue below 0.
+        cpu = ((after.user - before.user) + (after.system - before.system)) / args.idle_seconds
         print(f"connections        {len(sender)}")
         print(f"rss per connection {per_connection / 1024:.1f} KiB")
         print(f"idle cpu           {cpu * 100:.2f} % of one core over {args.idle_seconds:.0f} s")

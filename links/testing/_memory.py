@@ -6,7 +6,8 @@ What it is
     ``recv_into`` (and ``recv``), ``send`` (flags accepted and ignored: it never blocks),
     ``shutdown``, ``close``, ``getsockname`` and ``getpeername``, plus ``links_wait``, which
     tells ``Transport`` to keep it nonblocking and wait through it (a real socket is put in
-    blocking mode instead, with ``MSG_DONTWAIT`` on every call that must not wait). ``links.testing.check_transport`` runs the same assertions over a real
+    blocking mode instead, with ``MSG_DONTWAIT`` on every call that must not wait).
+    ``links.testing.check_transport`` runs the same assertions over a real
     ``socket.socketpair()`` and over this double; that is what keeps the two honest.
 
 Semantics (those of a Linux ``AF_UNIX`` stream socketpair, which ``check_transport`` checks)
