@@ -101,6 +101,37 @@ def test_shutdown_closes_spawned_connections(timer, poll):
                 server.recv(timeout=WAIT)
 
 
+class EpollSubclass(selectors.DefaultSelector):
+    """Not the stdlib's own class: the poll handler reads it through ``select()``."""
+
+
+SELECTORS = [EpollSubclass] + [getattr(selectors, n) for n in ("PollSelector", "SelectSelector") if hasattr(selectors, n)]
+
+
+@pytest.mark.parametrize("selector", SELECTORS, ids=lambda s: s.__name__)
+def test_any_selector_serves_connections_and_drops_the_closed_ones(timer, selector):
+    poll = links.PollHandler("test-selector", selector=selector)
+    try:
+        with watch_logs() as logs, links.Svc.bind("127.0.0.1:0", protocol=RawEcho, timer=timer, poll_handler=poll) as svc:
+            svc.into_sender_with_spawned_recver()
+            with ExitStack() as stack:
+                clts = [stack.enter_context(links.Clt.connect(addr(svc), protocol=Raw, timer=timer, timeout=WAIT))
+                        for _ in range(3)]  # fmt: skip
+                for n, clt in enumerate(clts):
+                    clt.send(b"%d" % n)
+                    assert clt.recv(timeout=WAIT) == b"%d" % n
+                gone = clts.pop(1)
+                gone.close()
+                assert logs.wait("poll.recver.removed", con_id=server_con_id(svc, gone))
+                assert poll.handler_count == 3  # the acceptor and the two still connected
+                for clt in clts:
+                    clt.send(b"still")
+                    assert clt.recv(timeout=WAIT) == b"still"
+    finally:
+        poll.shutdown(WAIT)
+    assert poll.handler_count == 0
+
+
 class Traffic(links.Callback):
     """Counts flood frames; notes how many had arrived when the quiet peer's one frame did."""
 
