@@ -5,15 +5,19 @@ socket pinned to CPU 1, and the server varied, pinned to CPU 0:
 
 * ``links``: a ``Svc`` with its receiver spawned into the poll thread, the protocol's
   ``send_reply`` echoing each message (what ``bench_peers.py`` measures as links' W2 server);
-* ``epoll``: the least a poll-thread server can do: one thread, ``select.epoll`` on a
-  nonblocking socket, ``recv_into`` a kept buffer, cut frames, ``send`` each reply;
-* ``plain``: a thread that sleeps in a blocking ``recv_into`` (bench_peers.py's plain server).
+* ``plain``: bench_peers.py's plain echo server: a thread that sleeps in a blocking
+  ``recv_into`` into a kept buffer, cuts frames and ``sendall``s each reply;
+* ``epoll``: the same loop on a nonblocking socket that waits in ``select.epoll`` before each
+  read: about the least Python a poll-thread server can run.
 
-``--tree PATH`` (repeatable) adds a links server run from another checkout (``links@PATH``),
-to compare two versions of links in the same run.
+``links`` is whatever ``import links`` finds; ``--tree PATH`` (repeatable) adds a links
+server run from another checkout (``links@PATH``, checked), to compare two versions of links
+in the same run.
 
-The figures are the client's median round trip and the server process's CPU time per round
-trip (user and system, from psutil). The server sleeps between messages, so its Python runs
+The figures are the client's median round trip (every echo checked against its numbered
+message) and the server process's CPU time per round trip (``getrusage`` in the server: the
+total is the kernel's exact runtime, its split into user and system is the kernel's
+estimate). The server sleeps between messages, so its Python runs
 with cold caches and costs far more than a hot loop would say (``bench_recv_path.py``). The
 kinds are interleaved every round; the table gives medians and the median of the per-round
 ratios to ``plain``.
@@ -25,15 +29,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import select
 import socket
 import statistics
-import struct
 import subprocess
 import sys
+import threading
 import time
 
-HEADER = struct.Struct("!I")
+from links.bench._child import HEADER, read_frames
+
 PAYLOAD = b"x" * 100
 KINDS = ("links", "epoll", "plain")
 
@@ -59,85 +65,71 @@ def _links_server(port_out) -> None:
     port_out(svc.local_addr[1])
 
 
-def _frames(buf: bytearray, end: int, reply) -> int:
-    """Reply to every whole frame in ``buf[:end]``; move the rest to the front; return its size."""
-    start, unpack = 0, HEADER.unpack_from
-    while end - start >= 4:
-        (length,) = unpack(buf, start)
-        stop = start + 4 + length
-        if stop > end:
-            break
-        reply(bytes(buf[start + 4 : stop]))
-        start = stop
-    buf[: end - start] = buf[start:end]
-    return end - start
+class _Polled:
+    """A nonblocking socket whose ``recv_into`` first waits in ``epoll``: what a poll thread does."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        self.conn, self.epoll = conn, select.epoll()
+        self.epoll.register(conn.fileno(), select.EPOLLIN)
+
+    def recv_into(self, view: memoryview) -> int:
+        while True:
+            self.epoll.poll()
+            try:
+                return self.conn.recv_into(view)
+            except BlockingIOError:
+                continue
 
 
-def _epoll_server(conn: socket.socket) -> None:
-    conn.setblocking(False)
-    epoll = select.epoll()
-    epoll.register(conn.fileno(), select.EPOLLIN)
-    buf, end, pack = bytearray(1 << 16), 0, HEADER.pack
-    view = memoryview(buf)
-
-    def reply(msg: bytes) -> None:
-        conn.send(pack(len(msg)) + msg)
-
-    while True:
-        epoll.poll()
-        try:
-            got = conn.recv_into(view[end:])
-        except BlockingIOError:
-            continue
-        if not got:
-            return
-        end = _frames(buf, end + got, reply)
-
-
-def _plain_server(conn: socket.socket) -> None:
-    buf, end, pack = bytearray(1 << 16), 0, HEADER.pack
-    view = memoryview(buf)
+def _echo(conn: socket.socket, polled: bool) -> None:
+    """bench_peers.py's plain echo server (the same read loop), optionally waiting in epoll."""
+    pack = HEADER.pack
 
     def reply(msg: bytes) -> None:
-        conn.sendall(pack(len(msg)) + msg)
+        conn.sendall(pack(len(msg)) + msg)  # one message in flight: there is always room
 
-    while got := conn.recv_into(view[end:]):
-        end = _frames(buf, end + got, reply)
+    read_frames(_Polled(conn) if polled else conn, reply, len(PAYLOAD))
 
 
 def serve(kind: str) -> None:
-    """Print the port, serve one connection at a time until stdin closes."""
-    import threading
-
+    """Print the port and which links this is, then serve (each connection on a thread of its
+    own), answering each line on stdin with this process's CPU seconds, until stdin closes."""
     def port_out(port: int) -> None:
-        print(port, flush=True)
+        import links
+
+        print(port, os.path.dirname(os.path.dirname(links.__file__)), flush=True)
 
     if kind == "links":
         _links_server(port_out)
     else:
-        handler = _epoll_server if kind == "epoll" else _plain_server
         listener = socket.create_server(("127.0.0.1", 0))
 
         def accept() -> None:
             while True:
                 conn, _ = listener.accept()
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                threading.Thread(target=handler, args=(conn,), daemon=True).start()
+                threading.Thread(target=_echo, args=(conn, kind == "epoll"), daemon=True).start()
 
         threading.Thread(target=accept, daemon=True).start()
         port_out(listener.getsockname()[1])
-    sys.stdin.read()
+    for _ in sys.stdin:
+        # getrusage, not psutil's 10 ms ticks: the total is the kernel's exact runtime.
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        print(usage.ru_utime, usage.ru_stime, flush=True)
 
 
 def ping_pong(port: int, count: int) -> float:
-    """``count`` round trips from a plain blocking client; the median in microseconds."""
+    """``count`` round trips from a plain blocking client, each message numbered and its echo
+    checked; the median in microseconds."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    frame, want = HEADER.pack(len(PAYLOAD)) + PAYLOAD, HEADER.size + len(PAYLOAD)
+    want = HEADER.size + len(PAYLOAD)
+    frames = [HEADER.pack(len(PAYLOAD)) + b"%08d" % i + PAYLOAD[8:] for i in range(count)]
     buf = bytearray(want)
     view, rtts, clock = memoryview(buf), [], time.perf_counter_ns
     with sock:
-        for _ in range(count):
+        for frame in frames:
             t0 = clock()
             sock.sendall(frame)
             got = 0
@@ -147,30 +139,36 @@ def ping_pong(port: int, count: int) -> float:
                     raise RuntimeError("the server closed the connection")
                 got += n
             rtts.append(clock() - t0)
-        if buf[HEADER.size :] != PAYLOAD:
-            raise RuntimeError("the echo came back changed")
+            if buf != frame:
+                raise RuntimeError(f"the echo of {frame[4:12].decode()} came back as {bytes(buf)!r}")
     return statistics.median(rtts) / 1000
 
 
 def measure(kind: str, count: int) -> tuple[float, float, float]:
     """(p50 µs, server user µs, server system µs) per round trip."""
-    import psutil
-
     name, _, tree = kind.partition("@")
     env = dict(os.environ, PYTHONPATH=tree) if tree else None
     server = subprocess.Popen(["taskset", "-c", "0", sys.executable, os.path.abspath(__file__), "--serve", name],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+    def cpu() -> list[float]:
+        server.stdin.write("\n")
+        server.stdin.flush()
+        return [float(s) for s in server.stdout.readline().split()]
+
     try:
-        port = int(server.stdout.readline())
-        ping_pong(port, count // 10)  # warm-up, on a connection of its own
-        process = psutil.Process(server.pid)
-        before = process.cpu_times()
-        p50 = ping_pong(port, count)
-        after = process.cpu_times()
+        port, where = server.stdout.readline().split()
+        if tree and where != tree:  # an editable install answers for a tree without links/
+            raise RuntimeError(f"{kind}: the server imported links from {where}")
+        ping_pong(int(port), count // 10)  # warm-up, on a connection of its own
+        before = cpu()
+        p50 = ping_pong(int(port), count)
+        after = cpu()
     finally:
         server.stdin.close()
         server.wait(30)
-    return p50, (after.user - before.user) / count * 1e6, (after.system - before.system) / count * 1e6
+    user, system = ((a - b) / count * 1e6 for a, b in zip(after, before))
+    return p50, user, system
 
 
 def main() -> None:

@@ -37,17 +37,17 @@ Reading the events
     its ``select.epoll`` object for events directly: ``select()`` itself is Python, with a
     call per event to map the fd back to its key and a list of new tuples per pass, and on a
     thread that sleeps between messages that Python runs with cold caches. Measured on the
-    W2 echo server, with ``_service`` spelled out in the loop as well: 4-5 % less server CPU
+    W2 echo server, with ``_service`` spelled out in the loop as well: 4-7 % less server CPU
     per round trip (``benchmarks/bench_echo_server.py``; ``benchmarks/RESULTS.md``, "Poll
     loop"), though not a measurably shorter round trip.
     Any other selector (another platform's, a test's subclass) is read through ``select()``,
     and so is the stdlib one if its epoll object is ever not where this expects it.
 
 Busy polling (opt-in)
-    By default the thread sleeps in ``select()`` whenever nothing is ready, and the next
+    By default the thread sleeps in the poll whenever nothing is ready, and the next
     message pays for waking it: on a VM, a wakeup across CPUs costs tens of microseconds, the
     largest part of a loopback round trip. ``PollHandler(busy_poll=s)`` keeps asking without
-    sleeping (``select(0)``) for ``s`` seconds after it handled the last events (a command,
+    sleeping (a poll with a zero timeout) for ``s`` seconds after it handled the last events (a command,
     such as a new registration, counts as one), then sleeps as usual: a busy connection finds
     the thread awake, and an idle one costs nothing. The price is a core kept busy while
     traffic flows, and the GIL taken between polls, which slows other Python threads of the
@@ -132,6 +132,10 @@ class PollHandler:
         # fd -> handler, the loop's lookup: an fd whose handler was removed earlier in the
         # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
         self._by_fd: dict[int, Any] = {self._wakeup.fileno(): self._wakeup}
+        # Registered since the last poll, joining _by_fd just before the next one: a handler
+        # registered during a pass, on the fd number of one removed earlier in it, must not be
+        # handed the removed one's event.
+        self._fresh: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._start_lock = threading.Lock()
@@ -240,7 +244,7 @@ class PollHandler:
             handler.on_poll_failure(e)
             return
         self._handlers[id(handler)] = handler
-        self._by_fd[key.fd] = handler
+        self._fresh[key.fd] = handler
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
         # its handshake, and no new readiness event would ever announce those.
@@ -253,7 +257,8 @@ class PollHandler:
             except (KeyError, ValueError):
                 pass  # never made it into the selector
             else:
-                del self._by_fd[key.fd]
+                if self._fresh.pop(key.fd, None) is None:
+                    del self._by_fd[key.fd]
             _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
         if then is not None:
             then()
@@ -275,7 +280,7 @@ class PollHandler:
 
     def _run(self) -> None:
         self._ident = threading.get_ident()
-        poll, by_fd, wakeup = self._poll, self._by_fd, self._wakeup
+        poll, by_fd, fresh, wakeup = self._poll, self._by_fd, self._fresh, self._wakeup
         no_commands = self._commands.empty
         busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
@@ -289,6 +294,9 @@ class PollHandler:
                     self._run_commands()
                     if busy_poll:
                         handled_at = clock()
+                if fresh:
+                    by_fd.update(fresh)
+                    fresh.clear()
                 if not busy_poll:
                     events = poll()
                 else:
@@ -362,9 +370,10 @@ class PollHandler:
 
 def _fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int, int]]]:
     """``poll(timeout=None)``: the ready ``(fd, events)`` pairs; see "Reading the events"."""
-    if type(selector) is getattr(selectors, "EpollSelector", None):  # Linux, and not a subclass
+    epoll_type = getattr(select, "epoll", None)  # Linux only
+    if epoll_type is not None and type(selector) is selectors.EpollSelector:  # not a subclass
         epoll = getattr(selector, "_selector", None)  # the stdlib's own epoll object
-        if isinstance(epoll, select.epoll):
+        if isinstance(epoll, epoll_type):
             # Seconds, None waits for ever; at most 1,023 events a pass, the rest next pass.
             return epoll.poll
     select_keys = selector.select

@@ -1,10 +1,10 @@
-"""``WakeupSocketpair``: how another thread interrupts the poll thread's ``select()``.
+"""``WakeupSocketpair``: how another thread interrupts the poll thread's wait in its selector.
 
-The poll thread sleeps in ``selector.select()`` and is the only thread that may touch the
-selector. Another thread that needs it to do something (register a receiver, close an fd,
-stop) puts a command on a queue and then writes one byte to this socketpair, whose read end
-is registered in the selector like any other socket: ``select()`` returns, the poll thread
-drains the byte(s) and then the queue.
+The poll thread sleeps in its selector (on Linux, in ``epoll_wait``) and is the only thread
+that may touch the selector. Another thread that needs it to do something (register a
+receiver, close an fd, stop) puts a command on a queue and then writes one byte to this
+socketpair, whose read end is registered in the selector like any other socket: the wait
+returns, the poll thread drains the byte(s) and then the queue.
 
 Details that matter:
 
@@ -32,7 +32,7 @@ class WakeupSocketpair:
         return self.wakeup_sock.fileno()
 
     def wake(self) -> None:
-        """Make the poll thread's ``select()`` return soon. Safe from any thread."""
+        """Make the poll thread's wait return soon. Safe from any thread."""
         try:
             self.write_sock.send(b"\x00")
         except (BlockingIOError, InterruptedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import selectors
+import socket
 import subprocess
 import sys
 import threading
@@ -105,7 +106,9 @@ class EpollSubclass(selectors.DefaultSelector):
     """Not the stdlib's own class: the poll handler reads it through ``select()``."""
 
 
-SELECTORS = [EpollSubclass] + [getattr(selectors, n) for n in ("PollSelector", "SelectSelector") if hasattr(selectors, n)]
+SELECTORS = [selectors.DefaultSelector, EpollSubclass] + [
+    getattr(selectors, n) for n in ("PollSelector", "SelectSelector") if hasattr(selectors, n)
+]
 
 
 @pytest.mark.parametrize("selector", SELECTORS, ids=lambda s: s.__name__)
@@ -130,6 +133,86 @@ def test_any_selector_serves_connections_and_drops_the_closed_ones(timer, select
     finally:
         poll.shutdown(WAIT)
     assert poll.handler_count == 0
+
+
+class Reader:
+    """A bare handler (what ``PollHandler.add`` takes): notes each call, reads what is there."""
+
+    poll_kind = "recver"
+
+    def __init__(self, name: str, sock: socket.socket, calls: list[str]) -> None:
+        sock.setblocking(False)
+        self.name, self.sock, self.calls, self.closed = name, sock, calls, False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self) -> bool:
+        self.calls.append(self.name)
+        try:
+            self.sock.recv(64)
+        except BlockingIOError:
+            pass
+        return True
+
+    def on_poll_failure(self, error):
+        pass
+
+
+@pytest.mark.parametrize("reuse_fd", [False, True], ids=["", "fd_reused"])
+@pytest.mark.parametrize("selector", SELECTORS, ids=lambda s: s.__name__)
+def test_a_handler_removed_earlier_in_the_same_pass_gets_no_call(selector, reuse_fd):
+    """Two handlers ready in one pass; the first removes the other (closing its socket) and,
+    with ``reuse_fd``, registers a third on a new socket that takes the freed fd number. The
+    removed one's event of that pass reaches neither the removed handler nor the new one."""
+    calls: list[str] = []
+    armed, held = threading.Event(), threading.Event()
+    poll = links.PollHandler("test-same-pass", selector=selector)
+    socks: list[socket.socket] = []
+
+    class Remover(Reader):
+        def on_readable(self) -> bool:
+            super().on_readable()
+            if armed.is_set():
+                armed.clear()
+                other = pair[1] if self is pair[0] else pair[0]
+                freed = other.fileno()
+                other.closed = True
+                poll.remove(other, "removed by the first", then=other.sock.close)  # inline: poll thread
+                if reuse_fd:
+                    a, b = socket.socketpair()
+                    socks.extend((a, b))
+                    assert a.fileno() == freed  # the lowest free number: the one just closed
+                    poll.add(Reader("new", a, calls))  # inline too: called once, at registration
+            return True
+
+    try:
+        ends = [socket.socketpair() for _ in range(2)]
+        socks.extend(end for pair_ in ends for end in pair_)
+        pair = [Remover(name, end[0], calls) for name, end in zip("XY", ends)]
+        for handler in pair:
+            poll.add(handler)
+        assert poll.sync(WAIT)
+        calls.clear()
+        armed.set()
+        poll.call_soon(lambda: held.wait(WAIT))  # the poll thread waits while both become ready
+        for end in ends:
+            end[1].send(b"x")
+        held.set()
+        # Two: the first may run in the same batch of commands as the wait, before the pass.
+        assert poll.sync(WAIT) and poll.sync(WAIT)
+        assert calls[:1] in (["X"], ["Y"])
+        assert calls[1:] == (["new"] if reuse_fd else [])
+        first = calls[0]
+        calls.clear()
+        ends["XY".index(first)][1].send(b"x")  # and the thread carries on
+        assert poll.sync(WAIT) and poll.sync(WAIT)
+        assert calls == [first]
+    finally:
+        held.set()
+        poll.shutdown(WAIT)
+        for sock in socks:
+            sock.close()
 
 
 class Traffic(links.Callback):
