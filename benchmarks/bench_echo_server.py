@@ -188,7 +188,7 @@ def main() -> None:
             p50, user, system = results[kind][-1]
             print(f"round {r + 1}/{args.rounds} {kind:9s} p50 {p50:6.1f} µs, server CPU {user + system:5.1f} µs", file=sys.stderr)
     print(f"\n{args.rounds} rounds x {args.count:,} round trips; server on CPU 0, plain client on CPU 1\n")
-    print("| server | p50 µs | × plain | server CPU µs/round trip (user + system) | × plain |")
+    print("| server | p50 µs | p50 × plain | server CPU µs/round trip (user + system) | CPU × plain |")
     print("|---|---:|---:|---:|---:|")
     plain = results["plain"]
     for kind in kinds:
