@@ -67,7 +67,7 @@ def main() -> None:
         cpu = ((after.user - before.user) + (after.system - before.system)) / args.idle_seconds
         print(f"connections        {len(sender)}")
         print(f"rss per connection {per_connection / 1024:.1f} KiB")
-        print(f"idle cpu           {cpu * 100:.2f} % of one core over {args.idle_seconds:.0f} s")
+        print(f"idle cpu           {cpu * 100:.2f} % of one core over {args.idle_seconds:g} s")
     finally:
         if client.stdin is not None:
             client.stdin.close()
