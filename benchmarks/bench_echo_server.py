@@ -122,7 +122,7 @@ def serve(kind: str) -> None:
 def ping_pong(port: int, count: int) -> float:
     """``count`` round trips from a plain blocking client, each message numbered and its echo
     checked; the median in microseconds."""
-    sock = socket.create_connection(("127.0.0.1", port))
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)  # a lost echo fails, never hangs
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     want = HEADER.size + len(PAYLOAD)
     frames = [HEADER.pack(len(PAYLOAD)) + b"%08d" % i + PAYLOAD[8:] for i in range(count)]
@@ -165,8 +165,12 @@ def measure(kind: str, count: int) -> tuple[float, float, float]:
         p50 = ping_pong(int(port), count)
         after = cpu()
     finally:
-        server.stdin.close()
-        server.wait(30)
+        server.stdin.close()  # its end: the server returns
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            raise
     user, system = ((a - b) / count * 1e6 for a, b in zip(after, before))
     return p50, user, system
 

@@ -113,6 +113,9 @@ def measure(kind: str, count: int) -> float:
         if server.stdout.readline().strip() != "done":
             raise RuntimeError(f"{kind}: the server did not receive every message")
         return json.loads(out)["rate"]
+    except BaseException:
+        server.kill()  # the client failed: the server would wait for its messages for minutes
+        raise
     finally:
         server.wait(30)
 

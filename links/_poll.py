@@ -9,7 +9,7 @@ Ownership
 
 Level-triggered, a bounded batch per event
     The stdlib ``EpollSelector`` is level-triggered: an fd with unread bytes is reported on
-    every ``select()`` until it is drained. So a handler does *one* bounded unit of work per
+    every poll until it is drained. So a handler does *one* bounded unit of work per
     readiness event (a receiver: one ``recv_into`` and the frames it completed; an acceptor: a
     bounded number of ``accept`` calls) and returns. Whatever remains is reported again on
     the next pass, after every other ready fd had its turn. One chatty peer therefore cannot
@@ -37,9 +37,8 @@ Reading the events
     its ``select.epoll`` object for events directly: ``select()`` itself is Python, with a
     call per event to map the fd back to its key and a list of new tuples per pass, and on a
     thread that sleeps between messages that Python runs with cold caches. Measured on the
-    W2 echo server, with ``_service`` spelled out in the loop as well: 4-7 % less server CPU
-    per round trip (``benchmarks/bench_echo_server.py``; ``benchmarks/RESULTS.md``, "Poll
-    loop"), though not a measurably shorter round trip.
+    W2 echo server: 3-7 % less server CPU per round trip (``benchmarks/bench_echo_server.py``;
+    ``benchmarks/RESULTS.md``, "Poll loop"), though not a measurably shorter round trip.
     Any other selector (another platform's, a test's subclass) is read through ``select()``,
     and so is the stdlib one if its epoll object is ever not where this expects it.
 
@@ -258,7 +257,7 @@ class PollHandler:
                 pass  # never made it into the selector
             else:
                 if self._fresh.pop(key.fd, None) is None:
-                    del self._by_fd[key.fd]
+                    self._by_fd.pop(key.fd, None)
             _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
         if then is not None:
             then()
@@ -308,13 +307,7 @@ class PollHandler:
                     if handler is wakeup:
                         wakeup.drain()
                     elif handler is not None:  # else: removed earlier in this same pass
-                        try:  # _service, spelled out: one call less per event (see above)
-                            keep = handler.on_readable()
-                        except Exception as e:
-                            self._fail(handler, e)
-                            continue
-                        if not keep:
-                            self._unregister(handler, "done", None)
+                        self._service(handler)
                 if events and busy_poll:
                     handled_at = clock()
         except _Stop:

@@ -1,15 +1,17 @@
-"""Every benchmark script still runs, at tiny sizes, and prints a whole table.
+"""Every benchmark script still runs, at tiny sizes, and prints whole tables.
 
 Speed is never asserted here (tiny runs measure nothing): these catch a benchmark broken by a
-change in links, or a table that lost a column or filled a cell with nan, before someone
-spends ten minutes on a full run. Scripts that pin a server and a client to CPUs 0 and 1
-need two CPUs.
+change in links, a failed measurement, a nan, a column name printed twice or a row that does
+not fit its header, before a full run. Scripts that pin a server and a client to CPUs 0 and
+1 with ``taskset`` need both, and ``taskset``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,27 +19,39 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-TWO_CPUS = len(os.sched_getaffinity(0)) >= 2 and {0, 1} <= os.sched_getaffinity(0)
+PINNABLE = {0, 1} <= os.sched_getaffinity(0) and shutil.which("taskset") is not None
 
-# (script, tiny arguments, whether it pins processes to CPUs 0 and 1)
+# (script, tiny arguments, whether it pins processes to CPUs 0 and 1 with taskset)
 RUNS = [
     ("bench_echo_server.py", ["--rounds", "1", "--count", "200"], True),
     ("bench_links_vs_sockets.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
-    ("bench_peers.py", ["--rounds", "1", "--scale", "0.001", "--workloads", "w1,w2", "--peers", "plain,asyncio"], True),
+    ("bench_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", "plain,asyncio", "--json", "{tmp}/peers.json"], False),
     ("bench_receive_path.py", ["--rounds", "1", "--reads", "2"], False),
     ("bench_recv_path.py", ["--rounds", "1", "--count", "200"], False),
     ("bench_ref_lock.py", ["--rounds", "1", "--scale", "0.001"], False),
-    ("bench_scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], True),
+    ("bench_scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
     ("bench_send_floor.py", ["--rounds", "1", "--count", "500"], True),
     ("bench_send_path.py", ["--rounds", "1", "--count", "200"], False),
     ("bench_soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
 ]
 
 
+BAD_CELL = re.compile(r"^—$|FAILED|\b(nan|inf)\b", re.IGNORECASE)
+
+
 def run(script: str, args: list[str]) -> str:
-    done = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    """Its stdout; on a hang, the script and every process it started are killed."""
+    process = subprocess.Popen([sys.executable, str(BENCHMARKS / script), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{script} ran past 90 s:\n{err[-2000:]}")
+    assert process.returncode == 0, err[-2000:]
+    assert "failed measurement" not in out, out
+    return out
 
 
 def tables(out: str) -> list[list[list[str]]]:
@@ -57,17 +71,18 @@ def tables(out: str) -> list[list[list[str]]]:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("script", "args", "pinned"), RUNS, ids=[r[0] for r in RUNS])
-def test_the_benchmark_runs_and_prints_a_whole_table(script, args, pinned):
-    if pinned and not TWO_CPUS:
-        pytest.skip("pins its processes to CPUs 0 and 1")
-    found = tables(run(script, args))
+def test_the_benchmark_runs_and_prints_a_whole_table(script, args, pinned, tmp_path):
+    if pinned and not PINNABLE:
+        pytest.skip("pins its processes to CPUs 0 and 1 with taskset")
+    found = tables(run(script, [arg.format(tmp=tmp_path) for arg in args]))
     assert found, "no table printed"
     for header, *rows in found:
         assert len(set(header)) == len(header), f"a column name twice: {header}"
         assert rows, f"a table with no rows: {header}"
         for row in rows:
             assert len(row) == len(header), f"{row} under {header}"
-            assert not any(re.search(r"\bnan\b", cell, re.IGNORECASE) for cell in row), row
+            # A failed or missing measurement prints as FAILED or a dash, a broken one as nan.
+            assert not any(BAD_CELL.search(cell) for cell in row), row
 
 
 def test_the_idle_connections_benchmark_reports_memory_per_connection():

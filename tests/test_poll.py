@@ -165,8 +165,10 @@ def test_a_handler_removed_earlier_in_the_same_pass_gets_no_call(selector, reuse
     """Two handlers ready in one pass; the first removes the other (closing its socket) and,
     with ``reuse_fd``, registers a third on a new socket that takes the freed fd number. The
     removed one's event of that pass reaches neither the removed handler nor the new one."""
-    calls: list[str] = []
-    armed, held = threading.Event(), threading.Event()
+    calls: list[str] = []  # appended on the poll thread only; read after an event it set
+    armed, entered, held = threading.Event(), threading.Event(), threading.Event()
+    first_done, called_again = threading.Event(), threading.Event()
+    reused: list[bool] = []
     poll = links.PollHandler("test-same-pass", selector=selector)
     socks: list[socket.socket] = []
 
@@ -182,8 +184,11 @@ def test_a_handler_removed_earlier_in_the_same_pass_gets_no_call(selector, reuse
                 if reuse_fd:
                     a, b = socket.socketpair()
                     socks.extend((a, b))
-                    assert a.fileno() == freed  # the lowest free number: the one just closed
+                    reused.append(a.fileno() == freed)  # the lowest free number: the one just closed
                     poll.add(Reader("new", a, calls))  # inline too: called once, at registration
+                first_done.set()
+            elif calls.count(self.name) == 2:
+                called_again.set()
             return True
 
     try:
@@ -195,19 +200,18 @@ def test_a_handler_removed_earlier_in_the_same_pass_gets_no_call(selector, reuse
         assert poll.sync(WAIT)
         calls.clear()
         armed.set()
-        poll.call_soon(lambda: held.wait(WAIT))  # the poll thread waits while both become ready
+        poll.call_soon(lambda: (entered.set(), held.wait(WAIT)))
+        assert entered.wait(WAIT)  # the poll thread is held: both become ready before its next poll
         for end in ends:
             end[1].send(b"x")
         held.set()
-        # Two: the first may run in the same batch of commands as the wait, before the pass.
-        assert poll.sync(WAIT) and poll.sync(WAIT)
-        assert calls[:1] in (["X"], ["Y"])
-        assert calls[1:] == (["new"] if reuse_fd else [])
+        assert first_done.wait(WAIT)
         first = calls[0]
-        calls.clear()
-        ends["XY".index(first)][1].send(b"x")  # and the thread carries on
-        assert poll.sync(WAIT) and poll.sync(WAIT)
-        assert calls == [first]
+        # Its read is done: this byte is reported by a later poll, once the pass under test is over.
+        ends["XY".index(first)][1].send(b"x")
+        assert called_again.wait(WAIT)
+        assert reused == ([True] if reuse_fd else [])
+        assert calls == [first] + (["new"] if reuse_fd else []) + [first]
     finally:
         held.set()
         poll.shutdown(WAIT)
