@@ -10,11 +10,30 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock"]
+__all__ = ["Clock", "MonotonicClock", "deadline_after"]
 
 
 class Clock(Protocol):
     def monotonic(self) -> float: ...
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    """When a wait of ``timeout`` seconds from now ends, on ``time.monotonic``; None: never.
+
+    Raises:
+        ValueError: ``timeout`` is nan. Every comparison with nan is false, so a wait for nan
+            seconds could neither run out nor be told apart from "no timeout": it would hang.
+        TypeError: ``timeout`` is not a number.
+    """
+    if timeout is None:
+        return None
+    try:
+        end = time.monotonic() + timeout
+    except TypeError:
+        raise TypeError(f"a timeout is None or seconds, not {type(timeout).__name__}") from None
+    if end != end:
+        raise ValueError("a timeout of nan seconds")
+    return end
 
 
 class MonotonicClock:

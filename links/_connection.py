@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
+from ._clock import deadline_after
 from ._core._backoff import Backoff
 from ._core._conid import ConId, Role
 from ._core._link import Link
@@ -590,7 +591,7 @@ class Connection:
         ``att`` None means "the current attachment, whichever it is" (the user's sender): it
         waits for one while disconnected, or, with a session, queues into the replay buffer.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         session = self.session
         write_lock = self.write_lock
         while True:

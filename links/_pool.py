@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._clock import deadline_after
 from ._core._conid import ConId
 from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError
@@ -94,10 +95,6 @@ class Pool:
         return len(self._entries)
 
 
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
 class SvcSender:
     """Sends over a service's live pool. Close it to close the whole service."""
 
@@ -168,7 +165,7 @@ class SvcSender:
         return f"SvcSender({self.name!r}, connections={len(self._pool)})"
 
     def _round_robin(self, send: Callable[[CltSender, float | None], SendStatus], timeout: float | None) -> SendStatus:
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         while True:
             if self._pool.closed:
                 raise ClosedError(f"{self.name} is closed")

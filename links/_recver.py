@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from ._clock import deadline_after
 from ._connection import Connection
 from ._core._status import NEED_DATA
 from ._errors import BrokenError, BusyError, ClosedError, LinksError
@@ -91,7 +92,7 @@ class CltRecver:
             pending = self._con.pending
             if pending:
                 return pending.popleft()
-            return self._recv(None if timeout is None else time.monotonic() + timeout)
+            return self._recv(deadline_after(timeout))
         finally:
             self._busy.release()
 

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback, DevNullCallback
+from ._clock import deadline_after
 from ._clt import Clt, ProtocolFactory
 from ._connection import Connection
 from ._core._buffer import ReceiveBuffer
@@ -313,7 +314,7 @@ class Svc:
         A connection refused by the gate is closed and logged, and waiting continues.
         """
         self._check_usable()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         poller = select.poll()
         poller.register(self._acceptor.sock, select.POLLIN)
         while True:
@@ -447,7 +448,7 @@ class Svc:
         A connection that ends while being read is dropped from the pool (and logged).
         """
         self._check_usable()
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = deadline_after(timeout)
         while True:
             recvers = [r for r, _ in self._pool.rotation() if r is not None]
             for recver in recvers:

@@ -139,6 +139,30 @@ def test_recv_returns_none_only_when_the_timeout_expires(timer):
         assert client.recv(timeout=WAIT) == {"late": True}
 
 
+@pytest.mark.parametrize(("bad", "error"), [(math.nan, ValueError), ("5", TypeError)], ids=["nan", "str"])
+def test_a_timeout_that_is_not_seconds_is_refused_at_once_and_spoils_nothing(timer, bad, error):
+    """nan compares false with everything: taken as a wait, it could hang for ever."""
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
+        with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as client:
+            with pytest.raises(error, match="timeout"):
+                svc.accept(timeout=bad)
+            server = svc.accept(timeout=WAIT)
+            with server:
+                waits = [
+                    lambda: client.recv(bad),
+                    lambda: client.send({"n": 1}, bad),
+                    lambda: client.send_many([{"n": 1}], bad),
+                    lambda: links.Ref(client).send({"n": 1}, bad),
+                    lambda: svc.recv(bad),
+                    lambda: svc.send({"n": 1}, bad),
+                ]
+                for wait in waits:
+                    with pytest.raises(error, match="timeout"):
+                        wait()
+                assert client.send({"n": 2}) is links.SendStatus.COMPLETED
+                assert server.recv(timeout=WAIT) == {"n": 2}  # nothing of the refused sends went out
+
+
 def test_iteration_yields_messages_until_the_peer_closes(timer):
     with pair(timer) as (client, server):
         server.send_many([{"i": 0}, {"i": 1}, {"i": 2}])
