@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._clock import seconds
 from ._core._conid import ConId
 from ._log import get_logger
 
@@ -102,6 +103,7 @@ class LoggerCallback(Callback):
 
 def _wait_for(cond: threading.Condition, predicate: Callable[[], Any], timeout: float | None) -> Any:
     """``cond.wait_for`` with a monotonic deadline; returns the predicate's last value."""
+    timeout = seconds(timeout)
     with cond:
         return cond.wait_for(predicate, timeout)
 
@@ -142,6 +144,7 @@ class CounterCallback(Callback):
         return self._wait(lambda: self.sent_count >= count, timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        timeout = seconds(timeout)
         with self._cond:
             self._waiters += 1
             try:

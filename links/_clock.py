@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock", "deadline_after"]
+__all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds"]
 
 
 class Clock(Protocol):
@@ -34,6 +34,14 @@ def deadline_after(timeout: float | None) -> float | None:
     if end != end:
         raise ValueError("a timeout of nan seconds")
     return end
+
+
+def seconds(timeout: float | None) -> float | None:
+    """``timeout`` itself, once it is known to be None or a number of seconds: for a wait
+    that takes the timeout as it is (``Condition.wait_for`` spins for ever on nan). Raises
+    as ``deadline_after``."""
+    deadline_after(timeout)
+    return timeout
 
 
 class MonotonicClock:

@@ -105,9 +105,13 @@ class Timer:
 
         Raises:
             RuntimeError: the timer was shut down.
+            ValueError: ``interval`` is not a positive number of seconds, or ``delay`` is nan
+                (a nan in the heap would disorder every other task's turn).
         """
-        if interval <= 0:
-            raise ValueError("interval must be positive")
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
+        if delay is not None and delay != delay:
+            raise ValueError("a delay of nan seconds")
         handle = TimerHandle(self, name, interval, task)
         first = interval if delay is None else delay
         with self._cond:

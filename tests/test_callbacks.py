@@ -71,6 +71,24 @@ def test_store_keeps_order_and_direction_and_find_recv_waits_for_a_match():
     assert len(store) == 0
 
 
+@pytest.mark.parametrize(
+    "wait",
+    [
+        lambda t: links.CounterCallback().wait_recv(1, t),
+        lambda t: links.StoreCallback().find_recv(lambda m: True, t),
+        lambda t: links.StoreCallback().wait_recv_count(1, t),
+    ],
+    ids=["CounterCallback.wait_recv", "StoreCallback.find_recv", "StoreCallback.wait_recv_count"],
+)
+def test_a_wait_for_nan_seconds_is_refused_not_spun_for_ever(wait):
+    # Condition.wait_for(nan) never sleeps and never times out: a spinning hang.
+    with pytest.raises(ValueError, match="nan"):
+        wait(float("nan"))
+    with pytest.raises(TypeError, match="timeout"):
+        wait("1")
+    assert wait(0) in (False, None)  # a real timeout still times out
+
+
 def test_logger_logs_each_message_with_its_connection():
     with capture_logs() as logs:
         links.LoggerCallback().on_recv(CON, {"n": 1})

@@ -195,9 +195,14 @@ def test_schedule_after_shutdown_raises(clock, fake_timer):
     fake_timer.shutdown()  # idempotent
 
 
-def test_non_positive_interval_is_refused(fake_timer):
+@pytest.mark.parametrize(("interval", "delay"), [(0.0, None), (-1.0, None), (float("nan"), None), (1.0, float("nan"))])
+def test_an_interval_that_is_not_a_positive_duration_or_a_nan_delay_is_refused(fake_timer, clock, interval, delay):
     with pytest.raises(ValueError):
-        fake_timer.schedule("t", 0.0, lambda: COMPLETED)
+        fake_timer.schedule("t", interval, lambda: COMPLETED, delay=delay)
+    ran = []
+    fake_timer.schedule("good", 1.0, lambda: ran.append(1) or COMPLETED)
+    at(clock, fake_timer, 1.0)
+    assert ran == [1]  # nothing refused went into the heap ahead of it
 
 
 def test_threaded_timer_runs_tasks_and_shutdown_stops_its_thread():
