@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback, DevNullCallback
+from ._clock import deadline_after
 from ._connection import Connection
 from ._core._backoff import Backoff
 from ._core._conid import Addr, ConId, Role, parse_addr
@@ -106,8 +107,12 @@ class Clt:
         Raises:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
             links.session.SessionLost: the server refused the session.
+            ValueError, TypeError: ``timeout`` is nan, or not a number of seconds.
         """
         target = parse_addr(addr)
+        deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts
+        if deadline is None:
+            raise TypeError("Clt.connect needs a timeout in seconds, not None")
 
         def redial() -> socket.socket:
             sock = dial(target, timeout=timeout, retry_after=None)  # one try: the backoff retries
@@ -123,7 +128,6 @@ class Clt:
         if driver is not None:
             driver.connection = con
         clt = cls(con)
-        deadline = time.monotonic() + timeout
         sock = dial(target, timeout=timeout, retry_after=retry_after)
         set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
         try:

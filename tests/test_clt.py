@@ -146,6 +146,8 @@ def test_a_timeout_that_is_not_seconds_is_refused_at_once_and_spoils_nothing(tim
         with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as client:
             with pytest.raises(error, match="timeout"):
                 svc.accept(timeout=bad)
+            with pytest.raises(error, match="timeout"):
+                links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=bad)
             server = svc.accept(timeout=WAIT)
             with server:
                 waits = [
