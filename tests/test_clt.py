@@ -8,6 +8,7 @@ so nothing but the test thread touches the sockets unless the test spawns a rece
 from __future__ import annotations
 
 import math
+import select
 import socket
 import struct
 import threading
@@ -776,6 +777,40 @@ def test_waits_for_the_rest_of_a_deadline_set_the_kernel_timeout_once_not_per_re
         finally:
             transport.close()
     assert sock.rcvtimeo_sets == 1  # it was one per read
+
+
+def test_a_socket_set_nonblocking_behind_links_back_is_waited_on_not_spun_on():
+    """A waiting read sleeps inside ``recv``; if someone switched the socket to nonblocking,
+    that ``recv`` returns at once, and the read must then wait in ``poll``, not try again."""
+    mine, peer = socket.socketpair()
+    transport = Transport(mine)
+    mine.setblocking(False)  # someone else's doing
+    polling = threading.Event()
+
+    class WatchedPoll:  # the transport's poll object, watched: is the reader waiting in it?
+        def __init__(self) -> None:
+            self.poller = select.poll()
+            self.poller.register(mine, select.POLLIN)
+
+        def poll(self, ms):
+            polling.set()
+            return self.poller.poll(ms)
+
+    transport._rpoll = WatchedPoll()
+    view, got = memoryview(bytearray(16)), []
+    reader = threading.Thread(target=lambda: got.append(transport.recv_into_waiting(view, None)))
+    with peer:
+        try:
+            reader.start()
+            assert polling.wait(WAIT)  # it waits for the byte instead of returning to be called again
+            peer.sendall(b"x")
+            reader.join(WAIT)
+            assert got == [0]  # woken: the caller reads again, and now there is a byte
+            assert transport.recv_into_waiting(view, None) == 1
+        finally:
+            peer.sendall(b"end")  # a reader still waiting (a failed check) is let go
+            reader.join(WAIT)
+            transport.close()
 
 
 def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, poll):
