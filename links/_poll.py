@@ -46,9 +46,9 @@ Busy polling (opt-in)
     By default the thread sleeps in the poll whenever nothing is ready, and the next
     message pays for waking it: on a VM, a wakeup across CPUs costs tens of microseconds, the
     largest part of a loopback round trip. ``PollHandler(busy_poll=s)`` keeps asking without
-    sleeping (a poll with a zero timeout) for ``s`` seconds after it handled the last events (a command,
-    such as a new registration, counts as one), then sleeps as usual: a busy connection finds
-    the thread awake, and an idle one costs nothing. The price is a core kept busy while
+    sleeping (a poll with a zero timeout) for ``s`` seconds after it handled the last events
+    (a command, such as a new registration, counts as one), then sleeps as usual: a busy
+    connection finds the thread awake, and an idle one costs nothing. The price is a core kept busy while
     traffic flows, and the GIL taken between polls, which slows other Python threads of the
     process (measurements in ``benchmarks/RESULTS.md``, "Busy polling").
 

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import structlog
 
 from links.cli._logging import configure_logging
@@ -60,8 +61,9 @@ def test_demo_accounts_for_every_message_and_logs_connection_events():
     assert done.stdout.startswith("links demo")  # stdout holds the summary only
 
 
-def test_demo_rejects_a_bad_option_with_usage_error():
-    done = run_links("demo", "--messages", "0")
+@pytest.mark.parametrize(("option", "value"), [("--messages", "0"), ("--seconds", "nan"), ("--heartbeat", "-1")])
+def test_demo_rejects_a_bad_option_with_usage_error(option, value):
+    done = run_links("demo", option, value)
     assert done.returncode == 2
     assert "must be positive" in done.stderr
 
