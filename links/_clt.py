@@ -107,7 +107,8 @@ class Clt:
         Raises:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
             links.session.SessionLost: the server refused the session.
-            ValueError, TypeError: ``timeout`` is nan, or not a number of seconds.
+            ValueError, TypeError: ``timeout`` is nan, or not a number of seconds; or
+                ``idle_timeout`` is not a positive number of seconds.
         """
         target = parse_addr(addr)
         deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts

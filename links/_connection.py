@@ -333,6 +333,8 @@ class Connection:
         handshake_timeout: float = 5.0,
         idle_timeout: float | None = None,
     ) -> None:
+        if idle_timeout is not None and not idle_timeout > 0:  # refused before any socket opens
+            raise ValueError(f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}")
         self.role = role
         self.name = name
         self.con_id = ConId(role, name)

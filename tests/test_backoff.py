@@ -8,6 +8,7 @@ deadline itself, so the gaps between attempts are exact and independent of machi
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,6 +107,12 @@ def test_gives_up_only_after_max_attempts():
         ({"factor": 0.5}, "factor"),
         ({"jitter": -0.1}, "jitter"),
         ({"jitter": 1.0}, "jitter"),
+        ({"initial": math.nan}, "initial"),
+        ({"maximum": math.nan}, "initial <= maximum"),
+        ({"factor": math.nan}, "factor"),
+        ({"jitter": math.nan}, "jitter"),
+        ({"reset_after": math.nan}, "reset_after"),
+        ({"reset_after": -1.0}, "reset_after"),
     ],
 )
 def test_invalid_settings_are_refused(kwargs, message):

@@ -149,6 +149,9 @@ def test_a_timeout_that_is_not_seconds_is_refused_at_once_and_spoils_nothing(tim
                 svc.accept(timeout=bad)
             with pytest.raises(error, match="timeout"):
                 links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=bad)
+            if error is ValueError:  # idle_timeout is checked for a positive number
+                with pytest.raises(ValueError, match="idle_timeout"):
+                    links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT, idle_timeout=bad)
             server = svc.accept(timeout=WAIT)
             with server:
                 waits = [

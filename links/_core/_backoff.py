@@ -28,12 +28,15 @@ class Backoff:
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
-        if self.initial <= 0 or self.maximum < self.initial:
+        # Each check says what is allowed, so that nan (false in every comparison) fails it.
+        if not 0 < self.initial <= self.maximum:
             raise ValueError("need 0 < initial <= maximum")
-        if self.factor < 1:
+        if not self.factor >= 1:
             raise ValueError("factor must be >= 1")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
+        if not self.reset_after >= 0:
+            raise ValueError("reset_after must be >= 0 seconds")
 
     def base(self, attempt: int) -> float:
         """The delay before ``attempt`` (1-based), before jitter."""
