@@ -38,6 +38,18 @@ FAST = links.Backoff(initial=0.005, maximum=0.05, factor=2.0, jitter=0.1)
 SESSION = {"heartbeat_interval": 0.05, "dead_after": 40}
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [{"detached_ttl": 0.0}, {"heartbeat_interval": float("nan")}, {"handshake_timeout": -1.0},
+     {"max_messages": 0}, {"max_bytes": 0}, {"ack_every": 0}, {"dead_after": float("nan")}],
+    ids=lambda setting: next(iter(setting)),
+)  # fmt: skip
+def test_settings_that_cannot_work_are_refused_when_made(setting):
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=name):
+        Resumable(**setting)
+
+
 @contextmanager
 def session_service(poll, timer, *, protocol=Json, callback=None, spawn=True, **session):
     """A ``Svc`` with resumable sessions (spawned into the poll thread unless ``spawn`` is False)."""

@@ -224,6 +224,12 @@ def login_bytes(sequence: int = 0) -> bytes:
     return b"\x00\x2fL" + b"user  " + b"secret    " + b" " * 10 + str(sequence).encode().rjust(20)
 
 
+@pytest.mark.parametrize("login_timeout", [0.0, -1.0, float("nan")])
+def test_a_login_timeout_that_is_not_a_positive_duration_is_refused(login_timeout):
+    with pytest.raises(ValueError, match="login_timeout"):
+        SvcProtocol(username="user", password="secret", login_timeout=login_timeout)
+
+
 def test_sequenced_data_to_a_connection_not_logged_in_is_refused(timer):
     config = SvcProtocol(username="user", password="secret")
     with links.Svc.bind("127.0.0.1:0", protocol=config, timer=timer) as svc:

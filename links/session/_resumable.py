@@ -40,6 +40,13 @@ class Resumable:
     handshake_timeout: float = 5.0
 
     def __post_init__(self) -> None:
+        # Each check says what is allowed, so that nan (false in every comparison) fails it.
+        for name in ("detached_ttl", "heartbeat_interval", "handshake_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
+        for name in ("max_messages", "max_bytes", "ack_every", "dead_after"):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
         self._registry: ServerRegistry | None = None
 
     def client_driver(self) -> SessionDriver:

@@ -97,7 +97,7 @@ class SvcProtocol:
             raise ValueError("give either username and password, or authenticate")
         if justify not in ("left", "right"):
             raise ValueError("justify must be 'left' or 'right'")
-        if login_timeout <= 0:
+        if not login_timeout > 0:  # so never nan
             raise ValueError("login_timeout must be positive")
         encode_packet(LoginAccepted(session, 1))  # a session name that cannot go on the wire fails here
         self.authenticate = authenticate or _fixed(username, password)  # type: ignore[arg-type]
