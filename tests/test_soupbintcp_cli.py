@@ -119,6 +119,16 @@ def test_ctrl_c_logs_the_client_out_and_stopping_the_server_ends_the_session(tmp
     assert events(err.read_text(), "soupbintcp.logout") == 1
 
 
+@pytest.mark.parametrize(
+    "option", [["--workers", "0"], ["--max-connections", "-1"], ["--heartbeat", "nan"], ["--login-timeout", "0"]]
+)
+def test_options_that_cannot_work_are_usage_errors(option):
+    args = ["serve", "soupbintcp", "--username", "u", "--password", "p", *option]
+    done = subprocess.run([*LINKS, *args], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2
+    assert "must be positive" in done.stderr
+
+
 @pytest.mark.parametrize("args", [["serve", "soupbintcp", "--port", "0"], ["connect", "soupbintcp"], ["serve"]])
 def test_missing_arguments_are_usage_errors(args):
     done = subprocess.run([*LINKS, *args], capture_output=True, text=True, timeout=TIMEOUT)

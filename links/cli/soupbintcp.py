@@ -65,10 +65,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
     _credentials(parser)
     parser.add_argument("--login-timeout", type=positive(float), default=5.0, help="seconds to log in (default 5)")
-    parser.add_argument("--max-connections", type=int, default=128, help="connections admitted at once (default 128)")
-    parser.add_argument("--max-messages", type=int, default=100_000, help="messages kept per user for replay")
     parser.add_argument(
-        "--workers", type=int, default=1,
+        "--max-connections", type=positive(int), default=128, help="connections admitted at once (default 128)"
+    )
+    parser.add_argument("--max-messages", type=positive(int), default=100_000, help="messages kept per user for replay")
+    parser.add_argument(
+        "--workers", type=positive(int), default=1,
         help="processes sharing the port (SO_REUSEPORT; the kernel spreads connections; default 1)",
     )  # fmt: skip
     parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (implied by --workers > 1)")
