@@ -224,10 +224,19 @@ def login_bytes(sequence: int = 0) -> bytes:
     return b"\x00\x2fL" + b"user  " + b"secret    " + b" " * 10 + str(sequence).encode().rjust(20)
 
 
-@pytest.mark.parametrize("login_timeout", [0.0, -1.0, float("nan")])
-def test_a_login_timeout_that_is_not_a_positive_duration_is_refused(login_timeout):
-    with pytest.raises(ValueError, match="login_timeout"):
-        SvcProtocol(username="user", password="secret", login_timeout=login_timeout)
+@pytest.mark.parametrize(
+    "setting",
+    [{"login_timeout": 0.0}, {"login_timeout": float("nan")}, {"heartbeat_interval": -1.0},
+     {"heartbeat_interval": float("nan")}, {"idle_timeout": 0.0}, {"idle_timeout": float("nan")}],
+    ids=lambda setting: f"{next(iter(setting))}={next(iter(setting.values()))}",
+)  # fmt: skip
+def test_a_liveness_setting_that_is_not_a_positive_duration_is_refused(setting):
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=name):
+        SvcProtocol(username="user", password="secret", **setting)
+    if name != "login_timeout":  # the server's alone
+        with pytest.raises(ValueError, match=name):
+            CltProtocol(username="user", password="secret", **setting)
 
 
 def test_sequenced_data_to_a_connection_not_logged_in_is_refused(timer):

@@ -40,7 +40,7 @@ from ._packets import (
     LoginRequest,
     encode_packet,
 )  # fmt: skip
-from ._side import Side
+from ._side import Side, liveness_settings
 
 __all__ = ["MAX_FRAME_SIZE", "CltProtocol"]
 
@@ -84,8 +84,7 @@ class CltProtocol:
         self.password = password
         self.session = session
         self.sequence = sequence
-        self.heartbeat_interval = heartbeat_interval or None
-        self.idle_timeout = idle_timeout
+        self.heartbeat_interval, self.idle_timeout = liveness_settings(heartbeat_interval, idle_timeout)
         self.payload_messenger = payload_messenger
         self.justify = justify
         if justify not in ("left", "right"):

@@ -49,7 +49,7 @@ from ._packets import (
     encode_packet,
 )  # fmt: skip
 from ._session import SequenceUnavailable, SessionStore
-from ._side import Side
+from ._side import Side, liveness_settings
 
 __all__ = ["SvcProtocol"]
 
@@ -102,8 +102,7 @@ class SvcProtocol:
         encode_packet(LoginAccepted(session, 1))  # a session name that cannot go on the wire fails here
         self.authenticate = authenticate or _fixed(username, password)  # type: ignore[arg-type]
         self.session = session
-        self.heartbeat_interval = heartbeat_interval or None
-        self.idle_timeout = idle_timeout
+        self.heartbeat_interval, self.idle_timeout = liveness_settings(heartbeat_interval, idle_timeout)
         self.login_timeout = login_timeout
         self.reply = reply
         self.payload_messenger = payload_messenger

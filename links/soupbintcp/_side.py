@@ -15,7 +15,22 @@ import structlog
 from .. import Protocol
 from ._messenger import SoupBinTcpMessenger, State
 
-__all__ = ["Side"]
+__all__ = ["Side", "liveness_settings"]
+
+
+def liveness_settings(heartbeat_interval: float | None, idle_timeout: float | None) -> tuple[float | None, float | None]:
+    """A configuration's ``(heartbeat_interval, idle_timeout)``, checked: each None (off) or
+    positive seconds; a ``heartbeat_interval`` of 0 means off too.
+
+    Raises:
+        ValueError: anything else. An ``idle_timeout`` of nan would never expire and, in
+            ``is_connected``, never count the peer as alive.
+    """
+    heartbeat_interval = heartbeat_interval or None
+    for name, value in (("heartbeat_interval", heartbeat_interval), ("idle_timeout", idle_timeout)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be None or a positive number of seconds, not {value!r}")
+    return heartbeat_interval, idle_timeout
 
 
 class Side(Protocol):
