@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds"]
+__all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds", "time_left"]
 
 
 class Clock(Protocol):
@@ -54,3 +54,12 @@ class MonotonicClock:
 
     def __repr__(self) -> str:
         return "MonotonicClock()"
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (from ``deadline_after``); None when there is none, and
+    never below 0.0: the one spelling of "what remains of this wait"."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    return left if left > 0.0 else 0.0

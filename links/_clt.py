@@ -26,6 +26,9 @@ Faults (see ``links._connection`` for the mechanics):
 * ``idle_timeout=``: a connection that receives nothing for that long is treated as dead
   (pair it with a protocol heartbeat); ``tcp_user_timeout=`` and ``keepalive=`` set the
   kernel's own detection.
+* ``stall_timeout=`` (30 s): a peer that takes none of what we owe it for that long is a
+  slow consumer, and its connection is closed (``clt.slow_consumer``); ``max_outbound=``
+  (256 KiB) bounds what a connection may owe before sends are refused (see ``links._outbound``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from ._core._protocol import Protocol
 from ._core._status import SendStatus
 from ._errors import ClosedError, ConnectTimeout
 from ._gate import Permit
+from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
 from ._poll import PollHandler
 from ._recver import CltRecver
 from ._ref import Ref
@@ -88,6 +92,8 @@ class Clt:
         idle_timeout: float | None = None,
         tcp_user_timeout: float | None = None,
         keepalive: tuple[float, float, int] | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
     ) -> Clt:
         """Connect to ``"host:port"`` and complete the protocol's handshake.
 
@@ -103,12 +109,17 @@ class Clt:
             session: resumable-session settings (exactly-once delivery across cuts).
             idle_timeout: drop a connection that received nothing for this many seconds.
             tcp_user_timeout, keepalive: kernel-level liveness (see ``set_liveness``).
+            stall_timeout: seconds the peer may take none of what we owe it before the
+                connection is closed as a slow consumer (``BrokenError("slow_consumer")``).
+            max_outbound: bytes a connection may owe its socket (beyond one partly written
+                frame) before a send is refused (``WOULD_BLOCK``, or a wait within its timeout).
 
         Raises:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
             links.session.SessionLost: the server refused the session.
             ValueError, TypeError: ``timeout`` is nan, or not a number of seconds; or
-                ``idle_timeout`` is not a positive number of seconds.
+                ``idle_timeout`` or ``stall_timeout`` is not a positive number of seconds, or
+                ``max_outbound`` not a whole number of bytes.
         """
         target = parse_addr(addr)
         deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts
@@ -125,6 +136,7 @@ class Clt:
             Role.INITIATOR, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler), session=driver,
             reconnect=reconnect, redial=redial, handshake_timeout=timeout, idle_timeout=idle_timeout,
+            stall_timeout=stall_timeout, max_outbound=max_outbound,
         )  # fmt: skip
         if driver is not None:
             driver.connection = con
@@ -153,6 +165,8 @@ class Clt:
         poll_handler: PollHandler | None = None,
         timer: Timer | None = None,
         permit: Permit | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
     ) -> Clt:
         """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``
         but does not wait for the protocol's handshake to finish.
@@ -163,6 +177,7 @@ class Clt:
         con = Connection(
             role, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
+            stall_timeout=stall_timeout, max_outbound=max_outbound,
         )  # fmt: skip
         clt = cls(con)
         att = con.open(sock, time.monotonic(), permit, wait=False)

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
-from ._clock import deadline_after
+from ._clock import deadline_after, time_left
 from ._core._backoff import Backoff
 from ._core._conid import ConId, Role
 from ._core._link import Link
@@ -62,6 +62,9 @@ from ._core._status import NEED_DATA, RetryAfter, SendStatus, TaskStatus
 from ._errors import BrokenError, ClosedError, DecodeError, FrameTooLarge, LinksError, ProtocolError
 from ._gate import Permit
 from ._log import get_logger
+from ._ref import released_while_waiting
+from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, Outbound, check_limits
+from ._threads import on_runtime_thread
 from ._timer import Timer, TimerHandle
 from ._transport import Transport, socket_addrs
 
@@ -99,14 +102,21 @@ class Attachment:
         self.connection = connection
         self.con_id = ConId(connection.role, connection.name, local, peer)
         self.transport = Transport(sock)
+        self.outbound = Outbound(
+            self.transport, lock=connection.write_lock, clock=connection.clock, watch=self.watch_writable,
+            unwatch=self._end_stall_check, max_outbound=connection.max_outbound,
+        )  # fmt: skip
         self.protocol = protocol
         self.link = Link(protocol, session=connection.session)
         self.permit = permit
         self.closed = False
         self.tasks: list[TimerHandle] = []
-        self.poll: PollHandler | None = None
-        self.reader: AttachmentReader | None = None
-        self.last_recv = time.monotonic()
+        self.poll: PollHandler | None = None  # set once the poll thread services it
+        self.handler = AttachmentReader(self)  # what the poll thread services
+        self.reading = False  # whether the poll thread reads it (spawned)
+        self.lingering = False  # closed, but still writing what it owes (Connection._end)
+        self.stall_task: TimerHandle | None = None
+        self.last_recv = connection.clock()
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
         self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
         self._on_sent = protocol.on_sent if overrides(protocol, "on_sent") else None
@@ -182,7 +192,7 @@ class Attachment:
             n = self.transport.recv_into(buffer.writable())
         if n:
             buffer.commit(n)
-            self.last_recv = time.monotonic()
+            self.last_recv = self.connection.clock()
         return n
 
     def next_message(self) -> Any:
@@ -210,6 +220,66 @@ class Attachment:
             event = "session.protocol_error"
             log.warning(event, error=str(error))
         self.connection.lost(self, event, BrokenError(str(error), event))
+
+    def watch_writable(self) -> None:
+        """Ask the poll thread to finish what ``outbound`` owes once the socket has room, and
+        check meanwhile that the peer does not stall (once per backlog: ``Outbound.needs_watch``)."""
+        connection = self.connection
+        self._start_stall_check()
+        try:
+            poll = self.poll
+            if poll is None:
+                poll = self.poll = connection._poll()
+            poll.want_writable(self.handler)
+        except RuntimeError as e:  # the poll handler was shut down: nobody can finish it
+            self.drop("poll_shutdown")
+            connection.log.warning("clt.write_unfinished", error=str(e))
+
+    def _start_stall_check(self) -> None:
+        limit = self.connection.stall_timeout
+        try:
+            self.stall_task = self.connection.timer.schedule(f"stall {self.con_id}", limit, stall_check(self, limit))
+        except RuntimeError:  # the timer was shut down: nothing left to bound
+            self.stall_task = None
+        if self.closed and not self.lingering:  # ended meanwhile, and _end found no task to cancel
+            self._end_stall_check()
+
+    def _end_stall_check(self) -> None:
+        task, self.stall_task = self.stall_task, None
+        if task is not None:
+            task.cancel()
+
+    def linger(self) -> None:
+        """Closed: let the poll thread write what is still owed, then release the fd."""
+        connection = self.connection
+        try:
+            poll = self.poll if self.poll is not None else connection._poll()
+        except RuntimeError:
+            self.transport.close()
+            return
+        self.poll = poll
+        self.lingering = True
+        if self.stall_task is None:
+            self._start_stall_check()
+        handler = self.handler
+
+        def start() -> None:  # on the poll thread, after the fd is unregistered
+            poll.want_writable(handler)  # inline here: serviced from the next poll on
+
+        try:
+            poll.remove(handler, "closed", then=start)
+        except RuntimeError:
+            self.unlinger("poll_shutdown")
+
+    def unlinger(self, reason: str) -> None:
+        """Stop lingering (all written, the peer stalled or failed): release the fd."""
+        if not self.lingering:
+            return
+        self.lingering = False
+        if self.poll is not None:
+            self.poll.remove(self.handler, reason, then=self.transport.close)
+        else:
+            self.transport.close()
 
     def dispatch(self, msg: Any) -> None:
         """``on_recv`` → the callback → ``send_reply``, skipping the hooks nobody overrides."""
@@ -255,7 +325,8 @@ class AttachmentReader:
 
     @property
     def closed(self) -> bool:
-        return self.attachment.closed
+        att = self.attachment
+        return att.closed and not att.lingering
 
     def fileno(self) -> int:
         return self.attachment.transport.fileno()
@@ -307,6 +378,29 @@ class AttachmentReader:
                 dispatch(msg)
         return not att.closed
 
+    def on_writable(self) -> bool:
+        """The socket has room: write what is owed (never waiting); True while more remains."""
+        att = self.attachment
+        if att.lingering:
+            try:
+                with att.outbound.lock:
+                    if att.outbound.on_writable():
+                        return True
+            except LinksError:
+                pass  # the peer is gone: nothing more to deliver
+            att.unlinger("drained")
+            return False
+        if att.closed:
+            return False
+        out = att.outbound
+        with out.lock:  # held by senders only for steps that never wait
+            try:
+                return out.on_writable()
+            except LinksError as e:
+                error = e
+        att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
+        return False
+
     def on_poll_failure(self, error: BaseException | None) -> None:
         att = self.attachment
         if error is None:
@@ -332,9 +426,13 @@ class Connection:
         redial: Callable[[], socket.socket] | None = None,
         handshake_timeout: float = 5.0,
         idle_timeout: float | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
     ) -> None:
-        if idle_timeout is not None and not idle_timeout > 0:  # refused before any socket opens
+        # Refused before any socket opens.
+        if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}")
+        check_limits(stall_timeout, max_outbound)
         self.role = role
         self.name = name
         self.con_id = ConId(role, name)
@@ -347,6 +445,9 @@ class Connection:
         self._redial = redial
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
+        self.stall_timeout = stall_timeout
+        self.max_outbound = max_outbound
+        self.clock = timer.clock.monotonic  # every time in the engine: fake in tests
         self.log = get_logger("clt", con_id=str(self.con_id))
         self.write_lock = threading.Lock()
         self.changed = threading.Condition()  # attach, detach, close, session space
@@ -490,12 +591,11 @@ class Connection:
         ``replay`` runs under the write lock, so no sender can number a frame between the
         moment the replay is computed and the moment new frames go to ``att``.
         """
-        with self.write_lock:
+        self.write_lock.acquire()
+        try:
             if replay is not None:
                 try:
-                    data = replay()
-                    if data:
-                        att.transport.write(data, None)
+                    att.outbound.owe(replay())  # what the socket does not take now is owed
                 except LinksError:
                     self._discard(att, "replay_failed")
                     raise
@@ -506,8 +606,10 @@ class Connection:
                     closed = False
                     self.attachment = att
                     self.state = ConnState.CONNECTED
-                    self._attached_at = self.timer.clock.monotonic()  # the schedule's clock: fake in tests
+                    self._attached_at = self.clock()
                     self.changed.notify_all()
+        finally:
+            self._unlock(att)
         if closed:
             self._discard(att, "closed")
             return
@@ -527,12 +629,12 @@ class Connection:
 
     def _spawn(self, att: Attachment) -> None:
         poll = self._poll()
-        reader = AttachmentReader(att)
         with self.changed:
-            if att.closed or att.reader is not None:  # spawn() and publish() may both get here
+            if att.closed or att.reading:  # spawn() and publish() may both get here
                 return
-            att.poll, att.reader = poll, reader
-        poll.add(reader)
+            att.reading = True
+            att.poll = poll
+        poll.add(att.handler)
 
     def _start_tasks(self, att: Attachment) -> None:
         protocol = att.protocol
@@ -550,21 +652,24 @@ class Connection:
         """``write(att, [msg], timeout)``: one message, from the user's sender (``att`` None)
         or from a protocol hook (a reply on the poll thread).
 
-        Its common case is spelled out here (a plain connection with its attachment up, no
-        ``on_send``, no timeout): per-message ``send()`` is one syscall plus this Python, and
-        the Python is what links can cut. Measured: the Python per call went from 5.8-7.0x a
-        plain ``pack`` + ``send`` to 4.4-4.7x (``benchmarks/bench_send_path.py``), and W1
-        ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
-        (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does
-        a failed write that waits for the next attachment. A failure is handled as ``write``
-        handles it (``_write_failed``, ``_retry_after``).
+        Its common case is spelled out here (a plain connection with its attachment up and
+        nothing owed, no ``on_send``, no timeout): per-message ``send()`` is one syscall plus
+        this Python, and the Python is what links can cut. Measured: the Python per call went
+        from 5.8-7.0x a plain ``pack`` + ``send`` to 4.4-4.7x (``benchmarks/bench_send_path.py``),
+        and W1 ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
+        (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does a
+        failed write that waits for the next attachment.
         """
         if timeout is None and self.session is None and not self._closing:
             lock = self.write_lock
+            owing: Attachment | None = None
             lock.acquire()  # not "with": acquire and release cost half as much
             try:
                 target = self.attachment if att is None else att
-                if target is not None and not target.closed and self.state is not _CLOSED and not target.link.stamps:
+                if (
+                    target is not None and not target.closed and self.state is not _CLOSED
+                    and not target.link.stamps and not target.outbound.backlog
+                ):  # fmt: skip
                     link = target.link
                     try:
                         frame = link.framer.encode(link.messenger.serialize(msg))
@@ -572,7 +677,7 @@ class Connection:
                         target.protocol.on_error(msg, e)
                         raise
                     try:
-                        target.transport.write(frame, None)  # no timeout: it completes or raises
+                        sent = target.transport.send_some(frame)
                     except LinksError as e:
                         error = self._write_failed(target, (msg,), e)
                         if att is not None or not self._retry_after([msg], target):
@@ -580,11 +685,19 @@ class Connection:
                                 raise
                             raise error from e
                     else:
+                        if sent != len(frame):  # taken: the rest is owed, the poll thread finishes it
+                            target.outbound.sent_part(frame, sent)
+                            if target.outbound.needs_watch():
+                                owing = target
                         if target.notify_sent:
                             target.sent(msg)
-                        return _COMPLETED
+                        if owing is None:
+                            return _COMPLETED
             finally:
                 lock.release()
+            if owing is not None:
+                owing.watch_writable()
+                return _COMPLETED
         return self.write(att, [msg], timeout)
 
     def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
@@ -592,62 +705,83 @@ class Connection:
 
         ``att`` None means "the current attachment, whichever it is" (the user's sender): it
         waits for one while disconnected, or, with a session, queues into the replay buffer.
+        Waits happen only outside the write lock, never on a runtime thread
+        (``links._threads``), and never longer than ``timeout``.
         """
         deadline = deadline_after(timeout)
-        session = self.session
-        write_lock = self.write_lock
+        may_wait = timeout != 0 and not on_runtime_thread()
         while True:
             target = None
-            # The wait for the write lock is bounded too. Usually it is held for one send
-            # syscall, but another sender may hold it while it waits on a peer that stopped
-            # reading, and a poll-thread reply or a heartbeat (timeout=0) must not freeze its
-            # thread behind that. So a send waits for the lock its own timeout, but at least
-            # LOCK_WAIT: a timeout of 0 means "no waiting for socket room", and a holder that
-            # is merely between two time slices must not turn a reply into a WOULD_BLOCK. The
-            # goodbye of a closing connection (on_close) waits LOCK_WAIT at most: the close it
-            # belongs to is what will free a stuck sender (its shutdown wakes it).
-            if deadline is None and not self._closing:
-                locked = write_lock.acquire()
-            elif self._closing:
-                locked = write_lock.acquire(timeout=LOCK_WAIT)
-            else:
-                locked = write_lock.acquire(timeout=max(LOCK_WAIT, deadline - time.monotonic()))
-            if locked:
-                try:
-                    if self.state is _CLOSED:
-                        raise self.error()
-                    target = self.attachment if att is None else att
-                    if target is None and session is not None:
-                        target = self._handshaking
-                    if target is not None and target.closed:
-                        if att is not None:
-                            raise BrokenError(f"{att.con_id} ended", "broken")
-                        target = None
-                    if session is not None:
-                        if session.can_send():
-                            return self._write_session(target, msgs)
-                    elif target is not None:
-                        remaining = timeout if deadline is None else max(0.0, deadline - time.monotonic())
-                        status = self._write_plain(target, msgs, remaining, retry=att is None)
-                        if status is not None:
-                            return status
-                finally:
-                    write_lock.release()
-            else:
-                deadline = time.monotonic()  # the lock stayed busy for the whole timeout
-            # No room (session) or no attachment (plain): wait for a change, bounded.
-            with self.changed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    protocol = target.protocol if target is not None else self._protocol
-                    if protocol is not None:
-                        for msg in msgs:
-                            protocol.on_would_block(msg)
-                    return _WOULD_BLOCK
-                # Checked again under the condition's lock: the change we would wait for may
-                # have happened since the write lock was released, and its notify is not repeated.
-                if self.state is not _CLOSED and not self._ready_for(session):
-                    self.changed.wait(remaining)
+            refused = False
+            if not self._lock_for(deadline, may_wait):
+                return self._would_block(None, msgs)
+            try:
+                if self.state is _CLOSED:
+                    raise self.error()
+                target = self._target(att)
+                if self.session is not None:
+                    if self.session.can_send():
+                        return self._write_session(target, msgs)
+                elif target is not None:
+                    status = self._write_plain(target, msgs, retry=att is None)
+                    if status is not None:
+                        return status
+                    refused = not target.closed  # no room (else: cut, wait for the next one)
+            finally:
+                self._unlock(target)
+            left = time_left(deadline)
+            if not may_wait or left == 0.0:
+                return self._would_block(target, msgs)
+            with released_while_waiting():  # never under a lock: not ours, nor a Ref's
+                if refused:
+                    assert target is not None
+                    target.outbound.wait_room(left)  # until the socket drains
+                    continue
+                # No room in the replay buffer (session) or no attachment (plain): wait for a change.
+                with self.changed:
+                    # Checked again under the condition's lock: the change we would wait for may
+                    # have happened since the write lock was released, and its notify is not repeated.
+                    if self.state is not _CLOSED and not self._ready_for(self.session):
+                        self.changed.wait(left)
+
+    def _lock_for(self, deadline: float | None, may_wait: bool) -> bool:
+        """Take the write lock for a send. It is held only for steps that never wait (see
+        ``links._outbound``), but a hook or callback run under it may be slow, so the wait is
+        bounded: by the send's timeout, but at least ``LOCK_WAIT`` (a holder merely between two
+        time slices must not turn a reply into WOULD_BLOCK), and ``LOCK_WAIT`` at most for the
+        goodbye of a closing connection or a send on a runtime thread."""
+        if deadline is None and may_wait and not self._closing:
+            return self.write_lock.acquire()
+        if self._closing or not may_wait:
+            return self.write_lock.acquire(timeout=LOCK_WAIT)
+        return self.write_lock.acquire(timeout=max(LOCK_WAIT, deadline - time.monotonic()))
+
+    def _unlock(self, att: Attachment | None) -> None:
+        """Release the write lock; if ``att`` owes bytes, the poll thread is asked to finish them."""
+        watch = att is not None and not att.closed and att.outbound.needs_watch()
+        self.write_lock.release()
+        if watch:
+            att.watch_writable()  # type: ignore[union-attr]
+
+    def _target(self, att: Attachment | None) -> Attachment | None:
+        """The attachment a write goes to (write lock held): ``att``, or the current one."""
+        target = self.attachment if att is None else att
+        if target is None and self.session is not None:
+            target = self._handshaking
+        if target is not None and target.closed:
+            if att is not None:
+                raise BrokenError(f"{att.con_id} ended", "broken")
+            return None
+        return target
+
+    def _would_block(self, target: Attachment | None, msgs: list[Any]) -> SendStatus:
+        protocol = target.protocol if target is not None else self._protocol
+        if protocol is None and self.attachment is not None:
+            protocol = self.attachment.protocol
+        if protocol is not None:
+            for msg in msgs:
+                protocol.on_would_block(msg)
+        return _WOULD_BLOCK
 
     def _retry_after(self, msgs: list[Any], failed: Attachment) -> bool:
         """Whether the user's sender, whose socket write of ``msgs`` on ``failed`` just raised,
@@ -668,26 +802,28 @@ class Connection:
         att = self.attachment
         return att is not None and not att.closed
 
-    def _write_plain(
-        self, att: Attachment, msgs: list[Any], timeout: float | None, retry: bool = False
-    ) -> SendStatus | None:
-        """Stamp, encode and write ``msgs`` on ``att``; None, instead of raising, when the write
-        failed and ``retry`` (the user's sender) asks to wait it out (``_retry_after``)."""
-        link = att.link
-        if len(msgs) == 1:
-            msg = msgs[0]
-            if link.stamps:
-                msg = link.stamp(msg)
-            stamped: Any = (msg,)
-            try:
-                frames = link.encode(msg)
-            except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
-                att.protocol.on_error(msg, e)
-                raise
-        else:
-            stamped, frames = link.encode_many(msgs)
+    def _write_plain(self, att: Attachment, msgs: list[Any], retry: bool = False) -> SendStatus | None:
+        """Stamp, encode and hand ``msgs`` to ``att``'s outbound path; None when it has no room
+        (nothing was stamped), or, instead of raising, when the write failed and ``retry``
+        (the user's sender) asks to wait it out (``_retry_after``)."""
+        link, outbound = att.link, att.outbound
+        stamped: Any = msgs
         try:
-            status = att.transport.write(frames, timeout)
+            if not outbound.has_room():
+                return None
+            if len(msgs) == 1:
+                msg = msgs[0]
+                if link.stamps:
+                    msg = link.stamp(msg)
+                stamped = (msg,)
+                try:
+                    frames = link.encode(msg)
+                except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
+                    att.protocol.on_error(msg, e)
+                    raise
+            else:
+                stamped, frames = link.encode_many(msgs)
+            outbound.take(frames)
         except LinksError as original:
             e = self._write_failed(att, stamped, original)
             if retry and self._retry_after(msgs, att):
@@ -695,14 +831,10 @@ class Connection:
             if e is original:
                 raise
             raise e from original
-        if status is _COMPLETED:
-            if att.notify_sent:
-                for msg in stamped:
-                    att.sent(msg)
-        else:
+        if att.notify_sent:
             for msg in stamped:
-                att.protocol.on_would_block(msg)
-        return status
+                att.sent(msg)
+        return _COMPLETED
 
     def _write_failed(self, att: Attachment, msgs: Iterable[Any], original: LinksError) -> LinksError:
         """A plain write on ``att`` raised ``original``: tell the protocol, end the attachment
@@ -710,7 +842,7 @@ class Connection:
         e = original
         if isinstance(e, ClosedError) and att.closed and not (self.state is _CLOSED and self._error is None):
             # The socket was shut under us by another thread that found the connection
-            # broken (idle timeout, a hostile frame, a failed heartbeat): not a local close.
+            # broken (idle timeout, a hostile frame, a slow consumer): not a local close.
             e = self.error() if self.state is _CLOSED else BrokenError(f"{att.con_id} ended", "broken")
         for msg in msgs:
             att.protocol.on_error(msg, e)
@@ -720,7 +852,8 @@ class Connection:
 
     def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
         """Session: numbered frames go to the replay buffer first, so once accepted here a
-        message is delivered exactly once, whatever happens to the socket afterwards."""
+        message is delivered exactly once, whatever happens to the socket afterwards. They
+        are owed to the socket at once (never refused: the replay buffer bounds them)."""
         if att is not None:
             link = att.link
         else:  # detached: encode with a spare engine; the frames go to the replay buffer only
@@ -730,18 +863,23 @@ class Connection:
             link = self._spare_link
         stamped, frames = link.encode_many(msgs)
         if att is not None:
-            try:
-                att.transport.write(frames, None)
-            except LinksError as e:
-                if isinstance(e, BrokenError):
-                    self.lost(att, e.reason, e)
-                # Not an error for the caller: the frames wait in the replay buffer.
+            self.owe(att, frames)  # a failure is not the caller's: the frames wait for replay
         for msg in stamped:
             if att is not None:
                 att.sent(msg)
             else:
                 self.callback.on_sent(self.con_id, msg)
         return _COMPLETED
+
+    def owe(self, att: Attachment, data: bytes) -> bool:
+        """Write lock held: hand committed bytes (session frames, acks, a replay) to ``att``;
+        False if its socket failed (``att`` is then ended)."""
+        try:
+            att.outbound.owe(data)
+        except LinksError as e:
+            self.lost(att, getattr(e, "reason", "broken"), e if isinstance(e, BrokenError) else None)
+            return False
+        return True
 
     def flush_session(self, att: Attachment) -> None:
         """Write what the session owes (acks) without ever waiting: this runs on the poll
@@ -751,12 +889,9 @@ class Connection:
         try:
             out = self.session.take_output() if self.session is not None else b""
             if out and not att.closed:
-                try:
-                    att.transport.write(out, 0)
-                except LinksError as e:
-                    self.lost(att, getattr(e, "reason", "broken"), e if isinstance(e, BrokenError) else None)
+                self.owe(att, out)
         finally:
-            self.write_lock.release()
+            self._unlock(att)
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -794,9 +929,18 @@ class Connection:
         self._end(att, reason, None, quiet=True)
 
     def _end(self, att: Attachment, reason: str, error: LinksError | None, quiet: bool = False) -> None:
+        # An orderly local close still delivers what senders were told was COMPLETED: the
+        # socket stops reading (waking any reader) and lingers, write-only, on the poll thread
+        # until what is owed is written or the peer stalls for stall_timeout.
+        linger = error is None and not quiet and bool(att.outbound.backlog) and self.state is _CLOSED
         for task in att.tasks:
             task.cancel()
-        att.transport.shutdown()
+        if not linger:  # else it bounds the lingering too
+            att._end_stall_check()
+        if linger:
+            att.transport.shutdown_read()
+        else:
+            att.transport.shutdown()
         if self.session is None:
             try:
                 att.protocol.on_disconnect(att.con_id)
@@ -808,8 +952,10 @@ class Connection:
             fields = {"error": str(error)} if error is not None else {}
             att_log = self.log if att.con_id == self.con_id else get_logger("clt", con_id=str(att.con_id))
             att_log.info("clt.disconnected", reason=reason, **fields)
-        if att.poll is not None:
-            att.poll.remove(att.reader, reason, then=att.transport.close)
+        if linger:
+            att.linger()
+        elif att.poll is not None:
+            att.poll.remove(att.handler, reason, then=att.transport.close)
         else:
             att.transport.close()
 
@@ -937,14 +1083,37 @@ def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Cal
     def check() -> Any:
         if att.closed:
             return TaskStatus.TERMINATE
-        idle = time.monotonic() - att.last_recv
+        clock = att.connection.clock
+        idle = clock() - att.last_recv
         if idle >= limit and att.transport.has_unread_data():
-            att.last_recv = time.monotonic()
+            att.last_recv = clock()
             idle = 0.0
         if idle >= limit:
             att.connection.log.warning(event, idle=round(idle, 3), limit=limit)
             att.drop(reason)
             return TaskStatus.TERMINATE
         return RetryAfter(limit - idle)
+
+    return check
+
+
+def stall_check(att: Attachment, limit: float) -> Callable[[], Any]:
+    """A timer task that drops ``att`` once its peer took none of what we owe it for ``limit``
+    seconds: a slow consumer (``links._outbound``). Only that connection ends; its sends
+    then raise ``BrokenError("slow_consumer")`` (or, with ``reconnect=``, wait for a redial)."""
+    outbound = att.outbound
+
+    def check() -> Any:
+        if att.closed and not att.lingering:
+            return TaskStatus.TERMINATE
+        stalled = outbound.stalled_for()
+        if stalled >= limit:
+            att.connection.log.warning("clt.slow_consumer", stalled=round(stalled, 3), stall_timeout=limit, owed=outbound.owed_bytes)
+            if att.lingering:
+                att.unlinger("slow_consumer")
+            else:
+                att.drop("slow_consumer")
+            return TaskStatus.TERMINATE
+        return RetryAfter(limit - stalled)
 
     return check

@@ -1,31 +1,33 @@
 """``PollHandler``: one thread, one selector, every registered receiver and acceptor.
 
 Ownership
-    Only the poll thread touches the selector. Other threads never call ``register`` on it
-    directly: ``add()``, ``remove()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and
-    wake the thread through a ``WakeupSocketpair``. When the caller *is* the poll thread (a
-    callback closing its own connection), the command runs inline, so a handler can remove
-    itself without waiting for the next loop pass.
+    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``
+    and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread through a
+    ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
 
 Level-triggered, a bounded batch per event
-    The stdlib ``EpollSelector`` is level-triggered: an fd with unread bytes is reported on
-    every poll until it is drained. So a handler does *one* bounded unit of work per
-    readiness event (a receiver: one ``recv_into`` and the frames it completed; an acceptor: a
-    bounded number of ``accept`` calls) and returns. Whatever remains is reported again on
-    the next pass, after every other ready fd had its turn. One chatty peer therefore cannot
-    starve the rest, and nothing is lost by stopping early. (An edge-triggered design would
-    have to drain each fd to ``EAGAIN`` before sleeping, which is exactly the starvation we
-    avoid.)
+    An fd with unread bytes is reported on every poll until drained, so a handler does *one*
+    bounded unit of work per event (a receiver: one ``recv_into`` and the frames it
+    completed; an acceptor: a bounded batch of ``accept``) and returns; the rest is reported
+    next pass, after every other ready fd had its turn. One chatty peer cannot starve the
+    rest. (Edge-triggered, each fd would have to be drained to ``EAGAIN``: that starvation.)
 
 Failures stay local
     Each handler call is wrapped: if it raises, the failure is logged
     (``poll.handler_failed``), the handler is removed and told to close itself, and the loop
-    carries on with every other connection. The thread ends only on ``shutdown()``.
+    carries on with every other connection.
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me),
     ``on_poll_failure(error)``, a ``closed`` flag and a ``poll_kind`` ("recver" or "acceptor") for log names.
     The loop finds them by fd in a dict of its own, so dispatch is one lookup.
+
+Writing (``want_writable``)
+    A connection whose socket would not take all it owes (a partly written frame, queued
+    replies) asks for ``on_writable() -> bool`` (True: still owing) once the socket has room:
+    the poll thread writes what it can, never waiting, so a frame gets finished without
+    anybody sending again. The interest is dropped once nothing is owed. A connection read
+    on a user thread is registered for writing only: its reading is never touched here.
 
 Closing fds
     ``remove(handler, then=fn)`` unregisters the fd and then runs ``fn`` (usually closing the
@@ -33,30 +35,22 @@ Closing fds
     fd number for a new socket while the selector still maps it to the old handler.
 
 Reading the events
-    The stdlib ``EpollSelector`` keeps the books (which fd is registered) and the loop asks
-    its ``select.epoll`` object for events directly: ``select()`` itself is Python, with a
-    call per event to map the fd back to its key and a list of new tuples per pass, and on a
-    thread that sleeps between messages that Python runs with cold caches. Measured on the
-    W2 echo server: 3-7 % less server CPU per round trip (``benchmarks/bench_echo_server.py``;
-    ``benchmarks/RESULTS.md``, "Poll loop"), though not a measurably shorter round trip.
-    Any other selector (another platform's, a test's subclass) is read through ``select()``,
-    and so is the stdlib one if its epoll object is ever not where this expects it.
+    The stdlib ``EpollSelector`` keeps the books and the loop asks its ``select.epoll``
+    object for events directly, skipping ``select()``'s per-event Python: 3-7 % less server
+    CPU per W2 round trip (``benchmarks/RESULTS.md``, "Poll loop"). Any other selector is
+    read through ``select()``.
 
 Busy polling (opt-in)
-    By default the thread sleeps in the poll whenever nothing is ready, and the next
-    message pays for waking it: on a VM, a wakeup across CPUs costs tens of microseconds, the
-    largest part of a loopback round trip. ``PollHandler(busy_poll=s)`` keeps asking without
-    sleeping (a poll with a zero timeout) for ``s`` seconds after it handled the last events
-    (a command, such as a new registration, counts as one), then sleeps as usual: a busy
-    connection finds the thread awake, and an idle one costs nothing. The price is a core kept busy while
-    traffic flows, and the GIL taken between polls, which slows other Python threads of the
-    process (measurements in ``benchmarks/RESULTS.md``, "Busy polling").
+    A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a
+    VM). ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last
+    events (or command), then sleeps: a busy connection finds it awake, an idle one costs
+    nothing. The price: a core and the GIL kept busy while traffic flows
+    (``benchmarks/RESULTS.md``, "Busy polling").
 
 Lifecycle
-    The thread starts on first ``add()``. ``shutdown()`` removes every handler (closing its
-    connection), stops the thread and closes the selector; it is idempotent and also runs at
-    interpreter exit for the default instance (see ``links._runtime``). The thread is a
-    daemon so that a forgotten handler can never keep the interpreter alive.
+    The thread (a daemon) starts on first ``add()``. ``shutdown()`` removes every handler
+    (closing its connection), stops the thread and closes the selector; it is idempotent and
+    runs at interpreter exit for the default instance (``links._runtime``).
 """
 
 from __future__ import annotations
@@ -66,16 +60,23 @@ import select
 import selectors
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, Protocol
 
 from ._clock import Clock, MonotonicClock
 from ._log import get_logger
+from ._threads import runtime_thread
 from ._wakeup import WakeupSocketpair
 
 __all__ = ["PollHandler", "Pollable"]
 
 _log = get_logger("poll")
 _READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+# Event bits as epoll (and poll) report them. Errors and hang-ups are reported whatever the
+# interest: a reader sees them as readable (its read raises), a writer as writable.
+_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+_IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
 class Pollable(Protocol):
@@ -99,14 +100,10 @@ class PollHandler:
 
     Args:
         name: the thread's name (it shows in ``threading.enumerate()`` and py-spy).
-        selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux;
-            see "Reading the events" above).
-        busy_poll: seconds to keep polling without sleeping after the last events were
-            handled (0, the default: sleep at once; ``math.inf``: never sleep). Tens of
-            microseconds suit a latency-bound server whose work runs on this thread; see
-            "Busy polling" above for the price.
-        clock: what measures the busy-polling window (``MonotonicClock`` by default; tests
-            pass a ``links.testing.FakeClock``).
+        selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux).
+        busy_poll: seconds to keep polling without sleeping after the last events (0, the
+            default: sleep at once; ``math.inf``: never). See "Busy polling" above.
+        clock: what measures the busy-polling window (tests pass a ``FakeClock``).
     """
 
     def __init__(
@@ -128,12 +125,13 @@ class PollHandler:
         self._poll = _fd_events(self._selector)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._handlers: dict[int, Any] = {}  # id(handler) -> handler
+        self._interest: dict[int, int] = {}  # id(handler) -> its selector events
+        self._write_only: set[int] = set()  # fds registered for writing alone: never read here
         # fd -> handler, the loop's lookup: an fd whose handler was removed earlier in the
         # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
         self._by_fd: dict[int, Any] = {self._wakeup.fileno(): self._wakeup}
-        # Registered since the last poll, joining _by_fd just before the next one: a handler
-        # registered during a pass, on the fd number of one removed earlier in it, must not be
-        # handed the removed one's event.
+        # Registered since the last poll, joining _by_fd before the next: a handler registered
+        # on the fd number of one removed earlier in the pass must not get the removed one's event.
         self._fresh: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
@@ -162,6 +160,11 @@ class PollHandler:
                 then()
             return
         self._post(lambda: self._unregister(handler, reason, then))
+
+    def want_writable(self, handler: Any) -> None:
+        """Call ``handler.on_writable()`` on the poll thread while its socket has room, until
+        it returns False (nothing more to write). Safe from any thread."""
+        self._post(lambda: self._watch_writable(handler))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the poll thread (inline when already on it)."""
@@ -234,8 +237,12 @@ class PollHandler:
             # Closed between being handed to us and now: its fd may already be released
             # and even reused by another socket, so it must never reach the selector.
             return
+        events = self._interest.get(id(handler), 0) | _READ
         try:
-            key = self._selector.register(handler, _READ, handler)
+            if events == _READ:
+                key = self._selector.register(handler, _READ, handler)
+            else:  # registered for writing already: now read too
+                key = self._selector.modify(handler, events, handler)
         except (KeyError, ValueError, OSError) as e:
             # The fd is closed already, or its number is still mapped to a handler whose
             # removal is queued behind us. Either way this handler cannot be serviced.
@@ -243,6 +250,8 @@ class PollHandler:
             handler.on_poll_failure(e)
             return
         self._handlers[id(handler)] = handler
+        self._interest[id(handler)] = events
+        self._write_only.discard(key.fd)
         self._fresh[key.fd] = handler
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
@@ -251,16 +260,63 @@ class PollHandler:
 
     def _unregister(self, handler: Pollable, reason: str, then: Callable[[], None] | None) -> None:
         if self._handlers.pop(id(handler), None) is not None:
-            try:
-                key = self._selector.unregister(handler)
-            except (KeyError, ValueError):
-                pass  # never made it into the selector
-            else:
-                if self._fresh.pop(key.fd, None) is None:
-                    self._by_fd.pop(key.fd, None)
-            _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
+            events = self._interest.pop(id(handler), 0)
+            self._forget(handler)
+            if events & _READ:  # a writer alone came and went unannounced
+                _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
         if then is not None:
             then()
+
+    def _forget(self, handler: Any) -> None:
+        try:
+            key = self._selector.unregister(handler)
+        except (KeyError, ValueError):
+            return  # never made it into the selector
+        self._write_only.discard(key.fd)
+        if self._fresh.pop(key.fd, None) is None:
+            self._by_fd.pop(key.fd, None)
+
+    def _watch_writable(self, handler: Any) -> None:
+        if handler.closed:
+            return  # its fd may be released already (see _register)
+        ident = id(handler)
+        events = self._interest.get(ident, 0)
+        if events & _WRITE:
+            return
+        try:
+            if events:
+                key = self._selector.modify(handler, events | _WRITE, handler)
+            else:
+                key = self._selector.register(handler, _WRITE, handler)
+        except (KeyError, ValueError, OSError) as e:
+            _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
+            handler.on_poll_failure(e)
+            return
+        self._handlers[ident] = handler
+        self._interest[ident] = events | _WRITE
+        if not events:
+            self._write_only.add(key.fd)
+            self._fresh[key.fd] = handler
+
+    def _service_write(self, handler: Any) -> None:
+        try:
+            more = handler.on_writable()
+        except Exception as e:
+            self._fail(handler, e)
+            return
+        events = self._interest.get(id(handler), 0)
+        if more or not events & _WRITE:
+            return
+        if events == _WRITE:  # it was here only to write: gone quietly
+            self._handlers.pop(id(handler), None)
+            self._interest.pop(id(handler), None)
+            self._forget(handler)
+            return
+        self._interest[id(handler)] = _READ
+        try:
+            self._selector.modify(handler, _READ, handler)
+        except (KeyError, ValueError, OSError) as e:
+            self._fail(handler, e)
 
     def _stop(self) -> None:
         raise _Stop
@@ -278,8 +334,12 @@ class PollHandler:
                 _log.error("poll.command_failed", error=repr(e))
 
     def _run(self) -> None:
+        with runtime_thread():  # a send from a handler never waits on a socket (links._threads)
+            self._loop()
+
+    def _loop(self) -> None:
         self._ident = threading.get_ident()
-        poll, by_fd, fresh, wakeup = self._poll, self._by_fd, self._fresh, self._wakeup
+        poll, by_fd, fresh, dispatch = self._poll, self._by_fd, self._fresh, self._dispatch
         no_commands = self._commands.empty
         busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
@@ -302,14 +362,10 @@ class PollHandler:
                     events = poll(0)
                     if not events and clock() - handled_at >= busy_poll:
                         events = poll()  # the window is over: sleep until something happens
-                for fd, _ in events:
-                    handler = by_fd.get(fd)
-                    if handler is wakeup:
-                        wakeup.drain()
-                    elif handler is not None:  # else: removed earlier in this same pass
-                        self._service(handler)
-                if events and busy_poll:
-                    handled_at = clock()
+                if events:
+                    dispatch(events)
+                    if busy_poll:
+                        handled_at = clock()
         except _Stop:
             pass
         except BaseException as e:  # pragma: no cover - a bug in this loop itself
@@ -320,6 +376,19 @@ class PollHandler:
                 self._stopped = True
             self._close_all()
             self._ident = None  # thread ids are reused: nobody else may pass for the poll thread
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> None:
+        """One pass's events, each to its handler (found by fd)."""
+        by_fd, wakeup, write_only = self._by_fd, self._wakeup, self._write_only
+        for fd, ev in events:
+            handler = by_fd.get(fd)
+            if handler is wakeup:
+                wakeup.drain()
+            elif handler is not None:  # else: removed earlier in this same pass
+                if ev & _OUT:
+                    self._service_write(handler)
+                if ev & _IN and fd not in write_only:
+                    self._service(handler)
 
     def _service(self, handler: Pollable) -> None:
         try:
@@ -342,15 +411,9 @@ class PollHandler:
         """Shut down: finish queued commands, close every handler, then the selector."""
         # Commands posted while we stopped: their effects (closing fds) must still happen,
         # and a queued registration must still be closed below rather than leak its socket.
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                command()
-            except Exception:
-                pass
+        while not self._commands.empty():
+            with suppress(Exception):
+                self._commands.get_nowait()()
         for handler in list(self._handlers.values()):
             self._unregister(handler, "shutdown", None)
             try:
@@ -372,9 +435,14 @@ def _fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int
     select_keys = selector.select
 
     def poll(timeout: float | None = None) -> list[tuple[int, int]]:
-        return [(key.fd, events) for key, events in select_keys(timeout)]
+        return [(key.fd, _poll_bits(events)) for key, events in select_keys(timeout)]
 
     return poll
+
+
+def _poll_bits(events: int) -> int:
+    """A selector's ``EVENT_READ``/``EVENT_WRITE`` as the poll bits the loop tests."""
+    return (select.POLLIN if events & _READ else 0) | (select.POLLOUT if events & _WRITE else 0)
 
 
 def _ids(handler: Any) -> dict[str, str]:

@@ -14,15 +14,15 @@ A connection that breaks during a round-robin send is dropped and the next one i
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._clock import deadline_after
+from ._clock import deadline_after, time_left
 from ._core._conid import ConId
 from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError
 from ._recver import CltRecver
+from ._ref import released_while_waiting
 from ._sender import CltSender
 
 __all__ = ["Pool", "SvcSender"]
@@ -73,10 +73,10 @@ class Pool:
     def wait_nonempty(self, deadline: float | None) -> bool:
         with self._cond:
             while not self._entries and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                left = time_left(deadline)
+                if left == 0.0:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(left)
             return bool(self._entries)
 
     def close(self) -> list[CltSender]:
@@ -148,15 +148,25 @@ class SvcSender:
         return sender.send(msg, timeout)
 
     def broadcast(self, msg: Any, timeout: float | None = None) -> int:
-        """Send to every connection; returns how many it was written to (broken ones are dropped)."""
-        written = 0
+        """Send to every connection; returns how many took it (broken ones are dropped).
+
+        One slow connection never delays the others: every connection is offered the message
+        without waiting first, and only those that had no room are waited on, each for what
+        remains of the one ``timeout``.
+        """
+        deadline = deadline_after(timeout)
+        taken = 0
+        refused = []
         for sender in self._pool.senders():
-            try:
-                if sender.send(msg, timeout) is SendStatus.COMPLETED:
-                    written += 1
-            except (BrokenError, ClosedError):
-                continue  # that connection is gone; its close already removed it
-        return written
+            status = _try(sender, msg, 0)
+            if status is SendStatus.COMPLETED:
+                taken += 1
+            elif status is SendStatus.WOULD_BLOCK and timeout != 0:
+                refused.append(sender)
+        for sender in refused:
+            if _try(sender, msg, time_left(deadline)) is SendStatus.COMPLETED:
+                taken += 1
+        return taken
 
     def close(self) -> None:
         self._close()
@@ -170,12 +180,21 @@ class SvcSender:
             if self._pool.closed:
                 raise ClosedError(f"{self.name} is closed")
             for _, sender in self._pool.rotation():
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    return send(sender, remaining)
+                    return send(sender, time_left(deadline))
                 except (BrokenError, ClosedError):
                     continue  # dropped from the pool by its close; try the next one
-            if not self._pool.wait_nonempty(deadline):
+            with released_while_waiting():
+                joined = self._pool.wait_nonempty(deadline)
+            if not joined:
                 if self._pool.closed:
                     raise ClosedError(f"{self.name} is closed")
                 return SendStatus.WOULD_BLOCK
+
+
+def _try(sender: CltSender, msg: Any, timeout: float | None) -> SendStatus | None:
+    """``sender.send``; None when that connection is gone (its close removed it already)."""
+    try:
+        return sender.send(msg, timeout)
+    except (BrokenError, ClosedError):
+        return None

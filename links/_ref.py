@@ -24,11 +24,13 @@ The lock: spin, then park
 
 What is and is not locked
     ``send``, ``send_many``, ``send_to``, ``broadcast`` and ``recv`` take the lock, so callers
-    are serialized and a frame is never interleaved with another thread's. ``close`` does not:
-    a thread blocked in ``send(timeout=None)`` holds the lock, and closing must still be able
-    to wake it (closing shuts the socket down, which ends that wait). ``con_id`` and
-    ``is_connected`` read state that is safe to read without it. ``locked()`` holds the lock
-    across several calls on the raw target.
+    are serialized and a frame is never interleaved with another thread's. A send that waits
+    for socket room (or for a connection) lets go of the lock while it waits and takes it
+    back to try again (``released_while_waiting``), so another clone's ``send(timeout=0)``
+    never waits behind a sender stuck on a peer that stopped reading. ``close`` does not take
+    the lock, so it can always wake a waiting thread. ``con_id`` and ``is_connected`` read
+    state that is safe to read without it. ``locked()`` holds the lock across several calls
+    on the raw target, waits included.
 """
 
 from __future__ import annotations
@@ -38,7 +40,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Ref", "SpinParkLock", "DEFAULT_SPINS"]
+__all__ = ["Ref", "SpinParkLock", "DEFAULT_SPINS", "released_while_waiting"]
+
+# The Ref lock the calling thread took for the send it is inside (None: none).
+_held = threading.local()
+
+
+@contextmanager
+def released_while_waiting() -> Iterator[None]:
+    """Around a sender's wait: release the ``Ref`` lock the calling thread holds for this
+    send (if any), and take it back after. Never the lock of ``Ref.locked()``."""
+    lock = getattr(_held, "lock", None)
+    if lock is None:
+        yield
+        return
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
 
 T = TypeVar("T")
 
@@ -112,20 +132,31 @@ class Ref(Generic[T]):
     # -- the verbs, each under the lock ----------------------------------------------------
 
     def send(self, msg: Any, timeout: float | None = None) -> Any:
-        with self._lock:
-            return self._target.send(msg, timeout)  # type: ignore[attr-defined]
+        lock = self._lock
+        with lock:
+            _held.lock = lock  # a wait for room lets go of it (released_while_waiting)
+            try:
+                return self._target.send(msg, timeout)  # type: ignore[attr-defined]
+            finally:
+                _held.lock = None
 
     def send_many(self, msgs: Any, timeout: float | None = None) -> Any:
-        with self._lock:
-            return self._target.send_many(msgs, timeout)  # type: ignore[attr-defined]
+        return self._sending("send_many", msgs, timeout)
 
     def send_to(self, con_id: Any, msg: Any, timeout: float | None = None) -> Any:
-        with self._lock:
-            return self._target.send_to(con_id, msg, timeout)  # type: ignore[attr-defined]
+        return self._sending("send_to", con_id, msg, timeout)
 
     def broadcast(self, msg: Any, timeout: float | None = None) -> Any:
-        with self._lock:
-            return self._target.broadcast(msg, timeout)  # type: ignore[attr-defined]
+        return self._sending("broadcast", msg, timeout)
+
+    def _sending(self, verb: str, *args: Any) -> Any:
+        lock = self._lock
+        with lock:
+            _held.lock = lock
+            try:
+                return getattr(self._target, verb)(*args)
+            finally:
+                _held.lock = None
 
     def recv(self, timeout: float | None = None) -> Any:
         with self._lock:

@@ -45,6 +45,7 @@ from ._core._status import AcceptStatus, SendStatus, TaskStatus
 from ._errors import ClosedError, FrameTooLarge, LinksError
 from ._gate import ConnectionGate, Permit
 from ._log import get_logger
+from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._poll import PollHandler
 from ._pool import Pool, SvcSender
 from ._ref import Ref
@@ -101,7 +102,7 @@ class Acceptor:
         try:
             clt = Clt.from_socket(
                 sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
-                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit,
+                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit, **svc.limits,
             )  # fmt: skip
         except Exception as e:
             permit.release()
@@ -253,7 +254,11 @@ class Svc:
     def __init__(
         self, sock: socket.socket, *, protocol: ProtocolFactory, callback: Callback | None, max_connections: int,
         name: str, poll_handler: PollHandler | None, timer: Timer | None, session: Resumable | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_outbound: int = DEFAULT_MAX_OUTBOUND,
     ) -> None:  # fmt: skip
+        check_limits(stall_timeout, max_outbound)
+        # Every accepted connection's write limits (see links._outbound).
+        self.limits = {"stall_timeout": stall_timeout, "max_outbound": max_outbound}
         self.session = session
         self.registry = session.registry() if session is not None else None
         self.protocol = protocol
@@ -286,6 +291,8 @@ class Svc:
         backlog: int = 1024,
         reuse_port: bool = False,
         session: Resumable | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
     ) -> Svc:
         """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
 
@@ -295,11 +302,20 @@ class Svc:
             max_connections: the gate: connections beyond it are closed at once and logged.
             reuse_port: set ``SO_REUSEPORT`` so several processes can share the port.
             session: resumable sessions (see ``links.session``); one ``Resumable`` per service.
+            stall_timeout: seconds a client may take none of what we owe it before its
+                connection alone is closed as a slow consumer (``clt.slow_consumer``).
+            max_outbound: bytes one connection may owe its socket (beyond one partly written
+                frame) before sends to it are refused (see ``Clt.connect``).
+
+        Raises:
+            ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
         """
+        check_limits(stall_timeout, max_outbound)
         sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
-            poll_handler=poll_handler, timer=timer, session=session,
+            poll_handler=poll_handler, timer=timer, session=session, stall_timeout=stall_timeout,
+            max_outbound=max_outbound,
         )  # fmt: skip
         if svc.registry is not None:
             svc.registry.start_expiry(svc.timer_or_default())
@@ -381,7 +397,7 @@ class Svc:
             con = Connection(
                 Role.ACCEPTOR, self.name, protocol_factory=self.protocol,
                 callback=DevNullCallback() if self.callback is None else self.callback,
-                timer=self.timer_or_default(), poll=self._poll_handler, session=driver,
+                timer=self.timer_or_default(), poll=self._poll_handler, session=driver, **self.limits,
             )  # fmt: skip
             driver.connection = con
             self.registry.set_owner(engine, con)

@@ -43,6 +43,7 @@ from typing import Union
 from ._clock import Clock, MonotonicClock
 from ._core._status import RetryAfter, TaskStatus
 from ._log import get_logger
+from ._threads import runtime_thread
 
 __all__ = ["Timer", "TimerHandle", "TaskResult"]
 
@@ -235,6 +236,10 @@ class Timer:
 
     def _run(self) -> None:
         """The timer thread: sleep on the condition until the earliest deadline, run, repeat."""
+        with runtime_thread():  # a task's send never waits on a socket here (links._threads)
+            self._loop()
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:

@@ -21,21 +21,17 @@ Blocking mode
     so does a real socket where the platform has no ``MSG_DONTWAIT`` (it is waited on with
     ``poll`` then read, as before).
 
-Writes: all or nothing per frame
-    A frame is either not started or finished. ``write(data, timeout)`` tries once; if the
-    kernel took nothing and the timeout allows no wait, the answer is ``WOULD_BLOCK`` and the
-    stream is untouched, so the caller may retry or drop the message. Once the first byte is
-    out, though, the rest *must* follow, or the peer would parse the next frame from the
-    middle of this one. So after a partial write we wait for writability and keep writing,
-    ignoring the caller's timeout, bounded only by ``stall_timeout``: a peer that stops
-    reading in the middle of a frame for that long is treated as broken (``BrokenError``)
-    and the connection must be closed.
+Writes
+    ``send_some(data)`` is one nonblocking ``send``: the count the kernel took, 0 when it
+    took nothing. The connection engine writes only through it: what a partial write leaves
+    is owed and finished later by the poll thread (``links._outbound``), so no thread of the
+    engine ever waits for a socket to drain.
 
-    The alternative (an outbound buffer flushed by the poll thread when the socket becomes
-    writable, as Twisted does) would make ``send`` never wait, at the cost of unbounded
-    memory when a peer stops reading and of a second owner for the socket. Senders here run
-    on user threads, so waiting for writability on the sender's own thread is the simpler
-    and bounded choice: back-pressure reaches the caller as ``WOULD_BLOCK`` or as a wait.
+    ``write(data, timeout)`` is the blocking form, for a thread that owns a socket alone (a
+    test, the conformance suite): all or nothing per frame. If the kernel took nothing in
+    ``timeout`` the answer is ``WOULD_BLOCK`` and the stream is untouched; once the first
+    byte is out the rest must follow, so it waits, bounded by ``stall_timeout``, and a peer
+    that stops reading mid-frame that long is ``BrokenError``.
 
 Waiting
     Waits use ``select.poll`` on this one fd (no fd-number limit, unlike ``select.select``),
@@ -73,7 +69,7 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # 0 where there is none (Windows
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
-#: How long a half-written frame may wait for the peer to read before the link is broken.
+#: How long ``write`` lets a half-written frame wait for the peer to read before it gives up.
 DEFAULT_STALL_TIMEOUT = 30.0
 
 
@@ -122,7 +118,7 @@ def wait_fd(poller: select.poll, timeout: float | None) -> bool:
 class Transport:
     """A connected socket with ``links`` error semantics."""
 
-    __slots__ = ("sock", "_fd", "_closed", "_shut", "_rpoll", "_wpoll", "_wait", "_blocking", "_rcvtimeo", "stall_timeout")
+    __slots__ = ("sock", "_fd", "_closed", "_shut", "_shut_both", "_rpoll", "_wpoll", "_wait", "_blocking", "_rcvtimeo", "stall_timeout")
 
     def __init__(self, sock: Any, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
         self._wait = getattr(sock, "links_wait", None)
@@ -131,7 +127,8 @@ class Transport:
         self.sock = sock
         self._fd = sock.fileno()
         self._closed = False
-        self._shut = False
+        self._shut = False  # this side ended reading (and maybe writing): EOF is ours
+        self._shut_both = False
         self._rpoll: select.poll | None = None
         self._wpoll: select.poll | None = None
         # The SO_RCVTIMEO this transport set (0.0: none); unknown at first, so the first
@@ -250,7 +247,7 @@ class Transport:
                 if remaining is not None and remaining <= 0:
                     return _WOULD_BLOCK
                 self.wait_writable(remaining)
-                sent = self._send(data)
+                sent = self.send_some(data)
             if sent == total:
                 return _COMPLETED
         # Some of the frame is on the wire: finish it whatever the caller's timeout said.
@@ -261,7 +258,7 @@ class Transport:
                 if time.monotonic() >= stall_deadline:
                     raise BrokenError(f"peer stopped reading mid-frame for {self.stall_timeout}s", "stalled")
                 continue
-            n = self._send(view[sent:])
+            n = self.send_some(view[sent:])
             if n:
                 sent += n
                 stall_deadline = time.monotonic() + self.stall_timeout
@@ -275,7 +272,13 @@ class Transport:
             self._wpoll.register(self._fd, _POLLOUT)
         return wait_fd(self._wpoll, None if timeout is None else max(timeout, 0.0))
 
-    def _send(self, data: bytes | bytearray | memoryview) -> int:
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """One nonblocking send: the bytes the kernel took (0: none, it is full).
+
+        Raises:
+            BrokenError: the peer is gone.
+            ClosedError: this side closed the socket.
+        """
         try:
             return self.sock.send(data, _DONTWAIT)
         except (BlockingIOError, InterruptedError):
@@ -285,11 +288,22 @@ class Transport:
 
     # -- closing --------------------------------------------------------------------------
 
-    def shutdown(self) -> None:
-        """End both directions now (safe from any thread; wakes waiters). Idempotent."""
+    def shutdown_read(self) -> None:
+        """Stop reading only (wakes a thread waiting to read; writes still go out): a closed
+        connection that still owes bytes lingers this way. Later reads raise ``ClosedError``."""
         if self._shut:
             return
         self._shut = True
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        """End both directions now (safe from any thread; wakes waiters). Idempotent."""
+        if self._shut_both:
+            return
+        self._shut = self._shut_both = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -696,23 +696,24 @@ def test_close_with_a_goodbye_is_not_held_up_by_a_sender_stuck_on_a_silent_peer(
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        clt = links.Clt.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Polite)
+        # max_outbound=0: one frame may be owed, the next send waits for room.
+        clt = links.Clt.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Polite, max_outbound=0)
         peer, _ = listener.accept()  # accepts, never reads
         with peer:
-            # Full buffers: the send below waits before its first byte instead of stalling
-            # halfway through a frame.
+            # Full buffers: the first send below is owed whole, the second waits for room.
             stuck = fill_send_buffers(clt)
             blocked_sender_error = []
 
             def send_forever():
                 try:
-                    clt.send(b"y" * 65536)  # timeout=None: waits for room that never comes
+                    while True:
+                        clt.send(b"y" * 65536)  # timeout=None: waits for room that never comes
                 except links.LinksError as e:
                     blocked_sender_error.append(e)
 
             sender = threading.Thread(target=send_forever)
             sender.start()
-            assert stuck.wait(5.0)  # the sender holds the write lock, waiting for room
+            assert stuck.wait(5.0)  # the sender waits for room (outside the write lock)
             clt.close()  # must return (the test's timeout catches a hang)
             sender.join(5.0)
             assert not sender.is_alive()

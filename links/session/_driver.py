@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._connection import silence_check
 from .._core._status import TaskStatus
-from .._errors import BrokenError, ConnectTimeout, LinksError
+from .._errors import BrokenError, ConnectTimeout
 from .._timer import TimerHandle
 from . import _wire as wire
 from ._engine import ServerSessions, Session, SessionState
@@ -101,16 +101,13 @@ class SessionDriver:
                 try:
                     with self._lock:
                         frame = self.engine.tick()
-                    if frame:
-                        att.transport.write(frame, 0)
-                except LinksError as e:
-                    connection.log.warning("heartbeat.failed", error=str(e))
-                    if isinstance(e, BrokenError):
-                        # Nobody may be reading this socket (a user-thread reader that is not
-                        # in recv): the failed beat is how the cut gets noticed, so end it here.
-                        connection.lost(att, e.reason, e)
+                    # Owed, never waited for. A failed write ends the attachment there: nobody
+                    # may be reading this socket (a user-thread reader that is not in recv),
+                    # and the failed beat is how the cut gets noticed.
+                    if frame and not connection.owe(att, frame):
+                        connection.log.warning("heartbeat.failed", error="connection lost")
                 finally:
-                    connection.write_lock.release()
+                    connection._unlock(att)
             return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
 
 

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import LengthPrefixFramer, Messenger, Protocol
+from .._core._framer import LengthPrefixFramer
+from .._core._messenger import Messenger
+from .._core._protocol import Protocol
 from ._errors import LoginRejectedError
 from ._messenger import State
 from ._packets import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import LinksError
+from .._errors import LinksError
 from ._packets import NOT_AUTHORIZED, SESSION_NOT_AVAILABLE
 
 __all__ = ["REASONS", "LoginRejectedError", "NotLoggedInError"]

@@ -27,7 +27,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from .. import DecodeError, Messenger
+from .._core._messenger import Messenger
+from .._errors import DecodeError
 from ._packets import (
     CLIENT_PACKETS, SERVER_PACKETS, SequencedData, UnsequencedData, decode_packet, encode_packet, is_packet_type,
     packet_name,

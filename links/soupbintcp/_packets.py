@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .. import DecodeError, Messenger
+from .._core._messenger import Messenger
+from .._errors import DecodeError
 
 __all__ = [
     "CLIENT_PACKETS",

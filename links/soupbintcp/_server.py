@@ -31,7 +31,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import LengthPrefixFramer, LinksError, Messenger, Protocol, TaskStatus
+from .._core._framer import LengthPrefixFramer
+from .._core._messenger import Messenger
+from .._core._protocol import Protocol
+from .._core._status import TaskStatus
+from .._errors import LinksError
 from ._client import MAX_FRAME_SIZE
 from ._errors import NotLoggedInError
 from ._messenger import State
@@ -261,9 +265,11 @@ class _Server(Side):
         return numbered
 
     def on_would_block(self, msg: Any) -> None:
-        if type(msg) is SequencedData:
-            # Numbers are implicit: a message that is numbered and stored but not sent would
-            # shift every later number by one on the client. End the connection instead; the
-            # client resumes from its last number on reconnect, and the store replays the gap.
+        # links refuses a message for lack of room before ``on_send`` numbers it, so a refused
+        # message has no number and leaves no gap. Should a numbered one ever be refused, it
+        # must not be skipped: numbers are implicit, and a message numbered and stored but
+        # not sent would shift every later number by one on the client. End the connection
+        # then; the client resumes from its last number, and the store replays the gap.
+        if type(msg) is SequencedData and msg.sequence is not None:
             self._log.warning("soupbintcp.sequence_gap", sequence=msg.sequence)
             self._con.close("soupbintcp.sequence_gap")

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from .. import Protocol
+from .._core._protocol import Protocol
 from ._messenger import SoupBinTcpMessenger, State
 
 __all__ = ["Side", "liveness_settings"]
