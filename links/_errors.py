@@ -18,6 +18,7 @@ Raw ``OSError`` is translated into this tree in exactly one place, ``links._tran
 from __future__ import annotations
 
 __all__ = [
+    "SessionLost",
     "LinksError",
     "ClosedError",
     "BrokenError",
@@ -73,3 +74,14 @@ class DecodeError(ProtocolError):
 
 class ConnectTimeout(LinksError, TimeoutError):
     """Connecting (dial plus handshake) did not finish before the timeout."""
+
+
+class SessionLost(BrokenError):
+    """The peer no longer has this session (unknown or expired resume key): it cannot resume.
+
+    A ``BrokenError`` (reason ``"session_lost"``), so code that handles a broken connection
+    handles this too; catch ``SessionLost`` to tell it apart (start a new session).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "session_lost")

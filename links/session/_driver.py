@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._connection import silence_check
+from .._liveness import silence_check
 from .._core._status import TaskStatus
 from .._errors import BrokenError, ConnectTimeout
 from .._timer import TimerHandle
@@ -23,7 +23,8 @@ from . import _wire as wire
 from ._engine import ServerSessions, Session, SessionState
 
 if TYPE_CHECKING:
-    from .._connection import Attachment, Connection
+    from .._attachment import Attachment
+    from .._connection import Connection
     from ._resumable import Resumable
 
 __all__ = ["SessionDriver", "ServerRegistry"]

@@ -39,21 +39,10 @@ import secrets
 from collections import deque
 from dataclasses import dataclass
 
-from .._errors import BrokenError, LinksError, ProtocolError
+from .._errors import LinksError, ProtocolError, SessionLost
 from . import _wire as wire
 
 __all__ = ["Session", "ServerSessions", "ReplayBuffer", "SessionLost", "SessionRejected", "SessionState"]
-
-
-class SessionLost(BrokenError):
-    """The peer no longer has this session (unknown or expired resume key): it cannot resume.
-
-    A ``BrokenError`` (reason ``"session_lost"``), so code that handles a broken connection
-    handles this too; catch ``SessionLost`` to tell it apart (start a new session).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, "session_lost")
 
 
 class SessionRejected(LinksError):

@@ -1,0 +1,352 @@
+"""``Attachment``: one TCP connection of a logical ``Connection``, and ``AttachmentReader``,
+what the poll thread services for it.
+
+An attachment owns one socket's worth of state: its ``Transport``, its ``Outbound`` (what it
+owes the socket), its ``Link`` (receive buffer, framer, messenger) and, without a session, its
+protocol instance. It is also the ``con`` handed to a plain connection's protocol hooks: it
+has ``send``, ``send_many``, ``close``, ``con_id``, ``timer``, ``schedule`` and
+``is_connected``.
+
+Its ``AttachmentReader`` is registered with the poll thread for reading once the receiver
+is spawned, and for writing whenever the outbound path owes bytes (``watch_writable``); a
+closed attachment that still owes bytes lingers there, write-only, until they are written
+or its peer stalls (``linger``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._callbacks import Callback
+from ._core._conid import ConId
+from ._core._link import Link
+from ._core._protocol import Protocol, overrides
+from ._core._status import NEED_DATA, SendStatus
+from ._errors import BrokenError, DecodeError, FrameTooLarge, LinksError, ProtocolError
+from ._gate import Permit
+from ._liveness import stall_check
+from ._outbound import Outbound
+from ._timer import Timer, TimerHandle
+from ._transport import Transport, socket_addrs
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+    from ._poll import PollHandler
+
+__all__ = ["Attachment", "AttachmentReader"]
+
+
+class Attachment:
+    """One TCP connection of a logical ``Connection``; also the ``con`` given to protocol hooks."""
+
+    def __init__(self, connection: Connection, sock: Any, protocol: Protocol, permit: Permit | None) -> None:
+        local, peer = socket_addrs(sock)
+        self.connection = connection
+        self.con_id = ConId(connection.role, connection.name, local, peer)
+        self.transport = Transport(sock)
+        self.outbound = Outbound(
+            self.transport, lock=connection.write_lock, clock=connection.clock, watch=self.watch_writable,
+            unwatch=self._end_stall_check, max_outbound=connection.max_outbound,
+        )  # fmt: skip
+        self.protocol = protocol
+        self.link = Link(protocol, session=connection.session)
+        self.permit = permit
+        self.closed = False
+        self.tasks: list[TimerHandle] = []
+        self.poll: PollHandler | None = None  # set once the poll thread services it
+        self.handler = AttachmentReader(self)  # what the poll thread services
+        self.reading = False  # whether the poll thread reads it (spawned)
+        self.lingering = False  # closed, but still writing what it owes (Connection._end)
+        self.stall_task: TimerHandle | None = None
+        self.last_recv = connection.clock()
+        self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
+        self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
+        self._on_sent = protocol.on_sent if overrides(protocol, "on_sent") else None
+        # Whether a written message needs telling anyone: skipping the no-op calls when nobody
+        # listens is a measurable share of the send path (benchmarks/RESULTS.md, "send path").
+        self.notify_sent = self._on_sent is not None or overrides(connection.callback, "on_sent", Callback)
+
+    def __repr__(self) -> str:
+        return f"Attachment({self.con_id}, closed={self.closed})"
+
+    # -- the hook handle ----------------------------------------------------------------------
+
+    @property
+    def timer(self) -> Timer:
+        return self.connection.timer
+
+    def is_connected(self) -> bool:
+        return not self.closed and self.protocol.is_connected()
+
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+        """Schedule ``task`` on the connection's timer, cancelled when this connection ends.
+
+        For a protocol's deadlines (a login timeout started in ``on_connect``): unlike
+        ``con.timer.schedule``, nothing fires for a connection that is already gone.
+        """
+        handle = self.connection.timer.schedule(name, interval, task, delay=delay)
+        with self.connection.changed:
+            if not self.closed:
+                self.tasks.append(handle)
+                return handle
+        handle.cancel()
+        return handle
+
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send on this very TCP connection (a protocol's login, heartbeat or reply)."""
+        return self.connection.send(msg, timeout, self)
+
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        return self.connection.write(self, list(msgs), timeout)
+
+    def close(self, reason: str | None = None) -> None:
+        """End the connection, from a protocol hook.
+
+        Args:
+            reason: None for an orderly close for good (``on_close`` sends the goodbye; later
+                calls raise ``ClosedError``). A short reason when the *peer* is at fault (it
+                went silent, broke the rules): no goodbye, and it ends as if the peer had
+                broken it, so ``reconnect=`` redials and later calls raise ``BrokenError(reason)``.
+        """
+        if reason is None:
+            self.connection.close()
+        else:
+            self.drop(reason)
+
+    def drop(self, reason: str = "dropped") -> None:
+        """End only this TCP connection, as broken: reconnecting or resuming may follow."""
+        self.connection.lost(self, reason, BrokenError(f"{self.con_id}: {reason}", reason))
+
+    # -- reading (one thread at a time: the poll thread or one user thread) -------------------
+
+    def read_once(self, wait: bool = False, timeout: float | None = None) -> int:
+        """One ``recv_into`` into the receive buffer; bytes read (0: none yet). With ``wait``,
+        it sleeps in the kernel until bytes come or ``timeout`` passes (only a user thread may:
+        never the poll thread).
+
+        Raises:
+            BrokenError, ClosedError: the socket ended.
+        """
+        buffer = self.link.buffer
+        if wait:
+            n = self.transport.recv_into_waiting(buffer.writable(), timeout)
+        else:
+            n = self.transport.recv_into(buffer.writable())
+        if n:
+            buffer.commit(n)
+            self.last_recv = self.connection.clock()
+        return n
+
+    def next_message(self) -> Any:
+        """The next whole message (or ``NEED_DATA``); a hostile frame ends this attachment.
+
+        Raises:
+            FrameTooLarge, DecodeError, ProtocolError: re-raised after ``reject``.
+        """
+        try:
+            return self.link.next_message()
+        except ProtocolError as e:
+            self.reject(e)
+            raise
+
+    def reject(self, error: ProtocolError) -> None:
+        """The peer sent a frame we refuse: log why, and end this attachment (only this one)."""
+        log = self.connection.log
+        if isinstance(error, FrameTooLarge):
+            event = "frame.too_large"
+            log.warning(event, size=error.size, max_frame_size=error.max_frame_size)
+        elif isinstance(error, DecodeError):
+            event = "frame.decode_failed"
+            log.warning(event, error=str(error))
+        else:
+            event = "session.protocol_error"
+            log.warning(event, error=str(error))
+        self.connection.lost(self, event, BrokenError(str(error), event))
+
+    def watch_writable(self) -> None:
+        """Ask the poll thread to finish what ``outbound`` owes once the socket has room, and
+        check meanwhile that the peer does not stall (once per backlog: ``Outbound.needs_watch``)."""
+        connection = self.connection
+        self._start_stall_check()
+        try:
+            poll = self.poll
+            if poll is None:
+                poll = self.poll = connection._poll()
+            poll.want_writable(self.handler)
+        except RuntimeError as e:  # the poll handler was shut down: nobody can finish it
+            self.drop("poll_shutdown")
+            connection.log.warning("clt.write_unfinished", error=str(e))
+
+    def _start_stall_check(self) -> None:
+        limit = self.connection.stall_timeout
+        try:
+            self.stall_task = self.connection.timer.schedule(f"stall {self.con_id}", limit, stall_check(self, limit))
+        except RuntimeError:  # the timer was shut down: nothing left to bound
+            self.stall_task = None
+        if self.closed and not self.lingering:  # ended meanwhile, and _end found no task to cancel
+            self._end_stall_check()
+
+    def _end_stall_check(self) -> None:
+        task, self.stall_task = self.stall_task, None
+        if task is not None:
+            task.cancel()
+
+    def linger(self) -> None:
+        """Closed: let the poll thread write what is still owed, then release the fd."""
+        connection = self.connection
+        try:
+            poll = self.poll if self.poll is not None else connection._poll()
+        except RuntimeError:
+            self.transport.close()
+            return
+        self.poll = poll
+        self.lingering = True
+        if self.stall_task is None:
+            self._start_stall_check()
+        handler = self.handler
+
+        def start() -> None:  # on the poll thread, after the fd is unregistered
+            poll.want_writable(handler)  # inline here: serviced from the next poll on
+
+        try:
+            poll.remove(handler, "closed", then=start)
+        except RuntimeError:
+            self.unlinger("poll_shutdown")
+
+    def unlinger(self, reason: str) -> None:
+        """Stop lingering (all written, the peer stalled or failed): release the fd."""
+        if not self.lingering:
+            return
+        self.lingering = False
+        if self.poll is not None:
+            self.poll.remove(self.handler, reason, then=self.transport.close)
+        else:
+            self.transport.close()
+
+    def dispatch(self, msg: Any) -> None:
+        """``on_recv`` → the callback → ``send_reply``, skipping the hooks nobody overrides."""
+        if self._on_recv is not None:
+            self._on_recv(msg)
+        connection = self.connection
+        connection.callback.on_recv(connection.con_id, msg)
+        if self._send_reply is not None:
+            self._send_reply(msg, connection.hook_handle(self))
+
+    def dispatch_all(self, msgs: list[Any]) -> None:
+        """``dispatch`` each message in turn, stopping if one of them ends the attachment."""
+        connection = self.connection
+        if self._on_recv is None and self._send_reply is None:
+            # Only the callback to call: the loop the poll thread spends its time in, kept bare.
+            on_recv, con_id = connection.callback.on_recv, connection.con_id
+            for msg in msgs:
+                if self.closed:
+                    return
+                on_recv(con_id, msg)
+        else:
+            dispatch = self.dispatch
+            for msg in msgs:
+                if self.closed:
+                    return
+                dispatch(msg)
+
+    def sent(self, msg: Any) -> None:
+        if self._on_sent is not None:
+            self._on_sent(msg)
+        self.connection.callback.on_sent(self.connection.con_id, msg)
+
+
+class AttachmentReader:
+    """What the poll thread services for a spawned attachment: one read, then the frames it
+    completed (a bounded batch; level-triggered polling reports the rest next pass)."""
+
+    poll_kind = "recver"
+
+    def __init__(self, attachment: Attachment) -> None:
+        self.attachment = attachment
+        self.con_id = attachment.con_id
+
+    @property
+    def closed(self) -> bool:
+        att = self.attachment
+        return att.closed and not att.lingering
+
+    def fileno(self) -> int:
+        return self.attachment.transport.fileno()
+
+    def on_readable(self) -> bool:
+        att = self.attachment
+        if att.closed:
+            return True  # its removal is already queued
+        try:
+            att.read_once()
+        except LinksError as e:
+            # Frames already buffered came before the end (a user-thread recv may have read
+            # them just before the receiver was spawned): they are still delivered.
+            if self._deliver(att):
+                att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+            return True
+        if self._deliver(att) and att.connection.session is not None:
+            att.connection.flush_session(att)
+        return True
+
+    @staticmethod
+    def _deliver(att: Attachment) -> bool:
+        """Dispatch every whole message in the buffer; False if the attachment ended meanwhile."""
+        link = att.link
+        # A whole read per call when the messenger allows it, else one message at a time (the
+        # next may decode differently once this one is dispatched); see Link.next_messages.
+        if link.batches:
+            while not att.closed:
+                try:
+                    msgs = link.next_messages()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return False
+                if not msgs:
+                    break
+                att.dispatch_all(msgs)
+                if link.drained():
+                    break  # the usual end of a read: no partial frame left to ask about
+        else:
+            next_message, dispatch = link.next_message, att.dispatch
+            while not att.closed:
+                try:
+                    msg = next_message()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return False
+                if msg is NEED_DATA:
+                    break
+                dispatch(msg)
+        return not att.closed
+
+    def on_writable(self) -> bool:
+        """The socket has room: write what is owed (never waiting); True while more remains."""
+        att = self.attachment
+        if att.lingering:
+            try:
+                with att.outbound.lock:
+                    if att.outbound.on_writable():
+                        return True
+            except LinksError:
+                pass  # the peer is gone: nothing more to deliver
+            att.unlinger("drained")
+            return False
+        if att.closed:
+            return False
+        out = att.outbound
+        with out.lock:  # held by senders only for steps that never wait
+            try:
+                return out.on_writable()
+            except LinksError as e:
+                error = e
+        att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
+        return False
+
+    def on_poll_failure(self, error: BaseException | None) -> None:
+        att = self.attachment
+        if error is None:
+            att.connection.close("poll_shutdown")
+        else:
+            att.connection.lost(att, "recver_failed", BrokenError(f"receiver failed: {error!r}", "recver_failed"))

@@ -1,0 +1,315 @@
+"""``Sending``: the outbound path of a ``Connection`` (a part of it, kept in a module of its own).
+
+Every send takes the connection's write lock, finds its target attachment and hands the
+frame to that attachment's ``Outbound`` (``links._outbound``): taken (written, or owed and
+finished by the poll thread) or refused whole. The lock is held only for steps that never
+wait; a sender that may wait (a user thread with a timeout) waits for socket room, or for
+the next attachment, outside it, and a sender on the poll or timer thread never waits
+(``links._threads``). Stamping (``Protocol.on_send``) runs under the lock and only once a
+frame is sure to be taken, so numbers stamped there reach the wire in order and never skip.
+
+Timeouts: ``None`` waits as long as it takes for room (bounded in practice by the
+connection's ``stall_timeout``, after which the peer is dropped as a slow consumer); ``0``
+never waits; ``T`` waits at most about ``T`` for room to start, then ``WOULD_BLOCK``. With a
+session, messages are numbered into the replay buffer and always taken while it has room.
+"""
+
+from __future__ import annotations
+
+import time
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._clock import deadline_after, time_left
+from ._core._link import Link
+from ._core._status import SendStatus
+from ._errors import BrokenError, ClosedError, LinksError
+from ._ref import released_while_waiting
+from ._state import ConnState
+from ._threads import on_runtime_thread
+
+if TYPE_CHECKING:
+    from ._attachment import Attachment
+    from ._callbacks import Callback
+    from ._core._conid import ConId
+    from ._core._backoff import Backoff
+    from ._core._protocol import Protocol
+
+__all__ = ["Sending", "LOCK_WAIT"]
+
+_COMPLETED = SendStatus.COMPLETED
+_WOULD_BLOCK = SendStatus.WOULD_BLOCK
+_CLOSED = ConnState.CLOSED
+
+#: Seconds a send waits for a busy write lock at least (whatever its timeout), and a goodbye
+#: sent from ``on_close``, or a send on a runtime thread, at most, before it answers WOULD_BLOCK.
+LOCK_WAIT = 0.1
+
+
+class Sending:
+    """The outbound half of ``Connection`` (which defines the state used here)."""
+
+    # Defined by Connection.
+    con_id: ConId
+    callback: Callback
+    state: ConnState
+    session: Any
+    reconnect: Backoff | None
+    attachment: Attachment | None
+    write_lock: threading.Lock
+    changed: threading.Condition
+    _closing: bool
+    _error: LinksError | None
+    _protocol: Protocol | None
+    _spare_link: Link | None
+    _handshaking: Attachment | None
+
+    def error(self) -> LinksError: ...
+
+    def lost(self, att: Attachment, reason: str, error: LinksError | None) -> None: ...
+
+    def send(self, msg: Any, timeout: float | None, att: Attachment | None = None) -> SendStatus:
+        """``write(att, [msg], timeout)``: one message, from the user's sender (``att`` None)
+        or from a protocol hook (a reply on the poll thread).
+
+        Its common case is spelled out here (a plain connection with its attachment up and
+        nothing owed, no ``on_send``, no timeout): per-message ``send()`` is one syscall plus
+        this Python, and the Python is what links can cut. Measured: the Python per call went
+        from 5.8-7.0x a plain ``pack`` + ``send`` to 4.4-4.7x (``benchmarks/bench_send_path.py``),
+        and W1 ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
+        (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does a
+        failed write that waits for the next attachment.
+        """
+        if timeout is None and self.session is None and not self._closing:
+            lock = self.write_lock
+            owing: Attachment | None = None
+            lock.acquire()  # not "with": acquire and release cost half as much
+            try:
+                target = self.attachment if att is None else att
+                if (
+                    target is not None and not target.closed and self.state is not _CLOSED
+                    and not target.link.stamps and not target.outbound.backlog
+                ):  # fmt: skip
+                    link = target.link
+                    try:
+                        frame = link.framer.encode(link.messenger.serialize(msg))
+                    except Exception as e:  # the caller's bug, as in _write_plain
+                        target.protocol.on_error(msg, e)
+                        raise
+                    try:
+                        sent = target.transport.send_some(frame)
+                    except LinksError as e:
+                        error = self._write_failed(target, (msg,), e)
+                        if att is not None or not self._retry_after([msg], target):
+                            if error is e:
+                                raise
+                            raise error from e
+                    else:
+                        if sent != len(frame):  # taken: the rest is owed, the poll thread finishes it
+                            target.outbound.sent_part(frame, sent)
+                            if target.outbound.needs_watch():
+                                owing = target
+                        if target.notify_sent:
+                            target.sent(msg)
+                        if owing is None:
+                            return _COMPLETED
+            finally:
+                lock.release()
+            if owing is not None:
+                owing.watch_writable()
+                return _COMPLETED
+        return self.write(att, [msg], timeout)
+
+    def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
+        """Stamp, encode and write ``msgs`` as one write, all or nothing.
+
+        ``att`` None means "the current attachment, whichever it is" (the user's sender): it
+        waits for one while disconnected, or, with a session, queues into the replay buffer.
+        Waits happen only outside the write lock, never on a runtime thread
+        (``links._threads``), and never longer than ``timeout``.
+        """
+        deadline = deadline_after(timeout)
+        may_wait = timeout != 0 and not on_runtime_thread()
+        while True:
+            target = None
+            refused = False
+            if not self._lock_for(deadline, may_wait):
+                return self._would_block(None, msgs)
+            try:
+                if self.state is _CLOSED:
+                    raise self.error()
+                target = self._target(att)
+                if self.session is not None:
+                    if self.session.can_send():
+                        return self._write_session(target, msgs)
+                elif target is not None:
+                    status = self._write_plain(target, msgs, retry=att is None)
+                    if status is not None:
+                        return status
+                    refused = not target.closed  # no room (else: cut, wait for the next one)
+            finally:
+                self._unlock(target)
+            left = time_left(deadline)
+            if not may_wait or left == 0.0:
+                return self._would_block(target, msgs)
+            with released_while_waiting():  # never under a lock: not ours, nor a Ref's
+                if refused:
+                    assert target is not None
+                    target.outbound.wait_room(left)  # until the socket drains
+                    continue
+                # No room in the replay buffer (session) or no attachment (plain): wait for a change.
+                with self.changed:
+                    # Checked again under the condition's lock: the change we would wait for may
+                    # have happened since the write lock was released, and its notify is not repeated.
+                    if self.state is not _CLOSED and not self._ready_for(self.session):
+                        self.changed.wait(left)
+
+    def _lock_for(self, deadline: float | None, may_wait: bool) -> bool:
+        """Take the write lock for a send. It is held only for steps that never wait (see
+        ``links._outbound``), but a hook or callback run under it may be slow, so the wait is
+        bounded: by the send's timeout, but at least ``LOCK_WAIT`` (a holder merely between two
+        time slices must not turn a reply into WOULD_BLOCK), and ``LOCK_WAIT`` at most for the
+        goodbye of a closing connection or a send on a runtime thread."""
+        if deadline is None and may_wait and not self._closing:
+            return self.write_lock.acquire()
+        if self._closing or not may_wait:
+            return self.write_lock.acquire(timeout=LOCK_WAIT)
+        return self.write_lock.acquire(timeout=max(LOCK_WAIT, deadline - time.monotonic()))
+
+    def _unlock(self, att: Attachment | None) -> None:
+        """Release the write lock; if ``att`` owes bytes, the poll thread is asked to finish them."""
+        watch = att is not None and not att.closed and att.outbound.needs_watch()
+        self.write_lock.release()
+        if watch:
+            att.watch_writable()  # type: ignore[union-attr]
+
+    def _target(self, att: Attachment | None) -> Attachment | None:
+        """The attachment a write goes to (write lock held): ``att``, or the current one."""
+        target = self.attachment if att is None else att
+        if target is None and self.session is not None:
+            target = self._handshaking
+        if target is not None and target.closed:
+            if att is not None:
+                raise BrokenError(f"{att.con_id} ended", "broken")
+            return None
+        return target
+
+    def _would_block(self, target: Attachment | None, msgs: list[Any]) -> SendStatus:
+        protocol = target.protocol if target is not None else self._protocol
+        if protocol is None and self.attachment is not None:
+            protocol = self.attachment.protocol
+        if protocol is not None:
+            for msg in msgs:
+                protocol.on_would_block(msg)
+        return _WOULD_BLOCK
+
+    def _retry_after(self, msgs: list[Any], failed: Attachment) -> bool:
+        """Whether the user's sender, whose socket write of ``msgs`` on ``failed`` just raised,
+        waits for the next attachment and writes them again, rather than raising.
+
+        Only with ``reconnect=``, when the connection was cut (its own write failed, or the
+        reader ended it meanwhile): that is "between attachments", like any other send. Only
+        for one message: a frame whose write failed never reached the peer whole, so writing
+        it again cannot duplicate it; of a failed batch, some may have. Only a failed socket
+        write: an error from encoding, or from a hook after the write, is raised as it is.
+        """
+        return self.reconnect is not None and len(msgs) == 1 and failed.closed
+
+    def _ready_for(self, session: Any) -> bool:
+        """Whether a waiting sender can proceed now (an attachment is up, or there is room)."""
+        if session is not None:
+            return session.can_send()
+        att = self.attachment
+        return att is not None and not att.closed
+
+    def _write_plain(self, att: Attachment, msgs: list[Any], retry: bool = False) -> SendStatus | None:
+        """Stamp, encode and hand ``msgs`` to ``att``'s outbound path; None when it has no room
+        (nothing was stamped), or, instead of raising, when the write failed and ``retry``
+        (the user's sender) asks to wait it out (``_retry_after``)."""
+        link, outbound = att.link, att.outbound
+        stamped: Any = msgs
+        try:
+            if not outbound.has_room():
+                return None
+            if len(msgs) == 1:
+                msg = msgs[0]
+                if link.stamps:
+                    msg = link.stamp(msg)
+                stamped = (msg,)
+                try:
+                    frames = link.encode(msg)
+                except Exception as e:  # a message we cannot encode is the caller's bug, not the link's
+                    att.protocol.on_error(msg, e)
+                    raise
+            else:
+                stamped, frames = link.encode_many(msgs)
+            outbound.take(frames)
+        except LinksError as original:
+            e = self._write_failed(att, stamped, original)
+            if retry and self._retry_after(msgs, att):
+                return None
+            if e is original:
+                raise
+            raise e from original
+        if att.notify_sent:
+            for msg in stamped:
+                att.sent(msg)
+        return _COMPLETED
+
+    def _write_failed(self, att: Attachment, msgs: Iterable[Any], original: LinksError) -> LinksError:
+        """A plain write on ``att`` raised ``original``: tell the protocol, end the attachment
+        if the peer is at fault, and return the error the caller should see."""
+        e = original
+        if isinstance(e, ClosedError) and att.closed and not (self.state is _CLOSED and self._error is None):
+            # The socket was shut under us by another thread that found the connection
+            # broken (idle timeout, a hostile frame, a slow consumer): not a local close.
+            e = self.error() if self.state is _CLOSED else BrokenError(f"{att.con_id} ended", "broken")
+        for msg in msgs:
+            att.protocol.on_error(msg, e)
+        if isinstance(e, BrokenError):
+            self.lost(att, e.reason, e)
+        return e
+
+    def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
+        """Session: numbered frames go to the replay buffer first, so once accepted here a
+        message is delivered exactly once, whatever happens to the socket afterwards. They
+        are owed to the socket at once (never refused: the replay buffer bounds them)."""
+        if att is not None:
+            link = att.link
+        else:  # detached: encode with a spare engine; the frames go to the replay buffer only
+            if self._spare_link is None:
+                assert self._protocol is not None
+                self._spare_link = Link(self._protocol, session=self.session, read_size=16)
+            link = self._spare_link
+        stamped, frames = link.encode_many(msgs)
+        if att is not None:
+            self.owe(att, frames)  # a failure is not the caller's: the frames wait for replay
+        for msg in stamped:
+            if att is not None:
+                att.sent(msg)
+            else:
+                self.callback.on_sent(self.con_id, msg)
+        return _COMPLETED
+
+    def owe(self, att: Attachment, data: bytes) -> bool:
+        """Write lock held: hand committed bytes (session frames, acks, a replay) to ``att``;
+        False if its socket failed (``att`` is then ended)."""
+        try:
+            att.outbound.owe(data)
+        except LinksError as e:
+            self.lost(att, getattr(e, "reason", "broken"), e if isinstance(e, BrokenError) else None)
+            return False
+        return True
+
+    def flush_session(self, att: Attachment) -> None:
+        """Write what the session owes (acks) without ever waiting: this runs on the poll
+        thread. A busy sender means a data frame is going out, and the owed ack stays owed."""
+        if not self.write_lock.acquire(blocking=False):
+            return
+        try:
+            out = self.session.take_output() if self.session is not None else b""
+            if out and not att.closed:
+                self.owe(att, out)
+        finally:
+            self._unlock(att)
