@@ -202,12 +202,15 @@ class Attachment:
             return
         self.poll = poll
         self.lingering = True
-        if self.stall_task is None:
-            self._start_stall_check()
+        self._end_stall_check()  # a check may have ended as the attachment closed: a fresh one
+        self._start_stall_check()
         handler = self.handler
 
         def start() -> None:  # on the poll thread, after the fd is unregistered
-            poll.want_writable(handler)  # inline here: serviced from the next poll on
+            if poll.stopped:  # shutting down: nobody would write it
+                self.unlinger("poll_shutdown")
+            else:
+                poll.want_writable(handler)  # inline here: serviced from the next poll on
 
         try:
             poll.remove(handler, "closed", then=start)

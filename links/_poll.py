@@ -30,9 +30,8 @@ Writing (``want_writable``)
     on a user thread is registered for writing only: its reading is never touched here.
 
 Closing fds
-    ``remove(handler, then=fn)`` unregisters the fd and then runs ``fn`` (usually closing the
-    socket) on the poll thread, in that order. Closing first would let the kernel reuse the
-    fd number for a new socket while the selector still maps it to the old handler.
+    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket) on
+    the poll thread: closing first would let the fd number be reused under the old handler.
 
 Reading the events
     The stdlib ``EpollSelector`` keeps the books and the loop asks its ``select.epoll``
@@ -75,23 +74,19 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 # Event bits as epoll (and poll) report them. Errors and hang-ups are reported whatever the
 # interest: a reader sees them as readable (its read raises), a writer as writable.
-_OUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 _IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-class Pollable(Protocol):
+class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool
     poll_kind: str
     closed: bool
-
-    def fileno(self) -> int: ...
-
-    def on_readable(self) -> bool: ...
-
-    def on_poll_failure(self, error: BaseException) -> None: ...
+    def fileno(self) -> int: ...  # noqa: E301, E704
+    def on_readable(self) -> bool: ...  # noqa: E301, E704
+    def on_poll_failure(self, error: BaseException) -> None: ...  # noqa: E301, E704
 
 
-class _Stop(Exception):
-    """Raised inside the loop by the shutdown command."""
+class _Stop(Exception):  # raised inside the loop by the shutdown command
+    pass
 
 
 class PollHandler:
@@ -137,6 +132,10 @@ class PollHandler:
         self._ident: int | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
+
+    @property
+    def stopped(self) -> bool:  # shut down, or shutting down: nothing new is serviced
+        return self._stopped
 
     @property
     def busy_poll(self) -> float:
@@ -385,9 +384,11 @@ class PollHandler:
             if handler is wakeup:
                 wakeup.drain()
             elif handler is not None:  # else: removed earlier in this same pass
-                if ev & _OUT:
+                if fd in write_only or ev & select.POLLOUT:  # POLLOUT: only if asked for
                     self._service_write(handler)
-                if ev & _IN and fd not in write_only:
+                    if fd in write_only:  # any event, errors included, is for its writer
+                        continue
+                if ev & _IN:
                     self._service(handler)
 
     def _service(self, handler: Pollable) -> None:
@@ -440,8 +441,7 @@ def _fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int
     return poll
 
 
-def _poll_bits(events: int) -> int:
-    """A selector's ``EVENT_READ``/``EVENT_WRITE`` as the poll bits the loop tests."""
+def _poll_bits(events: int) -> int:  # a selector's EVENT_READ/EVENT_WRITE as poll bits
     return (select.POLLIN if events & _READ else 0) | (select.POLLOUT if events & _WRITE else 0)
 
 

@@ -116,8 +116,9 @@ class Sending:
                             return _COMPLETED
             finally:
                 lock.release()
+                if owing is not None:  # even if on_sent raised: the rest must still go out
+                    owing.watch_writable()
             if owing is not None:
-                owing.watch_writable()
                 return _COMPLETED
         return self.write(att, [msg], timeout)
 
