@@ -26,6 +26,7 @@ from ._core._status import NEED_DATA, SendStatus
 from ._errors import BrokenError, DecodeError, FrameTooLarge, LinksError, ProtocolError
 from ._gate import Permit
 from ._liveness import stall_check
+from ._log import get_logger
 from ._outbound import Outbound
 from ._timer import Timer, TimerHandle
 from ._transport import Transport, socket_addrs
@@ -192,6 +193,38 @@ class Attachment:
         if task is not None:
             task.cancel()
 
+    def end(self, reason: str, error: LinksError | None, *, quiet: bool = False, linger: bool = False) -> None:
+        """Once closed (``Connection.lost``/``close``): stop its tasks, shut its socket, run
+        ``on_disconnect`` (plain), release its permit, log, release the fd. With ``linger``
+        and bytes still owed, the socket only stops reading (waking any reader) and the poll
+        thread writes what is owed first (``linger``), bounded by ``stall_timeout``."""
+        connection = self.connection
+        linger = linger and bool(self.outbound.backlog)
+        for task in self.tasks:
+            task.cancel()
+        if linger:
+            self.transport.shutdown_read()
+        else:
+            self._end_stall_check()
+            self.transport.shutdown()
+        if connection.session is None:
+            try:
+                self.protocol.on_disconnect(self.con_id)
+            except Exception as e:
+                connection.log.error("clt.on_disconnect_failed", error=repr(e))
+        if self.permit is not None:
+            self.permit.release()
+        if not quiet:
+            fields = {"error": str(error)} if error is not None else {}
+            log = connection.log if self.con_id == connection.con_id else get_logger("clt", con_id=str(self.con_id))
+            log.info("clt.disconnected", reason=reason, **fields)
+        if linger:
+            self.linger()
+        elif self.poll is not None:
+            self.poll.remove(self.handler, reason, then=self.transport.close)
+        else:
+            self.transport.close()
+
     def linger(self) -> None:
         """Closed: let the poll thread write what is still owed, then release the fd."""
         connection = self.connection
@@ -207,10 +240,10 @@ class Attachment:
         handler = self.handler
 
         def start() -> None:  # on the poll thread, after the fd is unregistered
-            if poll.stopped:  # shutting down: nobody would write it
-                self.unlinger("poll_shutdown")
-            else:
+            try:
                 poll.want_writable(handler)  # inline here: serviced from the next poll on
+            except RuntimeError:  # shut down, and not from its own thread: nobody would write it
+                self.unlinger("poll_shutdown")
 
         try:
             poll.remove(handler, "closed", then=start)
@@ -349,7 +382,9 @@ class AttachmentReader:
 
     def on_poll_failure(self, error: BaseException | None) -> None:
         att = self.attachment
-        if error is None:
+        if att.lingering:  # closed already: what it still owes is dropped
+            att.unlinger("poll_shutdown" if error is None else "failed")
+        elif error is None:
             att.connection.close("poll_shutdown")
         else:
             att.connection.lost(att, "recver_failed", BrokenError(f"receiver failed: {error!r}", "recver_failed"))

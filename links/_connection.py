@@ -74,7 +74,7 @@ from ._liveness import heartbeat, silence_check
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._redial import Redialer
-from ._sending import Sending
+from ._sending import LOCK_WAIT, Sending
 from ._state import TRANSITIONS, ConnState
 from ._timer import Timer, TimerHandle
 
@@ -369,35 +369,8 @@ class Connection(Sending):
         self._end(att, reason, None, quiet=True)
 
     def _end(self, att: Attachment, reason: str, error: LinksError | None, quiet: bool = False) -> None:
-        # An orderly local close still delivers what senders were told was COMPLETED: the
-        # socket stops reading (waking any reader) and lingers, write-only, on the poll thread
-        # until what is owed is written or the peer stalls for stall_timeout.
-        linger = error is None and not quiet and bool(att.outbound.backlog) and self.state is _CLOSED
-        for task in att.tasks:
-            task.cancel()
-        if not linger:  # else it bounds the lingering too
-            att._end_stall_check()
-        if linger:
-            att.transport.shutdown_read()
-        else:
-            att.transport.shutdown()
-        if self.session is None:
-            try:
-                att.protocol.on_disconnect(att.con_id)
-            except Exception as e:
-                self.log.error("clt.on_disconnect_failed", error=repr(e))
-        if att.permit is not None:
-            att.permit.release()
-        if not quiet:
-            fields = {"error": str(error)} if error is not None else {}
-            att_log = self.log if att.con_id == self.con_id else get_logger("clt", con_id=str(att.con_id))
-            att_log.info("clt.disconnected", reason=reason, **fields)
-        if linger:
-            att.linger()
-        elif att.poll is not None:
-            att.poll.remove(att.handler, reason, then=att.transport.close)
-        else:
-            att.transport.close()
+        # An orderly local close lingers to deliver what senders were told was COMPLETED.
+        att.end(reason, error, quiet=quiet, linger=error is None and not quiet and self.state is _CLOSED)
 
     def close(self, reason: str = "closed", error: LinksError | None = None) -> bool:
         """Close for good (idempotent). True for the call that actually closed it."""
@@ -411,23 +384,40 @@ class Connection(Sending):
                 att.protocol.on_close(self.hook_handle(att))
             except Exception as e:
                 self.log.warning("clt.on_close_failed", error=repr(e))
-        with self.changed:
-            self._move(_CLOSED)
-            self._error = error
-            att, self.attachment = self.attachment, None
-            # Claimed under the lock, as lost() claims it: only one of them may end it.
-            end_att = att is not None and not att.closed
-            if end_att:
-                att.closed = True
-            listeners, self._listeners = self._listeners, []
-            tasks, self._tasks = self._tasks, []
-            self.changed.notify_all()
-        for task in tasks:
-            task.cancel()
-        if end_att:
+        att, listeners = self._claim_for_close(error)
+        if att is not None:
             self._end(att, reason, error)
         elif self.session is not None or self.reconnect is not None:
             self.log.info("clt.disconnected", reason=reason, **({"error": str(error)} if error else {}))
+        self._closed_for_good(listeners)
+        return True
+
+    def _claim_for_close(self, error: LinksError | None) -> tuple[Attachment | None, list[Callable[[Connection], None]]]:
+        """Mark the connection closed; the attachment to end (None: none, or lost() has it)
+        and the listeners to call. Under the write lock when it can be had soon: no sender
+        is then halfway through handing a frame over, so what ``_end`` sees owed is all."""
+        locked = self.write_lock.acquire(timeout=LOCK_WAIT)  # held by this thread: not at all
+        try:
+            with self.changed:
+                self._move(_CLOSED)
+                self._error = error
+                att, self.attachment = self.attachment, None
+                # Claimed under the lock, as lost() claims it: only one of them may end it.
+                if att is not None and att.closed:
+                    att = None
+                if att is not None:
+                    att.closed = True
+                listeners, self._listeners = self._listeners, []
+                tasks, self._tasks = self._tasks, []
+                self.changed.notify_all()
+        finally:
+            if locked:
+                self.write_lock.release()
+        for task in tasks:
+            task.cancel()
+        return att, listeners
+
+    def _closed_for_good(self, listeners: list[Callable[[Connection], None]]) -> None:
         if self.session is not None and self._protocol is not None:
             try:
                 self._protocol.on_disconnect(self.con_id)
@@ -437,4 +427,3 @@ class Connection(Sending):
             fn(self)
         if self.session is not None:
             self.session.closed(self)
-        return True

@@ -33,12 +33,6 @@ Closing fds
     ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket) on
     the poll thread: closing first would let the fd number be reused under the old handler.
 
-Reading the events
-    The stdlib ``EpollSelector`` keeps the books and the loop asks its ``select.epoll``
-    object for events directly, skipping ``select()``'s per-event Python: 3-7 % less server
-    CPU per W2 round trip (``benchmarks/RESULTS.md``, "Poll loop"). Any other selector is
-    read through ``select()``.
-
 Busy polling (opt-in)
     A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a
     VM). ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last
@@ -47,9 +41,11 @@ Busy polling (opt-in)
     (``benchmarks/RESULTS.md``, "Busy polling").
 
 Lifecycle
-    The thread (a daemon) starts on first ``add()``. ``shutdown()`` removes every handler
-    (closing its connection), stops the thread and closes the selector; it is idempotent and
-    runs at interpreter exit for the default instance (``links._runtime``).
+    The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` removes every
+    handler (closing its connection), gives closed connections that still owe bytes half of
+    ``timeout`` to write them (``COMPLETED`` sends are not dropped by a shutdown right after
+    a close), stops the thread and closes the selector. It is idempotent and runs at
+    interpreter exit for the default instance (``links._runtime``).
 """
 
 from __future__ import annotations
@@ -58,12 +54,14 @@ import queue
 import select
 import selectors
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Protocol
 
 from ._clock import Clock, MonotonicClock
 from ._log import get_logger
+from ._readiness import fd_events
 from ._threads import runtime_thread
 from ._wakeup import WakeupSocketpair
 
@@ -95,7 +93,8 @@ class PollHandler:
 
     Args:
         name: the thread's name (it shows in ``threading.enumerate()`` and py-spy).
-        selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux).
+        selector: a ``selectors.BaseSelector`` factory (``DefaultSelector``: epoll on Linux; read
+            as ``links._readiness`` says).
         busy_poll: seconds to keep polling without sleeping after the last events (0, the
             default: sleep at once; ``math.inf``: never). See "Busy polling" above.
         clock: what measures the busy-polling window (tests pass a ``FakeClock``).
@@ -117,7 +116,7 @@ class PollHandler:
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
         self._selector.register(self._wakeup, _READ, None)
-        self._poll = _fd_events(self._selector)
+        self._poll = fd_events(self._selector)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._handlers: dict[int, Any] = {}  # id(handler) -> handler
         self._interest: dict[int, int] = {}  # id(handler) -> its selector events
@@ -132,10 +131,7 @@ class PollHandler:
         self._ident: int | None = None
         self._start_lock = threading.Lock()
         self._stopped = False
-
-    @property
-    def stopped(self) -> bool:  # shut down, or shutting down: nothing new is serviced
-        return self._stopped
+        self._drain_time = 0.0  # seconds shutdown gives owed bytes (set by shutdown())
 
     @property
     def busy_poll(self) -> float:
@@ -154,7 +150,7 @@ class PollHandler:
 
     def remove(self, handler: Pollable, reason: str = "removed", then: Callable[[], None] | None = None) -> None:
         """Stop servicing ``handler``; run ``then`` on the poll thread right after."""
-        if self._stopped:
+        if self._stopped and not self.in_poll_thread():
             if then is not None:
                 then()
             return
@@ -200,6 +196,7 @@ class PollHandler:
                 return
         if self.in_poll_thread():
             raise RuntimeError("shutdown() from the poll thread itself would deadlock")
+        self._drain_time = timeout / 2  # the rest bounds the join below
         self._commands.put(self._stop)
         self._wakeup.wake()
         thread.join(timeout)
@@ -415,34 +412,34 @@ class PollHandler:
         while not self._commands.empty():
             with suppress(Exception):
                 self._commands.get_nowait()()
+        self._close_handlers(but_writers=True)  # closed with bytes owed, a reader turns writer
+        self._drain()
+        self._close_handlers()  # what is still owed now is dropped
+        self._selector.close()
+        self._wakeup.close()
+
+    def _close_handlers(self, but_writers: bool = False) -> None:
         for handler in list(self._handlers.values()):
+            if but_writers and self._interest.get(id(handler)) == _WRITE:
+                continue
             self._unregister(handler, "shutdown", None)
             try:
                 handler.on_poll_failure(None)
             except Exception as e:
                 _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(e), during="shutdown")
-        self._selector.close()
-        self._wakeup.close()
 
-
-def _fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int, int]]]:
-    """``poll(timeout=None)``: the ready ``(fd, events)`` pairs; see "Reading the events"."""
-    epoll_type = getattr(select, "epoll", None)  # Linux only
-    if epoll_type is not None and type(selector) is selectors.EpollSelector:  # not a subclass
-        epoll = getattr(selector, "_selector", None)  # the stdlib's own epoll object
-        if isinstance(epoll, epoll_type):
-            # Seconds, None waits for ever; at most 1,023 events a pass, the rest next pass.
-            return epoll.poll
-    select_keys = selector.select
-
-    def poll(timeout: float | None = None) -> list[tuple[int, int]]:
-        return [(key.fd, _poll_bits(events)) for key, events in select_keys(timeout)]
-
-    return poll
-
-
-def _poll_bits(events: int) -> int:  # a selector's EVENT_READ/EVENT_WRITE as poll bits
-    return (select.POLLIN if events & _READ else 0) | (select.POLLOUT if events & _WRITE else 0)
+    def _drain(self) -> None:
+        """Shutting down, every reader gone: service the writers left, for ``_drain_time``."""
+        deadline = time.monotonic() + self._drain_time  # a real wait: the real clock
+        self._by_fd.update(self._fresh)
+        self._fresh.clear()
+        while self._handlers and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in self._poll(left):
+                handler = self._by_fd.get(fd)
+                if handler is self._wakeup:
+                    self._wakeup.drain()
+                elif handler is not None:
+                    self._service_write(handler)
 
 
 def _ids(handler: Any) -> dict[str, str]:

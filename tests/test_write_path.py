@@ -555,3 +555,42 @@ def test_a_partly_written_frame_is_finished_without_another_send(timer, poll, sp
         peer.settimeout(0.2)
         with pytest.raises(TimeoutError):
             peer.recv(1)  # and nothing after it
+
+
+# -- what was COMPLETED is delivered ------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_what_was_completed_is_written_even_when_the_poll_thread_shuts_down_right_after_close(timer):
+    # A program that sends, closes and exits (links.shutdown() at interpreter exit) must not
+    # lose the bytes still owed at close: the shutdown gives them time to go out.
+    poll = links.PollHandler("drain-poll")
+    with non_reading_listener() as listener, ExitStack() as stack:
+        clt = raw_client(listener, timer, poll)
+        stack.callback(clt.close)
+        peer, _ = listener.accept()
+        stack.enter_context(peer)
+        taken = 0
+        for _ in range(100_000):  # until the socket and then the backlog are full
+            if clt.send(b"x" * 1000, timeout=0) is WOULD_BLOCK:
+                break
+            taken += 1
+        assert taken < 100_000, "the peer's buffers never filled"
+        received = []
+        start = threading.Event()
+
+        def read_to_the_end() -> None:
+            start.wait(WAIT)
+            total = 0
+            while chunk := peer.recv(1 << 16):
+                total += len(chunk)
+            received.append(total)
+
+        reader = threading.Thread(target=read_to_the_end, name="reader")
+        reader.start()
+        clt.close()  # returns at once: what is owed is written in the background...
+        start.set()
+        poll.shutdown(timeout=2 * WAIT)  # ...and a shutdown right after still lets it out
+        reader.join(WAIT)
+        assert not reader.is_alive(), "the connection never ended"
+        assert received == [taken * 1004]  # every COMPLETED frame, header included, then EOF
