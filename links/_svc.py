@@ -17,9 +17,9 @@ The permit is released exactly once, when the connection ends (see ``links._gate
 A failure while admitting one connection (its ``on_connect`` raised, say) closes that
 connection and is logged as ``svc.accept_failed``; the acceptor carries on.
 
-With ``session=links.session.Resumable(...)`` a new socket must first say HELLO (read by a
-``HelloReader`` on the poll thread, or on the accepting thread, within the session's
-``handshake_timeout``). A new key-less HELLO starts a session: a new logical connection joins
+With ``session=links.session.Resumable(...)`` a new socket must first say HELLO: the session
+layer reads it (``links.session._accept``; on the poll thread, or on the accepting thread,
+within the session's ``handshake_timeout``) and hands back what it admits (``admitted``). A new key-less HELLO starts a session: a new logical connection joins
 the pool. A HELLO with a known key resumes that session: its logical connection (same
 ``con_id``, same pool entry) carries on over the new socket and nothing joins the pool. An
 unknown or expired key is rejected (``session.rejected``) and the socket closed. A session
@@ -35,15 +35,14 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._callbacks import Callback, DevNullCallback
+from ._callbacks import Callback
 from ._clock import deadline_after
 from ._clt import Clt, ProtocolFactory
 from ._connection import Connection
-from ._core._buffer import ReceiveBuffer
 from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
-from ._core._status import AcceptStatus, SendStatus, TaskStatus
-from ._errors import ClosedError, FrameTooLarge, LinksError
-from ._gate import ConnectionGate, Permit
+from ._core._status import AcceptStatus, SendStatus
+from ._errors import ClosedError, LinksError
+from ._gate import ConnectionGate
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._poll import PollHandler
@@ -81,8 +80,9 @@ class Acceptor:
     def closed(self) -> bool:
         return self.svc._closed
 
-    def accept_once(self) -> tuple[AcceptStatus, Clt | None]:
-        """Accept one pending connection without waiting.
+    def accept_once(self) -> tuple[AcceptStatus, Any]:
+        """Accept one pending connection without waiting: a ``Clt``, or a layer's handshake
+        to run first (a session's ``HelloReader``), or None.
 
         Raises:
             OSError: out of fds or buffers (logged by the caller; the listener stays usable).
@@ -97,8 +97,8 @@ class Acceptor:
             sock.close()
             svc.log.warning("svc.rejected", peer=format_addr(peer), max_connections=svc.gate.max_connections)
             return AcceptStatus.REJECTED, None
-        if svc.session is not None:
-            return AcceptStatus.ACCEPTED, HelloReader(svc, sock, permit, peer)  # type: ignore[return-value]
+        if svc.session is not None:  # the session layer reads the HELLO, then admits it
+            return AcceptStatus.ACCEPTED, svc.session.hello_reader(svc, sock, permit, peer)
         try:
             clt = Clt.from_socket(
                 sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
@@ -124,10 +124,11 @@ class Acceptor:
                 return True
             if status is AcceptStatus.WOULD_BLOCK:
                 return True
-            if isinstance(clt, HelloReader):
-                clt.start(self.svc._spawned_on)
-            elif clt is not None:
+            if isinstance(clt, Clt):
                 self.svc._pool_spawned(clt)
+            elif clt is not None:  # a layer's handshake (a session's HELLO) goes first
+                assert self.svc._spawned_on is not None
+                clt.start(self.svc._spawned_on)
         return True
 
     def on_poll_failure(self, error: BaseException | None) -> None:
@@ -135,117 +136,6 @@ class Acceptor:
 
     def __repr__(self) -> str:
         return f"Acceptor({self.svc.name}@{format_addr(self.svc.local_addr)})"
-
-
-class HelloReader:
-    """A just-accepted socket of a session service, until its first frame (HELLO) is whole.
-
-    On the poll thread it is a registered handler with a deadline on the timer; on a user
-    thread (``Svc.accept``) ``read(deadline)`` waits for the frame. Either way it then hands
-    the socket to ``Svc._admit`` and is done.
-    """
-
-    poll_kind = "handshake"
-
-    def __init__(self, svc: Svc, sock: socket.socket, permit: Permit, peer: Addr) -> None:
-        from .session import _wire  # noqa: PLC0415 - sessions are optional
-
-        self.svc = svc
-        self.sock = sock
-        self.permit = permit
-        self.peer = peer
-        self.con_id = f"{svc.name}<-{format_addr(peer)}"
-        self.closed = False
-        self._framer = _wire.FRAMER
-        self._buffer = ReceiveBuffer(capacity=256, read_size=256)
-        self._poll: PollHandler | None = None
-        self._deadline: Any = None
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def start(self, poll: PollHandler | None) -> None:
-        """Poll thread: wait for the HELLO there, bounded by the handshake timeout."""
-        assert poll is not None and self.svc.session is not None
-        self._poll = poll
-        timeout = self.svc.session.handshake_timeout
-
-        def expire() -> TaskStatus:
-            if not self.closed:
-                poll.call_soon(lambda: self._abandon("session.handshake_timeout"))
-            return TaskStatus.TERMINATE
-
-        # The deadline first: on the poll thread add() services the socket at once, and a
-        # HELLO already there finishes it, which must find the deadline to cancel.
-        self._deadline = self.svc.timer_or_default().schedule(f"hello {self.con_id}", timeout, expire)
-        poll.add(self)
-
-    def read(self, deadline: float | None) -> bool:
-        """User thread: read until the HELLO is admitted (True) or abandoned/timed out (False)."""
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        while not self.closed:
-            if not self.on_readable():
-                return False
-            if self.closed:
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                self._abandon("session.handshake_timeout")
-                return False
-            wait_fd(poller, remaining)
-        return True
-
-    def on_readable(self) -> bool:
-        if self.closed:
-            return True
-        try:
-            n = self.sock.recv_into(self._buffer.writable())
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            self._abandon("peer_closed")
-            return False
-        if n == 0:
-            self._abandon("peer_closed")
-            return False
-        self._buffer.commit(n)
-        try:
-            frame = self._buffer.next_frame(self._framer)
-        except FrameTooLarge as e:
-            self.svc.log.warning("frame.too_large", con_id=self.con_id, size=e.size, max_frame_size=e.max_frame_size)
-            self._abandon("frame.too_large")
-            return False
-        if frame is None:
-            return True
-        hello = bytes(frame)
-        leftover = self._buffer.take_pending()  # a client waits for WELCOME, but be exact
-        self._finish()
-        self.svc._admit(self.sock, self.permit, self.peer, hello, leftover)
-        return True
-
-    def _finish(self) -> None:
-        self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        if self._poll is not None:
-            self._poll.remove(self, "hello")
-
-    def _abandon(self, reason: str) -> None:
-        if self.closed:
-            return
-        self.svc.log.info("session.abandoned", con_id=self.con_id, reason=reason)
-        self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self.permit.release()
-        if self._poll is not None:
-            self._poll.remove(self, reason, then=self.sock.close)
-        else:
-            self.sock.close()
-
-    def on_poll_failure(self, error: BaseException | None) -> None:
-        self._abandon("poll_shutdown" if error is None else "failed")
 
 
 class Svc:
@@ -335,7 +225,7 @@ class Svc:
         poller.register(self._acceptor.sock, select.POLLIN)
         while True:
             status, clt = self._acceptor.accept_once()
-            if isinstance(clt, HelloReader):
+            if clt is not None and not isinstance(clt, Clt):  # a session's HELLO, read here
                 assert self.session is not None
                 hello_by = time.monotonic() + self.session.handshake_timeout
                 clt.read(hello_by if deadline is None else min(deadline, hello_by))
@@ -366,75 +256,15 @@ class Svc:
     def timer_or_default(self) -> Timer:
         return default_timer() if self.timer is None else self.timer
 
-    def _admit(self, sock: socket.socket, permit: Permit, peer_addr: Addr, hello: bytes, leftover: bytes) -> None:
-        """A whole HELLO arrived: start a session, resume one, or refuse.
-
-        Until ``Connection.open`` owns the socket, every way out closes it and releases its
-        permit: a client that resets right after its HELLO must not keep a gate slot.
-        """
-        from .session._driver import SessionDriver  # noqa: PLC0415 - sessions are optional
-        from .session._engine import SessionRejected  # noqa: PLC0415
-
-        assert self.registry is not None and self.session is not None
-        peer = format_addr(peer_addr)  # from accept(): getpeername() fails once the peer reset
-        try:
-            engine, owner, resumed, peer_last = self.registry.hello(memoryview(hello))
-        except (SessionRejected, LinksError) as e:
-            self.log.warning("session.rejected", peer=peer, reason=str(e))
-            self._refuse(sock, permit, e.reply if isinstance(e, SessionRejected) else b"")
-            return
-        except Exception as e:  # a bug must not cost a gate slot either
-            self.log.error("svc.accept_failed", peer=peer, error=repr(e))
-            self._refuse(sock, permit, b"")
-            return
-        if owner is not None:
-            con: Connection = owner
-            old = con.attachment
-            if old is not None:
-                con.lost(old, "superseded", None)
-        else:
-            driver = SessionDriver(engine, self.session, self.registry)
-            con = Connection(
-                Role.ACCEPTOR, self.name, protocol_factory=self.protocol,
-                callback=DevNullCallback() if self.callback is None else self.callback,
-                timer=self.timer_or_default(), poll=self._poll_handler, session=driver, **self.limits,
-            )  # fmt: skip
-            driver.connection = con
-            self.registry.set_owner(engine, con)
-        # Before open(): the Clt gives the connection its sender, the ``con`` that on_connect
-        # gets (a session's hooks see the logical connection's sender).
-        clt = Clt(con) if owner is None else None
-        try:
-            att = con.open(sock, time.monotonic(), permit, wait=False)
-            if leftover:
-                att.link.receive_data(leftover)
-            con.publish(att, lambda: con.session.server_attach(peer_last, resumed))  # type: ignore[union-attr]
-        except Exception as e:
-            self.log.error("svc.accept_failed", peer=peer, error=repr(e))
-            if clt is not None:
-                con.close("accept_failed")  # forget the session it had just started
-            return
-        if clt is None:
-            con.log.info("session.resumed", peer=peer, resumes=engine.resumes)
-            return
-        self.log.info("svc.accepted", con_id=str(con.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
-        con.log.info("session.started", peer=peer)
+    def admitted(self, clt: Clt) -> None:
+        """A new connection through a layer's handshake (a new session): it joins the pool
+        (spawned), or goes to the ``accept()`` waiting for it."""
         if self._spawned_on is not None:
             self._pool_spawned(clt)
         else:
             self._admitted = clt
 
-    @staticmethod
-    def _refuse(sock: socket.socket, permit: Permit, reply: bytes) -> None:
-        try:
-            if reply:
-                sock.send(reply)  # best effort: a REJECT the client can read before EOF
-        except OSError:
-            pass
-        sock.close()
-        permit.release()
-
-    def _poll_handler(self) -> PollHandler:
+    def poll_or_default(self) -> PollHandler:
         return default_poll_handler() if self.poll_handler is None else self.poll_handler
 
     # -- the pool ---------------------------------------------------------------------------
@@ -492,7 +322,7 @@ class Svc:
     def into_sender_with_spawned_recver(self) -> SvcSender:
         """Move the acceptor and every receiver into the poll thread; return the pool sender."""
         self._check_usable()
-        poll = default_poll_handler() if self.poll_handler is None else self.poll_handler
+        poll = self.poll_or_default()
         self._spawned_on = poll
         for recver, sender in self._pool.rotation():
             if recver is not None:  # already pooled, not yet spawned

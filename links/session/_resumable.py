@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ._accept import HelloReader
 from ._driver import ServerRegistry, SessionDriver
 from ._engine import Session
 
@@ -53,6 +55,10 @@ class Resumable:
         """A fresh client session (one per ``Clt``)."""
         engine = Session(max_messages=self.max_messages, max_bytes=self.max_bytes, ack_every=self.ack_every)
         return SessionDriver(engine, self)
+
+    def hello_reader(self, svc: Any, sock: Any, permit: Any, peer: Any) -> HelloReader:
+        """A service's just-accepted socket, read until its HELLO (``links.session._accept``)."""
+        return HelloReader(svc, sock, permit, peer)
 
     def registry(self) -> ServerRegistry:
         """The server's session registry (one per ``Svc`` using this object)."""
