@@ -138,6 +138,7 @@ class Connection(Sending):
         self.spawned = False
         self.sender: Any = None  # the CltSender facade (hook handle in session mode)
         self._closing = False
+        self._fast_path = session is None
         self._error: LinksError | None = None
         self._listeners: list[Callable[[Connection], None]] = []
         self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
@@ -378,6 +379,7 @@ class Connection(Sending):
             if self.closed or self._closing:
                 return False
             self._closing = True
+            self._fast_path = False  # from now on every send checks the state (_sending)
             att = self.attachment
         if error is None and att is not None and not att.closed:
             try:

@@ -60,6 +60,7 @@ class Sending:
     write_lock: threading.Lock
     changed: threading.Condition
     _closing: bool
+    _fast_path: bool  # no session, not closing: ``send`` may take its spelled-out common case
     _error: LinksError | None
     _protocol: Protocol | None
     _spare_link: Link | None
@@ -81,16 +82,13 @@ class Sending:
         (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does a
         failed write that waits for the next attachment.
         """
-        if timeout is None and self.session is None and not self._closing:
+        if timeout is None and self._fast_path:
             lock = self.write_lock
             owing: Attachment | None = None
             lock.acquire()  # not "with": acquire and release cost half as much
             try:
                 target = self.attachment if att is None else att
-                if (
-                    target is not None and not target.closed and self.state is not _CLOSED
-                    and not target.link.stamps and not target.outbound.backlog
-                ):  # fmt: skip
+                if target is not None and not target.closed and not target.link.stamps and not target.outbound.backlog:
                     link = target.link
                     try:
                         frame = link.framer.encode(link.messenger.serialize(msg))
@@ -100,27 +98,34 @@ class Sending:
                     try:
                         sent = target.transport.send_some(frame)
                     except LinksError as e:
-                        error = self._write_failed(target, (msg,), e)
-                        if att is not None or not self._retry_after([msg], target):
-                            if error is e:
-                                raise
-                            raise error from e
+                        self._fast_send_failed(att, target, msg, e)  # raises, or falls through to wait
                     else:
                         if sent != len(frame):  # taken: the rest is owed, the poll thread finishes it
-                            target.outbound.sent_part(frame, sent)
-                            if target.outbound.needs_watch():
-                                owing = target
+                            owing = self._owe_rest(target, frame, sent)
                         if target.notify_sent:
                             target.sent(msg)
-                        if owing is None:
-                            return _COMPLETED
+                        return _COMPLETED
             finally:
                 lock.release()
                 if owing is not None:  # even if on_sent raised: the rest must still go out
                     owing.watch_writable()
-            if owing is not None:
-                return _COMPLETED
         return self.write(att, [msg], timeout)
+
+    def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: LinksError) -> None:
+        """``send``'s write raised ``e``: raise what the caller should see, or return when the
+        user's sender waits for the next attachment instead (``_retry_after``)."""
+        error = self._write_failed(target, (msg,), e)
+        if att is not None or not self._retry_after([msg], target):
+            if error is e:
+                raise e
+            raise error from e
+
+    @staticmethod
+    def _owe_rest(target: Attachment, frame: bytes, sent: int) -> Attachment | None:
+        """The socket took ``sent`` bytes of ``frame``: owe the rest; ``target`` if the poll
+        thread must be asked to finish it (after the write lock is released)."""
+        target.outbound.sent_part(frame, sent)
+        return target if target.outbound.needs_watch() else None
 
     def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
         """Stamp, encode and write ``msgs`` as one write, all or nothing.

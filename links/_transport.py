@@ -57,6 +57,7 @@ import struct
 import time
 from typing import Any
 
+from ._clock import deadline_after, time_left
 from ._core._conid import Addr
 from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError, ConnectTimeout
@@ -229,31 +230,29 @@ class Transport:
             BrokenError: the peer is gone, or stalled mid-frame past ``stall_timeout``.
             ClosedError: this side closed the socket.
         """
-        try:  # the common case, inlined: one syscall, no memoryview, no clock
-            sent = self.sock.send(data, _DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as e:
-            raise self._translate(e) from e
-        total = len(data)
-        if sent == total:
-            return _COMPLETED
+        sent = self._first_bytes(data, timeout)
         if sent == 0:
-            if timeout == 0:
-                return _WOULD_BLOCK
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while sent == 0:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return _WOULD_BLOCK
-                self.wait_writable(remaining)
-                sent = self.send_some(data)
-            if sent == total:
-                return _COMPLETED
-        # Some of the frame is on the wire: finish it whatever the caller's timeout said.
-        view = memoryview(data)
+            return _WOULD_BLOCK
+        if sent < len(data):  # some of the frame is on the wire: finish it, whatever the timeout
+            self._finish(memoryview(data), sent)
+        return _COMPLETED
+
+    def _first_bytes(self, data: bytes | bytearray | memoryview, timeout: float | None) -> int:
+        """Bytes of ``data`` the socket took, waiting up to ``timeout`` for the first (0: none)."""
+        sent = self.send_some(data)
+        deadline = None if sent or timeout == 0 else deadline_after(timeout)
+        while sent == 0 and timeout != 0:
+            left = time_left(deadline)
+            if left == 0.0:
+                return 0
+            self.wait_writable(left)
+            sent = self.send_some(data)
+        return sent
+
+    def _finish(self, view: memoryview, sent: int) -> None:
+        """Write the rest of ``view`` from ``sent`` on, each pause bounded by ``stall_timeout``."""
         stall_deadline = time.monotonic() + self.stall_timeout
-        while sent < total:
+        while sent < len(view):
             if not self.wait_writable(stall_deadline - time.monotonic()):
                 if time.monotonic() >= stall_deadline:
                     raise BrokenError(f"peer stopped reading mid-frame for {self.stall_timeout}s", "stalled")
@@ -262,7 +261,6 @@ class Transport:
             if n:
                 sent += n
                 stall_deadline = time.monotonic() + self.stall_timeout
-        return _COMPLETED
 
     def wait_writable(self, timeout: float | None) -> bool:
         if self._wait is not None:
