@@ -42,6 +42,8 @@ __all__ = ["Outbound", "DEFAULT_STALL_TIMEOUT", "DEFAULT_MAX_OUTBOUND", "check_l
 DEFAULT_STALL_TIMEOUT = 30.0
 #: Bytes a connection may owe (beyond one partly written frame) before sends are refused.
 DEFAULT_MAX_OUTBOUND = 256 * 1024
+#: Seconds a sender waiting for room sleeps at most before it looks at its connection again.
+ROOM_CHECK = 0.1
 
 
 def check_limits(stall_timeout: float, max_outbound: int) -> None:
@@ -171,8 +173,10 @@ class Outbound:
             self._watch()
 
     def wait_room(self, timeout: float | None) -> bool:
-        """Wait (without the lock) until the socket may take bytes, up to ``timeout``."""
-        return self.transport.wait_writable(timeout)
+        """Wait (without the lock) until the socket may take bytes, up to ``timeout``, in
+        slices of ``ROOM_CHECK``: a close that lingers stops only reading, which wakes no
+        writer, so the waiting sender looks again that often and sees it closed."""
+        return self.transport.wait_writable(ROOM_CHECK if timeout is None else min(timeout, ROOM_CHECK))
 
     def stalled_for(self) -> float:
         """Seconds since the peer last took a byte we had to send (0.0: not stalled)."""

@@ -594,3 +594,37 @@ def test_what_was_completed_is_written_even_when_the_poll_thread_shuts_down_righ
         reader.join(WAIT)
         assert not reader.is_alive(), "the connection never ended"
         assert received == [taken * 1004]  # every COMPLETED frame, header included, then EOF
+
+
+@pytest.mark.timeout(20)
+def test_close_wakes_a_sender_waiting_for_room_at_once(timer, poll):
+    # The close lingers to write what is owed (it stops only reading), which no socket event
+    # announces to a thread waiting for room: the waiting sender must still notice at once.
+    with non_reading_listener() as listener, ExitStack() as stack:
+        clt = raw_client(listener, timer, poll, max_outbound=0)  # one frame owed, then waits
+        stack.callback(clt.close)
+        peer, _ = listener.accept()
+        stack.enter_context(peer)
+        for _ in range(10_000):  # the socket full and one frame owed: the next send must wait
+            if clt.send(b"x" * 65536, timeout=0) is WOULD_BLOCK:
+                break
+        started = threading.Event()
+        ended = []
+
+        def send_and_wait() -> None:
+            started.set()
+            try:
+                clt.send(b"x" * 65536)  # timeout=None: waits for room that never comes
+            except links.LinksError as e:
+                ended.append((time.monotonic(), e))
+
+        sender = threading.Thread(target=send_and_wait, name="sender")
+        sender.start()
+        assert started.wait(WAIT)
+        closed_at = time.monotonic()
+        clt.close()
+        sender.join(WAIT)
+        assert not sender.is_alive()
+        at, error = ended[0]
+        assert isinstance(error, links.ClosedError)
+        assert at - closed_at < PROMPT
