@@ -35,7 +35,7 @@ from ._core._framer import (
     LengthPrefixFramer as LengthPrefixFramer,
 )
 from ._core._messenger import JsonMessenger as JsonMessenger, Messenger as Messenger, RawMessenger as RawMessenger
-from ._core._protocol import Protocol as Protocol
+from ._core._protocol import Handle as Handle, Protocol as Protocol
 from ._core._status import RetryAfter as RetryAfter, SendStatus as SendStatus, TaskStatus as TaskStatus
 from ._errors import (
     BrokenError as BrokenError,
@@ -78,7 +78,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backoff", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt", "CltRecver",
     "CltSender", "ConId", "ConnectTimeout", "ConnectionGate", "CounterCallback", "DecodeError", "DelimiterFramer",
-    "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "JsonMessenger",
+    "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "Handle", "JsonMessenger",
     "LengthPrefixFramer", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock", "PollHandler", "Protocol",
     "ProtocolError", "RawMessenger", "Ref", "RetryAfter", "Role", "SendStatus", "StoreCallback", "Svc", "SvcSender",
     "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",

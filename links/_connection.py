@@ -75,7 +75,7 @@ from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._redial import Redialer
 from ._sending import LOCK_WAIT, Sending
-from ._state import TRANSITIONS, ConnState
+from ._state import ENDING, TRANSITIONS, ConnState
 from ._timer import Timer, TimerHandle
 
 if TYPE_CHECKING:
@@ -132,19 +132,18 @@ class Connection(Sending):
         self.log = get_logger("clt", con_id=str(self.con_id))
         self.write_lock = threading.Lock()
         self.changed = threading.Condition()  # attach, detach, close, session space
-        self.state = ConnState.DISCONNECTED
+        self.state = ConnState.OPENING
         self.attachment: Attachment | None = None
         self.pending: deque[Any] = deque()  # dispatched during a handshake, kept for recv()
         self.spawned = False
         self.sender: Any = None  # the CltSender facade (hook handle in session mode)
-        self._closing = False
         self._fast_path = session is None
         self._error: LinksError | None = None
         self._listeners: list[Callable[[Connection], None]] = []
         self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
         self._protocol: Protocol | None = None  # session mode: the one protocol instance
         self._spare_link: Link | None = None
-        self._handshaking: Attachment | None = None  # session client: the first attachment, before publish
+        self._handshaking: Attachment | None = None  # a session client's attachment in HANDSHAKING
         self.attached_at = 0.0  # when the current attachment was published (timer clock)
 
     def __repr__(self) -> str:
@@ -233,6 +232,11 @@ class Connection(Sending):
         else:
             protocol = self.protocol_factory()
         att = Attachment(self, sock, protocol, permit)
+        with self.changed:
+            if self.state in ENDING:
+                att.transport.close()
+                raise ClosedError(f"{self.con_id} is closed")
+            self._move(ConnState.HANDSHAKING)
         if self.con_id.local is None:
             self.con_id = att.con_id
             self.log = get_logger("clt", con_id=str(self.con_id))
@@ -249,6 +253,9 @@ class Connection(Sending):
                     self._drive(att, lambda: protocol.is_connected(), deadline)
         except BaseException:
             self._discard(att, "handshake_failed")
+            with self.changed:
+                if self.state is ConnState.HANDSHAKING:
+                    self._move(ConnState.DETACHED)
             raise
         finally:
             self._handshaking = None
@@ -286,7 +293,7 @@ class Connection(Sending):
                     self._discard(att, "replay_failed")
                     raise
             with self.changed:
-                if self.closed:
+                if self.state in ENDING:
                     closed = True
                 else:
                     closed = False
@@ -349,11 +356,11 @@ class Connection(Sending):
             current = self.attachment is att
             if current:
                 self.attachment = None
-                if not self.closed:
-                    self._move(ConnState.DISCONNECTED)
+                if self.state not in ENDING:
+                    self._move(ConnState.DETACHED)
             self.changed.notify_all()
         self._end(att, reason, error)
-        if not current or self.closed or self._closing:
+        if not current or self.state in ENDING:
             return
         if self.session is not None:
             self.session.detached(self)
@@ -376,9 +383,9 @@ class Connection(Sending):
     def close(self, reason: str = "closed", error: LinksError | None = None) -> bool:
         """Close for good (idempotent). True for the call that actually closed it."""
         with self.changed:
-            if self.closed or self._closing:
+            if self.state in ENDING:
                 return False
-            self._closing = True
+            self._move(ConnState.CLOSING)
             self._fast_path = False  # from now on every send checks the state (_sending)
             att = self.attachment
         if error is None and att is not None and not att.closed:

@@ -41,6 +41,7 @@ __all__ = ["Sending", "LOCK_WAIT"]
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
 _CLOSED = ConnState.CLOSED
+_CLOSING = ConnState.CLOSING
 
 #: Seconds a send waits for a busy write lock at least (whatever its timeout), and a goodbye
 #: sent from ``on_close``, or a send on a runtime thread, at most, before it answers WOULD_BLOCK.
@@ -59,7 +60,6 @@ class Sending:
     attachment: Attachment | None
     write_lock: threading.Lock
     changed: threading.Condition
-    _closing: bool
     _fast_path: bool  # no session, not closing: ``send`` may take its spelled-out common case
     _error: LinksError | None
     _protocol: Protocol | None
@@ -177,9 +177,10 @@ class Sending:
         bounded: by the send's timeout, but at least ``LOCK_WAIT`` (a holder merely between two
         time slices must not turn a reply into WOULD_BLOCK), and ``LOCK_WAIT`` at most for the
         goodbye of a closing connection or a send on a runtime thread."""
-        if deadline is None and may_wait and not self._closing:
+        closing = self.state is _CLOSING
+        if deadline is None and may_wait and not closing:
             return self.write_lock.acquire()
-        if self._closing or not may_wait:
+        if closing or not may_wait:
             return self.write_lock.acquire(timeout=LOCK_WAIT)
         return self.write_lock.acquire(timeout=max(LOCK_WAIT, deadline - time.monotonic()))
 
@@ -193,8 +194,8 @@ class Sending:
     def _target(self, att: Attachment | None) -> Attachment | None:
         """The attachment a write goes to (write lock held): ``att``, or the current one."""
         target = self.attachment if att is None else att
-        if target is None and self.session is not None:
-            target = self._handshaking
+        if target is None and self.state is ConnState.HANDSHAKING:
+            target = self._handshaking  # a session client's login, before publish
         if target is not None and target.closed:
             if att is not None:
                 raise BrokenError(f"{att.con_id} ended", "broken")

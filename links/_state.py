@@ -1,33 +1,55 @@
-"""``ConnState``: where a logical connection is in its life.
+"""``ConnState``: where a logical connection is in its life, and the moves it may make.
 
 ::
 
-    DISCONNECTED --publish--> CONNECTED --lost--> DISCONNECTED (redialing, or a session detached)
-         |                        |
-         +--------close-----------+--close--> CLOSED (for good; every later call raises)
+    OPENING ──open──▶ HANDSHAKING ──publish──▶ CONNECTED ──lost──▶ DETACHED
+                          ▲   │                                      │
+                          │   └──────────handshake failed───────────▶│
+                          └─────────────open (redial, resume)─────────┘
 
-A connection starts DISCONNECTED (opening and handshaking its first attachment), is
-CONNECTED while an attachment is current, goes back to DISCONNECTED when that attachment
-is lost and a reconnect or a session resume may follow, and ends CLOSED. ``TRANSITIONS``
-is the table the engine keeps to; a test checks every transition it makes against it.
+    any state but CLOSED ──close──▶ CLOSING ──▶ CLOSED
+
+* OPENING: made, no socket yet (dialing).
+* HANDSHAKING: an attachment is open and its handshakes run (a session's HELLO/WELCOME,
+  the protocol's login); it is not yet the connection's current attachment.
+* CONNECTED: an attachment is current; senders write to it.
+* DETACHED: its attachment was lost; a redial (``reconnect=``) or a session resume may bring
+  the next one. Senders wait (or, with a session, fill the replay buffer).
+* CLOSING: ``close()`` began: the protocol's ``on_close`` may still send its goodbye.
+* CLOSED: for good; every later call raises.
+
+``TRANSITIONS`` is the table the engine keeps to: ``Connection._move`` refuses any other
+move. Whether the poll thread reads the connection (``spawned``) is not a state of its life
+but where it is read, and stays a separate setting.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["ConnState", "TRANSITIONS"]
+__all__ = ["ConnState", "TRANSITIONS", "ENDING"]
 
 
 class ConnState(enum.Enum):
-    CONNECTED = "connected"  # an attachment is up
-    DISCONNECTED = "disconnected"  # not yet, or between attachments: redialing, or a session waiting to resume
-    CLOSED = "closed"  # for good
+    OPENING = "opening"
+    HANDSHAKING = "handshaking"
+    CONNECTED = "connected"
+    DETACHED = "detached"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
+
+_S = ConnState
 
 #: state -> the states it may move to.
 TRANSITIONS: dict[ConnState, frozenset[ConnState]] = {
-    ConnState.DISCONNECTED: frozenset({ConnState.CONNECTED, ConnState.CLOSED}),
-    ConnState.CONNECTED: frozenset({ConnState.DISCONNECTED, ConnState.CLOSED}),
-    ConnState.CLOSED: frozenset(),
+    _S.OPENING: frozenset({_S.HANDSHAKING, _S.CLOSING}),
+    _S.HANDSHAKING: frozenset({_S.CONNECTED, _S.DETACHED, _S.CLOSING}),
+    _S.CONNECTED: frozenset({_S.DETACHED, _S.CLOSING}),
+    _S.DETACHED: frozenset({_S.HANDSHAKING, _S.CLOSING}),
+    _S.CLOSING: frozenset({_S.CLOSED}),
+    _S.CLOSED: frozenset(),
 }
+
+#: Closing or closed: nothing new starts.
+ENDING = frozenset({_S.CLOSING, _S.CLOSED})

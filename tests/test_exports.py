@@ -25,7 +25,7 @@ import links.testing
 PUBLIC_API = [
     "Backoff", "BrokenError", "BusyError", "Callback", "ChainCallback", "Clock", "ClosedError", "Clt", "CltRecver",
     "CltSender", "ConId", "ConnectTimeout", "ConnectionGate", "CounterCallback", "DecodeError", "DelimiterFramer",
-    "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "JsonMessenger",
+    "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "Handle", "JsonMessenger",
     "LengthPrefixFramer", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock", "PollHandler", "Protocol",
     "ProtocolError", "RawMessenger", "Ref", "RetryAfter", "Role", "SendStatus", "StoreCallback", "Svc", "SvcSender",
     "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",

@@ -17,7 +17,7 @@ Hook order:
 
 Hooks always run, whichever wrapper holds the connection (``Clt``, split halves, spawned
 receivers, ``Ref`` handles). The ``con`` given to ``on_connect``, ``send_reply``,
-``send_heartbeat`` and ``on_close`` is the connection this protocol instance serves:
+``send_heartbeat`` and ``on_close`` is a ``Handle``, the connection this protocol instance serves:
 thread-safe for sending (``send``, ``send_many``), with ``con_id``, ``is_connected()``,
 ``close(reason=None)`` (a reason means "the peer is at fault": no goodbye, and
 ``reconnect=`` may redial) and ``schedule(name, interval, task, delay=...)`` for deadlines that
@@ -31,18 +31,50 @@ therefore *advances* in ``on_recv`` and times out through a timer task scheduled
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Protocol as Interface
+from typing import runtime_checkable
 
 from ._framer import Framer, LengthPrefixFramer
 from ._messenger import Messenger, RawMessenger
 
 if TYPE_CHECKING:
     from ._conid import ConId
+    from ._status import SendStatus
 
-__all__ = ["Protocol", "overrides"]
+__all__ = ["Protocol", "Handle", "overrides"]
 
 SendT = TypeVar("SendT")
 RecvT = TypeVar("RecvT")
+
+
+@runtime_checkable
+class Handle(Interface):
+    """The ``con`` given to ``on_connect``, ``on_close``, ``send_reply`` and ``send_heartbeat``:
+    the connection this protocol instance serves, the same interface in every mode.
+
+    Without a session it is the one TCP connection the instance was made for (a reconnect
+    makes a new instance and a new handle); with a session it is the logical connection's
+    sender, which outlives cuts. Sends through it are thread-safe and, on the poll and timer
+    threads, never wait (``timeout`` is then 0 whatever it says).
+    """
+
+    @property
+    def con_id(self) -> ConId: ...
+
+    @property
+    def timer(self) -> Any: ...
+
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus: ...
+
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus: ...
+
+    def close(self, reason: str | None = None) -> None: ...
+
+    def is_connected(self) -> bool: ...
+
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> Any: ...
 
 
 class Protocol(Generic[SendT, RecvT]):
@@ -55,10 +87,10 @@ class Protocol(Generic[SendT, RecvT]):
     #: Seconds between ``send_heartbeat`` calls, or None for no heartbeats.
     heartbeat_interval: float | None = None
 
-    def on_connect(self, con: Any) -> None:
+    def on_connect(self, con: Handle) -> None:
         """The connection is up. Start a handshake here (send a login); never wait for it."""
 
-    def on_close(self, con: Any) -> None:
+    def on_close(self, con: Handle) -> None:
         """This side is closing the connection (not the peer, not an error): say goodbye.
 
         The socket still works. Send with a short timeout (``timeout=0``): a peer that no
@@ -88,10 +120,10 @@ class Protocol(Generic[SendT, RecvT]):
         """Protocol-level liveness (logged in, heartbeats fresh). The socket's is checked too."""
         return True
 
-    def send_reply(self, msg: RecvT, con: Any) -> None:
+    def send_reply(self, msg: RecvT, con: Handle) -> None:
         """Answer ``msg`` through ``con`` (after the callback ran). Runs on the receiving thread."""
 
-    def send_heartbeat(self, con: Any) -> None:
+    def send_heartbeat(self, con: Handle) -> None:
         """Send a heartbeat through ``con``; called every ``heartbeat_interval`` seconds."""
 
 
