@@ -54,7 +54,7 @@ from ._ref import Ref
 from ._runtime import default_poll_handler, default_timer
 from ._sender import CltSender
 from ._timer import Timer
-from ._transport import dial, set_liveness
+from ._sockets import dial, set_liveness
 
 if TYPE_CHECKING:
     from .session import Resumable

@@ -20,11 +20,10 @@ connection's ``BrokenError`` (or, with ``reconnect=``, read the next attachment)
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
-from ._clock import deadline_after
+from ._clock import deadline_after, time_left
 from ._connection import Connection
 from ._core._status import NEED_DATA
 from ._errors import BrokenError, BusyError, ClosedError, LinksError
@@ -114,7 +113,7 @@ class CltRecver:
                     if con.session is not None:
                         con.flush_session(att)
                     return msg
-                remaining = None if deadline is None else deadline - time.monotonic()
+                remaining = time_left(deadline)
                 try:
                     # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once
                     # the deadline has passed, one last look that does not wait.
@@ -122,7 +121,7 @@ class CltRecver:
                 except LinksError as e:
                     con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
                     break
-                if not n and remaining is not None and remaining <= 0:
+                if not n and remaining == 0.0:
                     return None
 
     def __iter__(self) -> Iterator[Any]:

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
-from ._clock import deadline_after
+from ._clock import deadline_after, time_left
 from ._clt import Clt, ProtocolFactory
 from ._connection import Connection
 from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
@@ -51,8 +51,9 @@ from ._ref import Ref
 from ._runtime import default_poll_handler
 from ._runtime import default_timer
 from ._timer import Timer
-from ._transport import accept as accept_socket
-from ._transport import listen, wait_fd
+from ._sockets import accept as accept_socket
+from ._sockets import listen
+from ._transport import wait_fd
 
 if TYPE_CHECKING:
     from .session import Resumable
@@ -237,10 +238,10 @@ class Svc:
                 return clt
             if status is AcceptStatus.REJECTED:
                 continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            left = time_left(deadline)
+            if left == 0.0:
                 return None
-            wait_fd(poller, remaining)
+            wait_fd(poller, left)
 
     def accept_into_pool(self, timeout: float | None = None) -> ConId | None:
         """Accept the next connection into the service's pool; its ``con_id``, or None."""
@@ -304,8 +305,8 @@ class Svc:
                     continue  # ended: its close removed it from the pool
                 if msg is not None:
                     return msg
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            remaining = time_left(deadline)
+            if remaining == 0.0:
                 return None
             if not recvers:
                 self._pool.wait_nonempty(deadline)

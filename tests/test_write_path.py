@@ -628,3 +628,28 @@ def test_close_wakes_a_sender_waiting_for_room_at_once(timer, poll):
         at, error = ended[0]
         assert isinstance(error, links.ClosedError)
         assert at - closed_at < PROMPT
+
+
+@pytest.mark.timeout(20)
+def test_a_close_delivers_what_is_owed_even_with_the_peers_bytes_left_unread(timer, poll):
+    # Closing a socket with unread input makes the kernel reset the connection and throw away
+    # what it had not sent yet: the bytes the peer sent us must not cost it what we owe it.
+    with non_reading_listener() as listener, ExitStack() as stack:
+        clt = raw_client(listener, timer, poll)
+        stack.callback(clt.close)
+        peer, _ = listener.accept()
+        stack.enter_context(peer)
+        peer.sendall(struct.pack("!I", 3) + b"hey")  # never read by the client
+        taken = 0
+        for _ in range(100_000):  # the socket full, then the backlog
+            if clt.send(b"x" * 1000, timeout=0) is WOULD_BLOCK:
+                break
+            taken += 1
+        clt.close()  # lingers: the poll thread writes what is owed, then releases the socket
+        total = 0
+        try:
+            while chunk := peer.recv(1 << 16):
+                total += len(chunk)
+        except ConnectionResetError:
+            pytest.fail(f"reset after {total} of {taken * 1004} bytes")
+        assert total == taken * 1004

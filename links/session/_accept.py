@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._callbacks import DevNullCallback
+from .._clock import time_left
 from .._clt import Clt
 from .._connection import Connection
 from .._core._buffer import ReceiveBuffer
@@ -89,8 +90,8 @@ class HelloReader:
                 return False
             if self.closed:
                 return True
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = time_left(deadline)
+            if left == 0.0:
                 self._abandon("session.handshake_timeout")
                 return False
             self.transport.wait_readable(left)
