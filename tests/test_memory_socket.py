@@ -1,13 +1,18 @@
 """The in-memory socket pair: socket semantics, each fault hook, and ``Clt`` over it.
 
-The double is driven with ``send``/``recv`` on user threads only. Spawning a receiver into a
-``PollHandler`` needs a real selectable socket, which the double does not claim to be (its
-fd never becomes readable); see ``links.testing._memory``.
+The double's reading is driven with ``recv`` on user threads only: its fd never becomes
+readable, so a receiver spawned into a ``PollHandler`` is not fed by it. Its fd's WRITE
+readiness follows the double's own writability, so the poll thread finishes owed bytes
+without spinning (the last section); see ``links.testing._memory``.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import select
+import selectors
+import socket
 import threading
 from contextlib import contextmanager
 
@@ -15,6 +20,7 @@ import psutil
 import pytest
 
 import links
+from links._attachment import AttachmentReader
 from links._transport import Transport
 from links.testing import memory_socket_pair
 
@@ -112,12 +118,14 @@ def test_closed_socket_raises_ebadf_and_reports_fileno_minus_one(pair):
 
 def test_fileno_is_a_real_unique_fd_released_on_close():
     before = psutil.Process().num_fds()
-    pairs = [memory_socket_pair() for _ in range(5)]
+    pairs = [memory_socket_pair(capacity=16) for _ in range(5)]
     fds = {s.fileno() for p in pairs for s in p}
     assert len(fds) == 10
     for fd in fds:
         os.fstat(fd)  # open, owned by this process
-    assert psutil.Process().num_fds() == before + 10
+    assert psutil.Process().num_fds() == before + 20  # each end: its placeholder and the drain
+    pairs[0][0].send(b"x" * 16)  # a full placeholder is released all the same
+    pairs[1][1].would_block = True
     for p in pairs:
         for s in p:
             s.close()
@@ -242,3 +250,285 @@ def test_clt_pair_exchanges_messages_on_user_threads(timer, chunk_size):
         echoer.join(5.0)
         server.close()
     assert not echoer.is_alive()
+
+
+# -- the fd's readiness, as a selector sees it -------------------------------------------------
+
+_IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+
+
+class _Watch:
+    """One end's fd, registered once for reading and writing with a real ``select.poll``
+    object or a ``selectors.DefaultSelector`` (epoll), and asked without waiting."""
+
+    def __init__(self, kind: str, sock) -> None:
+        self.fd = sock.fileno()
+        if kind == "poll":
+            self._poll = select.poll()
+            self._poll.register(self.fd, select.POLLIN | select.POLLOUT)
+            self._selector = None
+        else:
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(self.fd, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
+    def ready(self) -> tuple[bool, bool]:
+        """(readable, writable) now."""
+        if self._selector is None:
+            events = dict(self._poll.poll(0)).get(self.fd, 0)
+            return bool(events & _IN), bool(events & select.POLLOUT)
+        events = 0
+        for key, mask in self._selector.select(0):
+            if key.fd == self.fd:
+                events = mask
+        return bool(events & selectors.EVENT_READ), bool(events & selectors.EVENT_WRITE)
+
+    def close(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+
+
+@pytest.fixture(params=["poll", "selector"])
+def watch(request):
+    """``watch(sock)``: a ``_Watch`` on ``sock`` through the parametrized kind, closed after."""
+    made: list[_Watch] = []
+
+    def make(sock) -> _Watch:
+        made.append(_Watch(request.param, sock))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.close()
+
+
+NOT_WRITABLE, WRITABLE = (False, False), (False, True)  # never readable: see the module docstring
+
+
+def test_fd_is_writable_only_while_the_peers_buffer_has_room(pair, watch):
+    a, b = pair
+    wa, wb = watch(a), watch(b)
+    assert wa.ready() == WRITABLE
+    assert a.send(b"x" * 1024) == 1024  # the peer's buffer is full
+    assert wa.ready() == NOT_WRITABLE
+    assert wb.ready() == WRITABLE  # the other direction is untouched
+    assert b.recv(100) == b"x" * 100
+    assert wa.ready() == NOT_WRITABLE  # under half free: links_wait(False) would wait too
+    assert not a.links_wait(False, 0)
+    assert b.recv(500) == b"x" * 500  # 600 of 1024 free
+    assert wa.ready() == WRITABLE
+    assert a.links_wait(False, 0)
+    assert a.send(b"y" * 100) == 100  # 500 free: below half again
+    assert wa.ready() == NOT_WRITABLE
+    assert len(b.recv(2048)) == 524
+    assert wa.ready() == WRITABLE
+    assert wb.ready() == WRITABLE
+
+
+def test_fd_is_not_writable_while_would_block_is_set(pair, watch):
+    a, b = pair
+    wa = watch(a)
+    a.would_block = True
+    assert wa.ready() == NOT_WRITABLE
+    a.would_block = False
+    assert wa.ready() == WRITABLE
+    a.send(b"x" * 1024)
+    a.would_block = True
+    b.recv(1024)  # room, but the hook still holds
+    assert wa.ready() == NOT_WRITABLE
+    a.would_block = False
+    assert wa.ready() == WRITABLE
+    a.send(b"x" * 1024)
+    a.would_block = True
+    a.would_block = False  # cleared, but the peer's buffer is still full
+    assert wa.ready() == NOT_WRITABLE
+
+
+_ENDINGS = {
+    "peer_closes": lambda a, b: b.close(),
+    "peer_shuts_reading": lambda a, b: b.shutdown(socket.SHUT_RD),
+    "peer_resets": lambda a, b: b.reset(),
+    "own_reset": lambda a, b: a.reset(),
+    "own_eof": lambda a, b: a.eof(),
+    "own_shut_writing": lambda a, b: a.shutdown(socket.SHUT_WR),
+}
+
+
+@pytest.mark.parametrize("ending", list(_ENDINGS))
+@pytest.mark.parametrize("stuck", ["full", "would_block"])
+def test_fd_turns_writable_when_the_connection_ends_and_send_then_fails(pair, watch, ending, stuck):
+    a, b = pair
+    wa = watch(a)
+    if stuck == "full":
+        a.send(b"x" * 1024)
+    else:
+        a.would_block = True
+    assert wa.ready() == NOT_WRITABLE
+    _ENDINGS[ending](a, b)
+    if stuck == "would_block" and "reset" not in ending:
+        # The hook comes before EPIPE, in send() as in waits: nothing to report yet.
+        assert wa.ready() == NOT_WRITABLE
+        assert not a.links_wait(False, 0)
+        with pytest.raises(BlockingIOError):
+            a.send(b"more")
+        a.would_block = False
+    assert wa.ready() == WRITABLE  # like a real socket: the next send fails at once
+    assert a.links_wait(False, 0)
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        a.send(b"more")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fd_readiness_agrees_with_links_wait_through_random_operations(watch, seed):
+    rng = random.Random(seed)
+    a, b = memory_socket_pair(capacity=64)
+    with a, b:
+        ends = {a: watch(a), b: watch(b)}
+        for step in range(1500):
+            end = rng.choice((a, b))
+            op = rng.random()
+            try:
+                if op < 0.4:
+                    end.send(b"x" * rng.randint(1, 80))
+                elif op < 0.8:
+                    end.recv(rng.randint(1, 80))
+                elif op < 0.95:
+                    end.would_block = not end.would_block
+                else:
+                    end.chunk_size = rng.choice((None, 1, 7))
+            except BlockingIOError:
+                pass
+            for sock, w in ends.items():
+                assert w.ready() == (False, sock.links_wait(False, 0)), f"step {step}: {sock!r}"
+
+
+@pytest.mark.timeout(20)
+def test_a_thread_waiting_in_a_selector_wakes_when_room_appears(pair):
+    a, b = pair
+    with selectors.DefaultSelector() as sel:
+        sel.register(a.fileno(), selectors.EVENT_WRITE)
+        a.send(b"x" * 1024)
+        assert sel.select(0) == []
+        waiter = _Waiter(lambda: sel.select(10.0))
+        b.recv(1024)
+        assert [mask for _, mask in waiter.result()] == [selectors.EVENT_WRITE]
+        a.would_block = True
+        assert sel.select(0) == []
+        waiter = _Waiter(lambda: sel.select(10.0))
+        a.would_block = False
+        assert [mask for _, mask in waiter.result()] == [selectors.EVENT_WRITE]
+
+
+@pytest.mark.timeout(20)
+def test_a_writer_driven_by_a_selector_never_wakes_to_a_full_buffer():
+    """The engine's use, with threads: a writer that waits for WRITE readiness on the fd, a
+    reader on another thread. Only the writer takes room, so every wakeup finds room."""
+    total = 1 << 18
+    data = bytes(range(256)) * (total // 256)
+    a, b = memory_socket_pair(capacity=1024, chunk_size=300)
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < total and b.links_wait(True, 10.0):
+            received.extend(b.recv(4096))
+
+    reader = threading.Thread(target=read)
+    sent = wakeups = spurious = 0
+    with a, b, selectors.DefaultSelector() as sel:
+        sel.register(a.fileno(), selectors.EVENT_WRITE)
+        reader.start()
+        try:
+            while sent < total:
+                assert sel.select(10.0), f"no room came after {sent} bytes"
+                wakeups += 1
+                first = True
+                try:
+                    while sent < total:
+                        sent += a.send(data[sent:])
+                        first = False
+                except BlockingIOError:
+                    spurious += first  # woken, yet not even one byte fitted
+        finally:
+            reader.join(10.0)
+    assert not reader.is_alive()
+    assert bytes(received) == data
+    assert spurious == 0
+    assert wakeups <= total // 512 + 1  # each wakeup moved at least half a buffer
+
+
+# -- the poll thread finishing owed bytes over the double --------------------------------------
+
+
+@pytest.fixture
+def writable_calls(monkeypatch):
+    """Every ``on_writable`` call the poll thread makes, counted."""
+    calls: list[object] = []
+    real = AttachmentReader.on_writable
+
+    def counting(self):
+        calls.append(self)
+        return real(self)
+
+    monkeypatch.setattr(AttachmentReader, "on_writable", counting)
+    return calls
+
+
+def _passes(poll: links.PollHandler, count: int = 100) -> None:
+    """Make the poll thread go round its loop ``count`` times (each ``sync`` wakes it)."""
+    for _ in range(count):
+        assert poll.sync(5.0)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("stall", ["peer_not_reading", "would_block"])
+@pytest.mark.parametrize("spawned", [False, True], ids=["user_thread_recver", "spawned_recver"])
+def test_owed_bytes_wait_for_room_without_spinning_the_poll_thread(poll, timer, writable_calls, spawned, stall):
+    a, b = memory_socket_pair(capacity=1024)
+    clt = links.Clt.from_socket(a, links.Role.INITIATOR, protocol=Chat, poll_handler=poll, timer=timer)
+    sender = clt.into_sender_with_spawned_recver() if spawned else clt
+    peer = Transport(b)
+    try:
+        if stall == "would_block":
+            a.would_block = True
+            msg = {"n": 1}
+        else:
+            msg = {"pad": "x" * 8000}  # eight buffers' worth: most of it is owed
+        assert sender.send(msg, timeout=0) is links.SendStatus.COMPLETED  # taken; the rest is owed
+        _passes(poll)
+        assert writable_calls == []  # the fd was never writable: no call, let alone a spin
+        if stall == "would_block":
+            a.would_block = False
+        assert _frames(peer, _link(), 1) == [msg]  # the poll thread wrote it as room came (below)
+        _passes(poll, 2)
+        calls = len(writable_calls)
+        # Each call found at least half of the peer's buffer free and filled it, or finished.
+        frame = len(Chat.framer.encode(Chat.messenger.serialize(msg)))
+        assert 1 <= calls <= frame // 512 + 1
+        _passes(poll)
+        assert len(writable_calls) == calls  # nothing owed: no more calls
+        assert sender.send({"n": 2}, timeout=0) is links.SendStatus.COMPLETED
+        assert _frames(peer, _link(), 1) == [{"n": 2}]
+    finally:
+        sender.close()
+        peer.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_close_with_bytes_owed_lingers_without_spinning_then_delivers(poll, timer, writable_calls):
+    a, b = memory_socket_pair(capacity=1024)
+    clt = links.Clt.from_socket(a, links.Role.INITIATOR, protocol=Chat, poll_handler=poll, timer=timer)
+    peer = Transport(b)
+    try:
+        msg = {"pad": "x" * 8000}
+        assert clt.send(msg, timeout=0) is links.SendStatus.COMPLETED
+        clt.close()  # lingers on the poll thread until what is owed is written
+        _passes(poll)
+        assert writable_calls == []
+        assert a.fileno() != -1  # still lingering: the fd is kept
+        link = _link()
+        assert _frames(peer, link, 1) == [msg]
+        assert poll.sync(5.0)
+        assert a.fileno() == -1  # all written: the poll thread released the fd
+        with pytest.raises(links.BrokenError):
+            peer.recv_into(link.buffer.writable())  # then the end of the stream
+    finally:
+        peer.close()

@@ -26,7 +26,8 @@ Fault hooks (settable at any time, from any thread)
     * ``chunk_size``: at most this many bytes per ``recv_into`` and per ``send`` (down to 1),
       so every framing path sees its input split everywhere.
     * ``would_block``: while True, ``send`` and ``recv_into`` on this end raise
-      ``BlockingIOError`` and waits on this end do not report readiness.
+      ``BlockingIOError`` and waits on this end (and its fd) do not report readiness, even
+      once the peer shut down or closed; only a closed or reset connection fails at once.
     * ``eof()``: the peer sees EOF after the bytes already sent (like ``shutdown(SHUT_WR)``).
     * ``reset()``: the connection is reset: buffered bytes are lost and every later
       ``send``/``recv_into`` on either end raises ``ConnectionResetError``. (A real socket
@@ -40,14 +41,29 @@ Waiting
     itself takes whatever fits): a writer then moves a large batch per wakeup instead of
     trading the lock with the reader byte by byte.
 
-Why ``fileno()`` is a real fd
+Why ``fileno()`` is a real fd, and what a selector sees on it
     Code keys on fd numbers (``Transport`` stores one, logs print it, fd-leak checks count
     them), and a made-up number could collide with a real fd of the process. So each end
-    holds one end of a real ``socket.socketpair()``, returns its number, and closes it in
-    ``close()``: the number is unique while the double is open and freed with it. That fd
-    never carries data, so a ``PollHandler``/selector never sees this double as readable:
-    drive it with ``recv``/``send`` on your own threads, not by spawning a receiver into the
-    poll thread (which needs a real selectable socket).
+    holds a real ``socket.socketpair()`` of its own (two fds, both closed in ``close()``) and
+    ``fileno()`` returns one end of it, the *placeholder*: the number is unique while the
+    double is open and freed with it.
+
+    Writing: a ``PollHandler`` registers a connection's fd for WRITE readiness while it owes
+    bytes the socket did not take, so the placeholder is writable exactly when this end is
+    (``links_wait(False, ...)`` would return at once): room in the peer's buffer (half of it,
+    as above) and ``would_block`` not set. An ended connection counts as writable, as on a
+    real socket whose next ``send`` then fails: closed or reset at once; this end's sending
+    shut down (its ``SHUT_WR``, the peer's ``SHUT_RD`` or close) once ``would_block`` is
+    clear. While this end is not writable the placeholder's tiny send buffer is kept full of
+    filler bytes (written until ``EAGAIN``); every change that may make room (the peer's
+    ``recv``, ``would_block`` cleared, a shutdown, ``close``, ``reset``) drains the pair's
+    other end, which nobody else sees. So a poll thread waits for room as it would on a real
+    socket, instead of spinning.
+
+    Reading: the placeholder never becomes readable (filler only flows away from it), so a
+    selector never sees this double as readable: drive its reading with ``recv`` on your own
+    threads. A receiver spawned into a poll thread is never woken to read by this fd (that
+    needs a real selectable socket); its writing is serviced as above.
 """
 
 from __future__ import annotations
@@ -65,10 +81,28 @@ __all__ = ["MemorySocket", "memory_socket_pair"]
 DEFAULT_CAPACITY = 1 << 16
 
 _ports = itertools.count(1)
+# Written into a placeholder to fill its send buffer (a few KiB once shrunk, see _placeholder_pair).
+_FILLER = bytes(1 << 13)
 
 
 def _error(cls: type[OSError], code: int) -> OSError:
     return cls(code, os.strerror(code))
+
+
+def _placeholder_pair() -> tuple[socket.socket, socket.socket]:
+    """A nonblocking socketpair: the placeholder (``fileno()``) and the end that drains it,
+    with buffers as small as the kernel allows, so a few KiB fill the placeholder."""
+    placeholder, drain = socket.socketpair()
+    try:
+        for sock in (placeholder, drain):
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)  # raised to the kernel's minimum
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    except BaseException:
+        placeholder.close()
+        drain.close()
+        raise
+    return placeholder, drain
 
 
 class _Shared:
@@ -87,10 +121,13 @@ class MemorySocket:
     ``peer`` is the other end. Semantics and hooks: see the module docstring.
     """
 
-    def __init__(self, shared: _Shared, placeholder: socket.socket, capacity: int, chunk_size: int | None) -> None:
+    def __init__(self, shared: _Shared, capacity: int, chunk_size: int | None) -> None:
         self._shared = shared
         self._cond = shared.cond
-        self._placeholder = placeholder  # the real fd behind fileno(); never carries data
+        # The real fd behind fileno(), writable exactly when this end is (see the module
+        # docstring), and the other end of its socketpair, which drains it.
+        self._placeholder, self._drain = _placeholder_pair()
+        self._placeholder_writable = True  # whether the placeholder's send buffer has room
         self._capacity = capacity
         # Writers waiting for room wake once half the buffer is free, not at every byte read
         # (real sockets do the same), so a writer and a reader do not trade the lock per byte.
@@ -133,12 +170,14 @@ class MemorySocket:
         with self._cond:
             self._would_block = bool(value)
             self._cond.notify_all()  # waiters held back by the flag re-check readiness
+            self._follow()
 
     def eof(self) -> None:
         """The peer sees EOF once it has read what was already sent (sending ends here)."""
         with self._cond:
             self._wr_shut = True
             self._cond.notify_all()
+            self._follow_both()
 
     def reset(self) -> None:
         """Reset the connection: both ends lose buffered bytes and raise ``ConnectionResetError``."""
@@ -147,6 +186,7 @@ class MemorySocket:
             self._inbound.clear()
             self.peer._inbound.clear()
             self._cond.notify_all()
+            self._follow_both()
 
     # -- the socket API ---------------------------------------------------------------------
 
@@ -178,6 +218,7 @@ class MemorySocket:
                 free = self._capacity - len(inbound)
                 if free - n < self._low_water <= free:
                     self._cond.notify_all()  # the peer's writers have room now
+                    self.peer._follow()
                 return n
             if self._rd_shut or self.peer._wr_shut or not limit:
                 return 0
@@ -204,6 +245,8 @@ class MemorySocket:
             if not peer._inbound:
                 self._cond.notify_all()  # the peer's readers have data now
             peer._inbound += view[:n]
+            if self._placeholder_writable:
+                self._follow()  # under half of the peer's buffer free: not writable any more
             return n
 
     def shutdown(self, how: int) -> None:
@@ -214,6 +257,7 @@ class MemorySocket:
             if how in (socket.SHUT_WR, socket.SHUT_RDWR):
                 self._wr_shut = True
             self._cond.notify_all()  # wake every waiter on either end, as a real shutdown does
+            self._follow_both()
 
     def close(self) -> None:
         """Idempotent, like ``socket.close``; the peer sees EOF, and EPIPE when sending."""
@@ -223,7 +267,11 @@ class MemorySocket:
             self._closed = self._rd_shut = self._wr_shut = True
             self._inbound.clear()
             self._cond.notify_all()
-        self._placeholder.close()
+            self.peer._follow()  # sending to us fails now: the peer is writable
+            # Under the lock, so no _follow() on another thread touches them half closed; the
+            # placeholder first, so it never sees its other end hang up (which reads as readable).
+            self._placeholder.close()
+            self._drain.close()
 
     def __enter__(self) -> MemorySocket:
         return self
@@ -248,12 +296,42 @@ class MemorySocket:
         return bool(self._inbound) or self._rd_shut or self.peer._wr_shut
 
     def _writable(self) -> bool:
-        if self._closed or self._shared.reset or self._wr_shut or self.peer._rd_shut:
+        # In the order send() checks: closed and reset fail at once, would_block comes next.
+        if self._closed or self._shared.reset:
             return True  # the next send fails at once rather than wait
         if self._would_block:
             return False
         peer = self.peer
+        if self._wr_shut or peer._rd_shut:
+            return True  # the next send fails with EPIPE
         return peer._capacity - len(peer._inbound) >= peer._low_water
+
+    def _follow_both(self) -> None:
+        self._follow()
+        self.peer._follow()
+
+    def _follow(self) -> None:
+        """Make the placeholder's WRITE readiness match ``_writable()`` (lock held)."""
+        if self._closed:
+            return  # its sockets are closed (or closing, under this lock)
+        writable = self._writable()
+        if writable == self._placeholder_writable:
+            return
+        if writable:  # drain the other end until the placeholder's send buffer is empty
+            drain = self._drain
+            try:
+                while drain.recv(len(_FILLER)):
+                    pass
+            except BlockingIOError:
+                pass
+        else:  # fill the placeholder's send buffer: no POLLOUT until it is drained
+            send = self._placeholder.send
+            try:
+                while True:
+                    send(_FILLER)
+            except BlockingIOError:
+                pass
+        self._placeholder_writable = writable
 
     # -- helpers (callers hold the lock, except for the read-only checks) -------------------
 
@@ -289,8 +367,11 @@ def memory_socket_pair(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError("chunk_size must be at least 1 (or None)")
     shared = _Shared()
-    fd_a, fd_b = socket.socketpair()
-    a = MemorySocket(shared, fd_a, capacity, chunk_size)
-    b = MemorySocket(shared, fd_b, capacity, chunk_size)
+    a = MemorySocket(shared, capacity, chunk_size)
+    try:
+        b = MemorySocket(shared, capacity, chunk_size)
+    except BaseException:  # out of fds, say: a's must not leak
+        a.close()
+        raise
     a.peer, b.peer = b, a
     return a, b
