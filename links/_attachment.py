@@ -16,13 +16,14 @@ or its peer stalls (``linger``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
 from ._core._conid import ConId
 from ._core._link import Link
 from ._core._protocol import Protocol, overrides
-from ._core._status import NEED_DATA, SendStatus
+from ._core._status import NEED_DATA, SendStatus, TaskStatus
 from ._errors import BrokenError, DecodeError, FrameTooLarge, LinksError, ProtocolError
 from ._gate import Permit
 from ._liveness import stall_check
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from ._poll import PollHandler
 
 __all__ = ["Attachment", "AttachmentReader"]
+
+#: Seconds before the poll thread looks again at a socket whose write lock was busy.
+WATCH_AGAIN = 0.002
 
 
 class Attachment:
@@ -178,6 +182,21 @@ class Attachment:
         except RuntimeError as e:  # the poll handler was shut down: nobody can finish it
             self.drop("poll_shutdown")
             connection.log.warning("clt.write_unfinished", error=str(e))
+
+    def watch_again(self) -> None:
+        """The write lock was busy when the socket had room: ask the poll thread again in a
+        moment (the watch stays asked for: ``Outbound.needs_watch`` will not ask twice)."""
+
+        def again() -> TaskStatus:
+            if not self.closed and self.poll is not None:
+                with suppress(RuntimeError):  # the poll handler shut down meanwhile
+                    self.poll.want_writable(self.handler)
+            return TaskStatus.TERMINATE
+
+        try:
+            self.connection.timer.schedule(f"write {self.con_id}", WATCH_AGAIN, again, delay=WATCH_AGAIN)
+        except RuntimeError:  # the timer shut down: try at once rather than never
+            again()
 
     def _start_stall_check(self) -> None:
         limit = self.connection.stall_timeout
@@ -372,11 +391,17 @@ class AttachmentReader:
         if att.closed:
             return False
         out = att.outbound
-        with out.lock:  # held by senders only for steps that never wait
-            try:
-                return out.on_writable()
-            except LinksError as e:
-                error = e
+        # The lock's holders never wait on a socket, but a protocol's on_send or messenger
+        # runs under it: the poll thread does not wait for it. Busy, it looks again shortly.
+        if not out.lock.acquire(blocking=False):
+            att.watch_again()
+            return False
+        try:
+            return out.on_writable()
+        except LinksError as e:
+            error = e
+        finally:
+            out.lock.release()
         att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
         return False
 

@@ -85,6 +85,7 @@ class Sending:
         if timeout is None and self._fast_path:
             lock = self.write_lock
             owing: Attachment | None = None
+            done: Attachment | None = None
             lock.acquire()  # not "with": acquire and release cost half as much
             try:
                 target = self.attachment if att is None else att
@@ -102,13 +103,15 @@ class Sending:
                     else:
                         if sent != len(frame):  # taken: the rest is owed, the poll thread finishes it
                             owing = self._owe_rest(target, frame, sent)
-                        if target.notify_sent:
-                            target.sent(msg)
-                        return _COMPLETED
+                        done = target
             finally:
                 lock.release()
-                if owing is not None:  # even if on_sent raised: the rest must still go out
+                if owing is not None:
                     owing.watch_writable()
+            if done is not None:
+                if done.notify_sent:  # hooks run outside the lock: the poll thread never waits on them
+                    done.sent(msg)
+                return _COMPLETED
         return self.write(att, [msg], timeout)
 
     def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: LinksError) -> None:
@@ -139,6 +142,7 @@ class Sending:
         may_wait = timeout != 0 and not on_runtime_thread()
         while True:
             target = None
+            taken: Any = None  # the messages taken, told of once the lock is released
             refused = False
             if not self._lock_for(deadline, may_wait):
                 return self._would_block(None, msgs)
@@ -148,28 +152,32 @@ class Sending:
                 target = self._target(att)
                 if self.session is not None:
                     if self.session.can_send():
-                        return self._write_session(target, msgs)
+                        taken = self._write_session(target, msgs)
                 elif target is not None:
-                    status = self._write_plain(target, msgs, retry=att is None)
-                    if status is not None:
-                        return status
-                    refused = not target.closed  # no room (else: cut, wait for the next one)
+                    taken = self._write_plain(target, msgs, retry=att is None)
+                    refused = taken is None and not target.closed  # no room (else: cut, wait for the next)
             finally:
                 self._unlock(target)
+            if taken is not None:
+                self._tell_sent(target, taken)
+                return _COMPLETED
             left = time_left(deadline)
             if not may_wait or left == 0.0:
                 return self._would_block(target, msgs)
-            with released_while_waiting():  # never under a lock: not ours, nor a Ref's
-                if refused:
-                    assert target is not None
-                    target.outbound.wait_room(left)  # until the socket drains
-                    continue
-                # No room in the replay buffer (session) or no attachment (plain): wait for a change.
-                with self.changed:
-                    # Checked again under the condition's lock: the change we would wait for may
-                    # have happened since the write lock was released, and its notify is not repeated.
-                    if self.state is not _CLOSED and not self._ready_for(self.session):
-                        self.changed.wait(left)
+            self._wait(target if refused else None, left)
+
+    def _wait(self, full: Attachment | None, left: float | None) -> None:
+        """Wait, outside every lock (ours, and a ``Ref``'s), for what a send lacked: room on
+        ``full``'s socket, or else the next attachment or room in the replay buffer."""
+        with released_while_waiting():
+            if full is not None:
+                full.outbound.wait_room(left)  # until the socket drains
+                return
+            with self.changed:
+                # Checked again under the condition's lock: the change we would wait for may
+                # have happened since the write lock was released, and its notify is not repeated.
+                if self.state is not _CLOSED and not self._ready_for(self.session):
+                    self.changed.wait(left)
 
     def _lock_for(self, deadline: float | None, may_wait: bool) -> bool:
         """Take the write lock for a send. It is held only for steps that never wait (see
@@ -230,10 +238,10 @@ class Sending:
         att = self.attachment
         return att is not None and not att.closed
 
-    def _write_plain(self, att: Attachment, msgs: list[Any], retry: bool = False) -> SendStatus | None:
-        """Stamp, encode and hand ``msgs`` to ``att``'s outbound path; None when it has no room
-        (nothing was stamped), or, instead of raising, when the write failed and ``retry``
-        (the user's sender) asks to wait it out (``_retry_after``)."""
+    def _write_plain(self, att: Attachment, msgs: list[Any], retry: bool = False) -> Any:
+        """Stamp, encode and hand ``msgs`` to ``att``'s outbound path: the messages as stamped;
+        None when it has no room (nothing was stamped), or, instead of raising, when the write
+        failed and ``retry`` (the user's sender) asks to wait it out (``_retry_after``)."""
         link, outbound = att.link, att.outbound
         stamped: Any = msgs
         try:
@@ -259,10 +267,7 @@ class Sending:
             if e is original:
                 raise
             raise e from original
-        if att.notify_sent:
-            for msg in stamped:
-                att.sent(msg)
-        return _COMPLETED
+        return stamped
 
     def _write_failed(self, att: Attachment, msgs: Iterable[Any], original: LinksError) -> LinksError:
         """A plain write on ``att`` raised ``original``: tell the protocol, end the attachment
@@ -278,7 +283,7 @@ class Sending:
             self.lost(att, e.reason, e)
         return e
 
-    def _write_session(self, att: Attachment | None, msgs: list[Any]) -> SendStatus:
+    def _write_session(self, att: Attachment | None, msgs: list[Any]) -> Any:
         """Session: numbered frames go to the replay buffer first, so once accepted here a
         message is delivered exactly once, whatever happens to the socket afterwards. They
         are owed to the socket at once (never refused: the replay buffer bounds them)."""
@@ -292,12 +297,16 @@ class Sending:
         stamped, frames = link.encode_many(msgs)
         if att is not None:
             self.owe(att, frames)  # a failure is not the caller's: the frames wait for replay
-        for msg in stamped:
-            if att is not None:
-                att.sent(msg)
-            else:
+        return stamped
+
+    def _tell_sent(self, att: Attachment | None, msgs: Iterable[Any]) -> None:
+        """``on_sent`` and the callback's, for messages taken (run outside the write lock)."""
+        if att is None:  # a detached session: into the replay buffer, no protocol instance here
+            for msg in msgs:
                 self.callback.on_sent(self.con_id, msg)
-        return _COMPLETED
+        elif att.notify_sent or self.session is not None:
+            for msg in msgs:
+                att.sent(msg)
 
     def owe(self, att: Attachment, data: bytes) -> bool:
         """Write lock held: hand committed bytes (session frames, acks, a replay) to ``att``;
