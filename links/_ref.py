@@ -47,10 +47,12 @@ _held = threading.local()
 
 
 @contextmanager
-def released_while_waiting() -> Iterator[None]:
-    """Around a sender's wait: release the ``Ref`` lock the calling thread holds for this
-    send (if any), and take it back after. Never the lock of ``Ref.locked()``."""
-    lock = getattr(_held, "lock", None)
+def released_while_waiting(lock: Any = None) -> Iterator[None]:
+    """Around a sender's wait: release the ``Ref`` lock held for this send (``lock``, given
+    by a target that takes it, or else the one the calling thread's ``Ref`` noted), and take
+    it back after. Never the lock of ``Ref.locked()``."""
+    if lock is None:
+        lock = getattr(_held, "lock", None)
     if lock is None:
         yield
         return
@@ -105,7 +107,7 @@ class Ref(Generic[T]):
         spins: non-blocking acquire attempts before blocking (see the module docstring).
     """
 
-    __slots__ = ("_target", "_lock")
+    __slots__ = ("_target", "_lock", "_send_held")
 
     def __init__(self, target: T, *, spins: int = DEFAULT_SPINS, _lock: Any = None) -> None:
         self._target = target
@@ -113,6 +115,9 @@ class Ref(Generic[T]):
             # No spin wanted: the C lock itself, so ``with self._lock`` costs no Python frames.
             _lock = SpinParkLock(spins) if spins else threading.Lock()
         self._lock = _lock
+        # A target that takes the held lock as an argument (``CltSender``) is told of it
+        # directly: no thread-local note on its per-message path.
+        self._send_held = getattr(target, "send_held", None)
 
     def clone(self) -> Ref[T]:
         """Another handle to the same target, guarded by the same lock."""
@@ -134,11 +139,10 @@ class Ref(Generic[T]):
     def send(self, msg: Any, timeout: float | None = None) -> Any:
         lock = self._lock
         with lock:
-            _held.lock = lock  # a wait for room lets go of it (released_while_waiting)
-            try:
-                return self._target.send(msg, timeout)  # type: ignore[attr-defined]
-            finally:
-                _held.lock = None
+            send_held = self._send_held
+            if send_held is not None:
+                return send_held(lock, msg, timeout)
+        return self._sending("send", msg, timeout)
 
     def send_many(self, msgs: Any, timeout: float | None = None) -> Any:
         return self._sending("send_many", msgs, timeout)
@@ -152,11 +156,12 @@ class Ref(Generic[T]):
     def _sending(self, verb: str, *args: Any) -> Any:
         lock = self._lock
         with lock:
-            _held.lock = lock
+            outer = getattr(_held, "lock", None)  # a Ref's send from inside another's hook
+            _held.lock = lock  # a wait for room lets go of it (released_while_waiting)
             try:
                 return getattr(self._target, verb)(*args)
             finally:
-                _held.lock = None
+                _held.lock = outer
 
     def recv(self, timeout: float | None = None) -> Any:
         with self._lock:

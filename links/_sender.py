@@ -101,6 +101,10 @@ class CltSender:
         """
         return self._con.send(msg, timeout)
 
+    def send_held(self, lock: Any, msg: Any, timeout: float | None = None) -> SendStatus:
+        """``send`` for a ``Ref`` holding ``lock``, which any wait for room lets go of."""
+        return self._con.send(msg, timeout, None, lock)
+
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
         """Send a batch with one write; all or nothing like ``send``. Hooks run per message."""
         return self._con.write(None, list(msgs), timeout)

@@ -70,7 +70,7 @@ class Sending:
 
     def lost(self, att: Attachment, reason: str, error: LinksError | None) -> None: ...
 
-    def send(self, msg: Any, timeout: float | None, att: Attachment | None = None) -> SendStatus:
+    def send(self, msg: Any, timeout: float | None, att: Attachment | None = None, held: Any = None) -> SendStatus:
         """``write(att, [msg], timeout)``: one message, from the user's sender (``att`` None)
         or from a protocol hook (a reply on the poll thread).
 
@@ -112,7 +112,7 @@ class Sending:
                 if done.notify_sent:  # hooks run outside the lock: the poll thread never waits on them
                     done.sent(msg)
                 return _COMPLETED
-        return self.write(att, [msg], timeout)
+        return self.write(att, [msg], timeout, held)
 
     def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: LinksError) -> None:
         """``send``'s write raised ``e``: raise what the caller should see, or return when the
@@ -130,7 +130,7 @@ class Sending:
         target.outbound.sent_part(frame, sent)
         return target if target.outbound.needs_watch() else None
 
-    def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None) -> SendStatus:
+    def write(self, att: Attachment | None, msgs: list[Any], timeout: float | None, held: Any = None) -> SendStatus:
         """Stamp, encode and write ``msgs`` as one write, all or nothing.
 
         ``att`` None means "the current attachment, whichever it is" (the user's sender): it
@@ -164,12 +164,12 @@ class Sending:
             left = time_left(deadline)
             if not may_wait or left == 0.0:
                 return self._would_block(target, msgs)
-            self._wait(target if refused else None, left)
+            self._wait(target if refused else None, left, held)
 
-    def _wait(self, full: Attachment | None, left: float | None) -> None:
+    def _wait(self, full: Attachment | None, left: float | None, held: Any) -> None:
         """Wait, outside every lock (ours, and a ``Ref``'s), for what a send lacked: room on
         ``full``'s socket, or else the next attachment or room in the replay buffer."""
-        with released_while_waiting():
+        with released_while_waiting(held):
             if full is not None:
                 full.outbound.wait_room(left)  # until the socket drains
                 return
