@@ -7,6 +7,11 @@ protocol instance. It is also the ``con`` handed to a plain connection's protoco
 has ``send``, ``send_many``, ``close``, ``con_id``, ``timer``, ``schedule`` and
 ``is_connected``.
 
+Receiving: ``receive`` is the loop of a thread that may wait (``recv``, a client's handshake):
+one message at a time, read, cut, dispatched. ``AttachmentReader`` is the poll thread's: one
+read per readiness event and every whole frame it completed, a batch at a time where the
+messenger allows (nothing there ever waits). Raw socket calls are the transport's alone.
+
 Its ``AttachmentReader`` is registered with the poll thread for reading once the receiver
 is spawned, and for writing whenever the outbound path owes bytes (``watch_writable``); a
 closed attachment that still owes bytes lingers there, write-only, until they are written
@@ -20,6 +25,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
+from ._clock import time_left
 from ._core._conid import ConId
 from ._core._link import Link
 from ._core._protocol import Protocol, overrides
@@ -142,6 +148,34 @@ class Attachment:
             buffer.commit(n)
             self.last_recv = self.connection.clock()
         return n
+
+    def receive(self, deadline: float | None, until: Callable[[], bool] | None = None) -> Any:
+        """The receive loop of a thread that may wait (``recv``, a client's handshake; never the
+        poll thread, whose loop is ``AttachmentReader``'s batch): the next whole message,
+        dispatched (``on_recv`` → callback → ``send_reply``), reading as needed until
+        ``deadline``. None when the time ran out or another thread ended this attachment;
+        ``NEED_DATA`` as soon as ``until()`` holds with no message pending (a session's
+        WELCOME finishes a handshake without one).
+
+        Raises:
+            BrokenError, ClosedError: the socket ended (the caller decides what that ends).
+            FrameTooLarge, DecodeError, ProtocolError: after ending this attachment.
+        """
+        n = 1
+        while not self.closed:
+            msg = self.next_message()
+            if msg is not NEED_DATA:
+                self.dispatch(msg)
+                return msg
+            if until is not None and until():
+                return NEED_DATA
+            if not n and deadline is not None and time_left(deadline) == 0.0:
+                return None  # one last look came up empty
+            left = time_left(deadline)
+            # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once the
+            # deadline has passed, one last look that does not wait.
+            n = self.read_once(wait=left is None or left > 0, timeout=left)
+        return None
 
     def next_message(self) -> Any:
         """The next whole message (or ``NEED_DATA``); a hostile frame ends this attachment.

@@ -55,7 +55,6 @@ Closing for good (``Connection.close``), once, from any thread
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -262,21 +261,13 @@ class Connection(Sending):
         return att
 
     def _drive(self, att: Attachment, done: Callable[[], bool], deadline: float) -> None:
-        """Read and dispatch on this thread until ``done()``; keep messages for ``recv``."""
+        """Receive on this thread until ``done()``; keep the messages for ``recv``."""
         while not done():
-            msg = att.next_message()
-            if msg is not NEED_DATA:
-                att.dispatch(msg)
-                if not self.spawned:  # a spawned receiver's callback saw it; nobody calls recv
-                    self.pending.append(msg)
-                continue
-            if done():  # a frame that yields no message (a session WELCOME) may have finished it
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            msg = att.receive(deadline, until=done)
+            if msg is None:
                 raise TimeoutError(f"{att.con_id}: handshake did not complete in time")
-            if att.read_once() == 0:
-                att.transport.wait_readable(remaining)
+            if msg is not NEED_DATA and not self.spawned:  # spawned: its callback saw it; nobody calls recv
+                self.pending.append(msg)
 
     def publish(self, att: Attachment, replay: Callable[[], bytes] | None = None) -> None:
         """Make ``att`` the current attachment: write ``replay()`` first, then let senders in.

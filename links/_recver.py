@@ -25,8 +25,7 @@ from typing import Any
 
 from ._clock import deadline_after, time_left
 from ._connection import Connection
-from ._core._status import NEED_DATA
-from ._errors import BrokenError, BusyError, ClosedError, LinksError
+from ._errors import BrokenError, BusyError, ClosedError, LinksError, ProtocolError
 
 __all__ = ["CltRecver"]
 
@@ -103,26 +102,20 @@ class CltRecver:
                 return None
             if con.pending:  # kept from a reconnect's handshake: they came before anything on att
                 return con.pending.popleft()
-            n = 1
-            # On this attachment while reads bring bytes and it is up (a close or a resume by
-            # another thread marks it closed): no need to look up the current one again.
-            while n and not att.closed:
-                msg = att.next_message()  # a hostile frame raises here, after ending att
-                if msg is not NEED_DATA:
-                    att.dispatch(msg)
-                    if con.session is not None:
-                        con.flush_session(att)
-                    return msg
-                remaining = time_left(deadline)
-                try:
-                    # Sleep in recv itself, one syscall (see _transport, "Blocking mode"); once
-                    # the deadline has passed, one last look that does not wait.
-                    n = att.read_once(wait=remaining is None or remaining > 0, timeout=remaining)
-                except LinksError as e:
-                    con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
-                    break
-                if not n and remaining == 0.0:
-                    return None
+            try:
+                msg = att.receive(deadline)  # the one receive loop of a waiting thread
+            except ProtocolError:
+                raise  # a hostile frame: its attachment is ended already
+            except LinksError as e:  # the socket ended
+                con.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+                continue
+            if msg is not None:
+                if con.session is not None:
+                    con.flush_session(att)
+                return msg
+            if time_left(deadline) == 0.0:
+                return None
+            # else another thread ended or replaced the attachment: wait for the next one
 
     def __iter__(self) -> Iterator[Any]:
         """Messages until the connection ends (then iteration stops quietly)."""
