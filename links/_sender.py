@@ -1,8 +1,9 @@
 """``CltSender``: the sending half of a connection.
 
 Send path, per message: ``Protocol.on_send`` (may stamp or replace it) → serialize → frame →
-one write, all or nothing (see ``links._transport``) → ``Protocol.on_sent`` and
-``Callback.on_sent``; or ``on_would_block``; or ``on_error`` and the error is raised.
+handed to the connection's outbound path, taken whole or refused whole (``links._sending``,
+``links._outbound``) → ``Protocol.on_sent`` and ``Callback.on_sent``; or ``on_would_block``;
+or ``on_error`` and the error is raised.
 
 Thread-safety: a ``CltSender`` may be called from several threads. The protocol itself sends
 from other threads than the user's (``send_reply`` on the poll thread, heartbeats on the
@@ -10,19 +11,13 @@ timer thread), so every write holds the connection's write lock and frames never
 Stamping runs under the same lock, so sequence numbers stamped in ``on_send`` reach the wire
 in order. To give many threads *handles* that close together, wrap it in ``links.Ref``.
 
-Between attachments (``reconnect=``), a send waits for the next one within its timeout
-(``WOULD_BLOCK`` when it runs out); with a session it is numbered into the replay buffer and
-written on resume, and only a full replay buffer makes it wait.
-
-With a session, ``timeout`` bounds the wait for replay-buffer room (and for the write lock),
-not the socket write that follows: once a message is numbered it must reach the wire before
-the next number does, so the write waits for socket room (up to the transport's
-``stall_timeout`` once started). A peer that stays connected but stops reading therefore
-makes a session send wait even with ``timeout=0``. An outbound buffer per connection would
-lift this; it is not built yet. Once the connection is closed
-for good every send raises its error (``ClosedError``, or the ``BrokenError`` that ended it).
+Timeouts: ``0`` never waits; ``T`` waits at most about ``T`` for room (or, between
+attachments with ``reconnect=``, for the next one); ``None`` waits as long as it takes, which a
+peer that stops reading bounds by ``stall_timeout``. Sends on the poll and timer threads never
+wait. With a session a message is numbered into the replay buffer and always taken while it
+has room; only a full replay buffer makes it wait. Once the connection is closed for good
+every send raises its error (``ClosedError``, or the ``BrokenError`` that ended it).
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
