@@ -42,7 +42,8 @@ class BrokenError(LinksError):
     """The peer or the network ended the connection.
 
     ``reason`` is a short stable word for logs: ``"peer_closed"`` (orderly FIN), ``"broken"``
-    (reset, unreachable, ...), ``"stalled"`` (the peer stopped reading mid-frame), or the log
+    (reset, unreachable, ...), ``"slow_consumer"`` (the peer took nothing we owed it for
+    ``stall_timeout``), ``"stalled"`` (``Transport.write``'s own bound), or the log
     event of a protocol violation such as ``"frame.too_large"``.
     """
 
