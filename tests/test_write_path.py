@@ -37,7 +37,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -653,3 +653,57 @@ def test_a_close_delivers_what_is_owed_even_with_the_peers_bytes_left_unread(tim
         except ConnectionResetError:
             pytest.fail(f"reset after {total} of {taken * 1004} bytes")
         assert total == taken * 1004
+
+
+@pytest.mark.timeout(20)
+def test_the_poll_thread_does_not_wait_for_a_write_lock_held_by_a_slow_hook(timer, poll):
+    # A protocol's on_send runs under its connection's write lock. While one sender is held
+    # there, the poll thread, finishing that connection's owed bytes, must not wait for the
+    # lock: every other connection on the poll thread is served meanwhile.
+    in_hook, release = threading.Event(), threading.Event()
+
+    class SlowStamp(Raw):
+        def on_send(self, msg):
+            if msg == b"slow":
+                in_hook.set()
+                release.wait(WAIT)
+            return None
+
+    with non_reading_listener() as listener, ExitStack() as stack:
+        stack.callback(release.set)
+        svc = stack.enter_context(links.Svc.bind("127.0.0.1:0", protocol=EchoServer(REPLIES["default_timeout"]).protocol,
+                                                 timer=timer, poll_handler=poll))  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        healthy = stack.enter_context(links.Clt.connect(target(svc.local_addr), protocol=Json, timer=timer, timeout=WAIT))
+        slow = stack.enter_context(links.Clt.connect(
+            target(listener.getsockname()), protocol=SlowStamp, timer=timer, poll_handler=poll, timeout=WAIT,
+            max_outbound=1 << 30,  # the next frame is taken (and stamped) behind the owed bytes
+        ))  # fmt: skip
+        peer, _ = listener.accept()
+        stack.enter_context(peer)
+        big = b"x" * more_than_the_kernel_takes()
+        assert slow.send(big, timeout=0) is COMPLETED  # partly written: the rest is owed
+        stuck = threading.Thread(target=lambda: slow.send(b"slow", timeout=0), name="slow-hook", daemon=True)
+        stuck.start()
+        stack.callback(stuck.join, WAIT)
+        assert in_hook.wait(WAIT)  # the write lock is held now
+        drained = [0]
+
+        def drain() -> None:  # the socket gets room: the poll thread wants to finish the owed bytes
+            peer.settimeout(WAIT)
+            with suppress(OSError):
+                while chunk := peer.recv(1 << 16):
+                    drained[0] += len(chunk)
+
+        reader = threading.Thread(target=drain, name="drain", daemon=True)
+        reader.start()
+        stack.callback(reader.join, WAIT)
+        stack.callback(peer.shutdown, socket.SHUT_RDWR)  # first: ends the drain
+        i = 0
+        deadline = time.monotonic() + WAIT
+        while drained[0] < len(big) // 2 and time.monotonic() < deadline:  # well past a writable event
+            assert healthy.send({"rt": i}) is COMPLETED
+            assert healthy.recv(timeout=2.0) == {"rt": i}, f"round trip {i}: the poll thread was held up"
+            i += 1
+        assert drained[0] >= len(big) // 2, "the owed bytes never moved"
+        release.set()

@@ -12,6 +12,7 @@ connection's ``changed`` condition: that is the back-pressure path.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -120,7 +121,7 @@ class SessionDriver:
 
     def detached(self, connection: Connection) -> None:
         with self._lock:
-            self.engine.detach(time.monotonic())
+            self.engine.detach(connection.clock())  # the timer's clock, as the expiry's
         connection.log.info("session.detached", unacked=len(self.engine.replay))
 
     def closed(self, connection: Connection) -> None:
@@ -138,15 +139,20 @@ class ServerRegistry:
         )
         self._lock = threading.Lock()
         self._expiry: TimerHandle | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the timer's, once start_expiry has it
 
     def hello(self, frame: memoryview) -> tuple[Session, Any, bool, int]:
         """Answer a HELLO (see ``ServerSessions.on_hello``); raises ``SessionRejected``."""
-        now = time.monotonic()  # one instant for both: on_hello expires too, and the owners
-        with self._lock:  # of what it expired would never be closed (they are only returned here)
-            expired = self.sessions.expire(now)
-            result = self.sessions.on_hello(frame, now)
-        self._close_expired(expired)
-        return result
+        now = self.clock()  # one instant for both: on_hello expires too
+        expired: list[Any] = []
+        try:
+            with self._lock:
+                expired = self.sessions.expire(now)
+                return self.sessions.on_hello(frame, now)
+        finally:
+            # Whatever the answer, a REJECT included (the HELLO may name the very session that
+            # just expired): the owners of what expired are closed, or nothing ever would.
+            self._close_expired(expired)
 
     def set_owner(self, engine: Session, owner: Any) -> None:
         with self._lock:
@@ -160,10 +166,11 @@ class ServerRegistry:
         """Check for expired detached sessions a few times per TTL."""
         if self._expiry is not None:
             return
+        self.clock = timer.clock.monotonic
 
         def sweep() -> TaskStatus:
             with self._lock:
-                expired = self.sessions.expire(time.monotonic())
+                expired = self.sessions.expire(self.clock())
             self._close_expired(expired)
             return TaskStatus.COMPLETED
 
