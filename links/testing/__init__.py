@@ -7,8 +7,9 @@
 * ``FakeClock``: time that moves only when the test says so;
 * ``FaultProxy``: a TCP proxy on loopback that pauses, delays, drops (FIN), resets (RST),
   cuts mid-frame, chunks writes and refuses connections on command, for chaos tests;
-* ``Simulator``: client and server session engines over a seeded, simulated network with
-  cuts, delays and late-noticed failures on a fake clock; a failure replays from its seed;
+* ``Simulator``: the shipped ``Clt`` and ``Svc`` with ``session=`` over memory sockets and a
+  seeded, simulated network with cuts, delays and late-noticed failures on a fake clock; a
+  failure replays from its seed;
 * a sample protocol (Ping/Pong behind a login, with heartbeats) and its messages.
 
 The waitable callbacks (``StoreCallback``, ``CounterCallback``) live in ``links`` itself.
