@@ -54,7 +54,7 @@ from ._ref import Ref
 from ._runtime import default_poll_handler, default_timer
 from ._sender import CltSender
 from ._timer import Timer
-from ._sockets import dial, set_liveness
+from ._sockets import dial, resolve, set_liveness, start_dial
 
 if TYPE_CHECKING:
     from .session import Resumable
@@ -126,8 +126,10 @@ class Clt:
         if deadline is None:
             raise TypeError("Clt.connect needs a timeout in seconds, not None")
 
-        def redial() -> socket.socket:
-            sock = dial(target, timeout=timeout, retry_after=None)  # one try: the backoff retries
+        where = resolve(target)  # once: a redial never waits on a name lookup
+
+        def redial() -> socket.socket:  # a connect under way; the redialer watches it (links._redial)
+            sock = start_dial(*where)
             set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
             return sock
 

@@ -59,7 +59,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._attachment import Attachment, AttachmentReader
+from ._attachment import Attachment
 from ._callbacks import Callback
 from ._clock import time_left
 from ._core._backoff import Backoff
@@ -72,6 +72,7 @@ from ._gate import Permit
 from ._liveness import heartbeat, silence_check
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
+from ._reader import AttachmentReader
 from ._redial import Redialer
 from ._sending import LOCK_WAIT, Sending
 from ._state import ENDING, TRANSITIONS, ConnState
@@ -214,11 +215,15 @@ class Connection(Sending):
 
     # -- opening ----------------------------------------------------------------------------
 
-    def open(self, sock: socket.socket, deadline: float, permit: Permit | None = None, *, wait: bool = True) -> Attachment:
+    def open(
+        self, sock: socket.socket, deadline: float, permit: Permit | None = None, *, wait: bool = True, via: Any = None
+    ) -> Attachment:
         """Build an attachment on ``sock`` and run its handshakes (on the calling thread).
 
-        With ``wait`` False (an accepted connection, possibly on the poll thread) the
-        protocol's handshake is only started: ``on_recv`` advances it later, never a wait here.
+        With ``wait`` False (an accepted connection, or a redial, on the poll thread) the
+        handshakes are only started (a session client's HELLO, the protocol's ``on_connect``):
+        what the peer answers advances them later, never a wait here. ``via`` is then the poll
+        handler serving the attachment until its handshake is done (``links._redial``).
 
         Raises:
             ConnectTimeout-worthy ``TimeoutError`` when the handshake misses ``deadline``;
@@ -231,6 +236,8 @@ class Connection(Sending):
         else:
             protocol = self.protocol_factory()
         att = Attachment(self, sock, protocol, permit)
+        if via is not None:
+            att.handler = via
         with self.changed:
             if self.state in ENDING:
                 att.transport.close()
@@ -241,7 +248,10 @@ class Connection(Sending):
             self.log = get_logger("clt", con_id=str(self.con_id))
         try:
             if self.session is not None and self.role is Role.INITIATOR:
-                self.session.client_handshake(att, deadline)
+                if wait:
+                    self.session.client_handshake(att, deadline)
+                else:
+                    self.session.send_hello(att)
             if self.session is None or first:
                 if self.session is not None and wait:
                     # The protocol's own handshake (a login) goes through the session sender;
@@ -251,14 +261,18 @@ class Connection(Sending):
                 if wait:
                     self._drive(att, lambda: protocol.is_connected(), deadline)
         except BaseException:
-            self._discard(att, "handshake_failed")
-            with self.changed:
-                if self.state is ConnState.HANDSHAKING:
-                    self._move(ConnState.DETACHED)
+            self.abandon(att)
             raise
         finally:
             self._handshaking = None
         return att
+
+    def abandon(self, att: Attachment) -> None:
+        """A handshake that will not finish (a redial's, on the poll thread): end ``att``."""
+        self._discard(att, "handshake_failed")
+        with self.changed:
+            if self.state is ConnState.HANDSHAKING:
+                self._move(ConnState.DETACHED)
 
     def _drive(self, att: Attachment, done: Callable[[], bool], deadline: float) -> None:
         """Receive on this thread until ``done()``; keep the messages for ``recv``."""

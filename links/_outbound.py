@@ -157,6 +157,12 @@ class Outbound:
         self._watching = True
         return True
 
+    def handed_over(self) -> bool:
+        """The poll handler watching for room changed: whether the new one must be asked to
+        finish what is owed (the old one's watch is gone with it)."""
+        self._watching = False
+        return bool(self.backlog)
+
     def on_writable(self) -> bool:
         """Poll thread, socket writable: write what is owed; True while more remains."""
         if self.flush():

@@ -18,7 +18,7 @@ from ._core._conid import Addr
 from ._errors import ConnectTimeout
 from ._transport import wait_fd
 
-__all__ = ["dial", "listen", "accept", "set_liveness"]
+__all__ = ["dial", "start_dial", "connect_error", "resolve", "listen", "accept", "set_liveness"]
 
 _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
@@ -83,6 +83,39 @@ def dial(addr: Addr, *, timeout: float, retry_after: float | None) -> socket.soc
             raise ConnectTimeout(f"could not connect to {addr[0]}:{addr[1]} within {timeout}s: {last}") from last
         # The retry pause is the point here (a server that is still starting), not a sync.
         time.sleep(min(retry_after, remaining))
+
+
+def resolve(addr: Addr) -> tuple[int, int, tuple]:
+    """``(family, proto, sockaddr)`` of ``addr``, looked up once: a redial starts from it and
+    never waits on a name lookup on the timer thread."""
+    family, _, proto, _, sockaddr = socket.getaddrinfo(addr[0], addr[1], type=socket.SOCK_STREAM)[0]
+    return family, proto, sockaddr
+
+
+def start_dial(family: int, proto: int, sockaddr: tuple) -> socket.socket:
+    """A nonblocking socket whose connect to ``sockaddr`` is under way (never waits): the
+    caller learns the outcome once it is writable (``connect_error``).
+
+    Raises:
+        OSError: the connect failed at once (no route, no fds).
+    """
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    sock.setblocking(False)
+    err = sock.connect_ex(sockaddr)
+    if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+        sock.close()
+        raise OSError(err, errno.errorcode.get(err, str(err)))
+    return sock
+
+
+def connect_error(sock: socket.socket) -> OSError | None:
+    """Once ``start_dial``'s socket is writable: None if it is connected (and then tuned),
+    else why not."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        return OSError(err, errno.errorcode.get(err, str(err)))
+    _tune(sock)
+    return None
 
 
 def listen(addr: Addr, *, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import links
-from links._attachment import AttachmentReader
+from links._reader import AttachmentReader
 from links._transport import Transport
 from links.testing import memory_socket_pair
 

@@ -81,14 +81,34 @@ class SessionDriver:
             return self.engine.welcome(resumed) + self.engine.replay_frames()
 
     def client_handshake(self, att: Attachment, deadline: float) -> None:
-        """HELLO, then read until WELCOME (or REJECT: ``SessionLost``)."""
-        with self._lock:
-            hello = self.engine.start_client()
-        att.transport.write(hello, max(0.0, deadline - time.monotonic()))
+        """HELLO, then read on this thread until WELCOME (or REJECT: ``SessionLost``)."""
+        self.send_hello(att)
         try:
-            att.connection._drive(att, lambda: self.engine.state is SessionState.ATTACHED, deadline)
+            att.connection._drive(att, self.welcomed, deadline)
         except TimeoutError as e:
             raise ConnectTimeout(f"{att.con_id}: no session WELCOME in time") from e
+
+    def send_hello(self, att: Attachment) -> None:
+        """A client's first step on a new attachment, which never waits: HELLO, owed to its
+        socket. What the server answers is read as usual, until ``welcomed()``.
+
+        Raises:
+            BrokenError: the socket failed at once.
+        """
+        with self._lock:
+            hello = self.engine.start_client()
+        connection = att.connection
+        connection.write_lock.acquire()
+        try:
+            sent = connection.owe(att, hello)
+        finally:
+            connection._unlock(att)
+        if not sent:
+            raise BrokenError(f"{att.con_id}: the connection broke before its HELLO went out", "broken")
+
+    def welcomed(self) -> bool:
+        """Whether the server's WELCOME came (the session is attached again)."""
+        return self.engine.state is SessionState.ATTACHED
 
     def attachment_tasks(self, att: Attachment) -> list[TimerHandle]:
         """Per attachment: a heartbeat (an ACK, which also keeps acks flowing when only one side

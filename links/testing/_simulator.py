@@ -106,7 +106,7 @@ from typing import Any, NoReturn
 
 from structlog.testing import capture_logs
 
-from .._attachment import Attachment, AttachmentReader
+from .._attachment import Attachment
 from .._callbacks import Callback
 from .._clt import Clt
 from .._connection import Connection
@@ -114,6 +114,7 @@ from .._core._conid import ConId, Role
 from .._core._protocol import Protocol
 from .._core._status import SendStatus
 from .._errors import LinksError, SessionLost
+from .._reader import AttachmentReader
 from .._state import ConnState
 from .._svc import Svc
 from .._threads import runtime_thread

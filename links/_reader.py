@@ -1,0 +1,124 @@
+"""``AttachmentReader``: what the poll thread services for one ``Attachment``.
+
+Reading (once the receiver is spawned): one ``recv_into`` per readiness event and every whole
+frame it completed, dispatched a batch at a time where the messenger allows; level-triggered
+polling reports the rest next pass. Writing (whenever the outbound path owes bytes): what the
+socket now takes, never waiting, and never waiting for a write lock either. A closed
+attachment that still owes bytes lingers here, write-only, until they are written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._core._status import NEED_DATA
+from ._errors import BrokenError, LinksError, ProtocolError
+
+if TYPE_CHECKING:
+    from ._attachment import Attachment
+
+__all__ = ["AttachmentReader"]
+
+
+class AttachmentReader:
+    """What the poll thread services for a spawned attachment: one read, then the frames it
+    completed (a bounded batch; level-triggered polling reports the rest next pass)."""
+
+    poll_kind = "recver"
+
+    def __init__(self, attachment: Attachment) -> None:
+        self.attachment = attachment
+        self.con_id = attachment.con_id
+
+    @property
+    def closed(self) -> bool:
+        att = self.attachment
+        return att.closed and not att.lingering
+
+    def fileno(self) -> int:
+        return self.attachment.transport.fileno()
+
+    def on_readable(self) -> bool:
+        att = self.attachment
+        if att.closed:
+            return True  # its removal is already queued
+        try:
+            att.read_once()
+        except LinksError as e:
+            # Frames already buffered came before the end (a user-thread recv may have read
+            # them just before the receiver was spawned): they are still delivered.
+            if self._deliver(att):
+                att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+            return True
+        if self._deliver(att) and att.connection.session is not None:
+            att.connection.flush_session(att)
+        return True
+
+    @staticmethod
+    def _deliver(att: Attachment) -> bool:
+        """Dispatch every whole message in the buffer; False if the attachment ended meanwhile."""
+        link = att.link
+        # A whole read per call when the messenger allows it, else one message at a time (the
+        # next may decode differently once this one is dispatched); see Link.next_messages.
+        if link.batches:
+            while not att.closed:
+                try:
+                    msgs = link.next_messages()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return False
+                if not msgs:
+                    break
+                att.dispatch_all(msgs)
+                if link.drained():
+                    break  # the usual end of a read: no partial frame left to ask about
+        else:
+            next_message, dispatch = link.next_message, att.dispatch
+            while not att.closed:
+                try:
+                    msg = next_message()
+                except ProtocolError as e:
+                    att.reject(e)
+                    return False
+                if msg is NEED_DATA:
+                    break
+                dispatch(msg)
+        return not att.closed
+
+    def on_writable(self) -> bool:
+        """The socket has room: write what is owed (never waiting); True while more remains."""
+        att = self.attachment
+        if att.lingering:
+            try:
+                with att.outbound.lock:
+                    if att.outbound.on_writable():
+                        return True
+            except LinksError:
+                pass  # the peer is gone: nothing more to deliver
+            att.unlinger("drained")
+            return False
+        if att.closed:
+            return False
+        out = att.outbound
+        # The lock's holders never wait on a socket, but a protocol's on_send or messenger
+        # runs under it: the poll thread does not wait for it. Busy, it looks again shortly.
+        if not out.lock.acquire(blocking=False):
+            att.watch_again()
+            return False
+        try:
+            return out.on_writable()
+        except LinksError as e:
+            error = e
+        finally:
+            out.lock.release()
+        att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
+        return False
+
+    def on_poll_failure(self, error: BaseException | None) -> None:
+        att = self.attachment
+        if att.lingering:  # closed already: what it still owes is dropped
+            att.unlinger("poll_shutdown" if error is None else "failed")
+        elif error is None:
+            att.connection.close("poll_shutdown")
+        else:
+            att.connection.lost(att, "recver_failed", BrokenError(f"receiver failed: {error!r}", "recver_failed"))
