@@ -69,7 +69,7 @@ from ._core._protocol import Protocol
 from ._core._status import NEED_DATA
 from ._errors import BrokenError, ClosedError, LinksError
 from ._gate import Permit
-from ._liveness import heartbeat, silence_check
+from ._liveness import heartbeat, idle_limit, silence_check
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._reader import AttachmentReader
@@ -341,8 +341,9 @@ class Connection(Sending):
             att.tasks.append(self.timer.schedule(f"heartbeat {att.con_id}", interval, heartbeat(self, att)))
         if self.session is not None:
             att.tasks.extend(self.session.attachment_tasks(att))
-        if self.idle_timeout:
-            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", self.idle_timeout, silence_check(att, self.idle_timeout, "clt.idle_timeout", "idle_timeout")))
+        limit, event, reason = idle_limit(self.idle_timeout, protocol)
+        if limit is not None:
+            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", limit, silence_check(att, limit, event, reason)))
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 * ``heartbeat``: the protocol's own heartbeat (``Protocol.send_heartbeat``), every
   ``heartbeat_interval``; a send from the timer thread never waits (``links._threads``).
-* ``silence_check``: a peer we heard nothing from for a limit is dropped (``idle_timeout``
-  of a plain connection; a session's dead-peer check uses it too).
+* ``silence_check``: a peer we heard nothing from for a limit is dropped: the connection's
+  ``idle_timeout=``, or its protocol's own ``idle_timeout`` (SoupBinTCP's), whichever is
+  shorter (``idle_limit``); a session's dead-peer check is the same check. One check for all.
 * ``stall_check``: a peer that took none of what we owe it for ``stall_timeout`` is a slow
   consumer and is dropped (started once per backlog by ``Attachment.watch_writable``).
 
@@ -22,7 +23,17 @@ if TYPE_CHECKING:
     from ._attachment import Attachment
     from ._connection import Connection
 
-__all__ = ["heartbeat", "silence_check", "stall_check"]
+__all__ = ["heartbeat", "idle_limit", "silence_check", "stall_check"]
+
+
+def idle_limit(limit: float | None, protocol: Any) -> tuple[float | None, str, str]:
+    """The silence an attachment is allowed, the event that reports it and the reason it ends
+    with: the connection's ``idle_timeout=`` (``clt.idle_timeout``, ``idle_timeout``) or the
+    protocol's ``idle_timeout`` (its ``idle_event``, both), whichever is shorter."""
+    own = getattr(protocol, "idle_timeout", None)
+    if own is not None and (limit is None or own < limit):
+        return own, protocol.idle_event, protocol.idle_event
+    return limit, "clt.idle_timeout", "idle_timeout"
 
 
 def heartbeat(connection: Connection, att: Attachment) -> Callable[[], TaskStatus]:
@@ -58,7 +69,7 @@ def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Cal
             att.last_recv = clock()
             idle = 0.0
         if idle >= limit:
-            att.connection.log.warning(event, idle=round(idle, 3), limit=limit)
+            att.connection.log.warning(event, idle=round(idle, 3), limit=limit, idle_timeout=limit)
             att.drop(reason)
             return TaskStatus.TERMINATE
         return RetryAfter(limit - idle)

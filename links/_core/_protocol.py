@@ -86,6 +86,11 @@ class Protocol(Generic[SendT, RecvT]):
     messenger: Messenger = RawMessenger()
     #: Seconds between ``send_heartbeat`` calls, or None for no heartbeats.
     heartbeat_interval: float | None = None
+    #: Seconds without a byte from the peer before the connection is dropped as dead (None:
+    #: never), checked by the engine (``links._liveness``) like ``Clt.connect(idle_timeout=)``;
+    #: ``idle_event`` is then the log event and the ``BrokenError`` reason.
+    idle_timeout: float | None = None
+    idle_event: str = "clt.idle_timeout"
 
     def on_connect(self, con: Handle) -> None:
         """The connection is up. Start a handshake here (send a login); never wait for it."""

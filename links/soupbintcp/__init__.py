@@ -107,7 +107,7 @@ event                               side    fields
 ``soupbintcp.login_accepted``       both    session, sequence (server adds username, replayed)
 ``soupbintcp.login_rejected``       both    reason (server adds username, why; client error)
 ``soupbintcp.login_timeout``        server  login_timeout
-``soupbintcp.idle_timeout``         both    silent_for, idle_timeout
+``soupbintcp.idle_timeout``         both    idle, idle_timeout
 ``soupbintcp.logout``               server  username
 ``soupbintcp.end_of_session``       client
 ``soupbintcp.replaced``             server  username, by (the newer connection)

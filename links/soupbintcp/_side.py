@@ -2,8 +2,9 @@
 
 Both ends keep the same liveness rules: each sends a heartbeat when it sent nothing for one
 interval, and each treats the other as gone after ``idle_timeout`` seconds without a packet
-from it, checked on every heartbeat tick. The timestamps come from the connection's timer
-clock, so a ``FakeClock`` drives both in tests.
+from it. The silence is checked by the engine's one idle check (``Protocol.idle_timeout``,
+``links._liveness``), ending the connection as ``soupbintcp.idle_timeout``. The timestamps
+come from the connection's timer clock, so a ``FakeClock`` drives both in tests.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ class Side(Protocol):
 
     #: The heartbeat packet this side sends (client R, server H).
     heartbeat: Any = None
+    idle_event = "soupbintcp.idle_timeout"
 
     def __init__(self, role: str, config: Any) -> None:
         self.framer = config.framer
         self.messenger = SoupBinTcpMessenger(role, payload_messenger=config.payload_messenger, justify=config.justify)
         self.heartbeat_interval = config.heartbeat_interval
-        self._idle_timeout = config.idle_timeout
+        self.idle_timeout = config.idle_timeout  # the engine checks it (links._liveness)
         self._con: Any = None
         self._clock: Any = None
         self._log: Any = None
@@ -59,7 +61,7 @@ class Side(Protocol):
     def is_connected(self) -> bool:
         if self.messenger.state is not State.LOGGED_IN:
             return False
-        return self._idle_timeout is None or self._clock.monotonic() - self._last_recv < self._idle_timeout
+        return self.idle_timeout is None or self._clock.monotonic() - self._last_recv < self.idle_timeout
 
     def on_sent(self, msg: Any) -> None:
         self._last_sent = self._clock.monotonic()
@@ -67,10 +69,7 @@ class Side(Protocol):
     def send_heartbeat(self, con: Any) -> None:
         if self.messenger.state is not State.LOGGED_IN:
             return  # the login has its own deadline (Clt.connect's timeout, the server's login_timeout)
-        now = self._clock.monotonic()
-        silent = now - self._last_recv
-        if self._idle_timeout is not None and silent >= self._idle_timeout:
-            self._log.warning("soupbintcp.idle_timeout", silent_for=round(silent, 3), idle_timeout=self._idle_timeout)
-            con.close("soupbintcp.idle_timeout")
-        elif now - self._last_sent >= self.heartbeat_interval:  # type: ignore[operator]
+        if not self.is_connected():
+            return  # silent past idle_timeout: the engine's idle check is ending it; no beat to the dead
+        if self._clock.monotonic() - self._last_sent >= self.heartbeat_interval:  # type: ignore[operator]
             con.send(self.heartbeat, timeout=0)  # a full socket already tells the peer we live
