@@ -69,7 +69,7 @@ from ._core._protocol import Protocol
 from ._core._status import NEED_DATA
 from ._errors import BrokenError, ClosedError, LinksError
 from ._gate import Permit
-from ._liveness import heartbeat, idle_limit, silence_check
+from . import _liveness as liveness
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._reader import AttachmentReader
@@ -335,15 +335,7 @@ class Connection(Sending):
         poll.add(att.handler)
 
     def _start_tasks(self, att: Attachment) -> None:
-        protocol = att.protocol
-        interval = protocol.heartbeat_interval
-        if interval and (self.session is None or not any(t for t in att.tasks)):
-            att.tasks.append(self.timer.schedule(f"heartbeat {att.con_id}", interval, heartbeat(self, att)))
-        if self.session is not None:
-            att.tasks.extend(self.session.attachment_tasks(att))
-        limit, event, reason = idle_limit(self.idle_timeout, protocol)
-        if limit is not None:
-            att.tasks.append(self.timer.schedule(f"idle {att.con_id}", limit, silence_check(att, limit, event, reason)))
+        att.tasks.extend(liveness.start(self, att))
 
     # -- writing ----------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Liveness: the timer tasks that keep a connection honest, one kind each.
 
-* ``heartbeat``: the protocol's own heartbeat (``Protocol.send_heartbeat``), every
-  ``heartbeat_interval``; a send from the timer thread never waits (``links._threads``).
+* ``start``: one heartbeat writer per attachment, beating for each layer that asks (the
+  protocol's ``send_heartbeat`` every ``heartbeat_interval``, a session's ack every its
+  interval); a send from the timer thread never waits (``links._threads``).
 * ``silence_check``: a peer we heard nothing from for a limit is dropped: the connection's
   ``idle_timeout=``, or its protocol's own ``idle_timeout`` (SoupBinTCP's), whichever is
   shorter (``idle_limit``); a session's dead-peer check is the same check. One check for all.
@@ -22,33 +23,75 @@ from ._errors import LinksError
 if TYPE_CHECKING:
     from ._attachment import Attachment
     from ._connection import Connection
+    from ._timer import TimerHandle
 
-__all__ = ["heartbeat", "idle_limit", "silence_check", "stall_check"]
-
-
-def idle_limit(limit: float | None, protocol: Any) -> tuple[float | None, str, str]:
-    """The silence an attachment is allowed, the event that reports it and the reason it ends
-    with: the connection's ``idle_timeout=`` (``clt.idle_timeout``, ``idle_timeout``) or the
-    protocol's ``idle_timeout`` (its ``idle_event``, both), whichever is shorter."""
-    own = getattr(protocol, "idle_timeout", None)
-    if own is not None and (limit is None or own < limit):
-        return own, protocol.idle_event, protocol.idle_event
-    return limit, "clt.idle_timeout", "idle_timeout"
+__all__ = ["start", "idle_limit", "silence_check", "stall_check"]
 
 
-def heartbeat(connection: Connection, att: Attachment) -> Callable[[], TaskStatus]:
+
+def start(connection: Connection, att: Attachment) -> list[TimerHandle]:
+    """The liveness of a new attachment: one heartbeat writer and one idle check, whatever the
+    layers. The writer beats for each layer that asks (the protocol's ``send_heartbeat`` every
+    ``heartbeat_interval``; a session's ack every its own interval); the check watches the
+    shortest silence any of them allows (``idle_limit``)."""
+    protocol, timer, tasks = att.protocol, connection.timer, []
+    beats: list[tuple[float, Callable[[], None]]] = []
+    if protocol.heartbeat_interval:
+        beats.append((protocol.heartbeat_interval, _protocol_beat(connection, att)))
+    silences = [(connection.idle_timeout, "clt.idle_timeout", "idle_timeout")]
+    if protocol.idle_timeout is not None:
+        silences.append((protocol.idle_timeout, protocol.idle_event, protocol.idle_event))
+    if connection.session is not None:
+        interval, beat, dead_after = connection.session.liveness(att)
+        beats.append((interval, beat))
+        silences.append((dead_after, "session.peer_silent", "peer_silent"))
+    if beats:
+        every = min(interval for interval, _ in beats)
+        tasks.append(timer.schedule(f"heartbeat {att.con_id}", every, _beating(att, beats, connection.clock)))
+    limit, event, reason = idle_limit(silences)
+    if limit is not None:
+        tasks.append(timer.schedule(f"idle {att.con_id}", limit, silence_check(att, limit, event, reason)))
+    return tasks
+
+
+def idle_limit(silences: list[tuple[float | None, str, str]]) -> tuple[float | None, str, str]:
+    """The shortest of the silences allowed (``(seconds or None, event, reason)``), with the
+    event that reports it and the reason the connection ends with."""
+    allowed = [silence for silence in silences if silence[0] is not None]
+    return min(allowed, key=lambda silence: silence[0]) if allowed else (None, "", "")  # type: ignore[arg-type,return-value]
+
+
+def _protocol_beat(connection: Connection, att: Attachment) -> Callable[[], None]:
     protocol = att.protocol
 
-    def beat() -> TaskStatus:
-        if att.closed:
-            return TaskStatus.TERMINATE
+    def beat() -> None:
         try:
             protocol.send_heartbeat(connection.hook_handle(att))
         except LinksError as e:
             connection.log.warning("heartbeat.failed", error=str(e))
-        return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
 
     return beat
+
+
+def _beating(att: Attachment, beats: list[tuple[float, Callable[[], None]]], clock: Callable[[], float]) -> Callable[[], Any]:
+    """The one heartbeat writer: each beat when its own interval is due, then again at the next."""
+    start = clock()
+    due = [start + interval for interval, _ in beats]
+
+    def tick() -> Any:
+        if att.closed:
+            return TaskStatus.TERMINATE
+        now = clock()
+        for i, (interval, beat) in enumerate(beats):
+            if due[i] <= now + 1e-9:  # a timer may fire a hair early on its own clock
+                beat()
+                # The next one an interval on; beats missed while the timer lagged are not made up.
+                due[i] = due[i] + interval if due[i] + interval > now else now + interval
+        if att.closed:
+            return TaskStatus.TERMINATE
+        return RetryAfter(max(min(due) - now, 0.0))
+
+    return tick
 
 
 def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Callable[[], Any]:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._liveness import silence_check
 from .._core._status import TaskStatus
 from .._errors import BrokenError, ConnectTimeout
 from .._timer import TimerHandle
@@ -110,15 +109,13 @@ class SessionDriver:
         """Whether the server's WELCOME came (the session is attached again)."""
         return self.engine.state is SessionState.ATTACHED
 
-    def attachment_tasks(self, att: Attachment) -> list[TimerHandle]:
-        """Per attachment: a heartbeat (an ACK, which also keeps acks flowing when only one side
-        sends) every interval, and the dead-peer check after ``dead_after`` silent intervals."""
+    def liveness(self, att: Attachment) -> tuple[float, Callable[[], None], float]:
+        """What the engine's liveness needs of the session on ``att`` (``links._liveness``):
+        its beat interval, its beat (an ACK, which also keeps acks flowing when only one side
+        sends) and the silence after which the peer is dead (``dead_after`` intervals)."""
         interval, connection = self.config.heartbeat_interval, att.connection
-        limit = interval * self.config.dead_after
 
-        def beat() -> TaskStatus:
-            if att.closed:
-                return TaskStatus.TERMINATE
+        def beat() -> None:
             if connection.write_lock.acquire(blocking=False):  # busy: data is flowing anyway
                 try:
                     with self._lock:
@@ -130,14 +127,8 @@ class SessionDriver:
                         connection.log.warning("heartbeat.failed", error="connection lost")
                 finally:
                     connection._unlock(att)
-            return TaskStatus.TERMINATE if att.closed else TaskStatus.COMPLETED
 
-
-        timer = connection.timer
-        return [
-            timer.schedule(f"session beat {att.con_id}", interval, beat),
-            timer.schedule(f"session check {att.con_id}", limit, silence_check(att, limit, "session.peer_silent", "peer_silent")),
-        ]
+        return interval, beat, interval * self.config.dead_after
 
     def detached(self, connection: Connection) -> None:
         with self._lock:

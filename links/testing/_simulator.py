@@ -1167,10 +1167,9 @@ class Simulator:
         self._violation("a handler kept finding something to read")
 
     def _beat(self, att: Attachment) -> None:
-        for task in att.tasks:
-            if task.name.startswith("session beat"):
-                with runtime_thread():
-                    task.task()
+        _, beat, _ = att.connection.session.liveness(att)  # the session's beat, as the heartbeat writer runs it
+        with runtime_thread():
+            beat()
         self._after()
 
     def _run_timer(self) -> None:
