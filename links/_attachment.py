@@ -223,7 +223,7 @@ class Attachment:
         moment (the watch stays asked for: ``Outbound.needs_watch`` will not ask twice)."""
 
         def again() -> TaskStatus:
-            if not self.closed and self.poll is not None:
+            if not self.handler.closed and self.poll is not None:  # open, or lingering
                 with suppress(RuntimeError):  # the poll handler shut down meanwhile
                     self.poll.want_writable(self.handler)
             return TaskStatus.TERMINATE
@@ -321,6 +321,7 @@ class Attachment:
         if not self.lingering:
             return
         self.lingering = False
+        self._end_stall_check()
         if self.poll is not None:
             self.poll.remove(self.handler, reason, then=self.transport.close)
         else:

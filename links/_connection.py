@@ -238,11 +238,7 @@ class Connection(Sending):
         att = Attachment(self, sock, protocol, permit)
         if via is not None:
             att.handler = via
-        with self.changed:
-            if self.state in ENDING:
-                att.transport.close()
-                raise ClosedError(f"{self.con_id} is closed")
-            self._move(ConnState.HANDSHAKING)
+        self._begin_handshake(att, permit)
         if self.con_id.local is None:
             self.con_id = att.con_id
             self.log = get_logger("clt", con_id=str(self.con_id))
@@ -267,9 +263,21 @@ class Connection(Sending):
             self._handshaking = None
         return att
 
-    def abandon(self, att: Attachment) -> None:
-        """A handshake that will not finish (a redial's, on the poll thread): end ``att``."""
-        self._discard(att, "handshake_failed")
+    def _begin_handshake(self, att: Attachment, permit: Permit | None) -> None:
+        """Move to HANDSHAKING with ``att``, or refuse it (socket and permit released) when
+        the connection is closing: a resume or redial that arrives too late."""
+        with self.changed:
+            if self.state not in ENDING:
+                self._move(ConnState.HANDSHAKING)
+                return
+        att.transport.close()
+        if permit is not None:
+            permit.release()
+        raise ClosedError(f"{self.con_id} is closed")
+
+    def abandon(self, att: Attachment, reason: str = "handshake_failed") -> None:
+        """A handshake that will not finish: end ``att``; the connection is detached again."""
+        self._discard(att, reason)
         with self.changed:
             if self.state is ConnState.HANDSHAKING:
                 self._move(ConnState.DETACHED)
@@ -295,7 +303,9 @@ class Connection(Sending):
                 try:
                     att.outbound.owe(replay())  # what the socket does not take now is owed
                 except LinksError:
-                    self._discard(att, "replay_failed")
+                    self.abandon(att, "replay_failed")
+                    if self.session is not None and self.state is ConnState.DETACHED:
+                        self.session.detached(self)  # so it resumes again, or expires
                     raise
             with self.changed:
                 if self.state in ENDING:
@@ -403,7 +413,9 @@ class Connection(Sending):
         """Mark the connection closed; the attachment to end (None: none, or lost() has it)
         and the listeners to call. Under the write lock when it can be had soon: no sender
         is then halfway through handing a frame over, so what ``_end`` sees owed is all."""
-        locked = self.write_lock.acquire(timeout=LOCK_WAIT)  # held by this thread: not at all
+        # Only an orderly close needs it (whether to linger); one caused by an error may come
+        # from a thread that holds the lock itself (a failed write), which must not wait.
+        locked = error is None and self.write_lock.acquire(timeout=LOCK_WAIT)
         try:
             with self.changed:
                 self._move(_CLOSED)

@@ -18,9 +18,8 @@ Failures stay local
     carries on with every other connection.
 
 Handlers
-    Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me),
-    ``on_poll_failure(error)``, a ``closed`` flag and a ``poll_kind`` ("recver" or "acceptor") for log names.
-    The loop finds them by fd in a dict of its own, so dispatch is one lookup.
+    Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
+    ``closed`` and a ``poll_kind`` for log names, found by fd in a dict of the loop's own.
 
 Writing (``want_writable``)
     A connection whose socket would not take all it owes (a partly written frame, queued
@@ -132,6 +131,7 @@ class PollHandler:
         self._start_lock = threading.Lock()
         self._stopped = False
         self._drain_time = 0.0  # seconds shutdown gives owed bytes (set by shutdown())
+        self._final = False  # shutdown's last pass: no new writer is taken
 
     @property
     def busy_poll(self) -> float:
@@ -149,16 +149,17 @@ class PollHandler:
         self._post(lambda: self._register(handler))
 
     def remove(self, handler: Pollable, reason: str = "removed", then: Callable[[], None] | None = None) -> None:
-        """Stop servicing ``handler``; run ``then`` on the poll thread right after."""
-        if self._stopped and not self.in_poll_thread():
-            if then is not None:
-                then()
-            return
-        self._post(lambda: self._unregister(handler, reason, then))
+        """Stop servicing ``handler``; run ``then`` on the poll thread right after (stopped: now)."""
+        with suppress(RuntimeError):  # stopped, even meanwhile
+            return self._post(lambda: self._unregister(handler, reason, then))
+        if then is not None:
+            then()
 
     def want_writable(self, handler: Any) -> None:
-        """Call ``handler.on_writable()`` on the poll thread while its socket has room, until
-        it returns False (nothing more to write). Safe from any thread."""
+        """Call ``handler.on_writable()`` on the poll thread while its socket has room, until it
+        returns False. Any thread; RuntimeError in shutdown's last pass."""
+        if self._final:
+            raise RuntimeError(f"{self.name} is shut down")
         self._post(lambda: self._watch_writable(handler))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
@@ -381,9 +382,10 @@ class PollHandler:
             if handler is wakeup:
                 wakeup.drain()
             elif handler is not None:  # else: removed earlier in this same pass
-                if fd in write_only or ev & select.POLLOUT:  # POLLOUT: only if asked for
+                only_write = fd in write_only  # before the writer runs: it may drop its interest
+                if only_write or ev & select.POLLOUT:  # POLLOUT: only if asked for
                     self._service_write(handler)
-                    if fd in write_only:  # any event, errors included, is for its writer
+                    if only_write:  # any event, errors included, is for its writer: never read here
                         continue
                 if ev & _IN:
                     self._service(handler)
@@ -414,6 +416,7 @@ class PollHandler:
                 self._commands.get_nowait()()
         self._close_handlers(but_writers=True)  # closed with bytes owed, a reader turns writer
         self._drain()
+        self._final = True
         self._close_handlers()  # what is still owed now is dropped
         self._selector.close()
         self._wakeup.close()

@@ -89,12 +89,16 @@ class AttachmentReader:
         """The socket has room: write what is owed (never waiting); True while more remains."""
         att = self.attachment
         if att.lingering:
+            if not att.outbound.lock.acquire(blocking=False):  # a hook runs under it: look again soon
+                att.watch_again()
+                return False
             try:
-                with att.outbound.lock:
-                    if att.outbound.on_writable():
-                        return True
+                if att.outbound.on_writable():
+                    return True
             except LinksError:
                 pass  # the peer is gone: nothing more to deliver
+            finally:
+                att.outbound.lock.release()
             att.unlinger("drained")
             return False
         if att.closed:

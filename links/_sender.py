@@ -94,7 +94,9 @@ class CltSender:
             ClosedError: the connection was closed locally.
             BrokenError: the peer is gone (and no reconnect is configured, or it gave up).
         """
-        return self._con.send(msg, timeout)
+        if timeout is None:  # the common case, one call less
+            return self._con.send_now(msg)
+        return self._con.write(None, [msg], timeout)
 
     def send_held(self, lock: Any, msg: Any, timeout: float | None = None) -> SendStatus:
         """``send`` for a ``Ref`` holding ``lock``, which any wait for room lets go of."""

@@ -72,33 +72,36 @@ class Sending:
 
     def send(self, msg: Any, timeout: float | None, att: Attachment | None = None, held: Any = None) -> SendStatus:
         """``write(att, [msg], timeout)``: one message, from the user's sender (``att`` None)
-        or from a protocol hook (a reply on the poll thread).
+        or from a protocol hook (a reply on the poll thread); ``send_now`` when it may wait."""
+        if timeout is None:
+            return self.send_now(msg, att, held)
+        return self.write(att, [msg], timeout, held)
 
-        Its common case is spelled out here (a plain connection with its attachment up and
-        nothing owed, no ``on_send``, no timeout): per-message ``send()`` is one syscall plus
-        this Python, and the Python is what links can cut. Measured: the Python per call went
-        from 5.8-7.0x a plain ``pack`` + ``send`` to 4.4-4.7x (``benchmarks/bench_send_path.py``),
-        and W1 ``send()`` from 0.82-0.83x plain blocking sockets to 0.88-0.91x in the same runs
-        (RESULTS.md, "Send path"). Any other case goes the general way (``write``); so does a
-        failed write that waits for the next attachment.
+    def send_now(self, msg: Any, att: Attachment | None = None, held: Any = None) -> SendStatus:
+        """``send(msg, None)``, its common case spelled out (a plain connection with its
+        attachment up and nothing owed, no ``on_send``): per-message ``send()`` is one syscall
+        plus this Python, and the Python is what links can cut. Measured: the Python per call
+        went from 5.8-7.0x a plain ``pack`` + ``send`` to 4.4-4.7x
+        (``benchmarks/bench_send_path.py``), and W1 ``send()`` from 0.82-0.83x plain blocking
+        sockets to 0.88-0.91x in the same runs (RESULTS.md, "Send path"). Any other case goes
+        the general way (``write``); so does a failed write that waits for the next attachment.
         """
-        if timeout is None and self._fast_path:
+        if self._fast_path:
             lock = self.write_lock
             owing: Attachment | None = None
             done: Attachment | None = None
-            lock.acquire()  # not "with": acquire and release cost half as much
+            # Not "with": acquire and release cost half as much. The poll and timer threads never
+            # wait for it (a hook may run under it): busy, they go the general, bounded way.
+            if not lock.acquire(False) and not _may_wait_for(lock):
+                return self.write(att, [msg], None, held)
             try:
                 target = self.attachment if att is None else att
                 if target is not None and not target.closed and not target.link.stamps and not target.outbound.backlog:
                     link = target.link
                     try:
                         frame = link.framer.encode(link.messenger.serialize(msg))
-                    except Exception as e:  # the caller's bug, as in _write_plain
-                        target.protocol.on_error(msg, e)
-                        raise
-                    try:
                         sent = target.transport.send_some(frame)
-                    except LinksError as e:
+                    except Exception as e:
                         self._fast_send_failed(att, target, msg, e)  # raises, or falls through to wait
                     else:
                         if sent != len(frame):  # taken: the rest is owed, the poll thread finishes it
@@ -112,11 +115,16 @@ class Sending:
                 if done.notify_sent:  # hooks run outside the lock: the poll thread never waits on them
                     done.sent(msg)
                 return _COMPLETED
-        return self.write(att, [msg], timeout, held)
+        return self.write(att, [msg], None, held)
 
-    def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: LinksError) -> None:
-        """``send``'s write raised ``e``: raise what the caller should see, or return when the
-        user's sender waits for the next attachment instead (``_retry_after``)."""
+    def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: Exception) -> None:
+        """``send_now``'s encode or write raised ``e``: raise what the caller should see, or
+        return when the user's sender waits for the next attachment instead (``_retry_after``).
+        Only the transport raises ``BrokenError``/``ClosedError``; anything else is from encoding
+        the message, the caller's bug (``on_error``, then raised as it is)."""
+        if not isinstance(e, (BrokenError, ClosedError)):
+            target.protocol.on_error(msg, e)
+            raise e
         error = self._write_failed(target, (msg,), e)
         if att is not None or not self._retry_after([msg], target):
             if error is e:
@@ -329,3 +337,9 @@ class Sending:
                 self.owe(att, out)
         finally:
             self._unlock(att)
+
+
+def _may_wait_for(lock: threading.Lock) -> bool:
+    """Take a busy write lock, waiting, unless on the poll or timer thread (False: it may not;
+    a hook runs under it, and those threads never wait on one connection)."""
+    return not on_runtime_thread() and lock.acquire()

@@ -707,3 +707,43 @@ def test_the_poll_thread_does_not_wait_for_a_write_lock_held_by_a_slow_hook(time
             i += 1
         assert drained[0] >= len(big) // 2, "the owed bytes never moved"
         release.set()
+
+
+@pytest.mark.timeout(20)
+def test_a_connection_read_on_a_user_thread_is_never_read_by_the_poll_thread(timer, poll):
+    # It owes bytes, so the poll thread watches its socket for room; a hang-up reported there
+    # (with the write lock busy, so the writer gives up its turn) must not make the poll thread
+    # read it: the message is the user's recv's, not the callback's on the poll thread.
+    in_hook, release = threading.Event(), threading.Event()
+    on_poll_thread = []
+
+    class SlowStamp(Raw):
+        def on_send(self, msg):
+            if msg == b"slow":
+                in_hook.set()
+                release.wait(WAIT)
+            return None
+
+    class Where(links.Callback):
+        def on_recv(self, con_id, msg):
+            on_poll_thread.append(threading.current_thread().name == poll.name)
+
+    a, b = socket.socketpair()
+    with ExitStack() as stack:
+        stack.enter_context(b)
+        stack.callback(release.set)
+        clt = stack.enter_context(links.Clt.from_socket(
+            a, links.Role.INITIATOR, protocol=SlowStamp, callback=Where(), poll_handler=poll, timer=timer,
+            max_outbound=1 << 30,
+        ))  # fmt: skip
+        assert clt.send(b"x" * more_than_the_kernel_takes(), timeout=0) is COMPLETED  # owed: watched for room
+        stuck = threading.Thread(target=lambda: clt.send(b"slow", timeout=0), name="slow-hook", daemon=True)
+        stuck.start()
+        stack.callback(stuck.join, WAIT)
+        assert in_hook.wait(WAIT)  # the write lock is held now
+        b.sendall(struct.pack("!I", 5) + b"hello")  # for the user's recv
+        b.shutdown(socket.SHUT_RDWR)  # a hang-up on the watched socket
+        assert poll.sync() and poll.sync()  # the poll thread has seen it since
+        release.set()
+        assert clt.recv(timeout=WAIT) == b"hello"
+        assert on_poll_thread == [False]  # dispatched once, on this thread

@@ -110,7 +110,10 @@ class Protocol(Generic[SendT, RecvT]):
         return None
 
     def on_sent(self, msg: SendT) -> None:
-        """``msg`` was written to the socket."""
+        """``msg`` was taken: written, or owed and written by the poll thread. It runs after
+        the connection's write lock is released, on the sending thread, so with several
+        threads sending it may come in another order than the wire's (``on_send`` is the hook
+        that runs in wire order)."""
 
     def on_would_block(self, msg: SendT) -> None:
         """``msg`` was not written: the socket was full and the timeout allowed no wait."""

@@ -190,6 +190,7 @@ class ServerRegistry:
     def stop(self) -> None:
         if self._expiry is not None:
             self._expiry.cancel()
+            self._expiry = None  # a later service on the same settings starts its own
 
     @staticmethod
     def _close_expired(owners: list[Any]) -> None:
