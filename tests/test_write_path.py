@@ -117,6 +117,15 @@ def raw_client(listener: socket.socket, timer: links.Timer, poll: links.PollHand
     )
 
 
+def client_of_a_non_reader(stack: ExitStack, timer: links.Timer, poll: links.PollHandler, **connect: Any):
+    """A ``Raw`` client and the raw peer it connected to, which never reads; ``stack`` closes both."""
+    listener = stack.enter_context(non_reading_listener())
+    clt = stack.enter_context(raw_client(listener, timer, poll, **connect))
+    peer, _ = listener.accept()
+    stack.enter_context(peer)
+    return clt, peer
+
+
 def server_side_id(svc: links.Svc, peer: socket.socket) -> str:
     """The ``con_id`` (as logged) of the server's side of a raw client's connection."""
     return str(links.ConId(links.Role.ACCEPTOR, svc.name, svc.local_addr, peer.getsockname()[:2]))
@@ -345,10 +354,7 @@ def test_send_with_timeout_0_never_waits_and_soon_says_would_block(timer, poll, 
     no call waits for the peer (today one that wrote part of a frame waits up to 30 s)."""
     msg = b"x" * 1000
     with ExitStack() as stack:
-        listener = stack.enter_context(non_reading_listener())
-        clt = stack.enter_context(raw_client(listener, timer, poll))
-        peer, _ = listener.accept()
-        stack.enter_context(peer)
+        clt, peer = client_of_a_non_reader(stack, timer, poll)
 
         def fill() -> tuple[int | None, float]:
             longest = 0.0
@@ -374,10 +380,7 @@ def test_send_with_timeout_0_on_a_ref_does_not_wait_behind_a_sender_stuck_on_the
     thread's ``send(timeout=0)`` on a clone of the same ``Ref`` still returns at once."""
     chunk = b"x" * 65536
     with ExitStack() as stack:
-        listener = stack.enter_context(non_reading_listener())
-        clt = stack.enter_context(raw_client(listener, timer, poll))
-        peer, _ = listener.accept()
-        stack.enter_context(peer)
+        clt, peer = client_of_a_non_reader(stack, timer, poll)
         _, sender = clt.split_ref()
         stack.callback(sender.close)  # wakes the stuck sender before the workers are joined
 
@@ -537,10 +540,7 @@ def test_a_partly_written_frame_is_finished_without_another_send(timer, poll, sp
     size = more_than_the_kernel_takes()
     payload = bytes(range(256)) * (size // 256)
     with ExitStack() as stack:
-        listener = stack.enter_context(non_reading_listener())
-        clt = stack.enter_context(raw_client(listener, timer, poll))
-        peer, _ = listener.accept()
-        stack.enter_context(peer)
+        clt, peer = client_of_a_non_reader(stack, timer, poll)
 
         status, took = spawn(lambda: timed(lambda: clt.send(payload, timeout=0)), "sender").outcome(
             3.0, f"send(timeout=0) of a {len(payload)}-byte frame to a peer not reading yet"
