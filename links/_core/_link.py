@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
-from .._errors import DecodeError, ProtocolError
+from .._errors import DecodeError, FrameTooLarge, ProtocolError
 from ._buffer import ReceiveBuffer
 from ._framer import split_payloads
 from ._protocol import Protocol, batch_form, overrides
@@ -44,14 +44,17 @@ class Link:
 
     __slots__ = (
         "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize", "_next_frame",
-        "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue", "batches",
+        "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue", "batches", "_limit",
     )  # fmt: skip
 
     def __init__(self, protocol: Protocol, *, read_size: int = 1 << 12, session: Any = None) -> None:
         self.protocol = protocol
         self.session = session
         # A session frames the stream itself and carries the messenger's payloads inside.
-        self.framer = protocol.framer if session is None else session.framer
+        self.framer = protocol.framer if session is None else session.framer_for(protocol.framer)
+        # With a session, the application's limit is checked here at send (its framer is not
+        # used): a message over it is refused before it is numbered (``_payload_of``).
+        self._limit = protocol.framer.max_frame_size
         self.messenger = protocol.messenger
         self.buffer = ReceiveBuffer(read_size=read_size)
         self.stamps = overrides(protocol, "on_send")  # False: stamp() can be skipped
@@ -153,8 +156,19 @@ class Link:
     def encode(self, msg: Any) -> bytes:
         """The whole frame for an already stamped message (numbered, with a session)."""
         if self.session is not None:
-            return self.session.wrap(self._serialize(msg))
+            return self.session.wrap(self._payload_of(msg))
         return self._frame(self._serialize(msg))
+
+    def _payload_of(self, msg: Any) -> bytes:
+        """A session's payload for ``msg``, checked against the application's limit.
+
+        Raises:
+            FrameTooLarge: over ``max_frame_size`` (nothing is numbered: the caller's error).
+        """
+        payload = self._serialize(msg)
+        if len(payload) > self._limit:
+            raise FrameTooLarge(len(payload), self._limit)
+        return payload
 
     def encode_many(self, msgs: Iterable[Any]) -> tuple[list[Any], bytes]:
         """Stamp and encode a batch into one buffer (one write for all of them)."""
@@ -164,8 +178,11 @@ class Link:
         # for 100-byte raw messages in batches of 64).
         serialize = self._serialize
         if self.session is not None:
+            # Every payload made (and checked) before the first is numbered: a batch that
+            # fails half-way numbers nothing, so no gap is left for the peer to find.
+            payloads = [self._payload_of(m) for m in stamped]
             wrap = self.session.wrap
-            return stamped, b"".join([wrap(serialize(m)) for m in stamped])
+            return stamped, b"".join([wrap(p) for p in payloads])
         frame = self._frame
         return stamped, b"".join([frame(serialize(m)) for m in stamped])
 

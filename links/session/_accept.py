@@ -7,7 +7,7 @@ the reader hands the socket back through ``admit`` once the HELLO is whole. A ne
 is a new logical connection, which joins the service's pool (``Svc.admitted``); a resumed
 one carries on over the new socket (same ``con_id``, same pool entry) and nothing joins.
 
-A HELLO is read with a limit fit for a HELLO (``_wire.FRAMER``), within the session's
+A HELLO is read with a limit fit for a HELLO (``_wire.HELLO_FRAMER``), within the session's
 ``handshake_timeout``: on the poll thread through a timer deadline, on a user thread
 (``Svc.accept``) by waiting on the socket. Until ``Connection.open`` owns the socket, every
 way out closes it and releases its gate permit: a client that resets right after its HELLO
@@ -109,7 +109,7 @@ class HelloReader:
             return True  # nothing yet
         self._buffer.commit(n)
         try:
-            frame = self._buffer.next_frame(_wire.FRAMER)
+            frame = self._buffer.next_frame(_wire.HELLO_FRAMER)
         except FrameTooLarge as e:
             self.svc.log.warning("frame.too_large", con_id=self.con_id, size=e.size, max_frame_size=e.max_frame_size)
             self._abandon("frame.too_large")

@@ -33,7 +33,13 @@ __all__ = ["SessionDriver", "ServerRegistry"]
 class SessionDriver:
     """The session of one logical connection, as its ``Connection`` and ``Link`` use it."""
 
-    framer = wire.FRAMER
+    framer = wire.FRAMER  # the widest; a connection's Link reads with ``framer_for``
+
+    @staticmethod
+    def framer_for(app_framer: Any) -> Any:
+        """The framer a connection reads with: the application's ``max_frame_size`` bounds
+        every payload, plus the session's header."""
+        return wire.data_framer(app_framer.max_frame_size)
 
     def __init__(self, engine: Session, config: Resumable, registry: ServerRegistry | None = None) -> None:
         self.engine = engine

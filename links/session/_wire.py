@@ -23,7 +23,7 @@ from .._core._framer import LengthPrefixFramer
 from .._errors import DecodeError
 
 __all__ = [
-    "VERSION", "KEY_SIZE", "NO_KEY", "FRAMER", "Hello", "Welcome", "Reject", "Data", "Ack",
+    "VERSION", "KEY_SIZE", "NO_KEY", "FRAMER", "HELLO_FRAMER", "DATA_OVERHEAD", "data_framer", "Hello", "Welcome", "Reject", "Data", "Ack",
     "RejectReason", "decode", "encode_hello", "encode_welcome", "encode_reject", "encode_data", "encode_ack",
 ]  # fmt: skip
 
@@ -31,7 +31,8 @@ VERSION = 1
 KEY_SIZE = 16
 NO_KEY = bytes(KEY_SIZE)
 
-#: Session frames are length-prefixed (u32 big endian, the prefix not counted).
+#: Session frames are length-prefixed (u32 big endian, the prefix not counted). This one is
+#: the widest a session frame may be; a connection reads with ``data_framer``'s tighter limit.
 FRAMER = LengthPrefixFramer(header_size=4, byteorder="big", max_frame_size=16 << 20)
 
 _HELLO, _WELCOME, _REJECT, _DATA, _ACK = 1, 2, 3, 4, 5
@@ -41,6 +42,23 @@ _REJECT_S = struct.Struct("!IBB")
 _DATA_S = struct.Struct("!IBQQ")
 _ACK_S = struct.Struct("!IBQ")
 _LEN = 4
+
+#: A HELLO is read with a limit fit for a HELLO (it has one size): a peer that declares more
+#: is refused on its header, for a few hundred bytes of server memory.
+HELLO_FRAMER = LengthPrefixFramer(header_size=4, byteorder="big", max_frame_size=_HELLO_S.size)
+#: What a DATA frame adds to the application's payload.
+DATA_OVERHEAD = _DATA_S.size
+
+
+def data_framer(max_payload: int) -> LengthPrefixFramer:
+    """The framer of a session connection whose application allows ``max_payload``-byte
+    messages: its frames are bounded by that plus the DATA header, not by ``FRAMER``'s 16 MiB."""
+    return _data_framers.get(max_payload) or _data_framers.setdefault(
+        max_payload, LengthPrefixFramer(header_size=4, byteorder="big", max_frame_size=DATA_OVERHEAD + max_payload)
+    )
+
+
+_data_framers: dict[int, LengthPrefixFramer] = {}
 
 
 class RejectReason:

@@ -1,0 +1,95 @@
+"""Sessions keep the application's frame limits and never number what they cannot send.
+
+* A HELLO is read with a limit fit for a HELLO: a peer that declares a huge first frame is
+  refused at once, costing the server a few hundred bytes, not megabytes.
+* After the HELLO, the application's ``max_frame_size`` (plus the session's header) bounds
+  every frame a peer sends.
+* ``send`` of a message over the application's limit raises ``FrameTooLarge`` and numbers
+  nothing: it never enters the replay buffer, so it cannot be replayed as poison.
+* A batch that fails half-way (a message that cannot be serialized) numbers nothing: the
+  next send goes out with the next number, and the server sees no gap.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from helpers import Json, watch_logs
+
+import links
+from links.session import Resumable
+from links.session import _wire as wire
+
+WAIT = 5.0
+LIMIT = 1 << 16  # helpers.Json's max_frame_size
+
+
+@pytest.fixture
+def service(poll, timer):
+    store = links.StoreCallback()
+    with links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=store, poll_handler=poll, timer=timer, session=Resumable(),
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        yield svc, store
+
+
+def client(svc, poll, timer) -> links.Clt:
+    return links.Clt.connect(
+        f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, session=Resumable(),
+    )  # fmt: skip
+
+
+def raw_hello(sock: socket.socket) -> None:
+    sock.sendall(wire.encode_hello(wire.NO_KEY, 0))
+    frame = sock.recv(4096)  # WELCOME (and nothing else yet)
+    assert frame and isinstance(wire.decode(memoryview(frame)), wire.Welcome)
+
+
+@pytest.mark.timeout(20)
+def test_a_huge_declared_hello_is_refused_at_once(service):
+    svc, _ = service
+    with watch_logs() as logs, socket.create_connection(svc.local_addr, timeout=WAIT) as peer:
+        peer.sendall(struct.pack("!I", 8 << 20) + b"\x01" * 1000)  # "an 8 MiB HELLO follows"
+        assert logs.wait("frame.too_large")
+        peer.settimeout(WAIT)
+        assert peer.recv(1) == b""  # closed, not kept waiting for 16 MiB
+        assert svc.gate.in_use == 0
+
+
+@pytest.mark.timeout(20)
+def test_after_the_hello_the_applications_limit_bounds_every_frame(service):
+    svc, _ = service
+    with watch_logs() as logs, socket.create_connection(svc.local_addr, timeout=WAIT) as peer:
+        raw_hello(peer)
+        # A DATA frame declaring far more than the application's 64 KiB: refused on its header.
+        peer.sendall(struct.pack("!IBQQ", 1 + 16 + 10 * LIMIT, 4, 1, 0))
+        event = logs.wait("frame.too_large")
+        assert event is not None and event["max_frame_size"] < 2 * LIMIT
+        peer.settimeout(WAIT)
+        assert peer.recv(1) == b""
+
+
+@pytest.mark.timeout(20)
+def test_a_message_over_the_limit_raises_and_is_never_numbered(service, poll, timer):
+    svc, store = service
+    with client(svc, poll, timer) as clt:
+        with pytest.raises(links.FrameTooLarge):
+            clt.send({"big": "x" * (2 * LIMIT)})
+        assert clt.send({"after": 1}) is links.SendStatus.COMPLETED
+        assert store.find_recv(lambda m: m == {"after": 1}, WAIT) is not None
+        assert not any("big" in m for m in store.recv_msgs() if isinstance(m, dict))
+
+
+@pytest.mark.timeout(20)
+def test_a_batch_that_fails_half_way_numbers_nothing(service, poll, timer):
+    svc, store = service
+    with watch_logs() as logs, client(svc, poll, timer) as clt:
+        with pytest.raises(TypeError):
+            clt.send_many([{"ok": 1}, {"bad": object()}])
+        assert clt.send({"next": 2}) is links.SendStatus.COMPLETED
+        assert store.find_recv(lambda m: m == {"next": 2}, WAIT) is not None
+        assert not logs.matching("session.protocol_error")
+        assert {"ok": 1} not in store.recv_msgs()  # all or nothing
