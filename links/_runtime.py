@@ -41,9 +41,16 @@ def default_timer() -> Timer:
 
 
 def shutdown(timeout: float = 5.0) -> None:
-    """Stop the default poll handler (closing its connections) and timer. Idempotent."""
+    """Stop the default poll handler (closing its connections) and timer. Idempotent.
+
+    Raises:
+        RuntimeError: called on the default poll thread itself (from a callback), which
+            cannot wait for its own end; nothing is changed then.
+    """
     global _poll, _timer
     with _lock:
+        if _poll is not None and _poll.in_poll_thread():
+            raise RuntimeError("links.shutdown() from the poll thread (a callback) would wait for itself; call it elsewhere")
         poll, timer, _poll, _timer = _poll, _timer, None, None
     if poll is not None:
         poll.shutdown(timeout)

@@ -359,8 +359,10 @@ class Svc:
         if self.registry is not None:
             self.registry.stop()
         sock = self._acceptor.sock
-        if self._spawned_on is not None:
-            self._spawned_on.remove(self._acceptor, "closed", then=sock.close)
+        poll = self._spawned_on
+        if poll is not None:
+            poll.remove(self._acceptor, "closed", then=sock.close)
+            poll.sync()  # the poll thread closes it: return once the port is free (at once on it)
         else:
             sock.close()
         self.log.info("svc.closed")

@@ -188,3 +188,39 @@ def test_reuse_port_lets_a_second_service_bind_the_same_port(timer):
                     pytest.fail("neither service accepted the connection")
                 with server:
                     assert server.recv(timeout=WAIT) == {"n": 1}
+
+
+@pytest.mark.timeout(20)
+def test_close_of_a_spawned_service_returns_with_its_port_free(poll, timer):
+    # Issue 15, item 10: the listening socket is closed on the poll thread; close() waits for it.
+    for _ in range(20):
+        svc = links.Svc.bind("127.0.0.1:0", protocol=links.Protocol, poll_handler=poll, timer=timer)
+        port = svc.local_addr[1]
+        svc.into_sender_with_spawned_recver()
+        svc.close()
+        again = links.Svc.bind(f"127.0.0.1:{port}", protocol=links.Protocol, poll_handler=poll, timer=timer)
+        again.close()
+
+
+@pytest.mark.timeout(20)
+def test_shutdown_from_a_callback_is_refused_and_changes_nothing():
+    # Issue 15, item 11: refused before the default runtime is swapped out (no orphan threads).
+    raised = []
+    done = threading.Event()
+
+    class Shutter(links.Callback):
+        def on_recv(self, con_id, msg):
+            try:
+                links.shutdown()
+            except RuntimeError as e:
+                raised.append(e)
+            done.set()
+
+    poll = links.default_poll_handler()
+    with links.Svc.bind("127.0.0.1:0", protocol=links.Protocol, callback=Shutter()) as svc:
+        svc.into_sender_with_spawned_recver()
+        with links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=links.Protocol, timeout=5.0) as clt:
+            clt.send(b"now")
+            assert done.wait(5.0)
+    assert len(raised) == 1
+    assert links.default_poll_handler() is poll  # still the default: nothing was swapped out
