@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 
 import pytest
 from helpers import Json, watch_logs
@@ -93,3 +94,29 @@ def test_a_batch_that_fails_half_way_numbers_nothing(service, poll, timer):
         assert store.find_recv(lambda m: m == {"next": 2}, WAIT) is not None
         assert not logs.matching("session.protocol_error")
         assert {"ok": 1} not in store.recv_msgs()  # all or nothing
+
+
+@pytest.mark.timeout(20)
+def test_a_resume_whose_first_write_fails_still_expires(poll, timer):
+    # Issue 15, item 5: the resuming client is gone before WELCOME and the replay are written;
+    # the session must go back to detached (and so expire), not stay attached with no socket.
+    from links.session import _accept
+
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, timer=timer, poll_handler=poll, session=Resumable(detached_ttl=0.2),
+    ) as svc:  # fmt: skip
+        accepted: list = []
+        acceptor = threading.Thread(target=lambda: accepted.append(svc.accept(timeout=WAIT)), name="accept")
+        acceptor.start()
+        clt = client(svc, poll, timer)
+        acceptor.join(WAIT)
+        server = accepted[0]
+        key = clt._con.session.engine.key
+        clt.close()
+        ours, theirs = socket.socketpair()
+        theirs.close()  # the resuming client reset right after its HELLO
+        permit = svc.gate.try_acquire()
+        _accept.admit(svc, ours, permit, ("127.0.0.1", 1), wire.encode_hello(key, 0), b"")
+        assert logs.wait("session.expired") is not None  # within the log watch's timeout
+        assert server._con.state.value == "closed"
+        assert svc.gate.in_use == 0
