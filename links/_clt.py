@@ -246,9 +246,17 @@ class Clt:
             BusyError: another thread is inside ``recv`` on this ``Clt``: two readers of one
                 socket would tear its frames apart.
         """
+        return self._spawn(None)
+
+    def _spawn(self, before: Callable[[CltSender], None] | None) -> CltSender:
+        """``into_sender_with_spawned_recver``, running ``before(sender)`` just before the
+        receiver is spawned (a service pools the connection there, so that the first message
+        dispatched finds it pooled)."""
         recver, sender = self._halves()
         recver._retire()
         self._recver = self._sender = None
+        if before is not None:
+            before(sender)
         self._con.spawn()
         return sender
 

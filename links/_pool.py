@@ -23,6 +23,7 @@ from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError
 from ._recver import CltRecver
 from ._ref import released_while_waiting
+from ._threads import on_runtime_thread
 from ._sender import CltSender
 
 __all__ = ["Pool", "SvcSender"]
@@ -184,6 +185,8 @@ class SvcSender:
                     return send(sender, time_left(deadline))
                 except (BrokenError, ClosedError):
                     continue  # dropped from the pool by its close; try the next one
+            if on_runtime_thread():  # only the poll thread adds to the pool: never wait for it there
+                return SendStatus.WOULD_BLOCK
             with released_while_waiting():
                 joined = self._pool.wait_nonempty(deadline)
             if not joined:

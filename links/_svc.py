@@ -336,9 +336,9 @@ class Svc:
         return Ref(self.into_sender_with_spawned_recver())
 
     def _pool_spawned(self, clt: Clt) -> None:
-        """Poll thread: a freshly accepted connection joins the pool with a spawned receiver."""
-        sender = clt.into_sender_with_spawned_recver()
-        self._join(clt._con, None, sender)
+        """Poll thread: a freshly accepted connection joins the pool, then its receiver is
+        spawned (so a callback answering its first message with ``send_to`` finds it)."""
+        clt._spawn(lambda sender: self._join(clt._con, None, sender))
 
     def _join(self, con: Connection, recver: Any, sender: Any) -> None:
         """Pool a connection; it leaves the pool when it is closed for good."""

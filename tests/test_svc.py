@@ -224,3 +224,47 @@ def test_shutdown_from_a_callback_is_refused_and_changes_nothing():
             assert done.wait(5.0)
     assert len(raised) == 1
     assert links.default_poll_handler() is poll  # still the default: nothing was swapped out
+
+
+@pytest.mark.timeout(20)
+def test_a_connection_is_in_the_pool_before_its_first_message_is_dispatched(poll, timer):
+    # Issue 15, item 9: answering a connection's first message with send_to(con_id) from the
+    # callback must find it in the pool (its receiver used to be serviced before it joined).
+    class Json(links.Protocol):
+        framer = links.LengthPrefixFramer(header_size=4)
+        messenger = links.JsonMessenger()
+
+    class Answer(links.Callback):
+        def on_recv(self, con_id, msg):
+            svc.send_to(con_id, {"re": msg["hi"]})
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, callback=Answer(), poll_handler=poll, timer=timer) as svc:
+        addr = f"127.0.0.1:{svc.local_addr[1]}"
+        clients = [links.Clt.connect(addr, protocol=Json, timer=timer, timeout=5.0) for _ in range(3)]
+        try:
+            for i, clt in enumerate(clients):  # each first message waits in its socket...
+                clt.send({"hi": i})
+            svc.into_sender_with_spawned_recver()  # ...and is dispatched as its connection is accepted
+            for i, clt in enumerate(clients):
+                assert clt.recv(timeout=5.0) == {"re": i}
+        finally:
+            for clt in clients:
+                clt.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_round_robin_send_on_the_poll_thread_never_waits_for_the_pool(poll, timer):
+    # Issue 15, item 9: on the poll thread an empty pool cannot fill (only that thread adds
+    # to it): the send answers WOULD_BLOCK at once instead of waiting for ever.
+    outcome = []
+    done = threading.Event()
+
+    def tick():
+        outcome.append(svc.send({"x": 1}))  # timeout=None, on the poll thread, empty pool
+        done.set()
+
+    with links.Svc.bind("127.0.0.1:0", protocol=links.Protocol, poll_handler=poll, timer=timer) as svc:
+        svc.into_sender_with_spawned_recver()
+        poll.call_soon(tick)
+        assert done.wait(5.0)
+    assert outcome == [links.SendStatus.WOULD_BLOCK]
