@@ -14,7 +14,7 @@ A connection that breaks during a round-robin send is dropped and the next one i
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._clock import deadline_after, time_left
@@ -180,7 +180,7 @@ class SvcSender:
         while True:
             if self._pool.closed:
                 raise ClosedError(f"{self.name} is closed")
-            for _, sender in self._pool.rotation():
+            for sender in _live_first(self._pool.rotation()):
                 try:
                     return send(sender, time_left(deadline))
                 except (BrokenError, ClosedError):
@@ -201,3 +201,15 @@ def _try(sender: CltSender, msg: Any, timeout: float | None) -> SendStatus | Non
         return sender.send(msg, timeout)
     except (BrokenError, ClosedError):
         return None
+
+
+def _live_first(rotation: list[tuple[CltRecver | None, CltSender]]) -> Iterator[CltSender]:
+    """The rotation's senders, the connected ones first: a session waiting detached for its
+    client (its sends only go to a replay buffer) is picked only when no live one is left."""
+    later = []
+    for _, sender in rotation:
+        if sender.is_connected():
+            yield sender
+        else:
+            later.append(sender)
+    yield from later

@@ -151,7 +151,7 @@ class Svc:
         # Every accepted connection's write limits (see links._outbound).
         self.limits = {"stall_timeout": stall_timeout, "max_outbound": max_outbound}
         self.session = session
-        self.registry = session.registry() if session is not None else None
+        self.registry = session.registry(max_connections) if session is not None else None
         self.protocol = protocol
         self.callback = callback
         self.name = name

@@ -120,3 +120,38 @@ def test_a_resume_whose_first_write_fails_still_expires(poll, timer):
         assert logs.wait("session.expired") is not None  # within the log watch's timeout
         assert server._con.state.value == "closed"
         assert svc.gate.in_use == 0
+
+
+def hello_then_reset(addr) -> None:
+    """A peer that starts a session (HELLO, WELCOME) and resets: its session is left detached."""
+    with socket.create_connection(addr, timeout=WAIT) as peer:
+        raw_hello(peer)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+
+
+@pytest.mark.timeout(30)
+def test_detached_sessions_are_bounded_and_sends_go_to_the_live_client(poll, timer):
+    # Issue 15, item 1: HELLO-then-RST peers leave sessions detached; they count against
+    # max_sessions (the oldest detached one is evicted), and round-robin sends reach the live client.
+    store = links.StoreCallback()
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, max_connections=8,
+        session=Resumable(max_sessions=4),
+    ) as svc:  # fmt: skip
+        sender = svc.into_sender_with_spawned_recver()
+        for _ in range(20):
+            hello_then_reset(svc.local_addr)
+        assert logs.wait("session.detached", 20) is not None
+        assert len(svc.registry.sessions) <= 4
+        assert logs.wait("session.evicted", 16) is not None
+        live = links.Clt.connect(
+            f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, callback=store, poll_handler=poll, timer=timer,
+            timeout=WAIT, session=Resumable(),
+        )  # fmt: skip
+        with live.into_sender_with_spawned_recver():
+            poll.sync()
+            for i in range(10):
+                assert sender.send({"n": i}) is links.SendStatus.COMPLETED
+            assert store.wait_recv_count(10, WAIT)
+            assert [m["n"] for m in store.recv_msgs()] == list(range(10))  # none went to a dead session
+        assert len(svc.registry.sessions) <= 4

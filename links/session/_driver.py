@@ -149,11 +149,12 @@ class SessionDriver:
 class ServerRegistry:
     """The server's sessions, thread-safe, with expiry of detached ones on the timer."""
 
-    def __init__(self, config: Resumable) -> None:
+    def __init__(self, config: Resumable, max_sessions: int | None = None) -> None:
         self.config = config
         self.sessions = ServerSessions(
-            config.detached_ttl, max_messages=config.max_messages, max_bytes=config.max_bytes, ack_every=config.ack_every
-        )
+            config.detached_ttl, max_sessions=max_sessions, max_messages=config.max_messages,
+            max_bytes=config.max_bytes, ack_every=config.ack_every,
+        )  # fmt: skip
         self._lock = threading.Lock()
         self._expiry: TimerHandle | None = None
         self.clock: Callable[[], float] = time.monotonic  # the timer's, once start_expiry has it
@@ -162,14 +163,19 @@ class ServerRegistry:
         """Answer a HELLO (see ``ServerSessions.on_hello``); raises ``SessionRejected``."""
         now = self.clock()  # one instant for both: on_hello expires too
         expired: list[Any] = []
+        evicted: list[Any] = []
         try:
             with self._lock:
                 expired = self.sessions.expire(now)
-                return self.sessions.on_hello(frame, now)
+                try:
+                    return self.sessions.on_hello(frame, now)
+                finally:
+                    evicted = self.sessions.take_evicted()
         finally:
             # Whatever the answer, a REJECT included (the HELLO may name the very session that
             # just expired): the owners of what expired are closed, or nothing ever would.
             self._close_expired(expired)
+            self._close_expired(evicted, "session.evicted", "session_evicted")
 
     def set_owner(self, engine: Session, owner: Any) -> None:
         with self._lock:
@@ -199,10 +205,10 @@ class ServerRegistry:
             self._expiry = None  # a later service on the same settings starts its own
 
     @staticmethod
-    def _close_expired(owners: list[Any]) -> None:
+    def _close_expired(owners: list[Any], event: str = "session.expired", reason: str = "session_expired") -> None:
         for owner in owners:
             if owner is not None:
-                owner.log.info("session.expired")
-                owner.close("session_expired", BrokenError("detached session expired", "session_expired"))
+                owner.log.info(event)
+                owner.close(reason, BrokenError(f"detached session ended ({reason})", reason))
 
 

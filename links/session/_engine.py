@@ -264,10 +264,12 @@ class ServerSessions:
         session_args: passed to each new ``Session`` (buffer bounds, ack policy).
     """
 
-    def __init__(self, detached_ttl: float = 30.0, **session_args: int) -> None:
+    def __init__(self, detached_ttl: float = 30.0, max_sessions: int | None = None, **session_args: int) -> None:
         self.detached_ttl = detached_ttl
+        self.max_sessions = max_sessions
         self.session_args = session_args
         self._by_key: dict[bytes, _Entry] = {}
+        self.evicted: list[object] = []  # owners of sessions evicted to make room (take_evicted)
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -296,6 +298,7 @@ class ServerSessions:
                     "new session claims received frames",
                     wire.encode_reject(wire.RejectReason.BAD_HELLO, "a new session has received nothing"),
                 )
+            self._make_room()
             session = Session(**self.session_args)
             session.key = secrets.token_bytes(wire.KEY_SIZE)
             self._by_key[session.key] = _Entry(session, None)
@@ -314,6 +317,30 @@ class ServerSessions:
             )
         session.resumes += 1
         return session, entry.owner, True, hello.last_received
+
+    def _make_room(self) -> None:
+        """At ``max_sessions``, a new session takes the place of the detached one that waited
+        longest (its owner is to be closed: ``take_evicted``); with none detached, it is
+        refused (the attached ones are live clients, bounded by the service's gate).
+
+        Raises:
+            SessionRejected: every session is attached.
+        """
+        if self.max_sessions is None or len(self._by_key) < self.max_sessions:
+            return
+        detached = [
+            (e.session.detached_at, key) for key, e in self._by_key.items()
+            if e.session.state is SessionState.DETACHED and e.session.detached_at is not None
+        ]  # fmt: skip
+        if not detached:
+            raise SessionRejected("too many sessions", wire.encode_reject(wire.RejectReason.BUSY, "too many sessions"))
+        entry = self._by_key.pop(min(detached)[1])
+        entry.session.state = SessionState.LOST
+        self.evicted.append(entry.owner)
+
+    def take_evicted(self) -> list[object]:
+        evicted, self.evicted = self.evicted, []
+        return evicted
 
     def set_owner(self, session: Session, owner: object) -> None:
         entry = self._by_key.get(session.key)

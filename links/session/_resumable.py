@@ -26,11 +26,14 @@ class Resumable:
         dead_after: heartbeat intervals of silence after which the peer is declared dead
             (the client then reconnects; the server detaches the session).
         handshake_timeout: seconds a new connection has to complete HELLO/WELCOME.
+        max_sessions: server: sessions it keeps at most, attached or detached (None: twice the
+            service's ``max_connections``). A new session beyond it takes the place of the
+            detached one that waited longest (``session.evicted``); with none detached it is
+            refused (REJECT, ``busy``). So a service's replay buffers hold at most
+            ``max_sessions * max_bytes``.
 
-    Known limit: on a spawned service, a resume writes WELCOME and the replay (up to
-    ``max_bytes``) on the poll thread; a resuming client that then stops reading holds that
-    thread up to the transport's ``stall_timeout``. Keep ``max_bytes`` proportionate, or run
-    the service's acceptor on a user thread (``Svc.accept``).
+    A resume's WELCOME and replay are owed to the new socket (``links._outbound``): a resuming
+    client that stops reading costs its own connection, never the poll thread.
     """
 
     detached_ttl: float = 30.0
@@ -40,12 +43,15 @@ class Resumable:
     heartbeat_interval: float = 1.0
     dead_after: int = 3
     handshake_timeout: float = 5.0
+    max_sessions: int | None = None
 
     def __post_init__(self) -> None:
         # Each check says what is allowed, so that nan (false in every comparison) fails it.
         for name in ("detached_ttl", "heartbeat_interval", "handshake_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {getattr(self, name)!r}")
+        if self.max_sessions is not None and not self.max_sessions >= 1:
+            raise ValueError(f"max_sessions must be at least 1, not {self.max_sessions!r}")
         for name in ("max_messages", "max_bytes", "ack_every", "dead_after"):
             if not getattr(self, name) >= 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
@@ -60,8 +66,10 @@ class Resumable:
         """A service's just-accepted socket, read until its HELLO (``links.session._accept``)."""
         return HelloReader(svc, sock, permit, peer)
 
-    def registry(self) -> ServerRegistry:
-        """The server's session registry (one per ``Svc`` using this object)."""
+    def registry(self, max_connections: int = 128) -> ServerRegistry:
+        """The server's session registry (one per ``Svc`` using this object), bounded by
+        ``max_sessions``, or twice the service's ``max_connections``."""
         if self._registry is None:
-            self._registry = ServerRegistry(self)
+            bound = self.max_sessions if self.max_sessions is not None else 2 * max_connections
+            self._registry = ServerRegistry(self, bound)
         return self._registry

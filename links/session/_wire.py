@@ -66,7 +66,8 @@ class RejectReason:
 
     UNKNOWN_KEY = 1  # no such session: never existed, or expired and forgotten
     BAD_HELLO = 2  # a version we do not speak, or a malformed handshake
-    NAMES = {1: "unknown_key", 2: "bad_hello"}
+    BUSY = 3  # the server holds max_sessions sessions, every one of them attached
+    NAMES = {1: "unknown_key", 2: "bad_hello", 3: "busy"}
 
 
 @dataclass(frozen=True, slots=True)
