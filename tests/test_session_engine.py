@@ -209,8 +209,27 @@ def test_frames_of_the_wrong_kind_for_the_state_are_protocol_errors():
     with pytest.raises(ProtocolError, match="unexpected Data while handshaking"):
         fresh.receive(view(wire.encode_data(1, 0, b"x")))
     client.detach(1.0)
-    with pytest.raises(ProtocolError, match="while detached"):
-        client.receive(view(server.wrap(b"late")))
+    with pytest.raises(ProtocolError, match="unexpected Welcome while detached"):
+        client.receive(view(server.welcome(True)))
+
+
+def test_frames_read_off_a_given_up_connection_after_the_detach_are_dropped():
+    # Issue 15, item 7: a reader thread took them from its buffer while another thread detached
+    # the session (a failed write, the dead-peer check): not a protocol violation by the peer.
+    client, server, _ = pair()
+    client.detach(1.0)
+    server_frame = server.wrap(b"late")
+    assert client.receive(view(server_frame)) is None
+    assert client.receive(view(wire.encode_ack(0))) is None
+    assert client.last_received == 0 and client.late_frames_dropped == 2
+    # The DATA was not acknowledged, so it comes again on the resume, and is delivered then.
+    server.detach(1.0)
+    server.attach(client.last_received)
+    client.start_client()
+    client.receive(view(server.welcome(True)))
+    replay = server.replay_frames()
+    assert replay == server_frame  # the one DATA the client dropped
+    assert bytes(client.receive(view(replay))) == b"late"
 
 
 def test_attach_refuses_a_peer_that_claims_frames_never_sent():

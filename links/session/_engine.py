@@ -114,6 +114,7 @@ class Session:
         self._ack_sent = 0
         self.resumes = 0  # connections after the first that picked the session up again
         self.duplicates_dropped = 0
+        self.late_frames_dropped = 0  # read off a given-up connection after the detach
         self.detached_at: float | None = None
 
     def __repr__(self) -> str:
@@ -187,6 +188,12 @@ class Session:
             if isinstance(msg, wire.Ack):
                 self._acked(msg.ack)
                 return None
+        elif self.state is SessionState.DETACHED and isinstance(msg, (wire.Data, wire.Ack)):
+            # Read from the connection that was just given up, by a reader that took its frames
+            # from the buffer as another thread detached the session: not the peer's fault.
+            # Dropped: unacknowledged, a DATA is replayed after the resume, and acks are redone.
+            self.late_frames_dropped += 1
+            return None
         elif self.state is SessionState.HANDSHAKING:
             if isinstance(msg, wire.Welcome):
                 return self._welcomed(msg)
