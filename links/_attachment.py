@@ -70,6 +70,8 @@ class Attachment:
         self.handler = AttachmentReader(self)  # what the poll thread services
         self.reading = False  # whether the poll thread reads it (spawned)
         self.lingering = False  # closed, but still writing what it owes (Connection._end)
+        # A service's deadline for the first whole message (links._liveness), None once one came.
+        self.first_deadline: TimerHandle | None = None
         self.stall_task: TimerHandle | None = None
         self.last_recv = connection.clock()
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
@@ -204,6 +206,12 @@ class Attachment:
             log.warning(event, error=str(error))
         self.connection.lost(self, event, BrokenError(str(error), event))
 
+    def greeted(self) -> None:
+        """The first whole message arrived: the service's deadline for it is off."""
+        deadline, self.first_deadline = self.first_deadline, None
+        if deadline is not None:
+            deadline.cancel()
+
     def watch_writable(self) -> None:
         """Ask the poll thread to finish what ``outbound`` owes once the socket has room, and
         check meanwhile that the peer does not stall (once per backlog: ``Outbound.needs_watch``)."""
@@ -329,6 +337,8 @@ class Attachment:
 
     def dispatch(self, msg: Any) -> None:
         """``on_recv`` → the callback → ``send_reply``, skipping the hooks nobody overrides."""
+        if self.first_deadline is not None:
+            self.greeted()
         if self._on_recv is not None:
             self._on_recv(msg)
         connection = self.connection
@@ -339,6 +349,8 @@ class Attachment:
     def dispatch_all(self, msgs: list[Any]) -> None:
         """``dispatch`` each message in turn, stopping if one of them ends the attachment."""
         connection = self.connection
+        if self.first_deadline is not None:
+            self.greeted()
         if self._on_recv is None and self._send_reply is None:
             # Only the callback to call: the loop the poll thread spends its time in, kept bare.
             on_recv, con_id = connection.callback.on_recv, connection.con_id

@@ -47,6 +47,7 @@ from ._core._protocol import Protocol
 from ._core._status import SendStatus
 from ._errors import ClosedError, ConnectTimeout
 from ._gate import Permit
+from ._liveness import first_message_check
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
 from ._poll import PollHandler
 from ._recver import CltRecver
@@ -169,9 +170,12 @@ class Clt:
         permit: Permit | None = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         max_outbound: int = DEFAULT_MAX_OUTBOUND,
+        idle_timeout: float | None = None,
+        handshake_timeout: float | None = None,
     ) -> Clt:
         """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``
-        but does not wait for the protocol's handshake to finish.
+        but does not wait for the protocol's handshake to finish. With ``handshake_timeout``,
+        the connection is closed unless a whole message arrives within that many seconds.
 
         The socket is links' from now on: it is put in blocking mode (every call that must not
         wait passes ``MSG_DONTWAIT``) and its receive timeout is links' to set.
@@ -179,10 +183,13 @@ class Clt:
         con = Connection(
             role, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
-            stall_timeout=stall_timeout, max_outbound=max_outbound,
+            stall_timeout=stall_timeout, max_outbound=max_outbound, idle_timeout=idle_timeout,
         )  # fmt: skip
         clt = cls(con)
         att = con.open(sock, time.monotonic(), permit, wait=False)
+        if handshake_timeout is not None:
+            check = first_message_check(att, handshake_timeout)
+            att.first_deadline = att.schedule(f"first message {att.con_id}", handshake_timeout, check)
         con.publish(att)
         con.log.info("clt.connected", role=role.value)
         return clt

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._connection import Connection
     from ._timer import TimerHandle
 
-__all__ = ["start", "idle_limit", "silence_check", "stall_check"]
+__all__ = ["start", "idle_limit", "silence_check", "stall_check", "first_message_check"]
 
 
 
@@ -116,6 +116,20 @@ def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Cal
             att.drop(reason)
             return TaskStatus.TERMINATE
         return RetryAfter(limit - idle)
+
+    return check
+
+
+def first_message_check(att: Attachment, limit: float) -> Callable[[], Any]:
+    """A service's deadline on an accepted connection: no whole message within ``limit``
+    seconds (a peer that connects and says nothing, or parks one byte short of a frame) and
+    it is closed (``svc.handshake_timeout``), so a gate slot is never held for free."""
+
+    def check() -> Any:
+        if not att.closed and att.first_deadline is not None:
+            att.connection.log.warning("svc.handshake_timeout", handshake_timeout=limit)
+            att.drop("handshake_timeout")
+        return TaskStatus.TERMINATE
 
     return check
 

@@ -52,7 +52,7 @@ from ._runtime import default_poll_handler
 from ._runtime import default_timer
 from ._timer import Timer
 from ._sockets import accept as accept_socket
-from ._sockets import listen
+from ._sockets import listen, set_liveness
 from ._transport import wait_fd
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ __all__ = ["Svc", "Acceptor"]
 
 #: Accepts per readiness event: a bounded batch, so a connect storm cannot starve traffic.
 ACCEPT_BATCH = 64
+#: Seconds an accepted connection has to deliver its first whole message (``Svc.bind``).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
 
 class Acceptor:
@@ -93,6 +95,7 @@ class Acceptor:
             return AcceptStatus.WOULD_BLOCK, None
         sock, peer = accepted
         svc = self.svc
+        set_liveness(sock, **svc.liveness)
         permit = svc.gate.try_acquire()
         if permit is None:
             sock.close()
@@ -103,7 +106,8 @@ class Acceptor:
         try:
             clt = Clt.from_socket(
                 sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
-                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit, **svc.limits,
+                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit,
+                handshake_timeout=svc.handshake_timeout, **svc.limits,
             )  # fmt: skip
         except Exception as e:
             permit.release()
@@ -146,10 +150,17 @@ class Svc:
         self, sock: socket.socket, *, protocol: ProtocolFactory, callback: Callback | None, max_connections: int,
         name: str, poll_handler: PollHandler | None, timer: Timer | None, session: Resumable | None = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_outbound: int = DEFAULT_MAX_OUTBOUND,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT, idle_timeout: float | None = None,
+        tcp_user_timeout: float | None = None, keepalive: tuple[float, float, int] | None = None,
     ) -> None:  # fmt: skip
         check_limits(stall_timeout, max_outbound)
-        # Every accepted connection's write limits (see links._outbound).
-        self.limits = {"stall_timeout": stall_timeout, "max_outbound": max_outbound}
+        for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{option} must be None or a positive number of seconds, not {value!r}")
+        # Every accepted connection's limits (see links._outbound, links._liveness).
+        self.limits = {"stall_timeout": stall_timeout, "max_outbound": max_outbound, "idle_timeout": idle_timeout}
+        self.handshake_timeout = handshake_timeout
+        self.liveness = {"tcp_user_timeout": tcp_user_timeout, "keepalive": keepalive}
         self.session = session
         self.registry = session.registry(max_connections) if session is not None else None
         self.protocol = protocol
@@ -184,6 +195,10 @@ class Svc:
         session: Resumable | None = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         max_outbound: int = DEFAULT_MAX_OUTBOUND,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = None,
+        tcp_user_timeout: float | None = None,
+        keepalive: tuple[float, float, int] | None = None,
     ) -> Svc:
         """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
 
@@ -197,6 +212,12 @@ class Svc:
                 connection alone is closed as a slow consumer (``clt.slow_consumer``).
             max_outbound: bytes one connection may owe its socket (beyond one partly written
                 frame) before sends to it are refused (see ``Clt.connect``).
+            handshake_timeout: seconds an accepted connection has to deliver its first whole
+                message (10 by default; None: no deadline); else it is closed
+                (``svc.handshake_timeout``), so a peer that says nothing holds no slot. With
+                sessions, the HELLO has the session's own ``handshake_timeout``.
+            idle_timeout: drop a connection that sent nothing for this many seconds.
+            tcp_user_timeout, keepalive: kernel-level liveness of accepted sockets.
 
         Raises:
             ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
@@ -206,7 +227,8 @@ class Svc:
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
             poll_handler=poll_handler, timer=timer, session=session, stall_timeout=stall_timeout,
-            max_outbound=max_outbound,
+            max_outbound=max_outbound, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
+            tcp_user_timeout=tcp_user_timeout, keepalive=keepalive,
         )  # fmt: skip
         if svc.registry is not None:
             svc.registry.start_expiry(svc.timer_or_default())

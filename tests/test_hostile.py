@@ -159,3 +159,22 @@ def test_messages_in_the_same_read_before_a_hostile_frame_are_still_served(timer
                 received += chunk
             assert received == good  # both echoed, then EOF
             assert server.wait(lambda: len(server.gone) == 1)
+
+
+@pytest.mark.timeout(20)
+def test_peers_that_say_nothing_lose_their_slot_after_the_handshake_timeout(poll, timer):
+    # Issue 15, item 8: two silent peers (one parked a byte short of a whole frame) must not
+    # hold a max_connections=2 service for ever; a real client gets in once they are gone.
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, max_connections=2, handshake_timeout=0.3,
+    ) as svc, ExitStack() as stack:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        silent = stack.enter_context(socket.create_connection(svc.local_addr, timeout=WAIT))
+        parked = stack.enter_context(socket.create_connection(svc.local_addr, timeout=WAIT))
+        parked.sendall(frame(b'{"a": 1}')[:-1])
+        assert logs.wait("svc.handshake_timeout", 2) is not None
+        for peer in (silent, parked):
+            assert peer.recv(1) == b""  # closed by the service
+        with links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, timer=timer, timeout=WAIT) as clt:
+            assert clt.send({"hi": 1}) is links.SendStatus.COMPLETED
+        assert logs.wait("svc.accepted", 3) is not None
