@@ -44,7 +44,8 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     n, proc = args.connections, psutil.Process()
-    svc = links.Svc.bind("127.0.0.1:0", protocol=Quiet, max_connections=n + 10, backlog=4096)
+    # Idle on purpose (the clients never send): no first-message deadline.
+    svc = links.Svc.bind("127.0.0.1:0", protocol=Quiet, max_connections=n + 10, handshake_timeout=None, backlog=4096)
     sender = svc.into_sender_with_spawned_recver()
     links.default_poll_handler().sync()
     gc.collect()
