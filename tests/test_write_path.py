@@ -117,6 +117,19 @@ def raw_client(listener: socket.socket, timer: links.Timer, poll: links.PollHand
     )
 
 
+def slow_stamp(in_hook: threading.Event, release: threading.Event) -> type:
+    """A ``Raw`` protocol whose ``on_send`` of ``b"slow"`` holds the write lock until ``release``."""
+
+    class SlowStamp(Raw):
+        def on_send(self, msg):
+            if msg == b"slow":
+                in_hook.set()
+                release.wait(WAIT)
+            return None
+
+    return SlowStamp
+
+
 def client_of_a_non_reader(stack: ExitStack, timer: links.Timer, poll: links.PollHandler, **connect: Any):
     """A ``Raw`` client and the raw peer it connected to, which never reads; ``stack`` closes both."""
     listener = stack.enter_context(non_reading_listener())
@@ -661,13 +674,7 @@ def test_the_poll_thread_does_not_wait_for_a_write_lock_held_by_a_slow_hook(time
     # there, the poll thread, finishing that connection's owed bytes, must not wait for the
     # lock: every other connection on the poll thread is served meanwhile.
     in_hook, release = threading.Event(), threading.Event()
-
-    class SlowStamp(Raw):
-        def on_send(self, msg):
-            if msg == b"slow":
-                in_hook.set()
-                release.wait(WAIT)
-            return None
+    SlowStamp = slow_stamp(in_hook, release)
 
     with non_reading_listener() as listener, ExitStack() as stack:
         stack.callback(release.set)
@@ -716,13 +723,7 @@ def test_a_connection_read_on_a_user_thread_is_never_read_by_the_poll_thread(tim
     # read it: the message is the user's recv's, not the callback's on the poll thread.
     in_hook, release = threading.Event(), threading.Event()
     on_poll_thread = []
-
-    class SlowStamp(Raw):
-        def on_send(self, msg):
-            if msg == b"slow":
-                in_hook.set()
-                release.wait(WAIT)
-            return None
+    SlowStamp = slow_stamp(in_hook, release)
 
     class Where(links.Callback):
         def on_recv(self, con_id, msg):
