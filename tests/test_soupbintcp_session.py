@@ -116,6 +116,25 @@ def test_authenticate_callable_decides_per_user(poll, timer):
             connect(server, poll, timer, client(username="bob", password="pw1"))
 
 
+def test_failed_logins_are_throttled_per_address(poll, timer):
+    # Issue 15, item 13: after a failed login, that address's next logins within the throttle
+    # are refused without being checked: password guessing gets one try per throttle period.
+    checked = []
+
+    def authenticate(username, password):
+        checked.append(password)
+        return password == "secret"
+
+    options = {"username": None, "password": None, "authenticate": authenticate, "login_throttle": 60.0}
+    with echo_server(poll, timer, **options) as server, watch_logs() as logs:
+        with pytest.raises(LoginRejectedError):
+            connect(server, poll, timer, client(password="guess"))
+        with pytest.raises(LoginRejectedError):  # even the right password, from the same address
+            connect(server, poll, timer, client(password="secret"))
+        assert checked == ["guess"]
+        assert logs.wait("soupbintcp.login_rejected", why="throttled")
+
+
 def test_connect_times_out_when_the_server_never_answers(poll, timer):
     # A listening socket completes TCP handshakes from its backlog and then says nothing.
     with socket.create_server(("127.0.0.1", 0)) as silent:

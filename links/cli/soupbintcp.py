@@ -66,6 +66,10 @@ def register(subparsers: Any) -> None:
     _credentials(parser)
     parser.add_argument("--login-timeout", type=positive(float), default=5.0, help="seconds to log in (default 5)")
     parser.add_argument(
+        "--login-throttle", type=positive(float), default=1.0,
+        help="seconds after a failed login during which that address's logins are refused unchecked (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-connections", type=positive(int), default=128, help="connections admitted at once (default 128)"
     )
     parser.add_argument("--max-messages", type=positive(int), default=100_000, help="messages kept per user for replay")
@@ -147,7 +151,8 @@ def _workers(args: argparse.Namespace, port: int) -> Iterator[None]:
         sys.executable, "-m", "links", "serve", "soupbintcp", "--host", args.host, "--port", str(port), "--reuse-port",
         "--username", args.username, "--password", args.password, "--session", args.session,
         "--heartbeat", str(args.heartbeat), "--idle-timeout", str(args.idle_timeout),
-        "--login-timeout", str(args.login_timeout), "--max-connections", str(args.max_connections),
+        "--login-timeout", str(args.login_timeout), "--login-throttle", str(args.login_throttle),
+        "--max-connections", str(args.max_connections),
         "--max-messages", str(args.max_messages), "--log-level", args.log_level,
     ]  # fmt: skip
     # Their "listening on" line would repeat ours; their logs share our stderr.
@@ -209,7 +214,7 @@ def serve(args: argparse.Namespace) -> int:
         config = SvcProtocol(
             username=args.username, password=args.password, session=args.session, heartbeat_interval=args.heartbeat,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_messages=args.max_messages,
-            reply=lambda payload: payload,
+            reply=lambda payload: payload, login_throttle=args.login_throttle,
         )  # fmt: skip
         tally = _ServerTally()
         svc = links.Svc.bind(

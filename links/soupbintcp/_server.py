@@ -79,6 +79,10 @@ class SvcProtocol:
             default: payloads are bytes.
         justify: ``"left"`` (the specification) or ``"right"`` for the alpha fields we send.
         max_frame_size: the largest frame accepted from a client.
+        login_throttle: seconds after a failed login during which logins from the same peer
+            address are refused without checking them (``soupbintcp.login_rejected`` with
+            ``why="throttled"``); None (the default) checks every attempt. It bounds password
+            guessing to one try per address per ``login_throttle``.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class SvcProtocol:
         payload_messenger: Messenger | None = None,
         justify: str = "left",
         max_frame_size: int = MAX_FRAME_SIZE,
+        login_throttle: float | None = None,
     ) -> None:
         if (authenticate is None) == (username is None or password is None):
             raise ValueError("give either username and password, or authenticate")
@@ -103,6 +108,11 @@ class SvcProtocol:
             raise ValueError("justify must be 'left' or 'right'")
         if not login_timeout > 0:  # so never nan
             raise ValueError("login_timeout must be positive")
+        if login_throttle is not None and not login_throttle > 0:
+            raise ValueError("login_throttle must be None or positive")
+        self.login_throttle = login_throttle
+        #: Peer host -> when its last login failed (timer clock), for the throttle.
+        self.failed_logins: dict[str, float] = {}
         encode_packet(LoginAccepted(session, 1))  # a session name that cannot go on the wire fails here
         self.authenticate = authenticate or _fixed(username, password)  # type: ignore[arg-type]
         self.session = session
@@ -191,12 +201,15 @@ class _Server(Side):
 
     def _login(self, msg: LoginRequest) -> None:
         config = self._config
+        if self._throttled():
+            return self._reject(NOT_AUTHORIZED, msg, "throttled")
         try:
             authorized = bool(config.authenticate(msg.username, msg.password))
         except Exception as e:
             self._log.error("soupbintcp.authenticate_failed", username=msg.username, error=repr(e))
             authorized = False
         if not authorized:
+            self._failed()
             return self._reject(NOT_AUTHORIZED, msg, "bad credentials")
         if msg.session and msg.session != config.session:
             return self._reject(SESSION_NOT_AVAILABLE, msg, f"no session {msg.session!r}")
@@ -223,6 +236,29 @@ class _Server(Side):
             "soupbintcp.login_accepted", username=msg.username, session=config.session, sequence=start,
             replayed=len(replay),
         )  # fmt: skip
+
+    def _peer_host(self) -> str | None:
+        peer = self._con.con_id.peer
+        return peer[0] if peer else None
+
+    def _throttled(self) -> bool:
+        """Whether this peer's address failed a login less than ``login_throttle`` ago."""
+        throttle, host = self._config.login_throttle, self._peer_host()
+        if throttle is None or host is None:
+            return False
+        failed_at = self._config.failed_logins.get(host)
+        return failed_at is not None and self._clock.monotonic() - failed_at < throttle
+
+    def _failed(self) -> None:
+        config, host = self._config, self._peer_host()
+        if config.login_throttle is None or host is None:
+            return
+        now = self._clock.monotonic()
+        failed = config.failed_logins
+        if len(failed) >= 4096:  # bounded: forget the addresses whose throttle is over
+            for old in [h for h, at in failed.items() if now - at >= config.login_throttle]:
+                del failed[old]
+        failed[host] = now
 
     def _reject(self, reason: str, msg: LoginRequest, why: str) -> None:
         self._log.warning("soupbintcp.login_rejected", username=msg.username, reason=reason, why=why)
