@@ -15,6 +15,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from contextlib import ExitStack
 
 import pytest
 from helpers import Json, watch_logs
@@ -155,3 +156,25 @@ def test_detached_sessions_are_bounded_and_sends_go_to_the_live_client(poll, tim
             assert store.wait_recv_count(10, WAIT)
             assert [m["n"] for m in store.recv_msgs()] == list(range(10))  # none went to a dead session
         assert len(svc.registry.sessions) <= 4
+
+
+@pytest.mark.timeout(30)
+def test_unauthenticated_peers_cost_the_server_little_memory(service):
+    # Issue 15, item 2: peers that declare a huge HELLO and send megabytes of it once grew the
+    # server by what they sent (up to 16 MiB each). Now the header alone is refused.
+    psutil = pytest.importorskip("psutil")
+    svc, _ = service
+    process = psutil.Process()
+    before = process.memory_info().rss
+    chunk = b"\x01" * (2 << 20)
+    with watch_logs() as logs, ExitStack() as peers:
+        for _ in range(8):  # all held open while the memory is measured
+            peer = peers.enter_context(socket.create_connection(svc.local_addr, timeout=WAIT))
+            try:
+                peer.sendall(struct.pack("!I", 8 << 20) + chunk)  # 2 MiB of an "8 MiB HELLO"
+            except OSError:
+                pass  # refused and closed on its header, mid-send
+        svc.poll_or_default().sync()  # the poll thread has read what it was going to
+        grown = process.memory_info().rss - before
+        assert grown < 4 << 20, f"8 unauthenticated peers grew the server by {grown / 2**20:.1f} MiB"
+        assert logs.wait("frame.too_large", 8) is not None
