@@ -21,8 +21,8 @@ Who runs what
     * The poll thread reads spawned attachments (``AttachmentReader``) and finishes what any
       attachment owes its socket; it never waits on a socket.
     * The timer thread runs heartbeats, idle and stall checks per attachment, and schedules
-      reconnect attempts (``Redialer``); each attempt dials and handshakes on a short-lived
-      thread of its own, so a slow dial never delays anybody's heartbeat.
+      reconnect attempts (``Redialer``); each attempt then runs on the poll thread, a
+      nonblocking connect and handshake that never waits, so no thread is made for it.
 
 Protocol instances and hooks
     Without a session, every attachment gets a fresh protocol from the factory, and its hooks

@@ -120,7 +120,8 @@ def test_ctrl_c_logs_the_client_out_and_stopping_the_server_ends_the_session(tmp
 
 
 @pytest.mark.parametrize(
-    "option", [["--workers", "0"], ["--max-connections", "-1"], ["--heartbeat", "nan"], ["--login-timeout", "0"]]
+    "option", [["--workers", "0"], ["--max-connections", "-1"], ["--heartbeat", "nan"], ["--login-timeout", "0"],
+     ["--login-throttle", "0"], ["--login-throttle", "nan"]]
 )
 def test_options_that_cannot_work_are_usage_errors(option):
     args = ["serve", "soupbintcp", "--username", "u", "--password", "p", *option]

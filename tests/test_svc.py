@@ -268,3 +268,18 @@ def test_a_round_robin_send_on_the_poll_thread_never_waits_for_the_pool(poll, ti
         poll.call_soon(tick)
         assert done.wait(5.0)
     assert outcome == [links.SendStatus.WOULD_BLOCK]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"stall_timeout": 0}, {"stall_timeout": float("nan")}, {"max_outbound": -1}, {"max_outbound": 1.5},
+     {"handshake_timeout": 0}, {"handshake_timeout": float("nan")}, {"idle_timeout": -1.0}],
+    ids=lambda setting: f"{next(iter(setting))}={next(iter(setting.values()))}",
+)  # fmt: skip
+def test_write_and_deadline_settings_that_cannot_work_are_refused_before_binding(setting):
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=name):
+        links.Svc.bind("127.0.0.1:0", protocol=links.Protocol, **setting)
+    if name in ("stall_timeout", "max_outbound"):
+        with pytest.raises(ValueError, match=name):  # before any socket opens: nothing listens there
+            links.Clt.connect("127.0.0.1:9", protocol=links.Protocol, **setting)

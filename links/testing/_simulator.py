@@ -52,7 +52,7 @@ How each side is driven (no thread anywhere; every read happens on the calling t
       reading until WELCOME); the simulator finishes the handshake when bytes arrive, through
       ``Connection._drive`` (what ``client_handshake`` calls) without waiting, then
       ``Connection.publish(att, driver.replay_frames)`` as ``Clt.connect`` and ``Redialer``
-      do. ``Redialer`` itself (a backoff on the timer, then a thread per attempt) is replaced
+      do. ``Redialer`` itself (a backoff on the timer, then an attempt on the poll thread) is replaced
       by the ``reconnect`` action: the connection's lost attachment only marks it as needing
       a dial. On ``SessionLost`` the connection is closed as ``Redialer`` closes it, and the
       application starts a new session.
@@ -370,7 +370,7 @@ class _ClientReceiver(Callback):
 
 class _Redial:
     """Stands in for ``links._redial.Redialer``: a lost attachment only asks for a dial (the
-    ``reconnect`` action makes it), instead of a backoff on the timer and a thread per attempt."""
+    ``reconnect`` action makes it), instead of a backoff on the timer and an attempt on the poll thread."""
 
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
