@@ -7,13 +7,11 @@ handler), ``links._sending`` (the outbound path, a part of this class), ``links.
 This module keeps what ties them: opening, publishing, spawning, losing and closing.
 
 Why two objects
-    A user holds a ``Clt`` (or its halves, or refs to them) for as long as they like. With
-    ``reconnect=`` or ``session=``, the TCP connection underneath may be cut and replaced
-    many times meanwhile. So the handles point at a ``Connection`` (the logical one, which
-    ends only when closed for good) and the ``Connection`` points at its current
-    ``Attachment`` (one socket, its receive buffer, and, without a session, its protocol
-    instance). Without ``reconnect``/``session`` there is exactly one attachment and the two
-    end together, which is the plain case.
+    A user holds a ``Clt`` (or its halves, or refs to them) as long as they like; with
+    ``reconnect=`` or ``session=`` the TCP connection underneath may be replaced many times
+    meanwhile. So the handles point at a ``Connection`` (the logical one, which ends only
+    when closed for good), which points at its current ``Attachment`` (one socket, its
+    receive buffer and, without a session, its protocol instance). Plain: one attachment.
 
 Who runs what
     * A user thread calls ``send`` / ``recv`` on the handles; they use the current attachment
@@ -37,19 +35,17 @@ Protocol instances and hooks
 Ending an attachment (``Connection.lost``), each step once per attachment
     mark it closed → cancel its timer tasks → ``shutdown()`` its socket (the peer sees FIN,
     waiters wake) → ``on_disconnect`` (plain) → release its gate permit → log
-    ``clt.disconnected`` → release the fd (on the poll thread after unregistering, when it
-    is registered there: closing first would let the kernel reuse the fd number under a
-    selector that still maps it) → then, if the connection is not closed for good: redial
-    (client with ``reconnect``), wait detached for a resume (server session), or close. An
-    orderly local close of an attachment that still owes bytes lingers instead: reads stop,
-    and the poll thread writes what is owed before releasing the fd (bounded by
-    ``stall_timeout``).
+    ``clt.disconnected`` → release the fd (after unregistering it from the poll thread, so
+    the kernel cannot reuse the number under a selector that maps it) → then, if not closed
+    for good: redial (client with ``reconnect``), wait detached for a resume (server
+    session), or close. An orderly close of an attachment that still owes bytes lingers
+    instead: reads stop; the poll thread writes what is owed (``stall_timeout`` bounds it).
 
 Closing for good (``Connection.close``), once, from any thread
     ``Protocol.on_close(con)`` while the socket still works (a local close only: it is how a
-    protocol sends its logout) → mark closed and wake every waiter → end the attachment as
-    above → ``on_disconnect`` (session) → listeners (a service pool drops it) → forget the
-    session.
+    protocol sends its logout) → a session's BYE, owed after every frame numbered → mark
+    closed and wake every waiter → end the attachment as above → ``on_disconnect``
+    (session) → listeners (a service pool drops it) → forget the session.
 """
 
 from __future__ import annotations
@@ -384,12 +380,15 @@ class Connection(Sending):
             att.closed = True
         self._end(att, reason, None, quiet=True)
 
-    def _end(self, att: Attachment, reason: str, error: LinksError | None, quiet: bool = False) -> None:
+    def _end(self, att: Attachment, reason: str, error: LinksError | None, quiet: bool = False, linger: bool = False) -> None:
         # An orderly local close lingers to deliver what senders were told was COMPLETED.
-        att.end(reason, error, quiet=quiet, linger=error is None and not quiet and self.state is _CLOSED)
+        att.end(reason, error, quiet=quiet, linger=(linger or error is None) and not quiet and self.state is _CLOSED)
 
-    def close(self, reason: str = "closed", error: LinksError | None = None) -> bool:
-        """Close for good (idempotent). True for the call that actually closed it."""
+    def close(self, reason: str = "closed", error: LinksError | None = None, *, orderly: bool = False) -> bool:
+        """Close for good (idempotent). True for the call that actually closed it. A close
+        without ``error`` (a local one: ``on_close`` runs), or ``orderly`` (the peer's goodbye),
+        says goodbye too (a session's BYE) and lingers to deliver what is owed."""
+        orderly = orderly or error is None
         with self.changed:
             if self.state in ENDING:
                 return False
@@ -401,22 +400,25 @@ class Connection(Sending):
                 att.protocol.on_close(self.hook_handle(att))
             except Exception as e:
                 self.log.warning("clt.on_close_failed", error=repr(e))
-        att, listeners = self._claim_for_close(error)
+        att, listeners = self._claim_for_close(orderly, error)
         if att is not None:
-            self._end(att, reason, error)
+            self._end(att, reason, error, linger=orderly)
         elif self.session is not None or self.reconnect is not None:
             self.log.info("clt.disconnected", reason=reason, **({"error": str(error)} if error else {}))
         self._closed_for_good(listeners)
         return True
 
-    def _claim_for_close(self, error: LinksError | None) -> tuple[Attachment | None, list[Callable[[Connection], None]]]:
+    def _claim_for_close(self, orderly: bool, error: LinksError | None) -> tuple[Attachment | None, list[Callable[[Connection], None]]]:
         """Mark the connection closed; the attachment to end (None: none, or lost() has it)
         and the listeners to call. Under the write lock when it can be had soon: no sender
-        is then halfway through handing a frame over, so what ``_end`` sees owed is all."""
+        is then halfway through handing a frame over, so what ``_end`` sees owed is all, and
+        a session's BYE goes after every frame numbered."""
         # Only an orderly close needs it (whether to linger); one caused by an error may come
         # from a thread that holds the lock itself (a failed write), which must not wait.
-        locked = error is None and self.write_lock.acquire(timeout=LOCK_WAIT)
+        locked = orderly and self.write_lock.acquire(timeout=LOCK_WAIT)
         try:
+            if locked and self.session is not None and self.attachment is not None:
+                self.session.say_goodbye(self.attachment)
             with self.changed:
                 self._move(_CLOSED)
                 self._error = error

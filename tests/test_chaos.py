@@ -169,7 +169,7 @@ def run_cycles(poll, timer, cycles: int, warmup: int) -> tuple[tuple[int, int, i
     A cycle connects a session client through a proxy, has the connection reset while a
     message is sent, waits for the resume and the message, and closes. The warm-up lets what
     is bounded but not instant reach its steady state before the baseline: the allocator's
-    arenas, the timer's cancelled tasks (dropped lazily), sessions detached for their TTL.
+    arenas, the timer's cancelled tasks (dropped lazily).
     """
     process = psutil.Process()
     settings = {"heartbeat_interval": 0.05, "dead_after": 40}
@@ -200,10 +200,10 @@ def run_cycles(poll, timer, cycles: int, warmup: int) -> tuple[tuple[int, int, i
                 stats = proxy.stats()
             # Every cut fired (each cycle waited for its resume); every redial went through the proxy.
             assert stats.rst_cuts >= n and stats.accepted == 2 * n
-            # The client closed without a goodbye the server could see, so each session stays
-            # detached until its TTL: wait for every one to expire, then for the poll thread to
-            # have closed every fd (redials make no threads: the thread count is checked as is).
-            events.wait("session.expired", done)
+            # Each client closed with a goodbye, so each session ended on both sides at once
+            # (two session.ended per cycle): wait for that, then for the poll thread to have
+            # closed every fd (redials make no threads: the thread count is checked as is).
+            events.wait("session.ended", 2 * done)
             poll.sync()
 
         run(warmup)

@@ -5,7 +5,8 @@ Pass ``session=links.session.Resumable(...)`` to ``links.Clt.connect`` (usually 
 sequence number and a cumulative ack; each side keeps what the other has not acknowledged and,
 on every new connection, a HELLO/WELCOME handshake with a 16-byte random resume key tells each
 side what the other missed. The result, while both processes live: every message is delivered
-exactly once and in order, in both directions, across any number of cuts. A process crash
+exactly once and in order, in both directions, across any number of cuts. A ``close()`` says
+BYE and ends the session on both sides at once; only a cut leaves it waiting to resume. A process crash
 loses what was only in memory; nothing here is written to disk.
 
 The engine (``Session``, ``ServerSessions``) is Sans-I/O and can be driven without sockets;

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._core._status import TaskStatus
-from .._errors import BrokenError, ConnectTimeout
+from .._errors import BrokenError, ConnectTimeout, LinksError
 from .._timer import TimerHandle
 from . import _wire as wire
 from ._engine import ServerSessions, Session, SessionState
@@ -59,7 +59,17 @@ class SessionDriver:
         if freed and self.connection is not None:
             with self.connection.changed:
                 self.connection.changed.notify_all()
+        if payload is None and engine.ended_by == "peer" and self.connection is not None:
+            self._peer_ended(self.connection)
         return payload
+
+    @staticmethod
+    def _peer_ended(connection: Connection) -> None:
+        """The peer said BYE: end this side too, at once, answering with a BYE (the orderly
+        close's goodbye). Every frame before the BYE was delivered already: a session's
+        frames are read one at a time (``Link.next_message``)."""
+        error = BrokenError(f"{connection.con_id}: the peer ended the session", "peer_closed")
+        connection.close("peer_closed", error, orderly=True)  # idempotent: once per connection
 
     def wrap(self, payload: Any) -> bytes:
         with self._lock:
@@ -141,9 +151,25 @@ class SessionDriver:
             self.engine.detach(connection.clock())  # the timer's clock, as the expiry's
         connection.log.info("session.detached", unacked=len(self.engine.replay))
 
+    def say_goodbye(self, att: Attachment) -> None:
+        """Write lock held, closing on purpose: owe ``att`` the BYE (if the session is attached,
+        or answering the peer's), after every frame numbered before it."""
+        if att.closed:
+            return
+        with self._lock:
+            bye = self.engine.goodbye()
+        if bye:
+            try:
+                att.outbound.owe(bye)
+            except LinksError:
+                pass  # the socket failed: a cut, which the peer's TTL covers
+
     def closed(self, connection: Connection) -> None:
         if self.registry is not None:
             self.registry.forget(self.engine)
+        engine = self.engine
+        if engine.ended_by is not None:
+            connection.log.info("session.ended", by=engine.ended_by, unacked=len(engine.replay))
 
 
 class ServerRegistry:

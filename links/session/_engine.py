@@ -9,8 +9,8 @@ The drivers feed it whole frames and write what it returns; tests and the simula
 Per connection, the state machine is (``Session.state``)::
 
     DETACHED --start_client()--> HANDSHAKING --WELCOME--> ATTACHED --detach()--> DETACHED
-        ^                             |                                   (cut, either side)
-        |                             +--REJECT--> LOST (raise SessionLost, for good)
+        ^                             |                        |          (cut, either side)
+        |                             +--REJECT--> LOST <------+ goodbye() or the peer's BYE
         +--(server) ServerSessions.on_hello() attaches directly, answering WELCOME
 
 Rules, each one needed for exactly-once, in-order delivery across cuts:
@@ -28,6 +28,10 @@ Rules, each one needed for exactly-once, in-order delivery across cuts:
    the driver makes senders wait or answers ``WOULD_BLOCK``: back-pressure, never loss.
 5. Resume keys are 16 random bytes from ``secrets``; an unknown or expired key gets REJECT,
    and the client raises ``SessionLost``: its peer no longer has the state to resume.
+
+6. A close on purpose says so: ``goodbye()`` gives the BYE to send, the peer ends its side at
+   once and answers with its own BYE (``ended_by`` says who began). Only a cut leaves a
+   session detached, waiting for a resume.
 
 What this cannot promise: anything across a process crash (all of this is in memory).
 """
@@ -116,6 +120,9 @@ class Session:
         self.duplicates_dropped = 0
         self.late_frames_dropped = 0  # read off a given-up connection after the detach
         self.detached_at: float | None = None
+        self.ended_by: str | None = None  # "local" or "peer": who said BYE first
+        self.bye_sent = False
+        self.bye_received = False
 
     def __repr__(self) -> str:
         return (
@@ -165,6 +172,22 @@ class Session:
         """Server: the WELCOME for a new connection of this session."""
         return wire.encode_welcome(resumed, self.key, self.last_received)
 
+    def goodbye(self) -> bytes:
+        """The BYE to send, once, on a close on purpose or in answer to the peer's; the session
+        is then over (LOST). Empty while not attached (a cut already left the session to its
+        TTL: nothing can carry a BYE) or once said."""
+        if self.bye_sent or (self.state is not SessionState.ATTACHED and not self.bye_received):
+            return b""
+        self.bye_sent = True
+        self.ended_by = self.ended_by or "local"
+        self.state = SessionState.LOST
+        return wire.encode_bye(self.last_received)
+
+    @property
+    def acknowledged(self) -> bool:
+        """Both sides said BYE: the session ended on both, each knowing what the other has."""
+        return self.bye_sent and self.bye_received
+
     # -- frames in ----------------------------------------------------------------------
 
     def receive(self, frame: memoryview) -> memoryview | bytes | None:
@@ -175,23 +198,21 @@ class Session:
             ProtocolError / DecodeError: the peer broke the session protocol.
         """
         msg = wire.decode(frame)
+        if isinstance(msg, wire.Bye) and self.state is not SessionState.HANDSHAKING and not self.bye_received:
+            return self._bye(msg)
         if self.state is SessionState.ATTACHED:
             if isinstance(msg, wire.Data):
-                self._acked(msg.ack)
-                if msg.seq <= self.last_received:
-                    self.duplicates_dropped += 1
-                    return None
-                if msg.seq != self.last_received + 1:
-                    raise ProtocolError(f"gap: expected frame {self.last_received + 1}, got {msg.seq}")
-                self.last_received = msg.seq
-                return msg.payload
+                return self._data(msg)
             if isinstance(msg, wire.Ack):
                 self._acked(msg.ack)
                 return None
-        elif self.state is SessionState.DETACHED and isinstance(msg, (wire.Data, wire.Ack)):
+        elif self.state is not SessionState.HANDSHAKING and isinstance(msg, (wire.Data, wire.Ack)):
             # Read from the connection that was just given up, by a reader that took its frames
             # from the buffer as another thread detached the session: not the peer's fault.
             # Dropped: unacknowledged, a DATA is replayed after the resume, and acks are redone.
+            # Or, after our BYE, what the peer sent before reading it: not acknowledged either.
+            if self.state is SessionState.LOST and self.ended_by is None:
+                raise ProtocolError(f"unexpected {type(msg).__name__} on a lost session")
             self.late_frames_dropped += 1
             return None
         elif self.state is SessionState.HANDSHAKING:
@@ -202,6 +223,24 @@ class Session:
                 name = wire.RejectReason.NAMES.get(msg.reason, str(msg.reason))
                 raise SessionLost(f"server rejected the session ({name}): {msg.text}")
         raise ProtocolError(f"unexpected {type(msg).__name__} while {self.state.value}")
+
+    def _data(self, msg: wire.Data) -> memoryview | bytes | None:
+        self._acked(msg.ack)
+        if msg.seq <= self.last_received:
+            self.duplicates_dropped += 1
+            return None
+        if msg.seq != self.last_received + 1:
+            raise ProtocolError(f"gap: expected frame {self.last_received + 1}, got {msg.seq}")
+        self.last_received = msg.seq
+        return msg.payload
+
+    def _bye(self, bye: wire.Bye) -> None:
+        """The peer ended the session (or answered our BYE), acknowledging what it received."""
+        self._acked(bye.last_received)
+        self.bye_received = True
+        self.ended_by = self.ended_by or "peer"
+        self.state = SessionState.LOST
+        return None
 
     def _welcomed(self, welcome: wire.Welcome) -> None:
         """Client: the server accepted (or resumed) the session; queue what it is missing."""

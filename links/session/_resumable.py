@@ -17,8 +17,9 @@ class Resumable:
     """Exactly-once, in-order delivery across connection cuts (see ``links.session``).
 
     Args:
-        detached_ttl: server: seconds a session whose connection dropped waits for its client
-            to resume before it is closed for good (its unacknowledged messages with it).
+        detached_ttl: server: seconds a session whose connection was cut waits for its client
+            to resume before it is closed for good (its unacknowledged messages with it). A
+            ``close()`` on either side is no cut: its BYE ends the session on both at once.
         max_messages, max_bytes: bounds of each side's replay buffer; a sender that would
             exceed them waits (or gets ``WOULD_BLOCK``): back-pressure, never silent loss.
         ack_every: frames received before a standalone ACK is sent when no data flows back.

@@ -1,4 +1,4 @@
-"""The session wire format: five frame kinds inside a 4-byte big-endian length prefix.
+"""The session wire format: six frame kinds inside a 4-byte big-endian length prefix.
 
 Every frame is ``length (u32, counts what follows) | kind (u8) | fields``::
 
@@ -7,6 +7,12 @@ Every frame is ``length (u32, counts what follows) | kind (u8) | fields``::
     REJECT   0x03  reason u8 | text (UTF-8)
     DATA     0x04  seq u64 | ack u64 | payload (the application's serialized message)
     ACK      0x05  ack u64
+    BYE      0x06  last_received u64
+
+BYE ends a session on purpose (a local ``close()``): the peer, on reading it, ends the session
+too and answers with its own BYE, the acknowledgment; either BYE acknowledges every frame its
+sender received. After a BYE its sender sends nothing more on that session. A session whose
+connection is cut without a BYE waits, detached, for its client to resume.
 
 Sequence numbers start at 1 in each direction; 0 means "nothing yet". ``ack`` and
 ``last_received`` are cumulative: "I have every frame up to and including this one". A frame
@@ -23,8 +29,8 @@ from .._core._framer import LengthPrefixFramer
 from .._errors import DecodeError
 
 __all__ = [
-    "VERSION", "KEY_SIZE", "NO_KEY", "FRAMER", "HELLO_FRAMER", "DATA_OVERHEAD", "data_framer", "Hello", "Welcome", "Reject", "Data", "Ack",
-    "RejectReason", "decode", "encode_hello", "encode_welcome", "encode_reject", "encode_data", "encode_ack",
+    "VERSION", "KEY_SIZE", "NO_KEY", "FRAMER", "HELLO_FRAMER", "DATA_OVERHEAD", "data_framer", "Hello", "Welcome", "Reject", "Data", "Ack", "Bye",
+    "RejectReason", "decode", "encode_hello", "encode_welcome", "encode_reject", "encode_data", "encode_ack", "encode_bye",
 ]  # fmt: skip
 
 VERSION = 1
@@ -35,7 +41,7 @@ NO_KEY = bytes(KEY_SIZE)
 #: the widest a session frame may be; a connection reads with ``data_framer``'s tighter limit.
 FRAMER = LengthPrefixFramer(header_size=4, byteorder="big", max_frame_size=16 << 20)
 
-_HELLO, _WELCOME, _REJECT, _DATA, _ACK = 1, 2, 3, 4, 5
+_HELLO, _WELCOME, _REJECT, _DATA, _ACK, _BYE = 1, 2, 3, 4, 5, 6
 _HELLO_S = struct.Struct("!IBB16sQ")
 _WELCOME_S = struct.Struct("!IBB16sQ")
 _REJECT_S = struct.Struct("!IBB")
@@ -102,6 +108,11 @@ class Ack:
     ack: int
 
 
+@dataclass(frozen=True, slots=True)
+class Bye:
+    last_received: int
+
+
 def encode_hello(key: bytes, last_received: int) -> bytes:
     return _HELLO_S.pack(_HELLO_S.size - _LEN, _HELLO, VERSION, key, last_received)
 
@@ -123,7 +134,11 @@ def encode_ack(ack: int) -> bytes:
     return _ACK_S.pack(_ACK_S.size - _LEN, _ACK, ack)
 
 
-def decode(frame: memoryview) -> Hello | Welcome | Reject | Data | Ack:
+def encode_bye(last_received: int) -> bytes:
+    return _ACK_S.pack(_ACK_S.size - _LEN, _BYE, last_received)  # the same layout as ACK
+
+
+def decode(frame: memoryview) -> Hello | Welcome | Reject | Data | Ack | Bye:
     """Parse one whole frame (length prefix included).
 
     Raises:
@@ -139,6 +154,8 @@ def decode(frame: memoryview) -> Hello | Welcome | Reject | Data | Ack:
             return Data(seq, ack, frame[_DATA_S.size :])
         if kind == _ACK and size == _ACK_S.size:
             return Ack(_ACK_S.unpack_from(frame)[2])
+        if kind == _BYE and size == _ACK_S.size:
+            return Bye(_ACK_S.unpack_from(frame)[2])
         if kind == _HELLO and size == _HELLO_S.size:
             _, _, version, key, last = _HELLO_S.unpack_from(frame)
             return Hello(version, key, last)
