@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from ._callbacks import Callback, DevNullCallback
 from ._clock import deadline_after
 from ._connection import Connection
+from ._exit import track
 from ._core._backoff import Backoff
 from ._core._conid import Addr, ConId, Role, parse_addr
 from ._core._protocol import Protocol
@@ -73,6 +74,7 @@ class Clt:
         self._sender: CltSender | None = CltSender(connection)
         self._recver: CltRecver | None = CltRecver(connection)
         connection.sender = self._sender
+        track(connection, "interpreter_exit")  # closed at interpreter exit, ending any wait on it (links._exit)
 
     # -- construction ---------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Nothing starts at import. The first connection that needs a poll thread or a timer creates
 it; ``links.shutdown()`` stops both (closing every spawned connection) and the next use
-creates fresh ones, which is what test suites want between tests. An ``atexit`` hook calls
-``shutdown()`` so an interpreter never waits on them, and both threads are daemons besides.
+creates fresh ones, which is what test suites want between tests. When the main thread ends,
+``links._exit`` closes every connection and calls ``shutdown()`` (``atexit`` does too, should
+that hook be missing), so an interpreter never waits on links; both threads are daemons besides.
 Pass ``poll_handler=`` / ``timer=`` to ``Clt.connect`` or ``Svc.bind`` to use your own.
 """
 

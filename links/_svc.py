@@ -33,6 +33,7 @@ import select
 import socket
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback
@@ -53,6 +54,7 @@ from ._runtime import default_timer
 from ._timer import Timer
 from ._sockets import accept as accept_socket
 from ._sockets import listen, set_liveness
+from ._exit import track
 from ._transport import wait_fd
 
 if TYPE_CHECKING:
@@ -178,6 +180,7 @@ class Svc:
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
+        track(self)  # closed at interpreter exit, ending a wait in accept() (links._exit)
 
     @classmethod
     def bind(
@@ -247,7 +250,12 @@ class Svc:
         poller = select.poll()
         poller.register(self._acceptor.sock, select.POLLIN)
         while True:
-            status, clt = self._acceptor.accept_once()
+            try:
+                status, clt = self._acceptor.accept_once()
+            except OSError:
+                if self._closed:  # by another thread, which shut the listener down to wake us
+                    raise ClosedError(f"{self.name} is closed") from None
+                raise
             if clt is not None and not isinstance(clt, Clt):  # a session's HELLO, read here
                 assert self.session is not None
                 hello_by = time.monotonic() + self.session.handshake_timeout
@@ -386,6 +394,8 @@ class Svc:
             poll.remove(self._acceptor, "closed", then=sock.close)
             poll.sync()  # the poll thread closes it: return once the port is free (at once on it)
         else:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a thread waiting in accept()
             sock.close()
         self.log.info("svc.closed")
 
