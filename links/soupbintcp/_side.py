@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 
 from .._core._protocol import Protocol
+from .._log import get_logger
 from ._messenger import SoupBinTcpMessenger, State
 
 __all__ = ["Side", "liveness_settings"]
@@ -56,7 +56,7 @@ class Side(Protocol):
         self._con = con
         self._clock = con.timer.clock
         self._last_recv = self._last_sent = self._clock.monotonic()
-        self._log = structlog.get_logger("links.soupbintcp").bind(con_id=str(con.con_id))
+        self._log = get_logger("soupbintcp", con_id=str(con.con_id))
 
     def is_connected(self) -> bool:
         if self.messenger.state is not State.LOGGED_IN:
