@@ -21,8 +21,9 @@ def deadline_after(timeout: float | None) -> float | None:
     """When a wait of ``timeout`` seconds from now ends, on ``time.monotonic``; None: never.
 
     Raises:
-        ValueError: ``timeout`` is nan. Every comparison with nan is false, so a wait for nan
-            seconds could neither run out nor be told apart from "no timeout": it would hang.
+        ValueError: ``timeout`` is nan (every comparison with nan is false, so a wait for nan
+            seconds could neither run out nor be told apart from "no timeout": it would hang),
+            or negative.
         TypeError: ``timeout`` is not a number.
     """
     if timeout is None:
@@ -33,6 +34,8 @@ def deadline_after(timeout: float | None) -> float | None:
         raise TypeError(f"a timeout is None or seconds, not {type(timeout).__name__}") from None
     if end != end:
         raise ValueError("a timeout of nan seconds")
+    if timeout < 0:  # a slip (a deadline already past is spelled 0): refused, not taken as 0
+        raise ValueError(f"a timeout of {timeout} seconds: it is None or seconds >= 0")
     return end
 
 

@@ -63,7 +63,7 @@ from ._core._conid import ConId, Role
 from ._core._link import Link
 from ._core._protocol import Protocol
 from ._core._status import NEED_DATA
-from ._errors import BrokenError, ClosedError, LinksError
+from ._errors import BrokenError, ClosedError, LinksError, raised_again
 from ._gate import Permit
 from . import _liveness as liveness
 from ._log import get_logger
@@ -135,6 +135,7 @@ class Connection(Sending):
         self.sender: Any = None  # the CltSender facade (hook handle in session mode)
         self._fast_path = session is None
         self._error: LinksError | None = None
+        self._closed_here = False  # close() was called, maybe after the peer ended it
         self._listeners: list[Callable[[Connection], None]] = []
         self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
         self._protocol: Protocol | None = None  # session mode: the one protocol instance
@@ -162,8 +163,8 @@ class Connection(Sending):
         return att is not None and not att.closed and att.protocol.is_connected()
 
     def error(self) -> LinksError:
-        """What an operation on the closed connection raises."""
-        return self._error or ClosedError(f"{self.con_id} is closed")
+        """What an operation on the closed connection raises (fresh each time)."""
+        return raised_again(self._error, self._closed_here, f"{self.con_id} is closed")
 
     def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
         """Schedule ``task`` on the timer, cancelled when the connection is closed for good."""
@@ -343,8 +344,6 @@ class Connection(Sending):
     def _start_tasks(self, att: Attachment) -> None:
         att.tasks.extend(liveness.start(self, att))
 
-    # -- writing ----------------------------------------------------------------------------
-
     # -- ending -----------------------------------------------------------------------------
 
     def lost(self, att: Attachment, reason: str, error: LinksError | None) -> None:
@@ -390,6 +389,7 @@ class Connection(Sending):
         says goodbye too (a session's BYE) and lingers to deliver what is owed."""
         orderly = orderly or error is None
         with self.changed:
+            self._closed_here = self._closed_here or error is None
             if self.state in ENDING:
                 return False
             self._move(ConnState.CLOSING)

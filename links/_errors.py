@@ -17,6 +17,8 @@ Raw ``OSError`` is translated into this tree in exactly one place, ``links._tran
 
 from __future__ import annotations
 
+import copy
+
 __all__ = [
     "SessionLost",
     "LinksError",
@@ -86,3 +88,13 @@ class SessionLost(BrokenError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, "session_lost")
+
+
+def raised_again(first: LinksError | None, closed_here: bool, closed: str) -> LinksError:
+    """What a closed connection raises, fresh for each call: re-raising one stored exception
+    would grow its traceback with every call. It repeats ``first`` (why it ended), chained to
+    it; ``ClosedError(closed)`` once ``closed_here`` (the user closed it, whatever the peer did
+    before), or when nothing else ended it."""
+    again = ClosedError(closed) if first is None or closed_here else copy.copy(first)
+    again.__cause__ = first
+    return again

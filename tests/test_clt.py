@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 import time
+import traceback
 from contextlib import ExitStack, contextmanager, suppress
 
 import pytest
@@ -140,9 +141,12 @@ def test_recv_returns_none_only_when_the_timeout_expires(timer):
         assert client.recv(timeout=WAIT) == {"late": True}
 
 
-@pytest.mark.parametrize(("bad", "error"), [(math.nan, ValueError), ("5", TypeError)], ids=["nan", "str"])
+@pytest.mark.parametrize(
+    ("bad", "error"), [(math.nan, ValueError), (-1.0, ValueError), ("5", TypeError)], ids=["nan", "negative", "str"]
+)
 def test_a_timeout_that_is_not_seconds_is_refused_at_once_and_spoils_nothing(timer, bad, error):
-    """nan compares false with everything: taken as a wait, it could hang for ever."""
+    """nan compares false with everything: taken as a wait, it could hang for ever. A negative
+    timeout is a slip in the caller's arithmetic, refused rather than taken as 0."""
     with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
         with links.Clt.connect(addr(svc), protocol=Json, timer=timer, timeout=WAIT) as client:
             with pytest.raises(error, match="timeout"):
@@ -839,3 +843,31 @@ def test_spawning_the_receiver_while_a_thread_is_inside_recv_is_refused(timer, p
                 reader.join(WAIT)
                 assert got == [{"n": 1}]
                 clt.into_sender_with_spawned_recver()  # once recv has returned, it may move
+
+
+def test_after_the_peer_closed_and_we_closed_every_call_raises_closed_error(timer):
+    with pair(timer) as (client, server):
+        server.close()
+        with pytest.raises(links.BrokenError) as first:
+            client.recv(timeout=WAIT)
+        assert first.value.reason == "peer_closed"
+        client.close()  # the user's own close: from now on it is "you closed it"
+        for call in (lambda: client.send({"n": 1}), lambda: client.recv(timeout=0), lambda: links.Ref(client).send({"n": 1})):
+            with pytest.raises(links.ClosedError) as raised:
+                call()
+            assert isinstance(raised.value.__cause__, links.BrokenError)  # why it had ended, kept
+
+
+def test_each_call_on_a_closed_connection_raises_a_fresh_exception(timer):
+    """One stored exception raised again and again would collect every earlier call's frames."""
+    with pair(timer) as (client, server):
+        server.close()
+        raised = []
+        for _ in range(3):
+            with pytest.raises(links.BrokenError) as error:
+                client.recv(timeout=WAIT)
+            raised.append(error.value)
+        assert len({id(e) for e in raised}) == 3
+        depths = [len(traceback.extract_tb(e.__traceback__)) for e in raised]
+        assert depths[0] == depths[1] == depths[2]
+        assert all(e.reason == "peer_closed" and e.__cause__ is raised[0].__cause__ for e in raised)
