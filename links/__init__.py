@@ -46,6 +46,7 @@ from ._errors import (
     FrameTooLarge as FrameTooLarge,
     LinksError as LinksError,
     ProtocolError as ProtocolError,
+    TLSError as TLSError,
 )
 from ._gate import ConnectionGate as ConnectionGate
 from ._poll import PollHandler as PollHandler
@@ -81,7 +82,7 @@ __all__ = [
     "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "Handle", "JsonMessenger",
     "LengthPrefixFramer", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock", "PollHandler", "Protocol",
     "ProtocolError", "RawMessenger", "Ref", "RetryAfter", "Role", "SendStatus", "StoreCallback", "Svc", "SvcSender",
-    "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",
+    "TLSError", "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",
 ]  # fmt: skip
 
 # Layers built on links, imported on first attribute access (PEP 562) rather than here: each

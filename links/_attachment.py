@@ -53,10 +53,11 @@ class Attachment:
     """One TCP connection of a logical ``Connection``; also the ``con`` given to protocol hooks."""
 
     def __init__(self, connection: Connection, sock: Any, protocol: Protocol, permit: Permit | None) -> None:
-        local, peer = socket_addrs(sock)
+        # A socket, or a byte-stream layer over one already (a ``links._tls.TlsTransport``).
+        self.transport = sock if isinstance(sock, Transport) else Transport(sock)
+        local, peer = socket_addrs(self.transport.sock)
         self.connection = connection
         self.con_id = ConId(connection.role, connection.name, local, peer)
-        self.transport = Transport(sock)
         self.outbound = Outbound(
             self.transport, lock=connection.write_lock, clock=connection.clock, watch=self.watch_writable,
             unwatch=self._end_stall_check, max_outbound=connection.max_outbound,
@@ -85,6 +86,12 @@ class Attachment:
         return f"Attachment({self.con_id}, closed={self.closed})"
 
     # -- the hook handle ----------------------------------------------------------------------
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified TLS certificate (``ssl.SSLSocket.getpeercert()``'s dict: its
+        ``subject``, ``subjectAltName``, ...), or None (no TLS, or none asked of the peer)."""
+        return getattr(self.transport, "peer_certificate", None)
 
     @property
     def timer(self) -> Timer:

@@ -34,6 +34,7 @@ Faults (see ``links._connection`` for the mechanics):
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ from ._ref import Ref
 from ._runtime import default_poll_handler, default_timer
 from ._sender import CltSender
 from ._timer import Timer
+from ._tls import TlsTransport, check_tls
 from ._sockets import dial, resolve, set_liveness, start_dial
 
 if TYPE_CHECKING:
@@ -97,6 +99,8 @@ class Clt:
         keepalive: tuple[float, float, int] | None = None,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         max_outbound: int = DEFAULT_MAX_OUTBOUND,
+        tls: ssl.SSLContext | None = None,
+        tls_server_name: str | None = None,
     ) -> Clt:
         """Connect to ``"host:port"`` and complete the protocol's handshake.
 
@@ -116,9 +120,14 @@ class Clt:
                 connection is closed as a slow consumer (``BrokenError("slow_consumer")``).
             max_outbound: bytes a connection may owe its socket (beyond one partly written
                 frame) before a send is refused (``WOULD_BLOCK``, or a wait within its timeout).
+            tls: speak TLS with this client context (``ssl.create_default_context(...)``):
+                the server's certificate is verified by the context's rules, for the host of
+                ``addr`` or ``tls_server_name``; a client certificate loaded into the context
+                is offered to servers that ask for one.
 
         Raises:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
+            TLSError: the TLS handshake failed (the server's certificate refused, say).
             links.session.SessionLost: the server refused the session.
             ValueError, TypeError: ``timeout`` is nan, or not a number of seconds; or
                 ``idle_timeout`` or ``stall_timeout`` is not a positive number of seconds, or
@@ -126,6 +135,7 @@ class Clt:
         """
         target = parse_addr(addr)
         deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts
+        check_tls(tls, session=session, reconnect=reconnect)
         if deadline is None:
             raise TypeError("Clt.connect needs a timeout in seconds, not None")
 
@@ -148,8 +158,9 @@ class Clt:
         clt = cls(con)
         sock = dial(target, timeout=timeout, retry_after=retry_after)
         set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
+        stream = sock if tls is None else _tls_handshake(sock, tls, tls_server_name or target[0], deadline)
         try:
-            att = con.open(sock, deadline)
+            att = con.open(stream, deadline)
         except TimeoutError as e:
             if isinstance(e, ConnectTimeout):
                 raise
@@ -285,3 +296,14 @@ def _callback(callback: Callback | None) -> Callback:
 
 def _poll(poll_handler: PollHandler | None) -> Callable[[], PollHandler]:
     return (lambda: poll_handler) if poll_handler is not None else default_poll_handler
+
+
+def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, server_name: str, deadline: float) -> TlsTransport:
+    """The TLS layer over a dialed socket, its handshake complete (on this thread)."""
+    transport = TlsTransport.client(sock, context, server_name)
+    try:
+        transport.handshake(deadline)
+    except BaseException:
+        transport.close()
+        raise
+    return transport

@@ -9,6 +9,8 @@ The split follows who is to blame, because that decides what the caller does nex
   concurrent ``recv`` calls on one ``CltRecver``). Share through ``links.Ref`` instead.
 * ``ProtocolError`` and its children: the peer sent bytes that break the framing or cannot be
   decoded. The connection they came on is closed; nothing else is disturbed.
+* ``TLSError`` (a ``BrokenError``): the TLS layer refused the peer (its certificate, its
+  handshake, a record that does not decrypt). Only that connection ends.
 * ``ConnectTimeout``: a connect (including its handshake) did not complete in time. It is also
   a ``TimeoutError`` so generic timeout handling catches it.
 
@@ -29,6 +31,7 @@ __all__ = [
     "FrameTooLarge",
     "DecodeError",
     "ConnectTimeout",
+    "TLSError",
 ]
 
 
@@ -77,6 +80,14 @@ class DecodeError(ProtocolError):
 
 class ConnectTimeout(LinksError, TimeoutError):
     """Connecting (dial plus handshake) did not finish before the timeout."""
+
+
+class TLSError(BrokenError):
+    """The TLS layer ended the connection: a handshake refused (a certificate not trusted, or
+    missing where one is required; no common protocol version), or a record that does not
+    decrypt. ``reason`` says which: ``"tls.handshake_failed"`` or ``"tls.bad_record"``. (A
+    peer that stops without TLS close_notify is a plain ``BrokenError``, ``"tls.truncated"``.)
+    """
 
 
 class SessionLost(BrokenError):

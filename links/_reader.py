@@ -52,6 +52,10 @@ class AttachmentReader:
             return True
         if self._deliver(att) and att.connection.session is not None:
             att.connection.flush_session(att)
+        if att.transport.holds_input and not att.closed:
+            # A layer (TLS) holds bytes already read off the socket, which will not signal
+            # them again: read on now rather than wait for readiness that may never come.
+            return self.on_readable()
         return True
 
     @staticmethod

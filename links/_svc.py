@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from contextlib import suppress
@@ -43,7 +44,7 @@ from ._connection import Connection
 from ._core._conid import Addr, ConId, Role, format_addr, parse_addr
 from ._core._status import AcceptStatus, SendStatus
 from ._errors import ClosedError, LinksError
-from ._gate import ConnectionGate
+from ._gate import ConnectionGate, Permit
 from ._log import get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._poll import PollHandler
@@ -55,6 +56,8 @@ from ._timer import Timer
 from ._sockets import accept as accept_socket
 from ._sockets import listen, set_liveness
 from ._exit import track
+from ._tls import check_tls
+from ._tls_accept import TlsAccept
 from ._transport import wait_fd
 
 if TYPE_CHECKING:
@@ -103,21 +106,14 @@ class Acceptor:
             sock.close()
             svc.log.warning("svc.rejected", peer=format_addr(peer), max_connections=svc.gate.max_connections)
             return AcceptStatus.REJECTED, None
-        if svc.session is not None:  # the session layer reads the HELLO, then admits it
+        # A layer's handshake goes first: TLS's (links._tls_accept), a session's HELLO; each
+        # hands the connection on when it is done.
+        if svc.tls is not None:
+            return AcceptStatus.ACCEPTED, TlsAccept(svc, sock, svc.tls, permit, peer)
+        if svc.session is not None:
             return AcceptStatus.ACCEPTED, svc.session.hello_reader(svc, sock, permit, peer)
-        try:
-            clt = Clt.from_socket(
-                sock, Role.ACCEPTOR, protocol=svc.protocol, callback=svc.callback, name=svc.name,
-                poll_handler=svc.poll_handler, timer=svc.timer, permit=permit,
-                handshake_timeout=svc.handshake_timeout, **svc.limits,
-            )  # fmt: skip
-        except Exception as e:
-            permit.release()
-            sock.close()
-            svc.log.error("svc.accept_failed", peer=format_addr(peer), error=repr(e))
-            return AcceptStatus.REJECTED, None
-        svc.log.info("svc.accepted", con_id=str(clt.con_id), in_use=svc.gate.in_use, max_connections=svc.gate.max_connections)
-        return AcceptStatus.ACCEPTED, clt
+        clt = svc.connection_over(sock, permit, peer)
+        return (AcceptStatus.ACCEPTED, clt) if clt is not None else (AcceptStatus.REJECTED, None)
 
     def on_readable(self) -> bool:
         """Poll thread: accept a bounded batch; every connection joins the live pool."""
@@ -154,6 +150,7 @@ class Svc:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_outbound: int = DEFAULT_MAX_OUTBOUND,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT, idle_timeout: float | None = None,
         tcp_user_timeout: float | None = None, keepalive: tuple[float, float, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         check_limits(stall_timeout, max_outbound)
         for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
@@ -164,6 +161,7 @@ class Svc:
         self.handshake_timeout = handshake_timeout
         self.liveness = {"tcp_user_timeout": tcp_user_timeout, "keepalive": keepalive}
         self.session = session
+        self.tls = tls
         self.registry = session.registry(max_connections) if session is not None else None
         self.protocol = protocol
         self.callback = callback
@@ -202,6 +200,7 @@ class Svc:
         idle_timeout: float | None = None,
         tcp_user_timeout: float | None = None,
         keepalive: tuple[float, float, int] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> Svc:
         """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
 
@@ -221,17 +220,21 @@ class Svc:
                 sessions, the HELLO has the session's own ``handshake_timeout``.
             idle_timeout: drop a connection that sent nothing for this many seconds.
             tcp_user_timeout, keepalive: kernel-level liveness of accepted sockets.
+            tls: serve TLS with this server context (``ssl.Purpose.CLIENT_AUTH``; with
+                ``verify_mode = CERT_REQUIRED`` only clients with a certificate it trusts get
+                in). Each handshake runs on the poll thread within ``handshake_timeout``.
 
         Raises:
             ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
         """
         check_limits(stall_timeout, max_outbound)
+        check_tls(tls, session=session)
         sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
             poll_handler=poll_handler, timer=timer, session=session, stall_timeout=stall_timeout,
             max_outbound=max_outbound, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
-            tcp_user_timeout=tcp_user_timeout, keepalive=keepalive,
+            tcp_user_timeout=tcp_user_timeout, keepalive=keepalive, tls=tls,
         )  # fmt: skip
         if svc.registry is not None:
             svc.registry.start_expiry(svc.timer_or_default())
@@ -256,9 +259,9 @@ class Svc:
                 if self._closed:  # by another thread, which shut the listener down to wake us
                     raise ClosedError(f"{self.name} is closed") from None
                 raise
-            if clt is not None and not isinstance(clt, Clt):  # a session's HELLO, read here
-                assert self.session is not None
-                hello_by = time.monotonic() + self.session.handshake_timeout
+            if clt is not None and not isinstance(clt, Clt):  # a layer's handshake, done here
+                limit = clt.timeout if isinstance(clt, TlsAccept) else self.session.handshake_timeout  # type: ignore[union-attr]
+                hello_by = time.monotonic() + limit
                 clt.read(hello_by if deadline is None else min(deadline, hello_by))
                 admitted, self._admitted = self._admitted, None
                 if admitted is not None:
@@ -282,7 +285,30 @@ class Svc:
         self._join(clt._con, recver, sender)
         return clt.con_id
 
-    # -- sessions -----------------------------------------------------------------------------
+    # -- layers -------------------------------------------------------------------------------
+
+    def connection_over(self, stream: Any, permit: Permit, peer: Addr) -> Clt | None:
+        """A new connection over ``stream`` (a socket, or a layer's transport over one); None,
+        logged, with ``stream`` closed and the permit released, if it cannot be made."""
+        try:
+            clt = Clt.from_socket(
+                stream, Role.ACCEPTOR, protocol=self.protocol, callback=self.callback, name=self.name,
+                poll_handler=self.poll_handler, timer=self.timer, permit=permit,
+                handshake_timeout=self.handshake_timeout, **self.limits,
+            )  # fmt: skip
+        except Exception as e:
+            permit.release()
+            stream.close()
+            self.log.error("svc.accept_failed", peer=format_addr(peer), error=repr(e))
+            return None
+        self.log.info("svc.accepted", con_id=str(clt.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
+        return clt
+
+    def admit(self, stream: Any, permit: Permit, peer: Addr) -> None:
+        """A layer's handshake is done (TLS): the connection over ``stream`` joins the pool."""
+        clt = self.connection_over(stream, permit, peer)
+        if clt is not None:
+            self.admitted(clt)
 
     def timer_or_default(self) -> Timer:
         return default_timer() if self.timer is None else self.timer
@@ -413,5 +439,6 @@ class Svc:
 
     def __repr__(self) -> str:
         return f"Svc({self.name}@{format_addr(self.local_addr)}, {self.gate!r}, pool={len(self._pool)})"
+
 
 

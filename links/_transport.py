@@ -141,6 +141,9 @@ class Transport:
         self._rcvtimeo = -1.0
         self.stall_timeout = stall_timeout
 
+    #: Whether bytes read off the socket wait inside this transport (a layer's: TLS).
+    holds_input = False
+
     def fileno(self) -> int:
         return self._fd
 

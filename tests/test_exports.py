@@ -28,7 +28,7 @@ PUBLIC_API = [
     "DevNullCallback", "DispatchCallback", "FixedSizeFramer", "FrameTooLarge", "Framer", "Handle", "JsonMessenger",
     "LengthPrefixFramer", "LinksError", "LoggerCallback", "Messenger", "MonotonicClock", "PollHandler", "Protocol",
     "ProtocolError", "RawMessenger", "Ref", "RetryAfter", "Role", "SendStatus", "StoreCallback", "Svc", "SvcSender",
-    "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",
+    "TLSError", "TaskStatus", "Timer", "default_poll_handler", "default_timer", "shutdown",
 ]  # fmt: skip
 
 LOWLEVEL_API = [

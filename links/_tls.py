@@ -1,0 +1,255 @@
+"""``TlsTransport``: a ``Transport`` whose bytes travel as TLS records.
+
+TLS is a byte-stream layer between the socket and the framer. The TLS state machine is the
+standard library's ``ssl.SSLObject`` over two memory BIOs, so it never touches the socket
+(Sans-I/O): this module moves bytes between those BIOs and the socket with the same
+nonblocking calls as ``Transport``, and everything above it (framers, sessions, the outbound
+path, the poll thread) sees the plain byte stream it always saw.
+
+Handshake
+    ``handshake_step()`` advances the handshake as far as the bytes at hand allow and writes
+    what it produced; True once it is complete. A client's connect drives it on the
+    connecting thread (``handshake``, waiting, bounded by its deadline); an accepted
+    connection's advances on the poll thread as bytes arrive (``links._tls_accept``), so a
+    peer that stalls costs its own deadline and never the poll thread.
+
+Writes keep ``send_some``'s contract
+    The caller (``links._outbound``) offers bytes, learns how many were taken, and offers the
+    rest again later, watching for room meanwhile. Here the bytes taken are encrypted at once,
+    and the ciphertext the socket does not take is kept and written before anything else. So
+    that the caller keeps watching while ciphertext is still held, such a call reports all but
+    the last byte taken and keeps that byte as a credit: when the caller offers it again, the
+    held ciphertext is written first and the byte is reported taken, without encrypting it
+    twice. Nothing new is encrypted while ciphertext is held, so memory stays bounded by one
+    chunk (``_CHUNK``).
+
+Reads
+    ``recv_into`` decrypts what the memory BIO holds, reading the socket only when it needs
+    more. Decrypted bytes can outlast the socket's readiness (a record bigger than the space
+    given): ``holds_input`` tells the poll thread's reader to look again without waiting
+    for the socket.
+
+Closing
+    A clean close sends close_notify before the FIN. A peer that ends the stream without one
+    is reported as a truncation (``BrokenError`` reason ``tls.truncated``), never as a clean
+    close. ``shutdown()`` (any thread) stops only reading here, so that the owner's ``close()``
+    can still say close_notify.
+
+Threads
+    An ``SSLObject`` must not be used by two threads at once (its calls release the GIL), and
+    a reader and a writer may well be two threads. One lock serializes every call into it; it
+    is held only around nonblocking steps.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any
+
+from ._clock import time_left
+from ._errors import BrokenError, ClosedError, ConnectTimeout, TLSError
+from ._transport import DEFAULT_STALL_TIMEOUT, Transport
+
+__all__ = ["TlsTransport", "check_tls"]
+
+#: Plaintext encrypted per ``send_some`` at most: the ciphertext held is bounded by it.
+_CHUNK = 256 * 1024
+#: Raw bytes read from the socket per read.
+_READ = 64 * 1024
+
+
+class TlsTransport(Transport):
+    """A connected socket carrying TLS; see the module docstring."""
+
+    __slots__ = ("_tls", "_incoming", "_outgoing", "_held", "_credit", "_lock", "_raw", "handshaken")
+
+    def __init__(self, sock: Any, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                 *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:  # fmt: skip
+        super().__init__(sock, stall_timeout=stall_timeout)
+        self._tls = tls
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self._held = bytearray()  # ciphertext the socket has not taken yet
+        self._credit = 0  # 1: the last byte reported short was taken already (see Writes)
+        self._lock = threading.Lock()
+        self._raw = memoryview(bytearray(_READ))
+        self.handshaken = False
+
+    @classmethod
+    def client(cls, sock: Any, context: ssl.SSLContext, server_name: str | None, **kwargs: Any) -> TlsTransport:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
+        return cls(sock, tls, incoming, outgoing, **kwargs)
+
+    @classmethod
+    def server(cls, sock: Any, context: ssl.SSLContext, **kwargs: Any) -> TlsTransport:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        return cls(sock, context.wrap_bio(incoming, outgoing, server_side=True), incoming, outgoing, **kwargs)
+
+    # -- what the layers above may ask ----------------------------------------------------
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified certificate (``SSLSocket.getpeercert()``'s form), or None."""
+        return self._tls.getpeercert() if self.handshaken else None
+
+    @property
+    def holds_input(self) -> bool:
+        """Whether bytes already read from the socket wait to be decrypted or delivered."""
+        return self._tls.pending() > 0 or self._incoming.pending > 0
+
+    def has_unread_data(self) -> bool:
+        return self.holds_input or super().has_unread_data()
+
+    # -- handshake ------------------------------------------------------------------------
+
+    def handshake_step(self) -> bool:
+        """Advance the handshake with what the socket has; True once complete.
+
+        Raises:
+            TLSError: the handshake failed (a certificate refused, no common protocol, ...).
+            BrokenError, ClosedError: the socket ended.
+        """
+        with self._lock:
+            if self.handshaken:
+                return True
+            self._pull(during_handshake=True)
+            try:
+                self._tls.do_handshake()
+                self.handshaken = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as e:
+                self._push()  # the alert that tells the peer why, best effort
+                raise TLSError(f"TLS handshake failed: {_reason(e)}", "tls.handshake_failed") from e
+            self._push()
+            return self.handshaken
+
+    def handshake(self, deadline: float | None) -> None:
+        """Complete the handshake on this thread, waiting for the peer until ``deadline``.
+
+        Raises:
+            ConnectTimeout: not complete by then. And as ``handshake_step``.
+        """
+        while not self.handshake_step():
+            left = time_left(deadline)
+            if left == 0.0:
+                raise ConnectTimeout("TLS handshake did not complete in time")
+            self.wait_readable(left)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def recv_into(self, view: memoryview) -> int:
+        with self._lock:
+            while True:
+                try:
+                    n = self._tls.read(len(view), view)
+                except ssl.SSLWantReadError:
+                    n = 0
+                except ssl.SSLZeroReturnError:
+                    raise BrokenError("peer closed the connection (TLS close_notify)", "peer_closed") from None
+                except ssl.SSLError as e:
+                    raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
+                if n or not self._pull():
+                    self._push()  # what reading produced (a key update's answer), if anything
+                    return n
+
+    def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
+        if self.holds_input:
+            return self.recv_into(view)
+        return self.recv_into(view) if self.wait_readable(timeout) else 0
+
+    def _pull(self, during_handshake: bool = False) -> int:
+        """Lock held: raw bytes from the socket into the incoming BIO; how many (0: none now)."""
+        try:
+            n = Transport.recv_into(self, self._raw)
+        except BrokenError as e:
+            if e.reason != "peer_closed":
+                raise
+            if during_handshake:
+                raise BrokenError("peer closed the connection during the TLS handshake", "peer_closed") from None
+            raise BrokenError("peer closed the connection without TLS close_notify", "tls.truncated") from None
+        if n:
+            self._incoming.write(self._raw[:n])
+        return n
+
+    # -- writing --------------------------------------------------------------------------
+
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        """Take ``data`` (its first ``_CHUNK`` bytes at most) as in ``Transport.send_some``;
+        see the module docstring for the credit kept while ciphertext is held.
+
+        Raises:
+            TLSError: the TLS layer refused to encrypt (it failed earlier).
+            BrokenError, ClosedError: the socket ended.
+        """
+        with self._lock:
+            if self._held and not self._push():
+                return 0
+            if self._credit:
+                self._credit = 0
+                return 1
+            chunk = memoryview(data)[:_CHUNK]
+            if not chunk:
+                return 0
+            try:
+                self._tls.write(chunk)
+            except ssl.SSLError as e:
+                raise TLSError(f"TLS write failed: {_reason(e)}", "tls.bad_record") from e
+            if self._push():
+                return len(chunk)
+            self._credit = 1
+            return len(chunk) - 1
+
+    def _push(self) -> bool:
+        """Lock held: write what TLS produced, as far as the socket takes it; True when all is out."""
+        if self._outgoing.pending:
+            self._held += self._outgoing.read()
+        while self._held:
+            sent = Transport.send_some(self, self._held)
+            if not sent:
+                return False
+            del self._held[:sent]
+        return True
+
+    # -- closing --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop reading now (any thread; wakes a waiting reader). Writing ends in ``close``,
+        after close_notify."""
+        self.shutdown_read()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        with self._lock:
+            if self.handshaken:
+                try:
+                    self._tls.unwrap()
+                except (ssl.SSLError, ValueError):
+                    pass  # sent (want read: the peer's answer is not awaited), or already broken
+                try:
+                    self._push()  # close_notify, best effort: nothing waits on it
+                except (BrokenError, ClosedError):
+                    pass
+        Transport.shutdown(self)
+        super().close()
+
+
+def _reason(error: ssl.SSLError) -> str:
+    return getattr(error, "verify_message", None) or error.reason or str(error)
+
+
+
+def check_tls(tls: ssl.SSLContext | None, **layers: Any) -> None:
+    """Refuse, before binding or dialing, a ``tls=`` that is no context, or that comes with
+    a layer TLS does not carry yet (``session=``, ``reconnect=``: their own handshakes on
+    every redial or resume are the next step)."""
+    if tls is None:
+        return
+    if not isinstance(tls, ssl.SSLContext):
+        raise TypeError(f"tls must be an ssl.SSLContext, not {type(tls).__name__}")
+    given = [name for name, value in layers.items() if value is not None]
+    if given:
+        raise ValueError(f"tls= with {'= or '.join(given)}= is not supported yet")

@@ -1,0 +1,214 @@
+"""TLS as a layer of the stack (``links._tls``), over real loopback handshakes.
+
+Certificates come from ``trustme`` (a throwaway CA per test module); nothing in the
+repository holds a private key.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+
+import pytest
+from helpers import Json, watch_logs
+
+import links
+
+trustme = pytest.importorskip("trustme")
+
+WAIT = 5.0
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_ctx(ca):
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def client_ctx(ca):
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    return ctx
+
+
+@pytest.fixture
+def service(server_ctx, poll, timer):
+    store = links.StoreCallback()
+    with links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=store, poll_handler=poll, timer=timer, tls=server_ctx
+    ) as svc:  # fmt: skip
+        sender = svc.into_sender_with_spawned_recver()
+        yield svc, sender, store
+
+
+def connect(svc, client_ctx, poll, timer, **kwargs) -> links.Clt:
+    return links.Clt.connect(
+        f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT,
+        tls=client_ctx, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(20)
+def test_messages_round_trip_over_a_real_tls_handshake(service, client_ctx, poll, timer):
+    svc, sender, store = service
+    with connect(svc, client_ctx, poll, timer) as clt:
+        assert clt.send({"n": 1}) is links.SendStatus.COMPLETED
+        assert store.wait_recv_count(1, WAIT)
+        assert sender.send({"reply": 2}, timeout=WAIT) is links.SendStatus.COMPLETED
+        assert clt.recv(timeout=WAIT) == {"reply": 2}
+        assert clt._con.attachment.transport.handshaken  # the bytes really went as TLS records
+
+
+@pytest.mark.timeout(20)
+def test_a_links_client_talks_to_the_standard_librarys_tls_server(server_ctx, client_ctx, poll, timer):
+    """Another TLS endpoint (a blocking ``ssl.SSLSocket``) reads what links wrote."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        seen: list[bytes] = []
+
+        def serve() -> None:
+            sock, _ = listener.accept()
+            with server_ctx.wrap_socket(sock, server_side=True) as tls:
+                tls.settimeout(WAIT)
+                seen.append(tls.recv(1024))
+                tls.sendall(b"\x00\x00\x00\x0b" + b'{"ok": "y"}')
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with links.Clt.connect(
+            f"localhost:{listener.getsockname()[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT,
+            tls=client_ctx,
+        ) as clt:  # fmt: skip
+            clt.send({"secret": "plaintext"})
+            assert clt.recv(timeout=WAIT) == {"ok": "y"}
+        thread.join(WAIT)
+    assert seen == [b'\x00\x00\x00\x16{"secret":"plaintext"}']
+
+
+@pytest.mark.timeout(30)
+def test_one_mebibyte_frames_both_ways(server_ctx, client_ctx, poll, timer):
+    big = links.LengthPrefixFramer(header_size=4, max_frame_size=4 << 20)
+
+    class Big(links.Protocol):
+        framer = big
+        messenger = links.RawMessenger()
+
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    with links.Svc.bind("127.0.0.1:0", protocol=Big, poll_handler=poll, timer=timer, tls=server_ctx) as svc:
+        accepted: list[links.Clt | None] = []  # the server's handshake runs in accept(), meanwhile
+        accepting = threading.Thread(target=lambda: accepted.append(svc.accept(timeout=WAIT)))
+        accepting.start()
+        with links.Clt.connect(
+            f"127.0.0.1:{svc.local_addr[1]}", protocol=Big, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
+        ) as clt:  # fmt: skip
+            accepting.join(WAIT)
+            (server,) = accepted
+            assert server is not None
+            with server:
+                for _ in range(3):
+                    assert clt.send(payload, timeout=WAIT) is links.SendStatus.COMPLETED
+                for _ in range(3):
+                    assert server.recv(timeout=WAIT) == payload
+                server.send(payload, timeout=WAIT)
+                assert clt.recv(timeout=WAIT) == payload
+
+
+@pytest.mark.timeout(20)
+def test_a_server_certificate_from_another_ca_is_refused(service, poll, timer):
+    svc, _, _ = service
+    stranger = ssl.create_default_context()
+    trustme.CA().configure_trust(stranger)
+    with pytest.raises(links.TLSError) as raised:
+        connect(svc, stranger, poll, timer)
+    assert raised.value.reason == "tls.handshake_failed" and "certificate" in str(raised.value)
+
+
+@pytest.mark.timeout(20)
+def test_the_wrong_server_name_is_refused(service, client_ctx, poll, timer):
+    svc, _, _ = service
+    with pytest.raises(links.TLSError, match="(?i)hostname|match"):
+        connect(svc, client_ctx, poll, timer, tls_server_name="example.org")
+
+
+@pytest.mark.timeout(20)
+def test_a_plaintext_client_costs_only_its_own_connection(service, client_ctx, poll, timer):
+    svc, sender, _ = service
+    with watch_logs() as logs, socket.create_connection(svc.local_addr, timeout=WAIT) as plain:
+        plain.sendall(b"\x00\x00\x00\x0b{\"n\": 1}xx" * 10)
+        logs.expect("tls.handshake_failed")
+        assert plain.recv(4096) is not None  # an alert, then EOF: it is closed
+        assert svc.gate.in_use == 0
+        with connect(svc, client_ctx, poll, timer) as clt:  # everyone else carries on
+            assert sender.send({"still": "here"}, timeout=WAIT) is links.SendStatus.COMPLETED
+            assert clt.recv(timeout=WAIT) == {"still": "here"}
+
+
+@pytest.mark.timeout(20)
+def test_a_handshake_that_stalls_is_cut_at_the_deadline(server_ctx, poll, timer):
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, tls=server_ctx, handshake_timeout=0.3
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr, timeout=WAIT) as silent:
+            silent.sendall(b"\x16\x03\x01")  # the start of a ClientHello, and nothing more
+            event = logs.expect("tls.handshake_timeout")
+            assert event["handshake_timeout"] == 0.3
+            silent.settimeout(WAIT)
+            assert silent.recv(1) == b""
+            assert svc.gate.in_use == 0
+
+
+@pytest.mark.timeout(20)
+def test_mutual_tls_refuses_a_client_without_a_certificate_and_names_one_with(ca, client_ctx, poll, timer):
+    required = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(required)
+    required.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(required)
+    seen: list[object] = []
+
+    class WhoIsIt(Json):
+        def on_connect(self, con):
+            seen.append(con.peer_certificate)
+
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=WhoIsIt, poll_handler=poll, timer=timer, tls=required
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        anonymous = None
+        try:
+            anonymous = links.Clt.connect(
+                f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
+            )  # fmt: skip
+            # TLS 1.3: the client finishes first; the server's refusal arrives after.
+            with pytest.raises(links.BrokenError):
+                anonymous.recv(timeout=WAIT)
+        except links.TLSError:
+            pass
+        finally:
+            if anonymous is not None:
+                anonymous.close()
+        logs.expect("tls.handshake_failed")
+        identified = ssl.create_default_context()
+        ca.configure_trust(identified)
+        ca.issue_cert("trader-7@example.com").configure_cert(identified)
+        with links.Clt.connect(
+            f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=identified
+        ) as clt:  # fmt: skip
+            clt.send({"n": 1})
+            logs.expect("clt.connected", role="Acceptor")
+    (cert,) = seen
+    assert ("email", "trader-7@example.com") in cert["subjectAltName"] or "trader-7" in str(cert)
+
+
+def test_tls_with_sessions_or_reconnect_is_refused_for_now(client_ctx, server_ctx):
+    with pytest.raises(ValueError, match="not supported yet"):
+        links.Svc.bind("127.0.0.1:0", protocol=Json, tls=server_ctx, session=links.session.Resumable())
+    with pytest.raises(ValueError, match="not supported yet"):
+        links.Clt.connect("127.0.0.1:9", protocol=Json, tls=client_ctx, reconnect=links.Backoff())
