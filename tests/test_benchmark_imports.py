@@ -7,7 +7,7 @@ those internals move, and measures something no user can run. Read from the sour
 * no import of a private ``links`` module (``links.<pkg>._private``) or of a private name;
 * every ``links`` name used is public: listed in the ``__all__`` of the module it comes from
   (``links``, ``links.lowlevel``, ``links.bench``, ``links.soupbintcp``, ...), or one of
-  its public subpackages;
+  its public subpackages (or a module dunder such as ``__file__``);
 * no private attribute (``x._name``) of anything but the script's own ``self`` or ``cls``.
 """
 
@@ -42,7 +42,7 @@ def check_name(module_name: str, name: str, line: int) -> list[str]:
     if any(private(part) for part in module_name.split(".")):
         return [f"line {line}: imports the private module {module_name}"]
     module = importlib.import_module(module_name)
-    if name not in public_names(module):
+    if name not in public_names(module) and not (name.startswith("__") and name.endswith("__")):
         return [f"line {line}: {module_name}.{name} is not public (not in {module_name}.__all__)"]
     return []
 

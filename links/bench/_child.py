@@ -4,7 +4,7 @@ Every implementation (the built-in ``links`` and ``plain``, and any a caller reg
 module with ``serve(ctl, params, **kwargs)`` and ``client(ctl, params, port, **kwargs)``. The
 harness runs each role in its own pinned process as ``python -m links.bench --child ...``;
 ``child_main`` loads the module (a dotted name, or a ``.py`` file on disk for implementations
-that live outside the package, such as the peers in ``benchmarks/peers/``) and calls it.
+that live outside the package, such as the peers in ``benchmarks/system/peers/``) and calls it.
 Everything an implementation needs from the harness is here, re-exported by ``links.bench``.
 
 The control channel

@@ -22,7 +22,7 @@ Each round runs one block of each workload on each side, alternating which side 
 the table reports medians over rounds and the median of the per-round ratios
 soupbintcp/plain, with their range.
 
-Run: python benchmarks/bench_soupbintcp.py [--rounds 10] [--messages 20000] [--round-trips 2000]
+Run: python benchmarks/system/soupbintcp.py [--rounds 10] [--messages 20000] [--round-trips 2000]
 """
 
 from __future__ import annotations
