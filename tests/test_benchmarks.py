@@ -103,6 +103,16 @@ def test_every_benchmark_script_has_a_smoke_run():
     assert scripts == {script for script, _, _ in RUNS} | OWN_TEST
 
 
+def test_the_readme_says_what_each_script_is_for():
+    """benchmarks/README.md names every script; the READMEs cite no script that is gone."""
+    readme = (BENCHMARKS / "README.md").read_text()
+    for script in sorted(p.relative_to(BENCHMARKS).as_posix() for p in BENCHMARKS.glob("*/*.py")):
+        assert f"`{script}`" in readme, f"{script} is not in benchmarks/README.md"
+    for text in (readme, (BENCHMARKS.parent / "README.md").read_text()):
+        for cited in re.findall(r"(?:benchmarks/)?((?:system|micro)/\w+\.py|bench_\w+\.py)", text):
+            assert (BENCHMARKS / cited).is_file(), f"a README cites {cited}, which is not in benchmarks/"
+
+
 def test_every_peer_module_is_registered():
     """The peers package runs each of its modules through system/vs_peers.py (above), the
     ones whose library is installed; a module it does not register would never run."""

@@ -243,6 +243,7 @@ def read_frames(
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from a blocking ``sock``; ``ConnectionError`` if the peer closes first."""
     got = 0
     while got < len(view):
         n = sock.recv_into(view[got:])
