@@ -14,7 +14,7 @@ The lock: spin, then park
     well under a microsecond and can catch the release without a park/unpark round trip.
     The bound keeps the worst case tiny. ``spins=0`` gives a plain blocking lock.
 
-    Measured (``benchmarks/bench_ref_lock.py``, ``benchmarks/RESULTS.md``): around a real
+    Measured (``benchmarks/micro/ref_lock.py``, ``benchmarks/RESULTS.md``): around a real
     ``send`` on a shared socket, 1 to 8 threads, ``SpinParkLock(16)`` ran at 0.78–0.86 of a
     plain ``threading.Lock`` and ``SpinParkLock(0)`` at 0.89–0.93. The spin never paid for
     itself, and most of the remaining gap was the lock's ``acquire`` being Python code. So
