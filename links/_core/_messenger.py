@@ -15,14 +15,12 @@ with dispatch (the SoupBinTCP messenger, for one, accepts different packets afte
 from __future__ import annotations
 
 import json
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from .._errors import DecodeError
+from ._typevars import RecvT, SendT
 
 __all__ = ["Messenger", "RawMessenger", "JsonMessenger"]
-
-SendT = TypeVar("SendT")
-RecvT = TypeVar("RecvT")
 
 Buffer = bytes | bytearray | memoryview
 

@@ -32,22 +32,20 @@ therefore *advances* in ``on_recv`` and times out through a timer task scheduled
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 from typing import Protocol as Interface
 from typing import runtime_checkable
 
 from ._framer import Framer, LengthPrefixFramer
 from ._messenger import Messenger, RawMessenger
+from ._typevars import RecvT, SendT
 
 if TYPE_CHECKING:
     from ._conid import ConId
+    from .._timer import Timer, TimerHandle
     from ._status import SendStatus
 
 __all__ = ["Protocol", "Handle", "overrides"]
-
-SendT = TypeVar("SendT")
-RecvT = TypeVar("RecvT")
-
 
 @runtime_checkable
 class Handle(Interface):
@@ -64,7 +62,7 @@ class Handle(Interface):
     def con_id(self) -> ConId: ...
 
     @property
-    def timer(self) -> Any: ...
+    def timer(self) -> Timer: ...
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus: ...
 
@@ -74,7 +72,7 @@ class Handle(Interface):
 
     def is_connected(self) -> bool: ...
 
-    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> Any: ...
+    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle: ...
 
 
 class Protocol(Generic[SendT, RecvT]):
