@@ -62,32 +62,38 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """Sample request: the server answers ``Pong`` with the same ``seq``."""
     seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """Sample answer to a ``Ping``, carrying its ``seq``."""
     seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Login:
+    """Sample login, sent by ``SampleClient`` from ``on_connect``; the password is kept out of reprs."""
     username: str
     password: str = field(repr=False)  # kept out of logs and reprs
 
 
 @dataclass(frozen=True, slots=True)
 class LoginAccepted:
+    """Sample answer to a valid ``Login``: the client is logged in from then on."""
     username: str
 
 
 @dataclass(frozen=True, slots=True)
 class LoginRejected:
+    """Sample answer to a bad ``Login``, with the server's ``reason``; the client raises ``LoginFailed``."""
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """Sample heartbeat, sent every ``heartbeat_interval`` by a logged-in side; needs no answer."""
     pass
 
 
@@ -185,6 +191,7 @@ class SampleClient(_SampleProtocol):
 
     @property
     def logged_in(self) -> bool:
+        """Whether the server accepted this connection's login (``LoginAccepted`` arrived)."""
         return self._logged_in
 
     def on_connect(self, con: Any) -> None:
@@ -229,6 +236,7 @@ class SampleServer(_SampleProtocol):
 
     @property
     def logged_in(self) -> bool:
+        """Whether this connection's client logged in (and the connection has not ended since)."""
         return self._state == "logged_in"
 
     def on_connect(self, con: Any) -> None:
