@@ -27,7 +27,7 @@ from ._connection import Connection
 from ._core._conid import ConId
 from ._core._status import SendStatus
 from ._errors import BrokenError
-from ._timer import Timer, TimerHandle
+from ._timer import TaskResult, Timer, TimerHandle
 
 __all__ = ["CltSender"]
 
@@ -54,7 +54,9 @@ class CltSender:
         """
         return self._con.is_connected()
 
-    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+    def schedule(
+        self, name: str, interval: float, task: Callable[[], TaskResult], *, delay: float | None = None
+    ) -> TimerHandle:
         """Schedule ``task`` on the connection's timer; it is cancelled when the connection is
         closed for good (see ``Timer.schedule`` for what ``task`` returns)."""
         return self._con.schedule(name, interval, task, delay=delay)

@@ -4,8 +4,10 @@
 check what a user sees: the package is copied to a folder that mypy takes for an installed
 package (found on ``PYTHONPATH`` through ``--python-executable``, as site-packages would be),
 so mypy reads it only if the ``py.typed`` marker is there and reports no error *inside* it,
-exactly as after ``pip install links``; then one mypy run checks the README's Python snippets
-and every file in ``examples/``.
+exactly as after ``pip install links``; then one mypy run checks the README's Python snippets,
+every file in ``examples/``, and ``tests/typed_usage.py``, where the mistakes the annotations
+must catch are marked ``# type: ignore[code]`` (an ignore that silences nothing fails under
+``--strict``, so loose types fail the check too).
 
 The README's snippets are fragments of one program: the second and third use ``links`` and
 the ``Chat`` protocol of the first, and ``tests/test_readme.py`` runs them in order in one
@@ -30,6 +32,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+TYPED_USAGE = Path(__file__).resolve().parent / "typed_usage.py"
 
 
 def readme_program() -> str:
@@ -59,7 +62,7 @@ def run_mypy(site: Path, work: Path, files: list[Path]) -> subprocess.CompletedP
 
 
 @pytest.mark.timeout(180)
-def test_readme_snippets_and_examples_pass_mypy_strict(tmp_path):
+def test_readme_snippets_examples_and_typed_usage_pass_mypy_strict(tmp_path):
     pytest.importorskip("mypy.api")
     site, work = tmp_path / "site", tmp_path / "work"
     work.mkdir()
@@ -67,9 +70,9 @@ def test_readme_snippets_and_examples_pass_mypy_strict(tmp_path):
     program = work / "readme_snippets.py"
     program.write_text(readme_program(), encoding="utf-8")
     assert EXAMPLES
-    done = run_mypy(site, work, [program, *EXAMPLES])
+    done = run_mypy(site, work, [program, *EXAMPLES, TYPED_USAGE])
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"no issues found in {1 + len(EXAMPLES)} source files" in done.stdout
+    assert f"no issues found in {2 + len(EXAMPLES)} source files" in done.stdout
 
 
 def test_py_typed_is_shipped_as_package_data(tmp_path):

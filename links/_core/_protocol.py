@@ -43,7 +43,7 @@ from ._typevars import RecvT, SendT
 if TYPE_CHECKING:
     from ._conid import ConId
     from .._timer import Timer, TimerHandle
-    from ._status import SendStatus
+    from ._status import RetryAfter, SendStatus, TaskStatus
 
 __all__ = ["Protocol", "Handle", "overrides"]
 
@@ -98,7 +98,7 @@ class Handle(Interface):
         """Whether the connection is up: the socket is open and ``Protocol.is_connected()`` says so."""
 
     def schedule(
-        self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None
+        self, name: str, interval: float, task: Callable[[], TaskStatus | RetryAfter], *, delay: float | None = None
     ) -> TimerHandle:
         """Run ``task`` on the connection's timer after ``delay`` (default ``interval``), then as it
         returns (``TaskStatus.COMPLETED``: again in ``interval``; ``TERMINATE``: stop;
