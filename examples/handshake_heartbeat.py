@@ -17,6 +17,7 @@ Run: python examples/handshake_heartbeat.py
 
 import logging
 import time
+from typing import Any
 
 import structlog
 
@@ -40,13 +41,13 @@ class LoginRejected(Exception):
 class LoginServer(JsonProtocol):
     heartbeat_interval = 0.05
 
-    def __init__(self):
-        self.user = None  # per-connection state: one fresh instance per connection
-        self.deadline = None
+    def __init__(self) -> None:
+        self.user: str | None = None  # per-connection state: one fresh instance per connection
+        self.deadline: links.lowlevel.TimerHandle | None = None
 
-    def on_connect(self, con):
+    def on_connect(self, con: links.Handle) -> None:
         # Start the clock, do not wait: the poll thread serves every other connection too.
-        def expire():
+        def expire() -> links.TaskStatus:
             if self.user is None:
                 print(f"  server: no login from {con.con_id.peer} within {LOGIN_DEADLINE}s, closing")
                 con.close("login_timeout")  # a reason: the peer is to blame, logged as such
@@ -55,12 +56,13 @@ class LoginServer(JsonProtocol):
         # con.schedule ties the task to this connection: it is cancelled if the connection ends.
         self.deadline = con.schedule("login deadline", LOGIN_DEADLINE, expire)
 
-    def on_recv(self, msg):
+    def on_recv(self, msg: Any) -> None:
         if msg["type"] == "login" and USERS.get(msg["user"]) == msg["password"]:
             self.user = msg["user"]
-            self.deadline.cancel()
+            if self.deadline is not None:
+                self.deadline.cancel()
 
-    def send_reply(self, msg, con):
+    def send_reply(self, msg: Any, con: links.Handle) -> None:
         if msg["type"] != "login":
             return  # heartbeats need no answer
         if self.user is not None:
@@ -69,30 +71,30 @@ class LoginServer(JsonProtocol):
             con.send({"type": "login_rejected", "why": "bad user or password"}, timeout=0)
             con.close("login_rejected")
 
-    def send_heartbeat(self, con):
+    def send_heartbeat(self, con: links.Handle) -> None:
         con.send({"type": "hb"}, timeout=0)  # a full socket means traffic flows anyway: skip
 
 
 class LoginClient(JsonProtocol):
     heartbeat_interval = 0.05
 
-    def __init__(self, user, password):
+    def __init__(self, user: str, password: str) -> None:
         self.credentials = {"type": "login", "user": user, "password": password}
         self.logged_in = False
 
-    def on_connect(self, con):
+    def on_connect(self, con: links.Handle) -> None:
         con.send(self.credentials)
 
-    def on_recv(self, msg):
+    def on_recv(self, msg: Any) -> None:
         if msg["type"] == "login_ok":
             self.logged_in = True
         elif msg["type"] == "login_rejected":
             raise LoginRejected(msg["why"])  # during connect: closes and propagates
 
-    def is_connected(self):
+    def is_connected(self) -> bool:
         return self.logged_in  # Clt.connect receives until this turns True
 
-    def send_heartbeat(self, con):
+    def send_heartbeat(self, con: links.Handle) -> None:
         con.send({"type": "hb"}, timeout=0)
 
 

@@ -14,9 +14,11 @@ Run: python examples/inspect_logs.py
 
 import threading
 from collections import Counter
+from typing import NoReturn
 
 import structlog
 from structlog.testing import capture_logs
+from structlog.typing import EventDict, WrappedLogger
 
 import links
 
@@ -28,7 +30,7 @@ class Json(links.Protocol):
     def __init__(self, gone: threading.Event | None = None) -> None:
         self.gone = gone
 
-    def on_disconnect(self, con_id):
+    def on_disconnect(self, con_id: links.ConId) -> None:
         if self.gone is not None:
             self.gone.set()
 
@@ -66,10 +68,10 @@ assert "peer_closed" in reasons.values()
 
 
 # 2. A custom processor: count events by name while logging normally (here: nowhere).
-counts: Counter = Counter()
+counts: Counter[str] = Counter()
 
 
-def count_events(logger, method_name, event_dict):
+def count_events(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> NoReturn:
     counts[event_dict["event"]] += 1
     raise structlog.DropEvent  # this example only counts; a real program would render it
 

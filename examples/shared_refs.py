@@ -33,7 +33,7 @@ with links.Svc.bind("127.0.0.1:0", protocol=Json, callback=counter + store) as s
     clt = links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Json)
     ref = clt.into_sender_with_spawned_recver_ref()  # a Ref[CltSender]
 
-    def worker(sender: links.Ref, name: str) -> None:
+    def worker(sender: links.Ref[links.CltSender], name: str) -> None:
         for n in range(EACH):
             sender.send({"from": name, "n": n})
 

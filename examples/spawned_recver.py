@@ -10,6 +10,7 @@ Run: python examples/spawned_recver.py
 
 import logging
 import threading
+from typing import Any
 
 import structlog
 
@@ -27,13 +28,13 @@ class Json(links.Protocol):
 class Echo(Json):
     """The service's protocol: answer every message."""
 
-    def send_reply(self, msg, con):
+    def send_reply(self, msg: Any, con: links.Handle) -> None:
         # Runs on the poll thread right after the callback: answer without waiting.
         con.send({"echo": msg}, timeout=0)
 
 
 class Printer(links.Callback):
-    def on_recv(self, con_id, msg):
+    def on_recv(self, con_id: links.ConId, msg: Any) -> None:
         print(f"  {con_id.name} got {msg} on thread {threading.current_thread().name!r}")
 
 

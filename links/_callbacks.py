@@ -43,12 +43,25 @@ class Callback:
     """Base class: both hooks do nothing. ``a + b`` chains callbacks."""
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
-        pass
+        """``msg`` arrived on connection ``con_id`` (after ``Protocol.on_recv``, before ``send_reply``).
+
+        On a spawned receiver this runs on the poll thread: return quickly and never block. An
+        exception raised here reaches the ``recv`` caller; on a spawned receiver it ends that
+        connection (``BrokenError``, reason ``recver_failed``), never the poll thread. The base
+        class does nothing; returns None.
+        """
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
+        """``msg`` was taken for sending on connection ``con_id`` (after ``Protocol.on_sent``).
+
+        Runs on the sending thread (the poll or timer thread for replies and heartbeats); an
+        exception raised here reaches that ``send``'s caller. The base class does nothing;
+        returns None.
+        """
         pass
 
     def __add__(self, other: Callback) -> ChainCallback:
+        """A ``ChainCallback`` that calls this callback, then ``other``."""
         return ChainCallback(self, other)
 
 
@@ -62,10 +75,12 @@ class ChainCallback(Callback):
         self.callbacks = tuple(flat)
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
+        """Call ``on_recv`` of each chained callback, in order; the first that raises stops the rest."""
         for cb in self.callbacks:
             cb.on_recv(con_id, msg)
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
+        """Call ``on_sent`` of each chained callback, in order; the first that raises stops the rest."""
         for cb in self.callbacks:
             cb.on_sent(con_id, msg)
 
@@ -74,7 +89,7 @@ class ChainCallback(Callback):
 
 
 class DevNullCallback(Callback):
-    """Ignores everything."""
+    """Ignores every message in both directions: the callback of a connection given none."""
 
     def __repr__(self) -> str:
         return "DevNullCallback()"
@@ -92,9 +107,11 @@ class LoggerCallback(Callback):
         self._log = getattr(get_logger("callback"), level)
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
+        """Log ``callback.recv`` with ``con_id`` and ``msg`` at the chosen level. Never raises."""
         self._log("callback.recv", con_id=str(con_id), msg=msg)
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
+        """Log ``callback.sent`` with ``con_id`` and ``msg`` at the chosen level. Never raises."""
         self._log("callback.sent", con_id=str(con_id), msg=msg)
 
     def __repr__(self) -> str:
@@ -125,22 +142,39 @@ class CounterCallback(Callback):
         self.sent_count = 0
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
+        """Count one received message (``recv_count``) and wake ``wait_recv`` callers. Never raises."""
         with self._lock:
             self.recv_count += 1
             if self._waiters:
                 self._cond.notify_all()
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
+        """Count one sent message (``sent_count``) and wake ``wait_sent`` callers. Never raises."""
         with self._lock:
             self.sent_count += 1
             if self._waiters:
                 self._cond.notify_all()
 
     def wait_recv(self, count: int, timeout: float | None = None) -> bool:
-        """True once ``count`` messages were received; False if the timeout passed first."""
+        """Wait until ``count`` messages were received in all, at most ``timeout`` seconds (None: no limit).
+
+        Returns:
+            True once ``recv_count >= count``; False if the timeout passed first.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return self._wait(lambda: self.recv_count >= count, timeout)
 
     def wait_sent(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until ``count`` messages were sent in all, at most ``timeout`` seconds (None: no limit).
+
+        Returns:
+            True once ``sent_count >= count``; False if the timeout passed first.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return self._wait(lambda: self.sent_count >= count, timeout)
 
     def _wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
@@ -174,9 +208,11 @@ class StoreCallback(Callback):
         self.records: list[Record] = []
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
+        """Keep a received message (a ``Record`` in ``records``) and wake waiting finders. Never raises."""
         self._add("recv", con_id, msg)
 
     def on_sent(self, con_id: ConId, msg: Any) -> None:
+        """Keep a sent message (a ``Record`` in ``records``) and wake waiting finders. Never raises."""
         self._add("sent", con_id, msg)
 
     def _add(self, direction: str, con_id: ConId, msg: Any) -> None:
@@ -185,23 +221,48 @@ class StoreCallback(Callback):
             self._cond.notify_all()
 
     def recv_msgs(self) -> list[Any]:
+        """Every message received so far, oldest first (a new list; the store keeps them)."""
         with self._cond:
             return [r.msg for r in self.records if r.direction == "recv"]
 
     def sent_msgs(self) -> list[Any]:
+        """Every message sent so far, oldest first (a new list; the store keeps them)."""
         with self._cond:
             return [r.msg for r in self.records if r.direction == "sent"]
 
     def find_recv(self, predicate: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
-        """The first received message matching ``predicate`` (any, if None), waiting up to
-        ``timeout`` for it to arrive; None if it did not."""
+        """The first received message that matches ``predicate`` (any message, if None), waiting
+        up to ``timeout`` seconds (None: no limit) for one to arrive.
+
+        Returns:
+            The message, or None if none matched in time.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return self._find("recv", predicate, timeout)
 
     def find_sent(self, predicate: Callable[[Any], bool] | None = None, timeout: float | None = None) -> Any:
+        """The first sent message that matches ``predicate`` (any message, if None), waiting
+        up to ``timeout`` seconds (None: no limit) for one to be sent.
+
+        Returns:
+            The message, or None if none matched in time.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return self._find("sent", predicate, timeout)
 
     def wait_recv_count(self, count: int, timeout: float | None = None) -> bool:
-        """True once ``count`` messages were received; False if the timeout passed first."""
+        """Wait until ``count`` messages were received in all, at most ``timeout`` seconds.
+
+        Returns:
+            True once that many are stored; False if the timeout passed first.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return bool(_wait_for(self._cond, lambda: sum(r.direction == "recv" for r in self.records) >= count, timeout))
 
     def _find(self, direction: str, predicate: Callable[[Any], bool] | None, timeout: float | None) -> Any:
@@ -220,6 +281,7 @@ class StoreCallback(Callback):
         return found.msg if found is not None else None
 
     def clear(self) -> None:
+        """Forget every stored message (``records`` becomes empty). Returns None."""
         with self._cond:
             self.records.clear()
 
@@ -251,6 +313,14 @@ class DispatchCallback(Callback):
         self.otherwise = otherwise
 
     def on(self, filter: type | Callable[[Any], bool]) -> Callable[[Callable[[ConId, Any], None]], Callable[[ConId, Any], None]]:
+        """Register the decorated function as a handler of the received messages ``filter`` matches.
+
+        Args:
+            filter: a type (the message is an instance of it) or a predicate on the message.
+
+        Returns:
+            A decorator that registers ``handler(con_id, msg)`` and returns it unchanged.
+        """
         match = (lambda msg: isinstance(msg, filter)) if isinstance(filter, type) else filter
 
         def register(handler: Callable[[ConId, Any], None]) -> Callable[[ConId, Any], None]:
@@ -260,6 +330,10 @@ class DispatchCallback(Callback):
         return register
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
+        """Call every handler whose filter matches ``msg``, in registration order, or
+        ``otherwise`` when none does. A handler's exception propagates (ending that connection, on a
+        spawned receiver).
+        """
         handled = False
         for match, handler in self._routes:
             if match(msg):

@@ -14,7 +14,13 @@ __all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds", "time_left"]
 
 
 class Clock(Protocol):
-    def monotonic(self) -> float: ...
+    """What ``links`` asks of a clock: ``monotonic()`` seconds that never go backwards.
+
+    ``MonotonicClock`` is the production one; ``links.testing.FakeClock`` moves only when a
+    test says so. Any object with such a method will do (``Timer(clock=...)``).
+    """
+    def monotonic(self) -> float:
+        """The current time in seconds, from an arbitrary origin; never less than the last value."""
 
 
 def deadline_after(timeout: float | None) -> float | None:
@@ -53,6 +59,7 @@ class MonotonicClock:
     __slots__ = ()
 
     def monotonic(self) -> float:
+        """``time.monotonic()``: seconds since an arbitrary origin, never going backwards."""
         return time.monotonic()
 
     def __repr__(self) -> str:

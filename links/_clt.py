@@ -211,30 +211,96 @@ class Clt:
 
     @property
     def con_id(self) -> ConId:
+        """This connection's identity: role, name, local and peer address (``str()`` for logs).
+
+        It stays readable after the connection closed; with ``reconnect=`` the addresses are
+        those of the newest attachment.
+        """
         return self._con.con_id
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
-        """See ``CltSender.send``."""
+        """Send one message: ``Protocol.on_send`` → serialize → frame → write, whole or not at all.
+
+        Args:
+            msg: a message the protocol's messenger serializes (a dict for ``JsonMessenger``,
+                bytes for ``RawMessenger``).
+            timeout: seconds to wait for room (or, with ``reconnect=``, for the next
+                connection): 0 never waits, None (the default) waits as long as it takes
+                (a peer that stops reading is cut after ``stall_timeout``). On the poll and
+                timer threads it is always 0.
+
+        Returns:
+            ``SendStatus.COMPLETED`` when links has the message (what the socket did not take
+            at once the poll thread writes); ``SendStatus.WOULD_BLOCK`` when none of it was
+            taken within ``timeout`` (``Protocol.on_would_block`` ran).
+
+        Raises:
+            ClosedError: the connection was closed on this side, or this ``Clt`` was split.
+            BrokenError: the peer closed or reset it (with ``reconnect=``: it gave up).
+            FrameTooLarge: the frame exceeds the framer's ``max_frame_size``; nothing was sent.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+            Whatever the messenger or a protocol hook raises (a ``TypeError`` for a message
+            it cannot serialize, say), after ``Protocol.on_error``.
+        """
         if self._sender is None:
             return self._halves()[1].send(msg, timeout)  # raises: this Clt was split
         return self._con.send(msg, timeout)  # CltSender.send, one call fewer (the W1 hot path)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
-        """See ``CltSender.send_many``."""
+        """Send a batch of messages in one write: all of them are taken, or none.
+
+        Hooks (``on_send``, ``on_sent``) run per message. Batching is what makes sending
+        cheap: one syscall for the batch instead of one per message.
+
+        Args:
+            msgs: the messages, in order.
+            timeout: as for ``send``.
+
+        Returns:
+            ``SendStatus.COMPLETED`` (all taken) or ``SendStatus.WOULD_BLOCK`` (none taken).
+
+        Raises:
+            The same errors as ``send``. With ``reconnect=``, a batch of two or more whose
+            write found the connection cut raises ``BrokenError`` (part of it may have arrived).
+        """
         return self._halves()[1].send_many(msgs, timeout)
 
     def recv(self, timeout: float | None = None) -> Any:
-        """See ``CltRecver.recv``."""
+        """Receive the next message on this thread, waiting up to ``timeout`` seconds.
+
+        The message goes through ``Protocol.on_recv``, the callback and ``send_reply`` first,
+        as on a spawned receiver.
+
+        Args:
+            timeout: None (the default) waits as long as it takes, 0 only takes what has
+                arrived, ``T`` waits at most about ``T`` seconds.
+
+        Returns:
+            The deserialized message, or None when the timeout expired first.
+
+        Raises:
+            BrokenError: the peer closed or reset the connection (``.reason`` says which).
+            ClosedError: the connection was closed on this side, or this ``Clt`` was split.
+            FrameTooLarge, DecodeError: the peer sent a hostile frame; the connection is closed.
+            BusyError: another thread is inside ``recv`` on this connection.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         return self._halves()[0].recv(timeout)
 
     def __iter__(self) -> Iterator[Any]:
+        """Messages as ``recv()`` returns them, until the peer closes (then iteration stops)."""
         return iter(self._halves()[0])
 
     def is_connected(self) -> bool:
+        """Whether the connection is up now: the socket is open and the protocol says so
+        (``Protocol.is_connected``: logged in, heartbeats fresh). Never raises; False once
+        closed, and between attachments while ``reconnect=`` redials."""
         return self._con.is_connected()
 
     def close(self) -> None:
-        """End the connection (both halves, every ref). Idempotent."""
+        """End the connection (both halves, every ref): ``Protocol.on_close`` says goodbye,
+        then the socket closes and ``on_disconnect`` runs once. Idempotent; never raises.
+        Later calls on it raise ``ClosedError``."""
         self._con.close()
 
     def __enter__(self) -> Clt:
@@ -249,20 +315,38 @@ class Clt:
     # -- taking it apart --------------------------------------------------------------------
 
     def split(self) -> tuple[CltRecver, CltSender]:
-        """The two halves, for a reading thread and a writing thread."""
+        """Take the connection apart into its two halves, for a reading and a writing thread.
+
+        Returns:
+            ``(CltRecver, CltSender)``; this ``Clt`` is spent (its own calls raise ``ClosedError``).
+
+        Raises:
+            ClosedError: it was split (or spawned) already.
+        """
         halves = self._halves()
         self._recver = self._sender = None
         return halves
 
     def split_ref(self) -> tuple[Ref[CltRecver], Ref[CltSender]]:
-        """The two halves as shareable ``Ref`` handles."""
+        """Like ``split``, with each half wrapped in a shareable ``Ref`` (``clone()`` it per thread).
+
+        Raises:
+            ClosedError: it was split (or spawned) already.
+        """
         recver, sender = self.split()
         return Ref(recver), Ref(sender)
 
     def into_sender_with_spawned_recver(self) -> CltSender:
         """Move the receiver into the poll thread; keep (and return) the sender.
 
+        From then on messages reach the callback (and ``send_reply``) on the poll thread, and
+        this ``Clt`` is spent (its own calls raise ``ClosedError``).
+
+        Returns:
+            The ``CltSender``, safe to call from several threads.
+
         Raises:
+            ClosedError: it was split (or spawned) already.
             BusyError: another thread is inside ``recv`` on this ``Clt``: two readers of one
                 socket would tear its frames apart.
         """
@@ -281,7 +365,11 @@ class Clt:
         return sender
 
     def into_sender_with_spawned_recver_ref(self) -> Ref[CltSender]:
-        """Like ``into_sender_with_spawned_recver``, as a shareable ``Ref``."""
+        """Like ``into_sender_with_spawned_recver``, returning the sender as a shareable ``Ref``.
+
+        Raises:
+            ClosedError, BusyError: as ``into_sender_with_spawned_recver``.
+        """
         return Ref(self.into_sender_with_spawned_recver())
 
     def _halves(self) -> tuple[CltRecver, CltSender]:

@@ -34,6 +34,7 @@ class Permit:
 
     @property
     def released(self) -> bool:
+        """Whether ``release()`` was called: True once the slot went back to the gate."""
         return self._released
 
 
@@ -57,10 +58,12 @@ class ConnectionGate:
 
     @property
     def in_use(self) -> int:
+        """How many permits are held now (live connections on the listener); never raises."""
         return self._in_use
 
     @property
     def available(self) -> int:
+        """How many more connections the gate would admit now (``max_connections - in_use``)."""
         return self.max_connections - self._in_use
 
     def __repr__(self) -> str:

@@ -167,10 +167,8 @@ class PollHandler:
         self._post(fn)
 
     def sync(self, timeout: float | None = 5.0) -> bool:
-        """Wait until every command posted before this call has run; False on timeout.
-
-        Useful to know that a ``close()`` from another thread has released its fd.
-        """
+        """Wait until every command posted before this call has run; False on timeout. Useful
+        to know that a ``close()`` from another thread has released its fd."""
         if self._stopped or self._thread is None or self.in_poll_thread():
             return True
         done = threading.Event()
@@ -178,6 +176,7 @@ class PollHandler:
         return done.wait(timeout)
 
     def in_poll_thread(self) -> bool:
+        """Whether the calling thread is this handler's poll thread (hooks on spawned receivers run there)."""
         return threading.get_ident() == self._ident
 
     @property

@@ -106,10 +106,11 @@ class SvcSender:
 
     @property
     def con_id(self) -> str:
+        """The service's name (a ``SvcSender`` speaks for many connections, so it has no ``ConId``)."""
         return self.name
 
     def con_ids(self) -> list[ConId]:
-        """The connections in the pool now."""
+        """The ``ConId`` of every connection in the pool now, in join order (a new list)."""
         return self._pool.con_ids()
 
     def __len__(self) -> int:
@@ -120,26 +121,47 @@ class SvcSender:
         return any(s.is_connected() for s in self._pool.senders())
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
-        """Send to the next connection in round-robin order.
+        """Send to the next connection in round-robin order (a connected one first, with sessions).
 
-        Returns ``WOULD_BLOCK`` if no connection joined within ``timeout``, or the chosen
-        one had no room in time.
+        Args:
+            timeout: as ``Clt.send``; it also bounds the wait for a first connection to join.
+
+        Returns:
+            ``SendStatus.COMPLETED``; ``SendStatus.WOULD_BLOCK`` if no connection joined within
+            ``timeout``, or the chosen one had no room in time. A connection found broken is
+            skipped for the next one.
 
         Raises:
             ClosedError: the service was closed.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+            Whatever the messenger or a hook raises for this message (as ``Clt.send``).
         """
         return self._round_robin(lambda s, t: s.send(msg, t), timeout)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
-        """Send a batch, in one write, to the next connection in round-robin order."""
+        """Send a batch, in one write, to the next connection in round-robin order.
+
+        Returns:
+            ``SendStatus.COMPLETED`` (all taken) or ``SendStatus.WOULD_BLOCK`` (none taken), as ``send``.
+
+        Raises:
+            ClosedError: the service was closed.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+        """
         batch = list(msgs)
         return self._round_robin(lambda s, t: s.send_many(batch, t), timeout)
 
     def send_to(self, con_id: ConId, msg: Any, timeout: float | None = None) -> SendStatus:
-        """Send to one connection.
+        """Send to the connection ``con_id`` (from a callback's ``on_recv`` or ``con_ids()``).
+
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as ``Clt.send``.
 
         Raises:
-            BrokenError: ``con_id`` is not in the pool (it ended, or never joined).
+            BrokenError: ``con_id`` is not in the pool (it ended, or never joined), reason
+                ``unknown_connection``; or it broke during this send.
+            ClosedError: the service was closed.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
         """
         sender = self._pool.get(con_id)
         if sender is None:
@@ -149,11 +171,17 @@ class SvcSender:
         return sender.send(msg, timeout)
 
     def broadcast(self, msg: Any, timeout: float | None = None) -> int:
-        """Send to every connection; returns how many took it (broken ones are dropped).
+        """Send ``msg`` to every connection in the pool.
 
         One slow connection never delays the others: every connection is offered the message
         without waiting first, and only those that had no room are waited on, each for what
         remains of the one ``timeout``.
+
+        Returns:
+            How many connections took it (0 for an empty pool); broken ones are skipped.
+
+        Raises:
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
         """
         deadline = deadline_after(timeout)
         taken = 0
@@ -170,6 +198,7 @@ class SvcSender:
         return taken
 
     def close(self) -> None:
+        """Close the whole service: stop accepting and close every pooled connection. Idempotent."""
         self._close()
 
     def __repr__(self) -> str:

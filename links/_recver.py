@@ -25,6 +25,7 @@ from typing import Any
 
 from ._clock import deadline_after, time_left
 from ._connection import Connection
+from ._core._conid import ConId
 from ._errors import BrokenError, BusyError, ClosedError, LinksError, ProtocolError
 
 __all__ = ["CltRecver"]
@@ -38,7 +39,8 @@ class CltRecver:
         self._busy = threading.Lock()  # held by the one thread inside recv (a try-lock, never waited on)
 
     @property
-    def con_id(self) -> Any:
+    def con_id(self) -> ConId:
+        """This connection's identity: role, name, local and peer address (``str()`` for logs)."""
         return self._con.con_id
 
     def fileno(self) -> int:
@@ -47,6 +49,9 @@ class CltRecver:
         return -1 if att is None else att.transport.fileno()
 
     def is_connected(self) -> bool:
+        """Whether the connection is up now: the socket is open and ``Protocol.is_connected()``
+        says so. Never raises; False once closed, and between attachments while ``reconnect=`` redials.
+        """
         return self._con.is_connected()
 
     def close(self) -> None:

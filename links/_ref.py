@@ -14,7 +14,7 @@ The lock: spin, then park
     well under a microsecond and can catch the release without a park/unpark round trip.
     The bound keeps the worst case tiny. ``spins=0`` gives a plain blocking lock.
 
-    Measured (``benchmarks/bench_ref_lock.py``, ``benchmarks/RESULTS.md``): around a real
+    Measured (``benchmarks/micro/ref_lock.py``, ``benchmarks/RESULTS.md``): around a real
     ``send`` on a shared socket, 1 to 8 threads, ``SpinParkLock(16)`` ran at 0.78–0.86 of a
     plain ``threading.Lock`` and ``SpinParkLock(0)`` at 0.89–0.93. The spin never paid for
     itself, and most of the remaining gap was the lock's ``acquire`` being Python code. So
@@ -36,9 +36,13 @@ What is and is not locked
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from ._core._conid import ConId
+    from ._core._status import SendStatus
 
 __all__ = ["Ref", "SpinParkLock", "DEFAULT_SPINS", "released_while_waiting"]
 
@@ -79,6 +83,7 @@ class SpinParkLock:
         self.spins = spins
 
     def acquire(self) -> None:
+        """Take the lock: up to ``spins`` non-blocking tries, then a blocking wait. Returns None."""
         try_acquire = self._lock.acquire
         for _ in range(self.spins):
             if try_acquire(False):
@@ -86,9 +91,11 @@ class SpinParkLock:
         try_acquire()  # park: the OS puts us to sleep until the holder releases
 
     def release(self) -> None:
+        """Give the lock back. Raises ``RuntimeError`` if it is not held."""
         self._lock.release()
 
     def locked(self) -> bool:
+        """Whether some thread holds the lock now (a snapshot: it may change at once)."""
         return self._lock.locked()
 
     def __enter__(self) -> SpinParkLock:
@@ -136,7 +143,18 @@ class Ref(Generic[T]):
 
     # -- the verbs, each under the lock ----------------------------------------------------
 
-    def send(self, msg: Any, timeout: float | None = None) -> Any:
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """``target.send(msg, timeout)`` under the shared lock (``CltSender``, ``SvcSender``, ``Svc``).
+
+        A wait for room lets go of the lock, so a ``send(timeout=0)`` from another clone never
+        waits behind it.
+
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as the target's ``send``.
+
+        Raises:
+            What the target's ``send`` raises (``ClosedError``, ``BrokenError``, ...).
+        """
         lock = self._lock
         with lock:
             send_held = self._send_held
@@ -144,13 +162,38 @@ class Ref(Generic[T]):
                 return send_held(lock, msg, timeout)
         return self._sending("send", msg, timeout)
 
-    def send_many(self, msgs: Any, timeout: float | None = None) -> Any:
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        """``target.send_many(msgs, timeout)`` under the shared lock: one write, all or nothing.
+
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as the target's ``send_many``.
+
+        Raises:
+            What the target's ``send_many`` raises.
+        """
         return self._sending("send_many", msgs, timeout)
 
-    def send_to(self, con_id: Any, msg: Any, timeout: float | None = None) -> Any:
+    def send_to(self, con_id: ConId, msg: Any, timeout: float | None = None) -> SendStatus:
+        """``target.send_to(con_id, msg, timeout)`` under the shared lock (a ``SvcSender`` or ``Svc``).
+
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as the target's ``send_to``.
+
+        Raises:
+            What the target's ``send_to`` raises (``BrokenError`` for a ``con_id`` not in the
+            pool, ...); ``AttributeError`` if the target has no ``send_to``.
+        """
         return self._sending("send_to", con_id, msg, timeout)
 
-    def broadcast(self, msg: Any, timeout: float | None = None) -> Any:
+    def broadcast(self, msg: Any, timeout: float | None = None) -> int:
+        """``target.broadcast(msg, timeout)`` under the shared lock (a ``SvcSender`` or ``Svc``).
+
+        Returns:
+            How many connections took the message, as the target's ``broadcast``.
+
+        Raises:
+            What the target's ``broadcast`` raises; ``AttributeError`` if it has none.
+        """
         return self._sending("broadcast", msg, timeout)
 
     def _sending(self, verb: str, *args: Any) -> Any:
@@ -164,6 +207,14 @@ class Ref(Generic[T]):
                 _held.lock = outer
 
     def recv(self, timeout: float | None = None) -> Any:
+        """``target.recv(timeout)`` under the shared lock, so that clones read one at a time.
+
+        Returns:
+            The next message, or None when the timeout expired.
+
+        Raises:
+            What the target's ``recv`` raises; ``AttributeError`` if it has none (a sender).
+        """
         with self._lock:
             return self._target.recv(timeout)  # type: ignore[attr-defined]
 
@@ -171,9 +222,12 @@ class Ref(Generic[T]):
 
     @property
     def con_id(self) -> Any:
+        """The target's ``con_id`` (read without the lock): a ``ConId``, or a service's name for a
+        ``SvcSender``. ``AttributeError`` if the target has none."""
         return self._target.con_id  # type: ignore[attr-defined]
 
     def is_connected(self) -> bool:
+        """The target's ``is_connected()``, asked without the lock (it never waits)."""
         return self._target.is_connected()  # type: ignore[attr-defined]
 
     def close(self) -> None:

@@ -24,9 +24,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._connection import Connection
+from ._core._conid import ConId
 from ._core._status import SendStatus
 from ._errors import BrokenError
-from ._timer import Timer, TimerHandle
+from ._timer import TaskResult, Timer, TimerHandle
 
 __all__ = ["CltSender"]
 
@@ -38,7 +39,8 @@ class CltSender:
         self._con = connection
 
     @property
-    def con_id(self) -> Any:
+    def con_id(self) -> ConId:
+        """This connection's identity: role, name, local and peer address (``str()`` for logs)."""
         return self._con.con_id
 
     @property
@@ -47,9 +49,14 @@ class CltSender:
         return self._con.timer
 
     def is_connected(self) -> bool:
+        """Whether the connection is up now: the socket is open and ``Protocol.is_connected()``
+        says so. Never raises; False once closed, and between attachments while ``reconnect=`` redials.
+        """
         return self._con.is_connected()
 
-    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> TimerHandle:
+    def schedule(
+        self, name: str, interval: float, task: Callable[[], TaskResult], *, delay: float | None = None
+    ) -> TimerHandle:
         """Schedule ``task`` on the connection's timer; it is cancelled when the connection is
         closed for good (see ``Timer.schedule`` for what ``task`` returns)."""
         return self._con.schedule(name, interval, task, delay=delay)
@@ -83,16 +90,25 @@ class CltSender:
         return f"CltSender({self._con.con_id}, connected={self._con.is_connected()})"
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
-        """Send one message.
+        """Send one message: ``Protocol.on_send`` → serialize → frame → write, whole or not at all.
 
         Args:
+            msg: a message the protocol's messenger serializes.
             timeout: how long to wait for socket room (or, between attachments, for the next
                 one) before giving up with ``WOULD_BLOCK``: 0 is one nonblocking attempt,
-                None waits as long as it takes.
+                None waits as long as it takes (a peer that stops reading is cut after
+                ``stall_timeout``). On the poll and timer threads it is always 0.
+
+        Returns:
+            ``SendStatus.COMPLETED`` when links has the message (what the socket did not take at
+            once the poll thread writes), or ``SendStatus.WOULD_BLOCK`` when none of it was taken.
 
         Raises:
             ClosedError: the connection was closed locally.
             BrokenError: the peer is gone (and no reconnect is configured, or it gave up).
+            FrameTooLarge: the frame exceeds the framer's ``max_frame_size``; nothing was sent.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
+            Whatever the messenger or a protocol hook raises, after ``Protocol.on_error``.
         """
         if timeout is None:  # the common case, one call less
             return self._con.send_now(msg)
@@ -103,5 +119,13 @@ class CltSender:
         return self._con.send(msg, timeout, None, lock)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
-        """Send a batch with one write; all or nothing like ``send``. Hooks run per message."""
+        """Send a batch of messages in one write: all of them are taken, or none. Hooks run per message.
+
+        Returns:
+            ``SendStatus.COMPLETED`` (all taken) or ``SendStatus.WOULD_BLOCK`` (none taken).
+
+        Raises:
+            The same errors as ``send``. With ``reconnect=``, a batch of two or more whose write
+            found the connection cut raises ``BrokenError`` (part of it may have arrived).
+        """
         return self._con.write(None, list(msgs), timeout)

@@ -82,7 +82,7 @@ class Sending:
         attachment up and nothing owed, no ``on_send``): per-message ``send()`` is one syscall
         plus this Python, and the Python is what links can cut. Measured: the Python per call
         went from 5.8-7.0x a plain ``pack`` + ``send`` to 4.4-4.7x
-        (``benchmarks/bench_send_path.py``), and W1 ``send()`` from 0.82-0.83x plain blocking
+        (``benchmarks/micro/send_path.py``), and W1 ``send()`` from 0.82-0.83x plain blocking
         sockets to 0.88-0.91x in the same runs (RESULTS.md, "Send path"). Any other case goes
         the general way (``write``); so does a failed write that waits for the next attachment.
         """

@@ -224,8 +224,12 @@ class Svc:
                 ``verify_mode = CERT_REQUIRED`` only clients with a certificate it trusts get
                 in). Each handshake runs on the poll thread within ``handshake_timeout``.
 
+        Returns the listening ``Svc`` (then ``accept`` on a thread, or spawn it into the poll thread).
+
         Raises:
-            ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
+            ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding), or
+                ``addr`` is not ``"host:port"``.
+            OSError: the address cannot be bound (in use, not local, no permission).
         """
         check_limits(stall_timeout, max_outbound)
         check_tls(tls, session=session)
@@ -244,9 +248,14 @@ class Svc:
     # -- accepting on user threads ----------------------------------------------------------
 
     def accept(self, timeout: float | None = None) -> Clt | None:
-        """The next connection as a ``Clt`` you own, or None if none came within ``timeout``.
+        """The next connection as a ``Clt`` you own (not pooled), waiting up to ``timeout`` seconds.
 
-        A connection refused by the gate is closed and logged, and waiting continues.
+        A connection refused by the gate (``max_connections``) is closed and logged, and waiting
+        continues. Returns the ``Clt`` (its ``on_connect`` ran), or None if none came in time.
+
+        Raises:
+            ClosedError: the service is closed (also by another thread meanwhile), or spawned.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
         """
         self._check_usable()
         deadline = deadline_after(timeout)
@@ -277,7 +286,8 @@ class Svc:
             wait_fd(poller, left)
 
     def accept_into_pool(self, timeout: float | None = None) -> ConId | None:
-        """Accept the next connection into the service's pool; its ``con_id``, or None."""
+        """Accept the next connection into the pool (``recv``, ``send`` and ``send_to`` then reach
+        it); its ``con_id``, or None if none came within ``timeout``. Raises as ``accept``."""
         clt = self.accept(timeout)
         if clt is None:
             return None
@@ -311,6 +321,7 @@ class Svc:
             self.admitted(clt)
 
     def timer_or_default(self) -> Timer:
+        """The timer this service's connections use: the one given to ``bind``, else the default."""
         return default_timer() if self.timer is None else self.timer
 
     def admitted(self, clt: Clt) -> None:
@@ -322,6 +333,7 @@ class Svc:
             self._admitted = clt
 
     def poll_or_default(self) -> PollHandler:
+        """The poll handler this service spawns into: the one given to ``bind``, else the default."""
         return default_poll_handler() if self.poll_handler is None else self.poll_handler
 
     # -- the pool ---------------------------------------------------------------------------
@@ -330,25 +342,39 @@ class Svc:
         return len(self._pool)
 
     def con_ids(self) -> list[ConId]:
+        """The ``ConId`` of every connection in the pool now, in join order (a new list)."""
         return self._pool.con_ids()
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
-        """Round-robin over the pool (see ``SvcSender.send``)."""
+        """Send to the next pooled connection, round-robin (as ``SvcSender.send``): ``COMPLETED``, or
+        ``WOULD_BLOCK`` if none joined or had room within ``timeout``. Raises ``ClosedError`` once the
+        service is closed; ``ValueError``/``TypeError`` for an unusable ``timeout``."""
         return self._sender.send(msg, timeout)
 
     def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        """Send a batch in one write to the next pooled connection, round-robin: ``COMPLETED`` (all
+        taken) or ``WOULD_BLOCK`` (none). Raises as ``send``."""
         return self._sender.send_many(msgs, timeout)
 
     def send_to(self, con_id: ConId, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send to the pooled connection ``con_id``: ``COMPLETED`` or ``WOULD_BLOCK``. Raises
+        ``BrokenError`` (reason ``unknown_connection``) if it is not in the pool, else as ``send``."""
         return self._sender.send_to(con_id, msg, timeout)
 
     def broadcast(self, msg: Any, timeout: float | None = None) -> int:
+        """Send ``msg`` to every pooled connection, a slow one never delaying the others (as
+        ``SvcSender.broadcast``); returns how many took it."""
         return self._sender.broadcast(msg, timeout)
 
     def recv(self, timeout: float | None = None) -> Any:
-        """The next message from any pooled connection, round-robin; None on timeout.
+        """The next message from any pooled connection, round-robin; None if none came within ``timeout``.
 
-        A connection that ends while being read is dropped from the pool (and logged).
+        A connection that ends while being read is dropped from the pool (and logged); with none
+        pooled, it waits for one to join.
+
+        Raises:
+            ClosedError: the service is closed, or its receivers were spawned.
+            ValueError, TypeError: ``timeout`` is not a usable number of seconds.
         """
         self._check_usable()
         deadline = deadline_after(timeout)
@@ -377,7 +403,10 @@ class Svc:
     # -- into the poll thread -----------------------------------------------------------------
 
     def into_sender_with_spawned_recver(self) -> SvcSender:
-        """Move the acceptor and every receiver into the poll thread; return the pool sender."""
+        """Move the acceptor and every pooled receiver into the poll thread, and return the
+        ``SvcSender`` over the live pool (closing it closes the service). Messages then reach the
+        callback there; ``accept`` and ``recv`` raise ``ClosedError`` (so does this, if closed or
+        spawned already)."""
         self._check_usable()
         poll = self.poll_or_default()
         self._spawned_on = poll
@@ -389,6 +418,8 @@ class Svc:
         return self._sender
 
     def into_sender_with_spawned_recver_ref(self) -> Ref[SvcSender]:
+        """Like ``into_sender_with_spawned_recver``, returning the pool sender as a shareable ``Ref``;
+        raises ``ClosedError`` the same way."""
         return Ref(self.into_sender_with_spawned_recver())
 
     def _pool_spawned(self, clt: Clt) -> None:
@@ -406,7 +437,9 @@ class Svc:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop accepting and close every pooled connection. Idempotent."""
+        """Stop accepting and close every pooled connection (each says goodbye through its
+        ``Protocol.on_close``). Idempotent; returns once the port is free; never raises.
+        """
         if self._closed:
             return
         self._closed = True

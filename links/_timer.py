@@ -70,6 +70,9 @@ class TimerHandle:
         self._queued = False  # in the heap (not running, finished or forgotten by shutdown)
 
     def cancel(self) -> None:
+        """Stop the task: it runs no more (a run already under way finishes). Idempotent, any
+        thread; returns None and never raises.
+        """
         self._timer._cancel(self)
 
     def __repr__(self) -> str:
@@ -168,6 +171,7 @@ class Timer:
 
     @property
     def is_shutdown(self) -> bool:
+        """Whether ``shutdown()`` ran: True once the timer thread stopped and ``schedule`` raises ``RuntimeError``."""
         return self._stopped
 
     def __enter__(self) -> Timer:

@@ -2,12 +2,15 @@
 
 Speed is never asserted here (tiny runs measure nothing): these catch a benchmark broken by a
 change in links, a failed measurement, a nan, a column name printed twice or a row that does
-not fit its header, before a full run. Scripts that pin a server and a client to CPUs 0 and
+not fit its header, before a full run. Every script in ``benchmarks/system`` and
+``benchmarks/micro`` has its run here (a test checks the list), and every peer of
+``system/vs_peers.py`` whose library is installed runs through it. Scripts that pin a server and a client to CPUs 0 and
 1 with ``taskset`` need both, and ``taskset``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -21,19 +24,28 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 PINNABLE = {0, 1} <= os.sched_getaffinity(0) and shutil.which("taskset") is not None
 
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# Every peer of system/vs_peers.py that can run here: the optional libraries of the others
+# (``pip install -e '.[bench]'``) are not test dependencies.
+PEERS = ["plain", "asyncio"] + [name for name, lib in (("uvloop", "uvloop"), ("zmq", "zmq"), ("twisted", "twisted"))
+                                if installed(lib)] + (["c"] if shutil.which("gcc") or shutil.which("cc") else [])  # fmt: skip
+
 # (script, tiny arguments, whether it pins processes to CPUs 0 and 1 with taskset)
 RUNS = [
-    ("bench_echo_server.py", ["--rounds", "1", "--count", "200"], True),
-    ("bench_links_vs_sockets.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
-    ("bench_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", "plain,asyncio", "--json", "{tmp}/peers.json"], False),
-    ("bench_receive_path.py", ["--rounds", "1", "--reads", "2"], False),
-    ("bench_recv_path.py", ["--rounds", "1", "--count", "200"], False),
-    ("bench_ref_lock.py", ["--rounds", "1", "--scale", "0.001"], False),
-    ("bench_scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
-    ("bench_send_floor.py", ["--rounds", "1", "--count", "500"], True),
-    ("bench_send_path.py", ["--rounds", "1", "--count", "200"], False),
-    ("bench_soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
+    ("micro/echo_server.py", ["--rounds", "1", "--count", "200"], True),
+    ("micro/recv_path.py", ["--rounds", "1", "--reads", "2", "--count", "200"], False),
+    ("micro/ref_lock.py", ["--rounds", "1", "--scale", "0.001"], False),
+    ("micro/send_path.py", ["--rounds", "1", "--count", "200"], False),
+    ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
+    ("system/soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
+    ("system/vs_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", ",".join(PEERS), "--json", "{tmp}/peers.json"], False),
 ]
+# Scripts with a test of their own below (they print no table).
+OWN_TEST = {"system/idle_connections.py"}
 
 
 BAD_CELL = re.compile(r"^—$|FAILED|\b(nan|inf)\b", re.IGNORECASE)
@@ -85,7 +97,32 @@ def test_the_benchmark_runs_and_prints_a_whole_table(script, args, pinned, tmp_p
             assert not any(BAD_CELL.search(cell) for cell in row), row
 
 
+def test_every_benchmark_script_has_a_smoke_run():
+    """A script added to benchmarks/ without a tiny run here would break unseen."""
+    scripts = {p.relative_to(BENCHMARKS).as_posix() for p in BENCHMARKS.glob("*/*.py")}
+    assert scripts == {script for script, _, _ in RUNS} | OWN_TEST
+
+
+def test_the_readme_says_what_each_script_is_for():
+    """benchmarks/README.md names every script; the READMEs cite no script that is gone."""
+    readme = (BENCHMARKS / "README.md").read_text()
+    for script in sorted(p.relative_to(BENCHMARKS).as_posix() for p in BENCHMARKS.glob("*/*.py")):
+        assert f"`{script}`" in readme, f"{script} is not in benchmarks/README.md"
+    for text in (readme, (BENCHMARKS.parent / "README.md").read_text()):
+        for cited in re.findall(r"(?:benchmarks/)?((?:system|micro)/\w+\.py|bench_\w+\.py)", text):
+            assert (BENCHMARKS / cited).is_file(), f"a README cites {cited}, which is not in benchmarks/"
+
+
+def test_every_peer_module_is_registered():
+    """The peers package runs each of its modules through system/vs_peers.py (above), the
+    ones whose library is installed; a module it does not register would never run."""
+    peers = BENCHMARKS / "system" / "peers"
+    modules = {p for p in peers.glob("*.py") if p.name != "__init__.py"}
+    registered = re.findall(r'HERE / "(\w+\.py)"', (peers / "__init__.py").read_text())
+    assert modules == {peers / name for name in registered}
+
+
 def test_the_idle_connections_benchmark_reports_memory_per_connection():
-    out = run("bench_idle_connections.py", ["--connections", "20", "--idle-seconds", "0.1"])
+    out = run("system/idle_connections.py", ["--connections", "20", "--idle-seconds", "0.1"])
     match = re.search(r"rss per connection\s+([\d.]+) KiB", out)
     assert match and float(match.group(1)) > 0, out

@@ -20,6 +20,16 @@ __all__ = ["Backoff"]
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
+    """The schedule on which a client redials after its connection dropped (``reconnect=``).
+
+    Attempt ``n`` waits ``min(maximum, initial * factor ** (n - 1))`` seconds, ±``jitter`` (a
+    fraction); the schedule starts over once a connection stayed up ``reset_after`` seconds;
+    after ``max_attempts`` attempts (None: never) the client gives up and raises ``BrokenError``.
+
+    Raises:
+        ValueError: when made with ``initial`` not in ``(0, maximum]``, ``factor < 1``,
+            ``jitter`` outside ``[0, 1)`` or a negative ``reset_after`` (nan included).
+    """
     initial: float = 0.05
     maximum: float = 5.0
     factor: float = 2.0
@@ -39,11 +49,14 @@ class Backoff:
             raise ValueError("reset_after must be >= 0 seconds")
 
     def base(self, attempt: int) -> float:
-        """The delay before ``attempt`` (1-based), before jitter."""
+        """The delay in seconds before ``attempt`` (1-based), before jitter:
+        ``min(maximum, initial * factor ** (attempt - 1))``."""
         return min(self.maximum, self.initial * self.factor ** (attempt - 1))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The jittered delay before ``attempt``."""
+        """The delay in seconds before ``attempt`` (1-based), spread by ``jitter`` with ``rng``
+        (default: the ``random`` module), so that clients cut together do not redial together.
+        """
         base = self.base(attempt)
         if not self.jitter:
             return base
@@ -51,4 +64,5 @@ class Backoff:
         return base * (1.0 + spread)
 
     def gives_up(self, attempt: int) -> bool:
+        """Whether ``attempt`` (1-based) is past ``max_attempts``: True means stop redialing."""
         return self.max_attempts is not None and attempt > self.max_attempts

@@ -62,6 +62,11 @@ class ReceiveBuffer:
         return view
 
     def commit(self, n: int) -> None:
+        """Count ``n`` bytes just written into the view ``writable()`` returned as received data.
+
+        When a read filled all that was offered, the next ``writable()`` offers more (up to the
+        maximum read size). Returns None.
+        """
         self._end += n
         if n >= self._offered and self._read_size < self._max_read_size:
             self._read_size *= 2  # the read filled everything offered: offer more next time

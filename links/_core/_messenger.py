@@ -15,25 +15,46 @@ with dispatch (the SoupBinTCP messenger, for one, accepts different packets afte
 from __future__ import annotations
 
 import json
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from .._errors import DecodeError
+from ._typevars import RecvT, SendT
 
 __all__ = ["Messenger", "RawMessenger", "JsonMessenger"]
-
-SendT = TypeVar("SendT")
-RecvT = TypeVar("RecvT")
 
 Buffer = bytes | bytearray | memoryview
 
 
 class Messenger(Generic[SendT, RecvT]):
-    """Base class and contract. Subclass and override both methods."""
+    """Turns messages into payloads and back: subclass it and override both methods.
+
+    ``Messenger[SendT, RecvT]`` names the types sent and received; without parameters both are
+    ``Any``. A messenger never sees framing: the framer adds and strips it.
+    """
 
     def serialize(self, msg: SendT) -> Buffer:
+        """Turn ``msg`` into the payload of one frame.
+
+        Returns:
+            The payload (bytes, bytearray or memoryview).
+
+        Raises:
+            Any error for a message it cannot encode (``TypeError``, ``ValueError``, ...): the
+            send raises it, after ``Protocol.on_error``; ``NotImplementedError`` in the base class.
+        """
         raise NotImplementedError
 
     def deserialize(self, payload: Buffer) -> RecvT:
+        """Turn one frame's ``payload`` into a message. ``payload`` is valid only during the
+        call: copy what you keep.
+
+        Returns:
+            The message.
+
+        Raises:
+            DecodeError: the bytes are not a valid message (the engine then closes that
+                connection, logged ``frame.decode_failed``); ``NotImplementedError`` in the base class.
+        """
         raise NotImplementedError
 
 
@@ -41,14 +62,21 @@ class RawMessenger(Messenger[bytes, bytes]):
     """Messages are the payload bytes themselves."""
 
     def serialize(self, msg: bytes) -> Buffer:
+        """The payload is ``msg`` itself.
+
+        Raises:
+            TypeError: ``msg`` is not bytes, bytearray or memoryview.
+        """
         if not isinstance(msg, Buffer):  # the union, not a tuple built per call: 25 ns a send
             raise TypeError(f"RawMessenger sends bytes, not {type(msg).__name__}")
         return msg
 
     def deserialize(self, payload: Buffer) -> bytes:
+        """A copy of ``payload`` as ``bytes``. Never raises."""
         return bytes(payload)
 
     def deserialize_many(self, payloads: list[Buffer]) -> list[bytes]:
+        """``deserialize`` for a whole read at once: a list of ``bytes``, one per payload. Never raises."""
         return list(map(bytes, payloads))
 
     def __repr__(self) -> str:
@@ -63,9 +91,19 @@ class JsonMessenger(Messenger[Any, Any]):
         self._decoder = json.JSONDecoder()
 
     def serialize(self, msg: Any) -> Buffer:
+        """``msg`` as compact JSON, UTF-8 encoded.
+
+        Raises:
+            TypeError: ``msg`` holds something JSON cannot represent; ValueError: a circular reference.
+        """
         return self._encoder.encode(msg).encode()
 
     def deserialize(self, payload: Buffer) -> Any:
+        """The JSON value in ``payload`` (a dict, list, str, number, bool or None).
+
+        Raises:
+            DecodeError: the payload is not UTF-8 JSON.
+        """
         try:
             return self._decoder.decode(bytes(payload).decode())
         except (UnicodeDecodeError, ValueError) as e:

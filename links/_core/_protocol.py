@@ -32,22 +32,20 @@ therefore *advances* in ``on_recv`` and times out through a timer task scheduled
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 from typing import Protocol as Interface
 from typing import runtime_checkable
 
 from ._framer import Framer, LengthPrefixFramer
 from ._messenger import Messenger, RawMessenger
+from ._typevars import RecvT, SendT
 
 if TYPE_CHECKING:
     from ._conid import ConId
-    from ._status import SendStatus
+    from .._timer import Timer, TimerHandle
+    from ._status import RetryAfter, SendStatus, TaskStatus
 
 __all__ = ["Protocol", "Handle", "overrides"]
-
-SendT = TypeVar("SendT")
-RecvT = TypeVar("RecvT")
-
 
 @runtime_checkable
 class Handle(Interface):
@@ -61,20 +59,57 @@ class Handle(Interface):
     """
 
     @property
-    def con_id(self) -> ConId: ...
+    def con_id(self) -> ConId:
+        """The identity of the connection this protocol instance serves (role, name, addresses)."""
 
     @property
-    def timer(self) -> Any: ...
+    def timer(self) -> Timer:
+        """The timer that drives this connection's heartbeats; ``schedule`` is usually what a protocol wants."""
 
-    def send(self, msg: Any, timeout: float | None = None) -> SendStatus: ...
+    def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
+        """Send ``msg`` on this connection (thread-safe); on the poll and timer threads it never waits.
 
-    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus: ...
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as ``CltSender.send``.
 
-    def close(self, reason: str | None = None) -> None: ...
+        Raises:
+            ClosedError, BrokenError: the connection ended; and what ``CltSender.send`` raises.
+        """
 
-    def is_connected(self) -> bool: ...
+    def send_many(self, msgs: Iterable[Any], timeout: float | None = None) -> SendStatus:
+        """Send a batch in one write, all or nothing (thread-safe).
 
-    def schedule(self, name: str, interval: float, task: Callable[[], Any], *, delay: float | None = None) -> Any: ...
+        Returns:
+            ``SendStatus.COMPLETED`` or ``SendStatus.WOULD_BLOCK``, as ``CltSender.send_many``.
+
+        Raises:
+            ClosedError, BrokenError: the connection ended; and what ``CltSender.send_many`` raises.
+        """
+
+    def close(self, reason: str | None = None) -> None:
+        """End the connection. Idempotent; never raises.
+
+        ``reason=None`` is an orderly close (``on_close`` says goodbye, later calls raise
+        ``ClosedError``); a reason blames the peer: no goodbye, later calls raise
+        ``BrokenError(reason)``, and ``reconnect=`` may redial.
+        """
+
+    def is_connected(self) -> bool:
+        """Whether the connection is up: the socket is open and ``Protocol.is_connected()`` says so."""
+
+    def schedule(
+        self, name: str, interval: float, task: Callable[[], TaskStatus | RetryAfter], *, delay: float | None = None
+    ) -> TimerHandle:
+        """Run ``task`` on the connection's timer after ``delay`` (default ``interval``), then as it
+        returns (``TaskStatus.COMPLETED``: again in ``interval``; ``TERMINATE``: stop;
+        ``RetryAfter(s)``); cancelled when the connection ends.
+
+        Returns:
+            The ``TimerHandle``, to ``cancel()`` it earlier (a login deadline, once logged in).
+
+        Raises:
+            RuntimeError: the timer was shut down.
+        """
 
 
 class Protocol(Generic[SendT, RecvT]):
@@ -122,10 +157,20 @@ class Protocol(Generic[SendT, RecvT]):
         """Writing ``msg`` failed with ``error`` (which is then raised to the caller)."""
 
     def on_recv(self, msg: RecvT) -> None:
-        """``msg`` arrived (before the callback sees it)."""
+        """``msg`` arrived: runs before the callback sees it, then ``send_reply`` runs.
+
+        It runs on the receiving thread (the poll thread when spawned: never block there). An
+        exception raised here propagates from ``Clt.connect`` during the handshake (a login
+        rejection, say: the connection is closed) and from ``recv`` to its caller; on a spawned
+        receiver it ends the connection (``BrokenError``, reason ``recver_failed``).
+        """
 
     def is_connected(self) -> bool:
-        """Protocol-level liveness (logged in, heartbeats fresh). The socket's is checked too."""
+        """Protocol-level liveness (logged in, heartbeats fresh); True by default.
+
+        ``Clt.connect`` receives until it turns True (a login handshake), and
+        ``Clt.is_connected()`` is this and the socket's state together. Must not raise.
+        """
         return True
 
     def send_reply(self, msg: RecvT, con: Handle) -> None:

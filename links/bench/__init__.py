@@ -1,4 +1,4 @@
-"""The benchmark harness behind ``links bench`` and ``benchmarks/bench_peers.py``.
+"""The benchmark harness behind ``links bench`` and ``benchmarks/system/vs_peers.py``.
 
 Workloads W1-W4 (4-byte length-prefixed frames on 127.0.0.1):
 
@@ -15,6 +15,11 @@ the package and are registered by passing ``Impl(name, "/path/to/peer.py")`` to 
 peer module defines ``serve(ctl, params)`` and ``client(ctl, params, port)`` with the helpers
 re-exported here from ``_child``.
 
+The scripts in ``benchmarks/`` build on the same names, plus what they share beyond the
+harness (``_scripts``): ``quiet_logs``, the ``Raw`` and ``RawEcho`` protocols of the workloads,
+``timed`` and ``ratio_table`` for the micro-benchmarks' loops and tables, and ``loopback_pair``
+to hand ``Clt.from_socket`` a connected socket. They use nothing else of links but its public API.
+
 This is a tool, not part of the messaging API: nothing in ``links`` imports it.
 """
 
@@ -27,12 +32,13 @@ from ._child import (
     Params as Params,
     Tally as Tally,
     payload as payload,
+    percentile as percentile,
     read_frames as read_frames,
     recv_exact as recv_exact,
     rtt_result as rtt_result,
     run_senders as run_senders,
 )
-from ._links import round_robin as round_robin
+from ._links import Raw as Raw, RawEcho as RawEcho, round_robin as round_robin
 from ._measure import (
     LINKS as LINKS,
     PLAIN as PLAIN,
@@ -53,10 +59,12 @@ from ._run import (
     run as run,
     summarize as summarize,
 )
+from ._scripts import loopback_pair as loopback_pair, quiet_logs as quiet_logs, ratio_table as ratio_table, timed as timed
 
 __all__ = [
     "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
-    "Control", "Go", "Impl", "Params", "Results", "Step", "Tally",
-    "describe_pins", "describe_record", "machine", "payload", "pinning", "placements", "read_frames", "recv_exact", "render_table",
-    "round_robin", "rtt_result", "run", "run_senders", "summarize", "workload_params",
+    "Control", "Go", "Impl", "Params", "Raw", "RawEcho", "Results", "Step", "Tally",
+    "describe_pins", "describe_record", "loopback_pair", "machine", "payload", "percentile", "pinning", "placements",
+    "quiet_logs", "ratio_table", "read_frames", "recv_exact", "render_table", "round_robin", "rtt_result", "run",
+    "run_senders", "summarize", "timed", "workload_params",
 ]  # fmt: skip

@@ -4,7 +4,7 @@ Every implementation (the built-in ``links`` and ``plain``, and any a caller reg
 module with ``serve(ctl, params, **kwargs)`` and ``client(ctl, params, port, **kwargs)``. The
 harness runs each role in its own pinned process as ``python -m links.bench --child ...``;
 ``child_main`` loads the module (a dotted name, or a ``.py`` file on disk for implementations
-that live outside the package, such as the peers in ``benchmarks/peers/``) and calls it.
+that live outside the package, such as the peers in ``benchmarks/system/peers/``) and calls it.
 Everything an implementation needs from the harness is here, re-exported by ``links.bench``.
 
 The control channel
@@ -243,6 +243,7 @@ def read_frames(
 
 
 def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` from a blocking ``sock``; ``ConnectionError`` if the peer closes first."""
     got = 0
     while got < len(view):
         n = sock.recv_into(view[got:])

@@ -23,28 +23,29 @@ Client variants:
 
 from __future__ import annotations
 
-import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 import links
 
 from ._child import BUSY_POLL_S, HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
+from ._scripts import quiet_logs
 
 WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
 
 
 class Raw(links.Protocol):
+    """4-byte big-endian length prefix, raw bytes: the frames of every workload."""
+
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=MAX_FRAME)
     messenger = links.RawMessenger()
 
 
 class RawEcho(Raw):
+    """``Raw`` that echoes every message from ``send_reply`` (the W2 server)."""
+
     def send_reply(self, msg: Any, con: Any) -> None:
         con.send(msg)  # one message in flight: there is always room
 
@@ -57,20 +58,8 @@ class Counting(links.Callback):
         self.add(1, len(msg))
 
 
-def _quiet_logs() -> None:
-    """Connection events go to stdout by structlog's default; here warnings and errors only, on stderr.
-
-    Called by ``serve`` and ``client``, in the child process only: importing this module
-    configures nothing.
-    """
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
 def serve(ctl: Control, params: Params) -> None:
-    _quiet_logs()
+    quiet_logs()
     tally = Tally(ctl, params)
     protocol = RawEcho if params.workload == "w2" else Raw
     poll = links.PollHandler("links-busy-poll", busy_poll=BUSY_POLL_S) if params.variant.endswith("_busy") else None
@@ -187,7 +176,7 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
 
 
 def client(ctl: Control, params: Params, port: int) -> None:
-    _quiet_logs()
+    quiet_logs()
     data = payload(params.size)
     if params.workload == "w2":
         result = _ping_pong(port, params, data)

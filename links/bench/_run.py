@@ -14,7 +14,7 @@ Placement
     processes run changes results 2-4x on a small VM (a wake-up across CPUs is expensive),
     so every row says which placement it used.
 
-Both ``links bench`` and ``benchmarks/bench_peers.py`` call ``run`` and print what it returns;
+Both ``links bench`` and ``benchmarks/system/vs_peers.py`` call ``run`` and print what it returns;
 they differ only in which peers they pass and how they show progress.
 """
 

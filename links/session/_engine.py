@@ -58,6 +58,9 @@ class SessionRejected(LinksError):
 
 
 class SessionState(enum.Enum):
+    """Where one side of a session is: ``HANDSHAKING`` (HELLO/WELCOME under way), ``ATTACHED``
+    (a connection carries it), ``DETACHED`` (cut, waiting to resume) or ``LOST`` (over for good).
+    """
     DETACHED = "detached"
     HANDSHAKING = "handshaking"
     ATTACHED = "attached"
@@ -80,9 +83,11 @@ class ReplayBuffer:
 
     @property
     def full(self) -> bool:
+        """Whether the buffer is at ``max_messages`` or ``max_bytes``: senders then wait (back-pressure)."""
         return len(self._frames) >= self.max_messages or self.nbytes >= self.max_bytes
 
     def append(self, seq: int, frame: bytes) -> None:
+        """Keep ``frame`` (sequence ``seq``) until an ack covers it. Never refuses: check ``full`` first."""
         self._frames.append((seq, frame))
         self.nbytes += len(frame)
 
@@ -95,6 +100,7 @@ class ReplayBuffer:
         return dropped
 
     def frames(self) -> list[bytes]:
+        """The kept frames, oldest first (a new list): what a resume replays."""
         return [f for _, f in self._frames]
 
 
@@ -385,10 +391,12 @@ class ServerSessions:
         self.evicted.append(entry.owner)
 
     def take_evicted(self) -> list[object]:
+        """The owners of sessions evicted to make room since the last call (the driver closes them); clears the list."""
         evicted, self.evicted = self.evicted, []
         return evicted
 
     def set_owner(self, session: Session, owner: object) -> None:
+        """Record ``owner`` (the connection that serves it) for ``session``; a forgotten session is ignored."""
         entry = self._by_key.get(session.key)
         if entry is not None:
             entry.owner = owner

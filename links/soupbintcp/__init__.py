@@ -97,6 +97,14 @@ Store and replay policy
 * Sending Sequenced Data on a connection that is not logged in (yet, or any more) raises
   ``NotLoggedInError``: there is no stream to number it in.
 
+Names
+-----
+``Packet`` is the union of the ten packet classes (``decode_packet`` returns one,
+``encode_packet`` takes one). ``NOT_AUTHORIZED`` (``"A"``) and ``SESSION_NOT_AVAILABLE``
+(``"S"``) are the reject codes of ``LoginRejected.reason``. ``MAX_FRAME_SIZE`` is the largest
+frame SoupBinTCP can carry (a 2-byte length plus up to 65,535 bytes), the default
+``max_frame_size`` of both protocols.
+
 Log events
 ----------
 Logger ``links.soupbintcp``, each event bound to ``con_id``:

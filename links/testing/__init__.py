@@ -10,7 +10,9 @@
 * ``Simulator``: the shipped ``Clt`` and ``Svc`` with ``session=`` over memory sockets and a
   seeded, simulated network with cuts, delays and late-noticed failures on a fake clock; a
   failure replays from its seed;
-* a sample protocol (Ping/Pong behind a login, with heartbeats) and its messages.
+* a sample protocol (Ping/Pong behind a login, with heartbeats: ``SampleClient``,
+  ``SampleServer``) and its messages (``SampleMessage`` is their union, carried as JSON by
+  ``SampleMessenger``).
 
 The waitable callbacks (``StoreCallback``, ``CounterCallback``) live in ``links`` itself.
 """

@@ -19,6 +19,7 @@ class FakeClock:
         self._lock = threading.Lock()
 
     def monotonic(self) -> float:
+        """The fake time now, in seconds: it moves only through ``advance``. Never raises."""
         return self._now
 
     def advance(self, seconds: float) -> float:

@@ -191,21 +191,51 @@ class MemorySocket:
     # -- the socket API ---------------------------------------------------------------------
 
     def setblocking(self, flag: bool) -> None:
+        """Accept ``setblocking(False)`` (a memory socket is always nonblocking; waits go through
+        ``links_wait``). Returns None.
+
+        Raises:
+            ValueError: ``flag`` is true.
+        """
         if flag:
             raise ValueError("MemorySocket is nonblocking only")
 
     def fileno(self) -> int:
+        """A real file descriptor standing in for this end: readable and writable exactly when this
+        end is, so selectors and ``poll`` work on it. -1 once closed, like a socket. Never raises.
+        """
         return self._placeholder.fileno()  # -1 once closed, like a socket
 
     def getsockname(self) -> tuple[str, int]:
+        """This end's made-up address, ``("memory", n)``.
+
+        Raises:
+            OSError: ``EBADF`` once this end is closed.
+        """
         self._check_open()
         return self._addr
 
     def getpeername(self) -> tuple[str, int]:
+        """The other end's made-up address, ``("memory", n)``.
+
+        Raises:
+            OSError: ``EBADF`` once this end is closed.
+        """
         self._check_open()
         return self.peer._addr
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """Move up to ``nbytes`` (0: ``len(buffer)``) received bytes into ``buffer``, at most
+        ``chunk_size`` of them.
+
+        Returns:
+            How many bytes were moved; 0 once the peer shut down sending (or closed) and nothing
+            is left, or after our own ``shutdown(SHUT_RD)``.
+
+        Raises:
+            BlockingIOError: nothing is buffered yet (or ``would_block`` is set).
+            OSError: ``EBADF`` once this end is closed; ``ConnectionResetError`` after ``reset()``.
+        """
         view = memoryview(buffer).cast("B")
         limit = len(view) if nbytes <= 0 else min(nbytes, len(view))
         with self._cond:
@@ -225,11 +255,30 @@ class MemorySocket:
             raise _error(BlockingIOError, errno.EAGAIN)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` received bytes, as ``recv_into`` moves them.
+
+        Returns:
+            The bytes; empty at EOF.
+
+        Raises:
+            BlockingIOError: nothing is buffered yet (or ``would_block`` is set).
+            OSError: ``EBADF`` once this end is closed; ``ConnectionResetError`` after ``reset()``.
+        """
         buf = bytearray(bufsize)
         n = self.recv_into(buf)
         return bytes(buf[:n])
 
     def send(self, data: Any, flags: int = 0) -> int:
+        """Put as much of ``data`` as fits into the peer's receive buffer (at most ``chunk_size``).
+
+        Returns:
+            How many bytes were taken (partial writes happen, as on a real socket).
+
+        Raises:
+            BlockingIOError: the peer's buffer is full (or ``would_block`` is set).
+            BrokenPipeError: we shut down sending, or the peer shut down reading or closed.
+            OSError: ``EBADF`` once this end is closed; ``ConnectionResetError`` after ``reset()``.
+        """
         view = memoryview(data).cast("B")
         with self._cond:
             self._check_usable()
@@ -250,6 +299,12 @@ class MemorySocket:
             return n
 
     def shutdown(self, how: int) -> None:
+        """Shut down reading (``SHUT_RD``), sending (``SHUT_WR``: the peer sees EOF) or both,
+        waking every waiter on either end. Returns None.
+
+        Raises:
+            OSError: ``EBADF`` once this end is closed.
+        """
         with self._cond:
             self._check_open()
             if how in (socket.SHUT_RD, socket.SHUT_RDWR):

@@ -33,14 +33,16 @@ import hmac
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Union
 
 from .._core._framer import LengthPrefixFramer
 from .._core._messenger import Buffer, JsonMessenger, Messenger
-from .._core._protocol import Protocol
+from .._core._conid import ConId
+from .._core._protocol import Handle, Protocol
 from .._core._status import SendStatus, TaskStatus
 from .._errors import DecodeError, LinksError
 from .._log import get_logger
+from .._timer import TimerHandle
 
 __all__ = [
     "Ping",
@@ -62,32 +64,38 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Ping:
+    """Sample request: the server answers ``Pong`` with the same ``seq``."""
     seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Pong:
+    """Sample answer to a ``Ping``, carrying its ``seq``."""
     seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Login:
+    """Sample login, sent by ``SampleClient`` from ``on_connect``; the password is kept out of reprs."""
     username: str
     password: str = field(repr=False)  # kept out of logs and reprs
 
 
 @dataclass(frozen=True, slots=True)
 class LoginAccepted:
+    """Sample answer to a valid ``Login``: the client is logged in from then on."""
     username: str
 
 
 @dataclass(frozen=True, slots=True)
 class LoginRejected:
+    """Sample answer to a bad ``Login``, with the server's ``reason``; the client raises ``LoginFailed``."""
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
+    """Sample heartbeat, sent every ``heartbeat_interval`` by a logged-in side; needs no answer."""
     pass
 
 
@@ -150,16 +158,16 @@ class _SampleProtocol(Protocol[SampleMessage, SampleMessage]):
     def logged_in(self) -> bool:
         raise NotImplementedError
 
-    def send_reply(self, msg: SampleMessage, con: Any) -> None:
+    def send_reply(self, msg: SampleMessage, con: Handle) -> None:
         if isinstance(msg, Ping):
             _reply(con, Pong(msg.seq))
 
-    def send_heartbeat(self, con: Any) -> None:
+    def send_heartbeat(self, con: Handle) -> None:
         if self.logged_in:
             con.send(Heartbeat(), timeout=0)
 
 
-def _reply(con: Any, msg: SampleMessage) -> bool:
+def _reply(con: Handle, msg: SampleMessage) -> bool:
     """Send without waiting; True when written (see the module docstring)."""
     try:
         return con.send(msg, timeout=0) is SendStatus.COMPLETED
@@ -185,9 +193,10 @@ class SampleClient(_SampleProtocol):
 
     @property
     def logged_in(self) -> bool:
+        """Whether the server accepted this connection's login (``LoginAccepted`` arrived)."""
         return self._logged_in
 
-    def on_connect(self, con: Any) -> None:
+    def on_connect(self, con: Handle) -> None:
         con.send(Login(self.username, self.password))  # an empty new socket: never waits
 
     def on_recv(self, msg: SampleMessage) -> None:
@@ -224,14 +233,15 @@ class SampleServer(_SampleProtocol):
         self.username: str | None = None
         self._state = "awaiting"  # "awaiting" | "logged_in" | "ended"
         self._lock = threading.Lock()
-        self._deadline: Any = None
+        self._deadline: TimerHandle | None = None
         self._answer: LoginAccepted | LoginRejected | None = None  # from on_recv to send_reply
 
     @property
     def logged_in(self) -> bool:
+        """Whether this connection's client logged in (and the connection has not ended since)."""
         return self._state == "logged_in"
 
-    def on_connect(self, con: Any) -> None:
+    def on_connect(self, con: Handle) -> None:
         def expire() -> TaskStatus:
             with self._lock:
                 expired = self._state == "awaiting"
@@ -258,7 +268,7 @@ class SampleServer(_SampleProtocol):
                 self._state, self._answer = "ended", LoginRejected("bad username or password")
         self._cancel_deadline()
 
-    def send_reply(self, msg: SampleMessage, con: Any) -> None:
+    def send_reply(self, msg: SampleMessage, con: Handle) -> None:
         answer, self._answer = self._answer, None
         if answer is None:
             if self.logged_in:
@@ -268,7 +278,7 @@ class SampleServer(_SampleProtocol):
         if not _reply(con, answer) or isinstance(answer, LoginRejected):
             con.close()
 
-    def on_disconnect(self, con_id: Any) -> None:
+    def on_disconnect(self, con_id: ConId) -> None:
         with self._lock:
             self._state = "ended"
         self._cancel_deadline()

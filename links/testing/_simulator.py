@@ -192,6 +192,7 @@ class SimResult:
 
     @property
     def ok(self) -> bool:
+        """True when nothing was lost, duplicated, reordered or unexpected in the run."""
         return not (self.lost or self.duplicated or self.reordered or self.unexpected)
 
     def describe(self) -> str:
@@ -879,6 +880,11 @@ class Simulator:
         )  # fmt: skip
 
     def result(self) -> SimResult:
+        """What the run did so far: counters of messages and faults, and the last trace events.
+
+        Returns:
+            A ``SimResult``; check ``ok`` and print ``describe()`` when it is not.
+        """
         gens, served = self._gens, self._served
         live_gen = gens[-1]
         live_served = self._by_key.get(live_gen.driver.engine.key)

@@ -19,7 +19,7 @@ Threads: 1, 2, 4, 8, all hammering one lock. Each cell runs a fixed number of op
 split across the threads; cells are interleaved (the lock order rotates every round) and
 the median over rounds is reported, with the ratio to ``threading.Lock`` from the same run.
 
-Run: python benchmarks/bench_ref_lock.py [--rounds 5] [--scale 1.0]
+Run: python benchmarks/micro/ref_lock.py [--rounds 5] [--scale 1.0]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import links
+from links.lowlevel import SpinParkLock
 
 THREADS = (1, 2, 4, 8)
 
@@ -44,8 +44,8 @@ SPINS = 16
 def make_locks() -> dict[str, Callable[[], object]]:
     return {
         "threading.Lock": threading.Lock,
-        f"SpinParkLock({SPINS})": lambda: links.SpinParkLock(spins=SPINS),
-        "SpinParkLock(0)": lambda: links.SpinParkLock(spins=0),
+        f"SpinParkLock({SPINS})": lambda: SpinParkLock(spins=SPINS),
+        "SpinParkLock(0)": lambda: SpinParkLock(spins=0),
     }
 
 

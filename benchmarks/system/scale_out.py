@@ -24,13 +24,12 @@ worker's CPU (two CPUs, two workers) it slows that worker by what it takes, so t
 rate is an underestimate; the verdict accepts it as a lower bound while the generator stays
 under 20 % of that CPU.
 
-Run: python benchmarks/bench_scale_out.py [--workers 2] [--generators G] [--generator c|links] [--rounds 5]
+Run: python benchmarks/system/scale_out.py [--workers 2] [--generators G] [--generator c|links] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing as mp
 import os
 import select
@@ -45,20 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import structlog
 
 import links
-from links.bench import round_robin
+from links import bench
 
 HOST = "127.0.0.1"
 SATURATED = 0.9  # a generator busy this share of its core (or more) is the bottleneck
 LIGHT = 0.2  # a generator this light may share a worker's CPU (it slows that worker, never helps)
 WAIT = 60.0
-
-
-class Raw(links.Protocol):
-    framer = links.LengthPrefixFramer(header_size=4)
-    messenger = links.RawMessenger()
 
 
 class Tally(links.Callback):
@@ -73,16 +66,12 @@ class Tally(links.Callback):
         self.last = time.perf_counter()
 
 
-def _quiet() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-
 def worker(ctl: Connection, cpu: int, port: int, clients: int) -> None:
     """One server process: bind (sharing the port), count, answer the parent's commands."""
     os.sched_setaffinity(0, {cpu})
-    _quiet()
+    bench.quiet_logs()
     tally = Tally()
-    svc = links.Svc.bind(f"{HOST}:{port}", protocol=Raw, callback=tally, reuse_port=True, max_connections=clients + 16)
+    svc = links.Svc.bind(f"{HOST}:{port}", protocol=bench.Raw, callback=tally, reuse_port=True, max_connections=clients + 16)
     svc.into_sender_with_spawned_recver()
     ctl.send(svc.local_addr[1])
     while (command := ctl.recv()) != "stop":
@@ -96,14 +85,14 @@ def worker(ctl: Connection, cpu: int, port: int, clients: int) -> None:
 def generator(ctl: Connection, cpu: int, port: int, connections: int, warm: int, count: int, batch: int) -> None:
     """One load process: ``connections`` clients, each sent ``warm`` then ``count`` messages."""
     os.sched_setaffinity(0, {cpu})
-    _quiet()
-    clts = [links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) for _ in range(connections)]
+    bench.quiet_logs()
+    clts = [links.Clt.connect(f"{HOST}:{port}", protocol=bench.Raw, timeout=10) for _ in range(connections)]
     data = b"x" * 100
-    round_robin(clts, data, warm, batch)
+    bench.round_robin(clts, data, warm, batch)
     ctl.send("warmed")
     ctl.recv()  # go
     t0 = time.perf_counter()
-    round_robin(clts, data, count, batch)
+    bench.round_robin(clts, data, count, batch)
     ctl.send((t0, time.perf_counter()))
     ctl.recv()  # exit (the parent reads this process's CPU time first)
     for clt in clts:

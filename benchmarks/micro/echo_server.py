@@ -4,8 +4,8 @@ W2 (ping-pong, 100-byte messages, one in flight) with the client fixed, a plain 
 socket pinned to CPU 1, and the server varied, pinned to CPU 0:
 
 * ``links``: a ``Svc`` with its receiver spawned into the poll thread, the protocol's
-  ``send_reply`` echoing each message (what ``bench_peers.py`` measures as links' W2 server);
-* ``plain``: bench_peers.py's plain echo server: a thread that sleeps in a blocking
+  ``send_reply`` echoing each message (what ``system/vs_peers.py`` measures as links' W2 server);
+* ``plain``: ``system/vs_peers.py``'s plain echo server: a thread that sleeps in a blocking
   ``recv_into`` into a kept buffer, cuts frames and ``sendall``s each reply;
 * ``epoll``: the same loop on a nonblocking socket that waits in ``select.epoll`` before each
   read: about the least Python a poll-thread server can run.
@@ -18,11 +18,11 @@ The figures are the client's median round trip (every echo checked against its n
 message) and the server process's CPU time per round trip (``getrusage`` in the server: the
 total is the kernel's exact runtime, its split into user and system is the kernel's
 estimate). The server sleeps between messages, so its Python runs
-with cold caches and costs far more than a hot loop would say (``bench_recv_path.py``). The
+with cold caches and costs far more than a hot loop would say (``recv_path.py``). The
 kinds are interleaved every round; the table gives medians and the median of the per-round
 ratios to ``plain``.
 
-Run: python benchmarks/bench_echo_server.py [--rounds 8] [--count 20000] [--tree PATH]
+Run: python benchmarks/micro/echo_server.py [--rounds 8] [--count 20000] [--tree PATH]
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ import sys
 import threading
 import time
 
-from links.bench._child import HEADER, read_frames
+from links.bench import HEADER, read_frames
 
 PAYLOAD = b"x" * 100
 KINDS = ("links", "epoll", "plain")
 
 
 def _links_server(port_out) -> None:
+    # Only what every version of links has: ``--tree`` runs this against older checkouts.
     import logging
 
     import structlog
@@ -57,8 +58,8 @@ def _links_server(port_out) -> None:
         framer = links.LengthPrefixFramer(header_size=4)
         messenger = links.RawMessenger()
 
-        def send_reply(self, msg: bytes, con: links.Attachment) -> None:
-            con.send(msg)
+        def send_reply(self, msg: bytes, con: object) -> None:
+            con.send(msg)  # type: ignore[attr-defined]
 
     svc = links.Svc.bind("127.0.0.1:0", protocol=Echo)
     svc.into_sender_with_spawned_recver()
@@ -83,7 +84,7 @@ class _Polled:
 
 
 def _echo(conn: socket.socket, polled: bool) -> None:
-    """bench_peers.py's plain echo server (the same read loop), optionally waiting in epoll."""
+    """``system/vs_peers.py``'s plain echo server (the same read loop), optionally waiting in epoll."""
     pack = HEADER.pack
 
     def reply(msg: bytes) -> None:

@@ -4,7 +4,7 @@ The service (this process) accepts N connections from a client process that then
 and reports the growth of this process's RSS per connection and the CPU it burns while they
 idle. Kernel socket buffers are not process memory and do not count.
 
-    python benchmarks/bench_idle_connections.py --connections 10000
+    python benchmarks/system/idle_connections.py --connections 10000
 """
 
 from __future__ import annotations

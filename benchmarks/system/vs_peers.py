@@ -19,10 +19,10 @@ and ``send_many`` batches from one thread driving all 100 clients. The server is
 The harness itself (pinned processes, the timed window, completion checks, interleaved
 rounds, medians and ratios) is ``links.bench``, shared with the ``links bench`` command; its
 module docstrings (``_measure``, ``_run``) describe how a measurement runs. links and plain
-sockets are built into it; this script registers the other peers (``peers.EXTRA``: a name and
-the path of a module; the C floor as ``peers.Floor``) and prints the table.
+sockets are built into it; this script registers the other peers (``peers.EXTRA`` in ``peers/`` beside this script: a name
+and the path of a module; the C floor as ``peers.Floor``) and prints the table.
 
-Run: python benchmarks/bench_peers.py [--workloads w1,w2,w3,w4] [--peers c,plain,asyncio,uvloop,zmq,twisted]
+Run: python benchmarks/system/vs_peers.py [--workloads w1,w2,w3,w4] [--peers c,plain,asyncio,uvloop,zmq,twisted]
      [--rounds 5] [--scale 1.0] [--placement auto|split|same|both] [--json PATH]
 """
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64, help="links send_many batch size for W1 (default 64)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per measurement (default 20 + 30 x scale)")
     parser.add_argument(
-        "--json", default=os.path.join(tempfile.gettempdir(), "bench_peers.json"), help="raw rounds go here"
+        "--json", default=os.path.join(tempfile.gettempdir(), "vs_peers.json"), help="raw rounds go here"
     )
     args = parser.parse_args(argv)
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     skipped: dict[str, str] = {}
     impls: list[bench.Impl] = []
-    with tempfile.TemporaryDirectory(prefix="bench_peers-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vs_peers-") as tmp:
         for name in wanted:
             if name == "c":
                 impl, why = peers.build_floor(tmp)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                             batch=args.batch, timeout=args.timeout, progress=progress)  # fmt: skip
 
     results.meta.update(
-        command=" ".join([os.path.basename(sys.executable), "benchmarks/bench_peers.py"] + (argv if argv is not None else sys.argv[1:])),
+        command=" ".join([os.path.basename(sys.executable), "benchmarks/system/vs_peers.py"] + (argv if argv is not None else sys.argv[1:])),
         skipped=skipped,
     )  # fmt: skip
     pins, _ = bench.pinning()

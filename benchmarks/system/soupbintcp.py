@@ -22,26 +22,21 @@ Each round runs one block of each workload on each side, alternating which side 
 the table reports medians over rounds and the median of the per-round ratios
 soupbintcp/plain, with their range.
 
-Run: python benchmarks/bench_soupbintcp.py [--rounds 10] [--messages 20000] [--round-trips 2000]
+Run: python benchmarks/system/soupbintcp.py [--rounds 10] [--messages 20000] [--round-trips 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import statistics
 import threading
 import time
 
-import structlog
-
 import links
+from links import bench
 from links.soupbintcp import CltProtocol, SvcProtocol, UnsequencedData
-
-# Connection events would go to stdout by structlog's default; a benchmark wants warnings only.
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 PAYLOAD = bytes(range(100))
 
@@ -147,6 +142,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--round-trips", type=int, default=2_000)
     args = parser.parse_args()
+    bench.quiet_logs()
 
     sides = {"soupbintcp": soupbintcp_side(), "plain": plain_side()}
     results: dict[str, dict[str, list[float]]] = {name: {"w1": [], "p50": [], "p99": []} for name in sides}
