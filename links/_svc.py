@@ -53,92 +53,20 @@ from ._ref import Ref
 from ._runtime import default_poll_handler
 from ._runtime import default_timer
 from ._timer import Timer
-from ._sockets import accept as accept_socket
-from ._sockets import listen, set_liveness
+from ._sockets import listen
 from ._exit import track
 from ._tls import check_tls
+from ._acceptor import Acceptor
 from ._tls_accept import TlsAccept
 from ._transport import wait_fd
 
 if TYPE_CHECKING:
     from .session import Resumable
 
-__all__ = ["Svc", "Acceptor"]
+__all__ = ["Svc", "Acceptor"]  # Acceptor: links._acceptor
 
-#: Accepts per readiness event: a bounded batch, so a connect storm cannot starve traffic.
-ACCEPT_BATCH = 64
 #: Seconds an accepted connection has to deliver its first whole message (``Svc.bind``).
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-
-
-class Acceptor:
-    """The listening socket's handler: gate check, then a ``Clt`` per accepted socket."""
-
-    poll_kind = "acceptor"
-
-    def __init__(self, svc: Svc, sock: socket.socket) -> None:
-        self.svc = svc
-        self.sock = sock
-        self.con_id = svc.name  # for poll log lines
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    @property
-    def closed(self) -> bool:
-        return self.svc._closed
-
-    def accept_once(self) -> tuple[AcceptStatus, Any]:
-        """Accept one pending connection without waiting: a ``Clt``, or a layer's handshake
-        to run first (a session's ``HelloReader``), or None.
-
-        Raises:
-            OSError: out of fds or buffers (logged by the caller; the listener stays usable).
-        """
-        accepted = accept_socket(self.sock)
-        if accepted is None:
-            return AcceptStatus.WOULD_BLOCK, None
-        sock, peer = accepted
-        svc = self.svc
-        set_liveness(sock, **svc.liveness)
-        permit = svc.gate.try_acquire()
-        if permit is None:
-            sock.close()
-            svc.log.warning("svc.rejected", peer=format_addr(peer), max_connections=svc.gate.max_connections)
-            return AcceptStatus.REJECTED, None
-        # A layer's handshake goes first: TLS's (links._tls_accept), a session's HELLO; each
-        # hands the connection on when it is done.
-        if svc.tls is not None:
-            return AcceptStatus.ACCEPTED, TlsAccept(svc, sock, svc.tls, permit, peer)
-        if svc.session is not None:
-            return AcceptStatus.ACCEPTED, svc.session.hello_reader(svc, sock, permit, peer)
-        clt = svc.connection_over(sock, permit, peer)
-        return (AcceptStatus.ACCEPTED, clt) if clt is not None else (AcceptStatus.REJECTED, None)
-
-    def on_readable(self) -> bool:
-        """Poll thread: accept a bounded batch; every connection joins the live pool."""
-        for _ in range(ACCEPT_BATCH):
-            try:
-                status, clt = self.accept_once()
-            except OSError as e:
-                # EMFILE and friends: the pending connection stays queued in the kernel.
-                # Level-triggered polling reports the listener again next pass.
-                self.svc.log.error("svc.accept_failed", error=repr(e))
-                return True
-            if status is AcceptStatus.WOULD_BLOCK:
-                return True
-            if isinstance(clt, Clt):
-                self.svc._pool_spawned(clt)
-            elif clt is not None:  # a layer's handshake (a session's HELLO) goes first
-                assert self.svc._spawned_on is not None
-                clt.start(self.svc._spawned_on)
-        return True
-
-    def on_poll_failure(self, error: BaseException | None) -> None:
-        self.svc.close()
-
-    def __repr__(self) -> str:
-        return f"Acceptor({self.svc.name}@{format_addr(self.svc.local_addr)})"
 
 
 class Svc:
