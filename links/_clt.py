@@ -135,7 +135,7 @@ class Clt:
         """
         target = parse_addr(addr)
         deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts
-        check_tls(tls, session=session, reconnect=reconnect)
+        check_tls(tls)
         if deadline is None:
             raise TypeError("Clt.connect needs a timeout in seconds, not None")
 
@@ -155,10 +155,13 @@ class Clt:
         )  # fmt: skip
         if driver is not None:
             driver.connection = con
+        server_name = tls_server_name or target[0]
+        if tls is not None and con._redialer is not None:  # every redial speaks TLS too
+            con._redialer.secure = lambda sock: TlsTransport.client(sock, tls, server_name)
         clt = cls(con)
         sock = dial(target, timeout=timeout, retry_after=retry_after)
         set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
-        stream = sock if tls is None else _tls_handshake(sock, tls, tls_server_name or target[0], deadline)
+        stream = sock if tls is None else _tls_handshake(sock, tls, server_name, deadline)
         try:
             att = con.open(stream, deadline)
         except TimeoutError as e:

@@ -46,6 +46,9 @@ class Redialer:
         self.connection = connection
         self.backoff = backoff
         self.dial = dial
+        # A layer with a handshake of its own under the connection (TLS): makes its
+        # transport over a connected socket (``links._tls``), or None.
+        self.secure: Callable[[socket.socket], Any] | None = None
         self.attempts = 0  # since the last connection that stayed up
         self._rng = random.Random()
 
@@ -103,6 +106,8 @@ class Attempt:
         self.sock = sock
         self.poll = poll
         self.att: Attachment | None = None
+        self.tls: Any = None  # the TLS transport while its handshake runs (``Redialer.secure``)
+        self.reading = False  # registered for reading
         self.closed = False  # done, one way or the other
         self._fd = sock.fileno()
         self._deadline: Any = None
@@ -142,6 +147,9 @@ class Attempt:
 
     def on_readable(self) -> bool:
         att = self.att
+        if self.tls is not None and att is None and not self.closed:
+            self._tls_step()
+            return True
         if self.closed or att is None:
             return True
         con = self.connection
@@ -168,18 +176,42 @@ class Attempt:
         if error is not None:
             self._fail(error)
             return
+        secure = self.redialer.secure
+        if secure is not None:  # TLS first: its handshake, then the connection's
+            self.tls = secure(self.sock)
+            self._read()
+            if not self.closed and self.att is None:
+                self._tls_step()  # the ClientHello goes out now
+            return
+        self._open(self.sock)
+
+    def _tls_step(self) -> None:
+        try:
+            done = self.tls.handshake_step()
+        except LinksError as e:
+            self._fail(e)
+            return
+        if done:
+            self._open(self.tls)
+
+    def _open(self, stream: Any) -> None:
         con = self.connection
         try:
-            self.att = con.open(self.sock, _NOW, wait=False, via=self)
+            self.att = con.open(stream, _NOW, wait=False, via=self)
         except Exception as e:  # noqa: BLE001 - open discarded the socket already
             self.sock = None  # type: ignore[assignment]
             self._fail(e)
             return
         if self.closed:  # failed inside open (its HELLO could not go out)
             return
-        self.poll.add(self)  # read what the peer answers; inline here, on the poll thread
+        self._read()  # what the peer answers
         if self._done():
             self._finish()
+
+    def _read(self) -> None:
+        if not self.reading:
+            self.reading = True
+            self.poll.add(self)  # inline here, on the poll thread (a first look included)
 
     def _write(self, att: Attachment) -> bool:
         out = att.outbound

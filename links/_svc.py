@@ -160,7 +160,7 @@ class Svc:
             OSError: the address cannot be bound (in use, not local, no permission).
         """
         check_limits(stall_timeout, max_outbound)
-        check_tls(tls, session=session)
+        check_tls(tls)
         sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
@@ -242,11 +242,15 @@ class Svc:
         self.log.info("svc.accepted", con_id=str(clt.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
         return clt
 
-    def admit(self, stream: Any, permit: Permit, peer: Addr) -> None:
-        """A layer's handshake is done (TLS): the connection over ``stream`` joins the pool."""
+    def admit(self, stream: Any, permit: Permit, peer: Addr) -> Any:
+        """TLS's handshake is done: the session's HELLO is next (that reader is returned, for
+        the caller to run), or the connection over ``stream`` joins the pool."""
+        if self.session is not None:
+            return self.session.hello_reader(self, stream, permit, peer)
         clt = self.connection_over(stream, permit, peer)
         if clt is not None:
             self.admitted(clt)
+        return None
 
     def timer_or_default(self) -> Timer:
         """The timer this service's connections use: the one given to ``bind``, else the default."""

@@ -242,14 +242,7 @@ def _reason(error: ssl.SSLError) -> str:
 
 
 
-def check_tls(tls: ssl.SSLContext | None, **layers: Any) -> None:
-    """Refuse, before binding or dialing, a ``tls=`` that is no context, or that comes with
-    a layer TLS does not carry yet (``session=``, ``reconnect=``: their own handshakes on
-    every redial or resume are the next step)."""
-    if tls is None:
-        return
-    if not isinstance(tls, ssl.SSLContext):
+def check_tls(tls: ssl.SSLContext | None) -> None:
+    """Refuse, before binding or dialing, a ``tls=`` that is no ``ssl.SSLContext``."""
+    if tls is not None and not isinstance(tls, ssl.SSLContext):
         raise TypeError(f"tls must be an ssl.SSLContext, not {type(tls).__name__}")
-    given = [name for name, value in layers.items() if value is not None]
-    if given:
-        raise ValueError(f"tls= with {'= or '.join(given)}= is not supported yet")

@@ -47,6 +47,7 @@ class TlsAccept:
         self.peer = peer
         self.con_id = f"{svc.name}<-{format_addr(peer)}"
         self.closed = False
+        self.next: Any = None  # the next layer's handshake (a session's HELLO), once TLS's is done
         self._poll: PollHandler | None = None
         self._deadline: Any = None
 
@@ -78,7 +79,7 @@ class TlsAccept:
             if not self.on_readable():
                 return False
             if self.closed:
-                return True
+                return True if self.next is None else self.next.read(deadline)
             left = time_left(deadline)
             if left == 0.0:
                 self._abandon("tls.handshake_timeout")
@@ -96,7 +97,9 @@ class TlsAccept:
             return False
         if done:
             self._finish()
-            self.svc.admit(self.transport, self.permit, self.peer)
+            self.next = self.svc.admit(self.transport, self.permit, self.peer)
+            if self.next is not None and self._poll is not None:
+                self.next.start(self._poll)
         return True
 
     def _finish(self) -> None:

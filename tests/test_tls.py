@@ -13,6 +13,8 @@ import threading
 import pytest
 from helpers import Json, watch_logs
 
+from links.testing._proxy import FaultProxy
+
 import links
 
 trustme = pytest.importorskip("trustme")
@@ -207,8 +209,46 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_and_names_one_with(ca
     assert ("email", "trader-7@example.com") in cert["subjectAltName"] or "trader-7" in str(cert)
 
 
-def test_tls_with_sessions_or_reconnect_is_refused_for_now(client_ctx, server_ctx):
-    with pytest.raises(ValueError, match="not supported yet"):
-        links.Svc.bind("127.0.0.1:0", protocol=Json, tls=server_ctx, session=links.session.Resumable())
-    with pytest.raises(ValueError, match="not supported yet"):
-        links.Clt.connect("127.0.0.1:9", protocol=Json, tls=client_ctx, reconnect=links.Backoff())
+@pytest.mark.timeout(30)
+def test_reconnect_redials_with_a_new_tls_handshake(service, client_ctx, poll, timer):
+    svc, sender, store = service
+    with watch_logs() as logs, FaultProxy(svc.local_addr) as proxy, links.Clt.connect(
+        f"127.0.0.1:{proxy.addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx,
+        tls_server_name="localhost", reconnect=links.Backoff(initial=0.01, maximum=0.05),
+    ) as clt:  # fmt: skip
+        clt_sender = clt.into_sender_with_spawned_recver()  # the poll thread sees each cut
+        clt_sender.send({"n": 1})
+        assert store.wait_recv_count(1, WAIT)
+        for cut in range(1, 4):
+            assert proxy.reset() >= 1
+            logs.expect("clt.reconnected", count=cut)
+            assert clt_sender.send({"n": cut + 1}, timeout=WAIT) is links.SendStatus.COMPLETED
+            assert store.wait_recv_count(cut + 1, WAIT)
+        assert [m["n"] for m in store.recv_msgs()] == [1, 2, 3, 4]
+        assert proxy.stats().accepted == 4  # each through its own TLS handshake
+
+
+@pytest.mark.timeout(60)
+def test_sessions_deliver_exactly_once_across_cuts_over_tls(server_ctx, client_ctx, poll, timer):
+    from links.session import Resumable
+
+    settings = {"heartbeat_interval": 0.05, "dead_after": 40}
+    received = links.StoreCallback()
+    with links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=received, poll_handler=poll, timer=timer, tls=server_ctx,
+        session=Resumable(**settings),
+    ) as svc, FaultProxy(svc.local_addr) as proxy:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with watch_logs() as logs, links.Clt.connect(
+            f"127.0.0.1:{proxy.addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT,
+            tls=client_ctx, tls_server_name="localhost", session=Resumable(**settings),
+            reconnect=links.Backoff(initial=0.005, maximum=0.02),
+        ) as clt:  # fmt: skip
+            total = 300
+            for n in range(total):
+                clt.send({"n": n}, timeout=WAIT)
+                if n % 60 == 59:
+                    proxy.reset()  # cut in mid-stream: some of what was sent is in flight
+            assert received.wait_recv_count(total, 20)
+            assert [m["n"] for m in received.recv_msgs()] == list(range(total))  # none lost, none twice
+            assert logs.matching("session.resumed")

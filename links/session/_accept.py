@@ -55,7 +55,8 @@ class HelloReader:
     def __init__(self, svc: Svc, sock: socket.socket, permit: Permit, peer: Addr) -> None:
         self.svc = svc
         self.sock = sock
-        self.transport = Transport(sock)  # raw socket calls live there alone
+        # Raw socket calls live in a transport alone (a TLS one already, under TLS).
+        self.transport = sock if isinstance(sock, Transport) else Transport(sock)
         self.permit = permit
         self.peer = peer
         self.con_id = f"{svc.name}<-{format_addr(peer)}"
@@ -203,7 +204,7 @@ def driver_of(con: Connection) -> SessionDriver:
 
 
 def _refuse(sock: socket.socket, permit: Permit, reply: bytes) -> None:
-    transport = Transport(sock)
+    transport = sock if isinstance(sock, Transport) else Transport(sock)
     try:
         if reply:
             transport.send_some(reply)  # best effort: a REJECT the client can read before EOF
