@@ -252,3 +252,68 @@ def test_sessions_deliver_exactly_once_across_cuts_over_tls(server_ctx, client_c
             assert received.wait_recv_count(total, 20)
             assert [m["n"] for m in received.recv_msgs()] == list(range(total))  # none lost, none twice
             assert logs.matching("session.resumed")
+
+
+def stdlib_server(server_ctx, then):
+    """A blocking ``ssl.SSLSocket`` server on its own thread: ``then(tls)`` after the handshake."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    result: list[object] = []
+
+    def serve() -> None:
+        with listener:
+            sock, _ = listener.accept()
+            tls = server_ctx.wrap_socket(sock, server_side=True, suppress_ragged_eofs=False)
+            tls.settimeout(WAIT)
+            try:
+                result.append(then(tls))
+            except Exception as e:  # noqa: BLE001 - the test asserts on it
+                result.append(e)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return listener.getsockname()[1], thread, result
+
+
+@pytest.mark.timeout(20)
+def test_a_clean_close_sends_close_notify(server_ctx, client_ctx, poll, timer):
+    port, thread, result = stdlib_server(server_ctx, lambda tls: tls.recv(1024))
+    clt = links.Clt.connect(f"localhost:{port}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx)
+    clt.close()
+    thread.join(WAIT)
+    assert result == [b""]  # a clean TLS end; a bare FIN would raise SSLEOFError there
+
+
+@pytest.mark.timeout(20)
+def test_a_peer_that_stops_without_close_notify_is_reported_as_a_truncation(server_ctx, client_ctx, poll, timer):
+    def abrupt(tls):
+        tls.sendall(b'\x00\x00\x00\x08{"n": 1}')
+        socket.socket(fileno=tls.detach()).close()  # the TCP connection ends; TLS never said so
+
+    port, thread, _ = stdlib_server(server_ctx, abrupt)
+    with links.Clt.connect(
+        f"localhost:{port}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
+    ) as clt:  # fmt: skip
+        assert clt.recv(timeout=WAIT) == {"n": 1}  # what came before the end is delivered
+        with pytest.raises(links.BrokenError) as raised:
+            clt.recv(timeout=WAIT)
+        assert raised.value.reason == "tls.truncated"
+    thread.join(WAIT)
+
+
+@pytest.mark.timeout(20)
+def test_garbage_after_the_handshake_is_a_typed_error(server_ctx, client_ctx, poll, timer):
+    def garbage(tls):
+        raw = socket.socket(fileno=tls.detach())
+        raw.sendall(b"\x17\x03\x03\x00\x20" + b"\xee" * 32)  # an application-data record that does not decrypt
+        raw.recv(1024)  # wait for the client to give up
+        raw.close()
+
+    port, thread, _ = stdlib_server(server_ctx, garbage)
+    with watch_logs() as logs, links.Clt.connect(
+        f"localhost:{port}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
+    ) as clt:  # fmt: skip
+        with pytest.raises(links.TLSError) as raised:
+            clt.recv(timeout=WAIT)
+        assert raised.value.reason == "tls.bad_record"
+        logs.expect("clt.disconnected", reason="tls.bad_record")
+    thread.join(WAIT)
