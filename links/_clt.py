@@ -221,6 +221,11 @@ class Clt:
         """
         return self._con.con_id
 
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified TLS certificate (see ``CltSender.peer_certificate``), or None."""
+        return self._halves()[1].peer_certificate
+
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """Send one message: ``Protocol.on_send`` → serialize → frame → write, whole or not at all.
 

@@ -48,6 +48,14 @@ class CltSender:
         """The timer that drives this connection's heartbeats; protocols schedule deadlines on it."""
         return self._con.timer
 
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified TLS certificate (``ssl.SSLSocket.getpeercert()``'s dict:
+        ``subject``, ``subjectAltName``, ...) on the current connection; None without TLS,
+        when the peer showed none, or between connections."""
+        att = self._con.attachment
+        return att.peer_certificate if att is not None else None
+
     def is_connected(self) -> bool:
         """Whether the connection is up now: the socket is open and ``Protocol.is_connected()``
         says so. Never raises; False once closed, and between attachments while ``reconnect=`` redials.

@@ -55,7 +55,7 @@ from ._runtime import default_timer
 from ._timer import Timer
 from ._sockets import listen
 from ._exit import track
-from ._tls import check_tls
+from ._tls import check_tls, peer_identity
 from ._acceptor import Acceptor
 from ._tls_accept import TlsAccept
 from ._transport import wait_fd
@@ -239,7 +239,10 @@ class Svc:
             stream.close()
             self.log.error("svc.accept_failed", peer=format_addr(peer), error=repr(e))
             return None
-        self.log.info("svc.accepted", con_id=str(clt.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections)
+        self.log.info(
+            "svc.accepted", con_id=str(clt.con_id), in_use=self.gate.in_use, max_connections=self.gate.max_connections,
+            **peer_identity(getattr(stream, "peer_certificate", None)),
+        )  # fmt: skip
         return clt
 
     def admit(self, stream: Any, permit: Permit, peer: Addr) -> Any:

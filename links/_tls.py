@@ -51,7 +51,7 @@ from ._clock import time_left
 from ._errors import BrokenError, ClosedError, ConnectTimeout, TLSError
 from ._transport import DEFAULT_STALL_TIMEOUT, Transport
 
-__all__ = ["TlsTransport", "check_tls"]
+__all__ = ["TlsTransport", "check_tls", "peer_identity"]
 
 #: Plaintext encrypted per ``send_some`` at most: the ciphertext held is bounded by it.
 _CHUNK = 256 * 1024
@@ -246,3 +246,18 @@ def check_tls(tls: ssl.SSLContext | None) -> None:
     """Refuse, before binding or dialing, a ``tls=`` that is no ``ssl.SSLContext``."""
     if tls is not None and not isinstance(tls, ssl.SSLContext):
         raise TypeError(f"tls must be an ssl.SSLContext, not {type(tls).__name__}")
+
+
+def peer_identity(certificate: dict[str, Any] | None) -> dict[str, str]:
+    """Log fields naming a verified peer: ``peer_subject`` (``commonName=...,...``) and
+    ``peer_names`` (its subjectAltName entries, ``email:...,DNS:...``); empty without one."""
+    if not certificate:
+        return {}
+    fields = {}
+    subject = ",".join(f"{key}={value}" for rdn in certificate.get("subject", ()) for key, value in rdn)
+    if subject:
+        fields["peer_subject"] = subject
+    names = ",".join(f"{kind}:{value}" for kind, value in certificate.get("subjectAltName", ()))
+    if names:
+        fields["peer_names"] = names
+    return fields

@@ -204,9 +204,26 @@ def test_mutual_tls_refuses_a_client_without_a_certificate_and_names_one_with(ca
             f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=identified
         ) as clt:  # fmt: skip
             clt.send({"n": 1})
-            logs.expect("clt.connected", role="Acceptor")
-    (cert,) = seen
-    assert ("email", "trader-7@example.com") in cert["subjectAltName"] or "trader-7" in str(cert)
+            accepted = logs.expect("svc.accepted")
+            assert accepted["peer_names"] == "email:trader-7@example.com"  # the logs name who came in
+            assert clt.peer_certificate is not None  # and the client sees the server's
+        (cert,) = seen  # the protocol's hook saw the client's verified certificate
+        assert ("email", "trader-7@example.com") in cert["subjectAltName"]
+        # A client certificate from another CA is refused like none at all.
+        stranger = ssl.create_default_context()
+        ca.configure_trust(stranger)
+        trustme.CA().issue_cert("mallory@example.com").configure_cert(stranger)
+        try:
+            with links.Clt.connect(
+                f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT,
+                tls=stranger,
+            ) as impostor:  # fmt: skip
+                with pytest.raises(links.BrokenError):
+                    impostor.recv(timeout=WAIT)
+        except links.TLSError:
+            pass
+        logs.expect("tls.handshake_failed", count=2)
+    assert len(seen) == 1
 
 
 @pytest.mark.timeout(30)
@@ -317,3 +334,52 @@ def test_garbage_after_the_handshake_is_a_typed_error(server_ctx, client_ctx, po
         assert raised.value.reason == "tls.bad_record"
         logs.expect("clt.disconnected", reason="tls.bad_record")
     thread.join(WAIT)
+
+
+@pytest.mark.timeout(20)
+def test_a_handshake_trickled_byte_by_byte_is_still_cut_at_the_deadline(server_ctx, client_ctx, poll, timer):
+    hello = bytearray()
+    outgoing = ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello += outgoing.read()  # a real ClientHello, to be sent one byte at a time
+    with watch_logs() as logs, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, tls=server_ctx, handshake_timeout=0.5
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr, timeout=WAIT) as slow:
+            cut = threading.Event()
+
+            def trickle() -> None:
+                for byte in hello[:-1]:
+                    if cut.wait(0.05):
+                        return
+                    try:
+                        slow.send(bytes([byte]))
+                    except OSError:
+                        return
+
+            sender = threading.Thread(target=trickle)
+            sender.start()
+            event = logs.expect("tls.handshake_timeout")
+            cut.set()
+            sender.join(WAIT)
+            assert event["handshake_timeout"] == 0.5
+            assert svc.gate.in_use == 0
+
+
+@pytest.mark.timeout(20)
+def test_an_expired_server_certificate_is_refused(ca, client_ctx, poll, timer):
+    import datetime
+
+    expired = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(
+        "localhost", "127.0.0.1", not_after=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1),
+    ).configure_cert(expired)  # fmt: skip
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, tls=expired) as svc:
+        svc.into_sender_with_spawned_recver()
+        with pytest.raises(links.TLSError, match="expired"):
+            links.Clt.connect(
+                f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
+            )  # fmt: skip

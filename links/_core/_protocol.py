@@ -66,6 +66,11 @@ class Handle(Interface):
     def timer(self) -> Timer:
         """The timer that drives this connection's heartbeats; ``schedule`` is usually what a protocol wants."""
 
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The peer's verified TLS certificate (its ``subject``, ``subjectAltName``, ...), so a
+        protocol can authorize by identity; None without TLS or when the peer showed none."""
+
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """Send ``msg`` on this connection (thread-safe); on the poll and timer threads it never waits.
 

@@ -28,6 +28,7 @@ from .._core._conid import Addr, Role, format_addr
 from .._core._status import TaskStatus
 from .._errors import FrameTooLarge, LinksError
 from .._gate import Permit
+from .._tls import peer_identity
 from .._transport import Transport
 from . import _wire
 from ._driver import SessionDriver
@@ -192,7 +193,10 @@ def admit(svc: Svc, sock: socket.socket, permit: Permit, peer_addr: Addr, hello:
     if clt is None:
         con.log.info("session.resumed", peer=peer, resumes=engine.resumes)
         return
-    svc.log.info("svc.accepted", con_id=str(con.con_id), in_use=svc.gate.in_use, max_connections=svc.gate.max_connections)
+    svc.log.info(
+        "svc.accepted", con_id=str(con.con_id), in_use=svc.gate.in_use, max_connections=svc.gate.max_connections,
+        **peer_identity(getattr(sock, "peer_certificate", None)),
+    )  # fmt: skip
     con.log.info("session.started", peer=peer)
     svc.admitted(clt)
 
