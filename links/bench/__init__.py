@@ -13,7 +13,8 @@ rounds and reduces them to medians and links / peer ratios (``_run``). links and
 blocking sockets are built in (``_links``, ``_plain``); other implementations live outside
 the package and are registered by passing ``Impl(name, "/path/to/peer.py")`` to ``run``. A
 peer module defines ``serve(ctl, params)`` and ``client(ctl, params, port)`` with the helpers
-re-exported here from ``_child``.
+re-exported here from ``_child``. ``python_command`` starts each child so that it imports the
+same ``links`` as the harness, whatever the current directory holds.
 
 This is a tool, not part of the messaging API: nothing in ``links`` imports it.
 """
@@ -33,6 +34,7 @@ from ._child import (
     run_senders as run_senders,
 )
 from ._links import round_robin as round_robin
+from ._python import python_command as python_command
 from ._measure import (
     LINKS as LINKS,
     PLAIN as PLAIN,
@@ -57,6 +59,6 @@ from ._run import (
 __all__ = [
     "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
     "Control", "Go", "Impl", "Params", "Results", "Step", "Tally",
-    "describe_pins", "describe_record", "machine", "payload", "pinning", "placements", "read_frames", "recv_exact", "render_table",
+    "describe_pins", "describe_record", "machine", "payload", "pinning", "placements", "python_command", "read_frames", "recv_exact", "render_table",
     "round_robin", "rtt_result", "run", "run_senders", "summarize", "workload_params",
 ]  # fmt: skip
