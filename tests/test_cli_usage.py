@@ -82,7 +82,8 @@ def test_a_port_in_use_names_the_address():
         port = taken.getsockname()[1]
         done = links(*SERVE, "--port", str(port), "--log-level", "error")
     assert done.returncode == 1
-    assert done.stderr.splitlines() == [f"links serve soupbintcp: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    said = f"links serve soupbintcp: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert done.stderr.splitlines() == [said]
     assert done.stdout == ""
 
 
@@ -154,7 +155,9 @@ def test_every_command_has_a_description_and_every_option_a_help_with_its_defaul
     assert not missing, "\n".join(missing)
 
 
-@pytest.mark.parametrize("command", [["bench"], ["chaos"], ["demo"], ["serve", "soupbintcp"], ["connect", "soupbintcp"]])
+@pytest.mark.parametrize(
+    "command", [["bench"], ["chaos"], ["demo"], ["serve", "soupbintcp"], ["connect", "soupbintcp"]]
+)
 def test_help_describes_the_command(command):
     done = links(*command, "--help")
     assert done.returncode == 0

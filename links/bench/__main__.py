@@ -11,5 +11,5 @@ if len(sys.argv) > 1 and sys.argv[1] == "--child":
 
     sys.exit(child_main(sys.argv[2:]))
 
-print("python -m links.bench --child ... runs one side of a measurement; the benchmark is `links bench`", file=sys.stderr)
+print("python -m links.bench --child ... is one side of a measurement; the benchmark is `links bench`", file=sys.stderr)
 sys.exit(2)

@@ -56,12 +56,15 @@ class Worker:
 class Workers:
     """The running workers: their summed tallies, and which of them died."""
 
-    def __init__(self, command: Sequence[str], count: int, total: int) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
         self.items: list[Worker] = []
         self._readers: list[threading.Thread] = []
         self._ready: list[threading.Event] = []
-        for number in range(total - count + 1, total + 1):
+
+    def start(self, command: Sequence[str], count: int) -> None:
+        """Start ``count`` workers running ``command``, numbered up to ``total``."""
+        for number in range(self.total - count + 1, self.total + 1):
             # Their own session: a Ctrl-C in the terminal reaches only us, and we pass it on once.
             proc = subprocess.Popen(
                 list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
@@ -77,7 +80,8 @@ class Workers:
         """Wait until every worker listens; what went wrong, or None."""
         for worker, ready in zip(self.items, self._ready):
             if not ready.wait(timeout):
-                return f"worker {worker.number} of {self.total} (pid {worker.proc.pid}) did not start within {timeout:g} s"
+                pid = worker.proc.pid
+                return f"worker {worker.number} of {self.total} (pid {pid}) did not start within {timeout:g} s"
         return self.dead()
 
     def dead(self) -> str | None:
@@ -115,8 +119,9 @@ class Workers:
 @contextmanager
 def workers(command: Sequence[str], count: int, total: int) -> Iterator[Workers]:
     """Run ``count`` workers (numbered up to ``total``) with ``command`` while the block runs."""
-    running = Workers(command, count, total)
+    running = Workers(total)
     try:
+        running.start(command, count)  # inside the try: a failed start stops those already started
         yield running
     finally:
         running.stop()

@@ -104,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         print("\n" + "\n".join(failures))
     if args.json:
-        results.write_json(args.json)
+        try:
+            results.write_json(args.json)
+        except OSError as e:  # checked before the run, but the disk may have filled since
+            print(f"links bench: cannot write --json {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
         print(f"\nraw rounds: {args.json}")
     if results.failures:
         print(f"\nresult: FAILED, {len(results.failures)} measurement(s) failed (above)")

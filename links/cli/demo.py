@@ -285,7 +285,9 @@ def _stream(demo: _Run, feed: links.Ref) -> None:
     server, clients, progress = demo.server, demo.clients, demo.progress
     per_thread = [demo.messages // demo.threads + (i < demo.messages % demo.threads) for i in range(demo.threads)]
     workers = [
-        threading.Thread(target=_feed, args=(feed.clone(), i, n, demo.feed_deadline, demo.errors), name=f"demo-feed-{i}")
+        threading.Thread(
+            target=_feed, args=(feed.clone(), i, n, demo.feed_deadline, demo.errors), name=f"demo-feed-{i}"
+        )
         for i, n in enumerate(per_thread)
     ]
     feed_started = time.monotonic()

@@ -38,7 +38,8 @@ from ._sample import (
 )
 
 __all__ = [
-    "ChaosResult", "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected", "MemorySocket", "Ping",
+    "ChaosResult", "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected",
+    "MemorySocket", "Ping",
     "Pong", "ProxyStats", "SampleClient", "SampleMessage", "SampleMessenger", "SampleServer", "SimResult",
     "Simulator", "check_transport",
     "memory_socket_pair", "run_chaos",
