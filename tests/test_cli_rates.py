@@ -61,7 +61,8 @@ def test_connect_shows_rates_over_a_window_and_ends_with_count_over_elapsed():
         # had nothing in it, nor one message's gap blown up to a rate.
         if received_n:
             assert received_per_s > 0, progress
-        assert sent_per_s <= 3 * number(sent_rate) + 10_000, progress
+        # (loose: the final rate also counts the wait for the last replies)
+        assert sent_per_s <= 5 * number(sent_rate) + 20_000, progress
 
 
 def test_rate_spans_a_window_not_the_gap_between_two_readings():
