@@ -129,6 +129,7 @@ class Clt:
             ConnectTimeout: no connection, or no completed handshake, within ``timeout``.
             TLSError: the TLS handshake failed (the server's certificate refused, say).
             links.session.SessionLost: the server refused the session.
+            ValueError: ``addr`` is not ``host:port`` with a port in 1-65535.
             ValueError, TypeError: ``timeout`` is nan, or not a number of seconds; or
                 ``idle_timeout`` or ``stall_timeout`` is not a positive number of seconds, or
                 ``max_outbound`` not a whole number of bytes.

@@ -155,13 +155,13 @@ class Svc:
         Returns the listening ``Svc`` (then ``accept`` on a thread, or spawn it into the poll thread).
 
         Raises:
-            ValueError: ``stall_timeout`` or ``max_outbound`` cannot work (before binding), or
-                ``addr`` is not ``"host:port"``.
+            ValueError: ``addr`` is not ``"host:port"`` with a port in 0-65535, or
+                ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
             OSError: the address cannot be bound (in use, not local, no permission).
         """
         check_limits(stall_timeout, max_outbound)
         check_tls(tls)
-        sock = listen(parse_addr(addr), backlog=backlog, reuse_port=reuse_port)
+        sock = listen(parse_addr(addr, bind=True), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
             poll_handler=poll_handler, timer=timer, session=session, stall_timeout=stall_timeout,

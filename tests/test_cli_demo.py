@@ -61,6 +61,18 @@ def test_demo_accounts_for_every_message_and_logs_connection_events():
     assert done.stdout.startswith("links demo")  # stdout holds the summary only
 
 
+def test_demo_says_when_the_seconds_cap_cut_it_short():
+    done = run_links("demo", "--messages", "1000000", "--seconds", "1", "--log-level", "error")
+    assert done.returncode == 0, done.stdout + done.stderr  # what was sent was all accounted for
+    rows = summary(done.stdout)
+    sent = int(rows["one-way ticks"].split()[0])
+    assert sent < 1_000_000
+    # (and, on a slow machine, before every round trip was made)
+    assert rows["cut short"].startswith(f"the 1 s cap (--seconds) stopped it at {sent:,} of 1,000,000 one-way messages")
+    assert rows["result"] == "OK: every message accounted for, but cut short (above)"
+    assert "cut short" not in summary(run_links("demo", "--messages", "200", "--log-level", "error").stdout)
+
+
 @pytest.mark.parametrize(("option", "value"), [("--messages", "0"), ("--seconds", "nan"), ("--heartbeat", "-1")])
 def test_demo_rejects_a_bad_option_with_usage_error(option, value):
     done = run_links("demo", option, value)

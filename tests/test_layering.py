@@ -9,7 +9,11 @@
 * **Layers sit on the engine, never under it.** No engine module (``links/_*.py``) imports
   ``links.session`` or ``links.soupbintcp``.
 * **Small pieces.** No module of the library proper is over ``MAX_LINES`` lines and no
-  function over ``MAX_COMPLEXITY`` (cyclomatic, as radon counts it).
+  function over ``MAX_COMPLEXITY`` (cyclomatic, as radon counts it); nor any function of the
+  ``links`` command (``links/cli``).
+* **The command uses public pieces.** No module of ``links.cli`` imports a private module of
+  another package (``links.testing._chaos``, ``links.bench._child``, ``links._core._conid``),
+  and ``links.cli`` and ``links.bench`` do not import each other both ways.
 
 The import graph is built from the AST of every ``.py`` under ``links/``: relative imports are
 resolved, imports inside functions count, imports under ``if TYPE_CHECKING:`` do not (they
@@ -62,6 +66,9 @@ SANS_IO_PATHS = sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS
 
 # The connection engine: the top-level private modules (not __init__.py or __main__.py).
 ENGINE_PATHS = sorted(p for p in LINKS_DIR.glob("_*.py") if not p.name.startswith("__"))
+
+CLI = f"{PACKAGE}.cli"
+CLI_PATHS = sorted((LINKS_DIR / "cli").rglob("*.py"))
 
 LIBRARY_PATHS = sorted(
     p for p in LINKS_DIR.rglob("*.py") if p.relative_to(LINKS_DIR).parts[0] not in NOT_LIBRARY_PROPER
@@ -345,3 +352,80 @@ def test_no_function_is_too_complex(path):
         if isinstance(block, visitors.Function) and block.complexity > MAX_COMPLEXITY
     )
     assert not over, f"{rel(path)}: over {MAX_COMPLEXITY}: {over}"
+
+
+@pytest.mark.parametrize("path", CLI_PATHS, ids=rel)
+def test_no_function_of_the_command_is_too_complex(path):
+    complexity = pytest.importorskip("radon.complexity")
+    visitors = pytest.importorskip("radon.visitors")
+    blocks = complexity.add_inner_blocks(complexity.cc_visit(path.read_text(encoding="utf-8")))
+    over = sorted(
+        f"{block.fullname} (line {block.lineno}): {block.complexity}"
+        for block in blocks
+        if isinstance(block, visitors.Function) and block.complexity > MAX_COMPLEXITY
+    )
+    assert not over, f"{rel(path)}: over {MAX_COMPLEXITY}: {over}"
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def is_private_elsewhere(importer: str, dep: str) -> bool:
+    """``dep`` is a private module (a ``_name`` part) of a package other than ``importer``'s."""
+    home = importer.rsplit(".", 1)[0] if MODULES[importer].name != "__init__.py" else importer
+    parts = dep.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:i]) != home
+    return False
+
+
+def test_the_private_check_tells_own_from_other_packages():
+    assert is_private_elsewhere("links.cli.chaos", "links.testing._chaos")
+    assert is_private_elsewhere("links.cli.soupbintcp", "links._core._conid")
+    assert is_private_elsewhere("links.cli", "links.bench._child")
+    assert not is_private_elsewhere("links.cli.chaos", "links.cli._progress")
+    assert not is_private_elsewhere("links.cli", "links.cli._args")
+    assert not is_private_elsewhere("links.cli.chaos", "links.testing")
+
+
+@pytest.mark.parametrize("path", CLI_PATHS, ids=rel)
+def test_the_command_imports_no_private_module_of_another_package(path):
+    name = module_name(path)
+    bad = sorted(dep for dep in GRAPH[name] if is_private_elsewhere(name, dep))
+    assert not bad, f"{name} imports private modules of other packages: {bad} (export what it needs)"
+
+
+@pytest.mark.parametrize("path", CLI_PATHS, ids=rel)
+def test_the_command_imports_no_private_name_of_another_module(path):
+    name = module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    bad = sorted(
+        f"{resolve_from(name, node, MODULES)}.{alias.name}"
+        for node in runtime_imports(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_") and f"{resolve_from(name, node, MODULES)}.{alias.name}" not in MODULES
+    )
+    assert not bad, f"{name} imports private names: {bad} (make them public where they are defined)"
+
+
+def package_graph(graph: dict[str, set[str]], packages: tuple[str, ...]) -> dict[str, set[str]]:
+    """The import graph between ``packages``: an edge when any module of one imports any of the other."""
+
+    def owner(name: str) -> str | None:
+        return next((p for p in packages if name == p or name.startswith(p + ".")), None)
+
+    edges: dict[str, set[str]] = {p: set() for p in packages}
+    for name, deps in graph.items():
+        source = owner(name)
+        if source is not None:
+            edges[source] |= {target for dep in deps if (target := owner(dep)) not in (None, source)}
+    return edges
+
+
+def test_the_command_and_the_benchmarks_do_not_import_each_other():
+    bench = f"{PACKAGE}.bench"
+    edges = package_graph(GRAPH, (CLI, bench))
+    assert not (bench in edges[CLI] and CLI in edges[bench]), f"{CLI} and {bench} import each other: {edges}"
+    assert CLI not in edges[bench], "the benchmark harness must not need the command"

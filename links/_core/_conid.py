@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 __all__ = ["ConId", "Role", "Addr", "parse_addr", "format_addr"]
@@ -17,18 +18,29 @@ class Role(enum.Enum):
     ACCEPTOR = "Acceptor"
 
 
-def parse_addr(addr: str | Addr) -> Addr:
+def parse_addr(addr: str | Addr, *, bind: bool = False) -> Addr:
     """Turn ``"host:port"`` (or an already split pair) into ``(host, port)``.
 
+    Args:
+        addr: ``"host:port"``, ``"[v6 address]:port"`` or a ``(host, port)`` pair.
+        bind: the address is one to listen on, where port 0 means "any free port"; a port
+            to connect to must be 1-65535.
+
     Raises:
-        ValueError: the text has no ``:port`` or the port is not a number.
+        ValueError: the text has no ``:port``, the port is not a number, or it is out of
+            range (the socket layer would silently wrap 70000 to 4464).
     """
     if isinstance(addr, tuple):
-        return (addr[0], int(addr[1]))
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"expected 'host:port', got {addr!r}")
-    return (host.strip("[]") or "0.0.0.0", int(port))
+        host, port = addr[0], int(addr[1])
+    else:
+        host, sep, text = addr.rpartition(":")
+        if not sep or not re.fullmatch(r"-?[0-9]+", text):
+            raise ValueError(f"expected 'host:port', got {addr!r}")
+        host, port = host.strip("[]") or "0.0.0.0", int(text)
+    least = 0 if bind else 1
+    if not least <= port <= 65535:
+        raise ValueError(f"port out of range {least}-65535: {port}")
+    return (host, port)
 
 
 def format_addr(addr: Addr | None) -> str:

@@ -13,7 +13,8 @@ rounds and reduces them to medians and links / peer ratios (``_run``). links and
 blocking sockets are built in (``_links``, ``_plain``); other implementations live outside
 the package and are registered by passing ``Impl(name, "/path/to/peer.py")`` to ``run``. A
 peer module defines ``serve(ctl, params)`` and ``client(ctl, params, port)`` with the helpers
-re-exported here from ``_child``.
+re-exported here from ``_child``. ``python_command`` starts each child so that it imports the
+same ``links`` as the harness, whatever the current directory holds.
 
 The scripts in ``benchmarks/`` build on the same names, plus what they share beyond the
 harness (``_scripts``): ``quiet_logs``, the ``Raw`` and ``RawEcho`` protocols of the workloads,
@@ -39,6 +40,7 @@ from ._child import (
     run_senders as run_senders,
 )
 from ._links import Raw as Raw, RawEcho as RawEcho, round_robin as round_robin
+from ._python import python_command as python_command
 from ._measure import (
     LINKS as LINKS,
     PLAIN as PLAIN,
@@ -65,6 +67,6 @@ __all__ = [
     "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
     "Control", "Go", "Impl", "Params", "Raw", "RawEcho", "Results", "Step", "Tally",
     "describe_pins", "describe_record", "loopback_pair", "machine", "payload", "percentile", "pinning", "placements",
-    "quiet_logs", "ratio_table", "read_frames", "recv_exact", "render_table", "round_robin", "rtt_result", "run",
-    "run_senders", "summarize", "timed", "workload_params",
+    "python_command", "quiet_logs", "ratio_table", "read_frames", "recv_exact", "render_table", "round_robin",
+    "rtt_result", "run", "run_senders", "summarize", "timed", "workload_params",
 ]  # fmt: skip

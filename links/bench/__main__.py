@@ -1,4 +1,8 @@
-"""``python -m links.bench --child ...`` is one side of a measurement; anything else is ``links bench``."""
+"""``python -m links.bench --child ...`` is one side of a measurement, started by the harness.
+
+The benchmark itself is the ``links bench`` command. This entry point does not run it, so
+that ``links.bench`` never imports ``links.cli`` (which imports ``links.bench``).
+"""
 
 import sys
 
@@ -7,6 +11,5 @@ if len(sys.argv) > 1 and sys.argv[1] == "--child":
 
     sys.exit(child_main(sys.argv[2:]))
 
-from ..cli import main
-
-sys.exit(main(["bench", *sys.argv[1:]]))
+print("python -m links.bench --child ... is one side of a measurement; the benchmark is `links bench`", file=sys.stderr)
+sys.exit(2)

@@ -34,7 +34,6 @@ import json
 import os
 import select
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._child import BUSY_POLL_S, Params
+from ._python import python_command
 
 __all__ = [
     "GRACE_S", "LINKS", "LINKS_VARIANTS", "METRICS", "PLAIN", "VARIANT_LABEL", "WORKLOADS",
@@ -100,9 +100,9 @@ class Impl:
 
     def command(self, role: str, params: Params, port: int | None) -> list[str]:
         """The child process's command line; ``port`` is the server's, for the client."""
-        cmd = [sys.executable, "-m", "links.bench", "--child", role, os.fspath(self.module),
-               json.dumps(dict(self.kwargs)), params.to_json()]  # fmt: skip
-        return cmd + ([str(port)] if port is not None else [])
+        args = ["--child", role, os.fspath(self.module), json.dumps(dict(self.kwargs)), params.to_json()]
+        # The same links as ours, even when the current directory holds another ``links/``.
+        return python_command("links.bench", *args, *([str(port)] if port is not None else []))
 
 
 LINKS = Impl("links", "links.bench._links")

@@ -3,6 +3,10 @@
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds its
 parser and sets ``func`` (called with the parsed ``args``, returning an exit code). The
 command configures structlog for humans on stderr; the library itself never does.
+
+A usage mistake ends in one line on stderr, naming the option and the rule, and exit status
+2, before the command starts anything: option types check what they can (``_args``), and the
+parser prints the error alone, without the usage block (``--help`` shows that).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -17,8 +22,15 @@ __all__ = ["main"]
 SUBCOMMANDS = ["demo", "soupbintcp", "chaos", "bench"]
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line; subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="links", description="Message-oriented TCP connections.")
+    parser = Parser(prog="links", description="Message-oriented TCP connections.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)

@@ -1,4 +1,4 @@
-"""Output helpers shared by subcommands: a live progress line and a summary table.
+"""Output helpers shared by subcommands: a live progress line, rates, a bar and a summary table.
 
 The progress line is for a person watching a terminal: it rewrites itself in place on stderr
 (``\\r``) a few times a second, and stays silent when stderr is not a terminal, so logs
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import IO
 
-__all__ = ["ProgressLine", "format_table", "print_table"]
+__all__ = ["ProgressLine", "Rate", "bar", "format_table", "print_table"]
 
 
 class ProgressLine:
@@ -33,14 +34,19 @@ class ProgressLine:
         self._last = 0.0
         self._width = 0
 
-    def update(self, text: str, *, force: bool = False) -> None:
-        """Show ``text`` (throttled to one redraw per ``interval`` unless ``force``)."""
+    def update(self, text: str | Callable[[], str], *, force: bool = False) -> None:
+        """Show ``text`` (throttled to one redraw per ``interval`` unless ``force``).
+
+        ``text`` may be a function, called only when the line is redrawn: what it reads
+        (a ``Rate``, say) is then read at the redraw's moment, not at every call.
+        """
         if not self.enabled:
             return
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return
         self._last = now
+        text = text() if callable(text) else text
         # Pad with spaces to wipe what a longer previous line left behind.
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
@@ -58,6 +64,48 @@ class ProgressLine:
 
     def __exit__(self, *exc: object) -> None:
         self.clear()
+
+
+class Rate:
+    """A count, and how fast it grew over the last ``window`` seconds.
+
+    Readings are kept a tenth of the window apart, so ``per_second`` may be called as often
+    as one likes (a reading per message costs a clock call); the rate spans from the oldest
+    reading still inside the window (or the start) to now, never a single message's gap.
+
+    Args:
+        window: seconds the rate looks back over.
+        clock: a monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(self, window: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = 0
+        self.window = window
+        self._clock = clock
+        self.started = clock()
+        self._readings: deque[tuple[float, int]] = deque([(self.started, 0)])
+
+    def per_second(self) -> float:
+        """The count's growth per second over the last ``window`` seconds."""
+        now, count = self._clock(), self.count
+        if now - self._readings[-1][0] >= self.window / 10:
+            self._readings.append((now, count))
+        # Keep one reading at or before the window's start, so the span covers the window.
+        while len(self._readings) > 2 and now - self._readings[1][0] >= self.window:
+            self._readings.popleft()
+        then, seen = self._readings[0]
+        return (count - seen) / (now - then) if now > then else 0.0
+
+    def average(self, until: float | None = None) -> float:
+        """The count over the seconds from the start to ``until`` (default now)."""
+        elapsed = (self._clock() if until is None else until) - self.started
+        return self.count / elapsed if elapsed > 0 else 0.0
+
+
+def bar(done: int, total: int, width: int = 30) -> str:
+    """``[#####.....]``: ``done`` of ``total`` as a bar ``width`` characters wide."""
+    filled = width * min(done, total) // max(total, 1)
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def format_table(rows: Iterable[tuple[str, object]], *, title: str | None = None) -> str:

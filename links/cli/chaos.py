@@ -12,31 +12,44 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import at_least, positive
 from ._logging import LEVELS, configure_logging
-from ._progress import ProgressLine, print_table
+from ._progress import ProgressLine, bar, print_table
 
 __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("chaos", help="cut a resumable session at random; count lost/duplicated messages")
-    parser.add_argument("--cuts", type=int, default=1000, help="connection cuts (default 1000)")
-    parser.add_argument("--messages", type=int, default=100_000, help="messages in each direction (default 100000)")
-    parser.add_argument("--seed", type=int, default=None, help="the seed of the cut schedule (default: random)")
-    parser.add_argument("--heartbeat", type=float, default=0.05, help="session heartbeat interval, seconds")
-    parser.add_argument("--log-level", choices=LEVELS, default="error")
+    parser = subparsers.add_parser(
+        "chaos",
+        help="cut a resumable session at random; count lost/duplicated messages",
+        description=(
+            "Streams numbered messages both ways over a resumable session while a fault proxy cuts "
+            "the connection (RST, FIN or mid-frame) --cuts times, then prints a tally of lost, "
+            "duplicated, reordered and unexpected messages. Exit code 0 only if all are zero and "
+            "every cut was resumed; the seed is printed first, so a run can be repeated."
+        ),
+    )
+    parser.add_argument("--cuts", type=positive(int), default=1000, help="connection cuts (default 1000)")
+    parser.add_argument(
+        "--messages", type=positive(int), default=100_000, help="messages in each direction (default 100000)"
+    )
+    parser.add_argument(
+        "--seed", type=at_least(0), default=None, help="the seed of the cut schedule (default: a random one, printed)"
+    )
+    parser.add_argument(
+        "--heartbeat", type=positive(float), default=0.05, help="session heartbeat interval, s (default 0.05)"
+    )
+    parser.add_argument(
+        "--log-level", choices=LEVELS, default="error", help="lowest log level on stderr (default error)"
+    )
     parser.set_defaults(func=run)
-
-
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = width * done // max(total, 1)
-    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def run(args: argparse.Namespace) -> int:
     import random
 
-    from ..testing._chaos import run_chaos
+    from ..testing import run_chaos
 
     configure_logging(args.log_level)
     seed = random.randrange(1 << 32) if args.seed is None else args.seed
@@ -44,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     with ProgressLine() as line:
 
         def progress(cuts_done: int, cuts: int, to_server: int, to_client: int) -> None:
-            line.update(f"{_bar(cuts_done, cuts)} cuts {cuts_done}/{cuts}  delivered c->s {to_server}  s->c {to_client}")
+            line.update(f"{bar(cuts_done, cuts)} cuts {cuts_done}/{cuts}  delivered c->s {to_server}  s->c {to_client}")
 
         result = run_chaos(cuts=args.cuts, messages=args.messages, seed=seed, heartbeat_interval=args.heartbeat, progress=progress)
     print_table(

@@ -30,7 +30,9 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -174,6 +176,49 @@ def _percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
+@dataclass
+class _Run:
+    """What one demo asked for, its clock, and what it found along the way."""
+
+    messages: int
+    round_trips: int
+    threads: int
+    seconds: float
+    progress: ProgressLine
+    started: float = field(default_factory=time.monotonic)
+    server: Tally = field(default_factory=Tally)
+    clients: Tally = field(default_factory=Tally)
+    answers: Answers = field(default_factory=Answers)
+    failures: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # appended by the feed threads
+    rtts: list[float] = field(default_factory=list)
+    ticks_sent: int = 0
+    feed_seconds: float = 0.0
+
+    @property
+    def feed_deadline(self) -> float:
+        # The stream may use three quarters of the cap, so round trips are measured even when
+        # --messages is more than the cap lets through.
+        return self.started + 0.75 * self.seconds
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.seconds
+
+    def grace(self) -> float:
+        """Draining, closing and waiting for the last heartbeats get a few seconds past the cap."""
+        return max(time.monotonic(), self.deadline) + 5.0
+
+
+@dataclass
+class _Peers:
+    """The service's sender and the two clients' senders of one demo."""
+
+    svc: links.SvcSender
+    feed: links.Ref
+    rtt: links.CltSender
+
+
 def run_demo(
     messages: int = 20_000,
     round_trips: int = 2_000,
@@ -184,24 +229,28 @@ def run_demo(
 ) -> tuple[bool, list[tuple[str, object]]]:
     """Run the demo; return (every check passed, summary rows)."""
     log = structlog.get_logger("links.demo")
-    progress = ProgressLine(enabled=False) if progress is None else progress
+    demo = _Run(messages, round_trips, threads, seconds, ProgressLine(enabled=False) if progress is None else progress)
     proc = psutil.Process()
     cpu0 = sum(proc.cpu_times()[:2])
-    started = time.monotonic()
-    # The stream may use three quarters of the cap, so round trips are measured even when
-    # --messages is more than the cap lets through.
-    feed_deadline = started + 0.75 * seconds
-    deadline = started + seconds
-
-    def grace() -> float:
-        """Draining, closing and waiting for the last heartbeats get a few seconds past the cap."""
-        return max(time.monotonic(), deadline) + 5.0
-
-    server, clients, answers = Tally(), Tally(), Answers()
-    failures: list[str] = []
-    errors: list[str] = []
-    rtts: list[float] = []
     log.info("demo.started", messages=messages, round_trips=round_trips, threads=threads)
+    with _setup(demo, heartbeat_interval) as peers:
+        _stream(demo, peers.feed)
+        log.info("demo.feed.done", sent=demo.ticks_sent, received=demo.server.recv["tick"],
+                 seconds=round(demo.feed_seconds, 3))  # fmt: skip
+        _time_round_trips(demo, peers.rtt)
+        log.info("demo.round_trips.done", count=len(demo.rtts))
+        _say_done(demo, peers.svc)
+    elapsed = time.monotonic() - demo.started
+    failures = _check(demo)
+    rows = _report(demo, failures, elapsed, sum(proc.cpu_times()[:2]) - cpu0, proc.memory_info().rss / 2**20)
+    log.info("demo.finished", ok=not failures)
+    return not failures, rows
+
+
+@contextmanager
+def _setup(demo: _Run, heartbeat_interval: float) -> Iterator[_Peers]:
+    """A service and two clients on loopback, with their own poll and timer threads; on the
+    way out the clients leave first, so the service sees its peers go (reason=peer_closed)."""
 
     def protocol_for(tally: Tally) -> Callable[[], DemoProtocol]:
         return lambda: DemoProtocol(heartbeat_interval, tally.disconnected)
@@ -210,112 +259,142 @@ def run_demo(
         links.PollHandler("demo-poll") as poll,
         links.Timer(name="demo-timer") as timer,
         links.Svc.bind(
-            "127.0.0.1:0", protocol=protocol_for(server), callback=server, max_connections=2, name="svc",
+            "127.0.0.1:0", protocol=protocol_for(demo.server), callback=demo.server, max_connections=2, name="svc",
             poll_handler=poll, timer=timer,
         ) as svc,
     ):  # fmt: skip
         svc_sender = svc.into_sender_with_spawned_recver()
         addr = f"127.0.0.1:{svc.local_addr[1]}"
-        connect = {"protocol": protocol_for(clients), "timeout": 5.0, "poll_handler": poll, "timer": timer}
+        connect = {"protocol": protocol_for(demo.clients), "timeout": 5.0, "poll_handler": poll, "timer": timer}
+        clients = demo.clients
         feed = links.Clt.connect(addr, callback=clients, name="feed", **connect).into_sender_with_spawned_recver_ref()
         rtt = links.Clt.connect(
-            addr, callback=clients + answers, name="rtt", **connect
+            addr, callback=clients + demo.answers, name="rtt", **connect
         ).into_sender_with_spawned_recver()
         try:
-            # 1. One-way stream: N threads, one shared sender Ref (each thread holds a clone).
-            per_thread = [messages // threads + (i < messages % threads) for i in range(threads)]
-            workers = [
-                threading.Thread(target=_feed, args=(feed.clone(), i, n, feed_deadline, errors), name=f"demo-feed-{i}")
-                for i, n in enumerate(per_thread)
-            ]
-            feed_started = time.monotonic()
-            for w in workers:
-                w.start()
-            for w in workers:
-                while w.is_alive():
-                    w.join(0.1)
-                    progress.update(f"feed: sent {clients.sent['tick']}/{messages}, received {server.recv['tick']}")
-            ticks_sent = clients.sent["tick"]
-            server.expect_ticks(ticks_sent)
-
-            def show() -> None:
-                progress.update(f"feed: received {server.recv['tick']}/{ticks_sent}")
-
-            if not server.wait(lambda: server.recv["tick"] >= ticks_sent, grace(), show):
-                failures.append(f"ticks: {server.recv['tick']} of {ticks_sent} arrived")
-            feed_seconds = (server.last_tick_at or time.monotonic()) - feed_started
-            log.info("demo.feed.done", sent=ticks_sent, received=server.recv["tick"], seconds=round(feed_seconds, 3))
-
-            # 2. Round trips, one at a time: send, then wait for the answer the poll thread hands over.
-            for i in range(round_trips):
-                if time.monotonic() >= deadline:
-                    break
-                t0 = time.perf_counter_ns()
-                if rtt.send({"t": "req", "id": i}, timeout=1.0) is not links.SendStatus.COMPLETED:
-                    failures.append(f"round trip {i}: no room to send the request")
-                    break
-                try:
-                    answer = answers.queue.get(timeout=max(0.0, grace() - time.monotonic()))
-                except queue.Empty:
-                    failures.append(f"round trip {i}: no answer")
-                    break
-                rtts.append((time.perf_counter_ns() - t0) / 1000)
-                if answer["id"] != i:
-                    failures.append(f"round trip {i}: answer to {answer['id']}")
-                    break
-                if i % 256 == 0:
-                    progress.update(f"round trips: {i}/{round_trips}")
-            log.info("demo.round_trips.done", count=len(rtts))
-
-            # 3. The service speaks to every client at once; and every end must have had a heartbeat.
-            delivered = svc_sender.broadcast({"t": "done"}, timeout=1.0)
-            if delivered != 2 or not clients.wait(lambda: clients.recv["done"] >= 2, grace()):
-                failures.append(f"done: broadcast reached {delivered} connections, {clients.recv['done']} arrived")
-            for side in (server, clients):
-                if not side.wait(lambda side=side: len(side.heartbeat_ends) >= 2, grace()):
-                    failures.append("heartbeats: some connection end received none")
+            yield _Peers(svc_sender, feed, rtt)
         finally:
-            progress.clear()
-            # Clients leave first, so the service sees its peers go (reason=peer_closed).
+            demo.progress.clear()
             feed.close()
             rtt.close()
-        server.wait(lambda: server.disconnects >= 2, grace())
-    elapsed = time.monotonic() - started
+        demo.server.wait(lambda: demo.server.disconnects >= 2, demo.grace())
 
-    failures += errors
-    if server.out_of_order:
-        failures.append(f"ticks: {server.out_of_order} out of order")
-    kinds = ("tick", "req", "rsp", "done")  # heartbeats aside (see the module docstring)
-    sent = sum(t.sent[k] for t in (server, clients) for k in kinds)
-    received = sum(t.recv[k] for t in (server, clients) for k in kinds)
+
+def _stream(demo: _Run, feed: links.Ref) -> None:
+    """1. One-way stream: N threads, one shared sender Ref (each thread holds a clone)."""
+    server, clients, progress = demo.server, demo.clients, demo.progress
+    per_thread = [demo.messages // demo.threads + (i < demo.messages % demo.threads) for i in range(demo.threads)]
+    workers = [
+        threading.Thread(
+            target=_feed, args=(feed.clone(), i, n, demo.feed_deadline, demo.errors), name=f"demo-feed-{i}"
+        )
+        for i, n in enumerate(per_thread)
+    ]
+    feed_started = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        while w.is_alive():
+            w.join(0.1)
+            progress.update(f"feed: sent {clients.sent['tick']}/{demo.messages}, received {server.recv['tick']}")
+    demo.ticks_sent = ticks_sent = clients.sent["tick"]
+    server.expect_ticks(ticks_sent)
+
+    def show() -> None:
+        progress.update(f"feed: received {server.recv['tick']}/{ticks_sent}")
+
+    if not server.wait(lambda: server.recv["tick"] >= ticks_sent, demo.grace(), show):
+        demo.failures.append(f"ticks: {server.recv['tick']} of {ticks_sent} arrived")
+    demo.feed_seconds = (server.last_tick_at or time.monotonic()) - feed_started
+
+
+def _time_round_trips(demo: _Run, rtt: links.CltSender) -> None:
+    """2. Round trips, one at a time: send, then wait for the answer the poll thread hands over."""
+    for i in range(demo.round_trips):
+        if time.monotonic() >= demo.deadline:
+            return
+        t0 = time.perf_counter_ns()
+        if rtt.send({"t": "req", "id": i}, timeout=1.0) is not links.SendStatus.COMPLETED:
+            demo.failures.append(f"round trip {i}: no room to send the request")
+            return
+        try:
+            answer = demo.answers.queue.get(timeout=max(0.0, demo.grace() - time.monotonic()))
+        except queue.Empty:
+            demo.failures.append(f"round trip {i}: no answer")
+            return
+        demo.rtts.append((time.perf_counter_ns() - t0) / 1000)
+        if answer["id"] != i:
+            demo.failures.append(f"round trip {i}: answer to {answer['id']}")
+            return
+        if i % 256 == 0:
+            demo.progress.update(f"round trips: {i}/{demo.round_trips}")
+
+
+def _say_done(demo: _Run, svc_sender: links.SvcSender) -> None:
+    """3. The service speaks to every client at once; and every end must have had a heartbeat."""
+    clients = demo.clients
+    delivered = svc_sender.broadcast({"t": "done"}, timeout=1.0)
+    if delivered != 2 or not clients.wait(lambda: clients.recv["done"] >= 2, demo.grace()):
+        demo.failures.append(f"done: broadcast reached {delivered} connections, {clients.recv['done']} arrived")
+    for side in (demo.server, clients):
+        if not side.wait(lambda side=side: len(side.heartbeat_ends) >= 2, demo.grace()):
+            demo.failures.append("heartbeats: some connection end received none")
+
+
+#: The kinds counted in the totals; heartbeats aside (see the module docstring).
+_KINDS = ("tick", "req", "rsp", "done")
+
+
+def _check(demo: _Run) -> list[str]:
+    """Every failure of the demo: what went wrong on the way, order, and the accounting."""
+    failures = demo.failures + demo.errors
+    if demo.server.out_of_order:
+        failures.append(f"ticks: {demo.server.out_of_order} out of order")
+    sent = sum(t.sent[k] for t in (demo.server, demo.clients) for k in _KINDS)
+    received = sum(t.recv[k] for t in (demo.server, demo.clients) for k in _KINDS)
     if received != sent:
         failures.append(f"{sent - received} of {sent} messages unaccounted for")
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
-    rss = proc.memory_info().rss / 2**20
-    ordered = sorted(rtts)
+    return failures
+
+
+def _cut_short(demo: _Run) -> str | None:
+    """What the ``--seconds`` cap left unsent, or None."""
+    missing = []
+    if demo.ticks_sent < demo.messages:
+        missing.append(f"{demo.ticks_sent:,} of {demo.messages:,} one-way messages")
+    if len(demo.rtts) < demo.round_trips:
+        missing.append(f"{len(demo.rtts):,} of {demo.round_trips:,} round trips")
+    return f"the {demo.seconds:g} s cap (--seconds) stopped it at " + " and ".join(missing) if missing else None
+
+
+def _report(demo: _Run, failures: list[str], elapsed: float, cpu: float, rss: float) -> list[tuple[str, object]]:
+    """The summary table's rows."""
+    sides = (demo.server, demo.clients)
+    ordered = sorted(demo.rtts)
 
     def micros(value: float) -> str:
         return f"{value:.0f} µs" if ordered else "n/a"
 
-    ticks = server.recv["tick"]
-    rows: list[tuple[str, object]] = [
-        ("messages sent", sent),
-        ("messages received", received),
-        ("one-way ticks", f"{ticks} by {threads} thread(s) sharing one sender Ref, in {feed_seconds:.3f} s"),
+    ticks, feed_seconds = demo.server.recv["tick"], demo.feed_seconds
+    cut_short = _cut_short(demo)
+    verdict = "OK: every message accounted for" if not failures else "FAILED: " + "; ".join(failures)
+    return [
+        ("messages sent", sum(t.sent[k] for t in sides for k in _KINDS)),
+        ("messages received", sum(t.recv[k] for t in sides for k in _KINDS)),
+        ("one-way ticks", f"{ticks} by {demo.threads} thread(s) sharing one sender Ref, in {feed_seconds:.3f} s"),
         ("one-way rate", f"{ticks / feed_seconds if feed_seconds > 0 else 0:,.0f} msgs/s"),
-        ("round trips", len(rtts)),
+        ("round trips", len(demo.rtts)),
         ("round trip p50", micros(_percentile(ordered, 50))),
         ("round trip p99", micros(_percentile(ordered, 99))),
         ("round trip mean", micros(statistics.fmean(ordered) if ordered else 0)),
-        ("heartbeats sent", sum(t.sent["hb"] for t in (server, clients))),
-        ("heartbeats received", sum(t.recv["hb"] for t in (server, clients))),
+        ("heartbeats sent", sum(t.sent["hb"] for t in sides)),
+        ("heartbeats received", sum(t.recv["hb"] for t in sides)),
         ("elapsed", f"{elapsed:.2f} s"),
         ("cpu seconds", f"{cpu:.2f}"),
         ("rss", f"{rss:.1f} MiB"),
-        ("result", "OK: every message accounted for" if not failures else "FAILED: " + "; ".join(failures)),
+        *([("cut short", cut_short)] if cut_short else []),
+        ("result", verdict + (", but cut short (above)" if cut_short and not failures else "")),
     ]
-    log.info("demo.finished", ok=not failures)
-    return not failures, rows
 
 
 def run(args: argparse.Namespace) -> int:

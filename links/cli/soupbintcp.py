@@ -21,8 +21,14 @@ Both draw a progress line with rates on stderr when it is a terminal.
 ``SO_REUSEPORT`` and starts N-1 more processes bound to the same port, and the kernel spreads
 new connections across all N. Each worker has its own poll thread and its own store of
 Sequenced Data, so a client that reconnects may land on another worker and cannot replay
-what the first one numbered: use one worker where replay across reconnects matters. Ctrl-C
-stops every worker (each sends End of Session to its clients).
+what the first one numbered: use one worker where replay across reconnects matters.
+"listening on" comes once every worker listens; the progress line counts all of them. Ctrl-C
+stops every worker (each sends End of Session to its clients). A worker that dies is
+reported and stops the whole server with exit status 1 (see ``_workers``).
+
+Usage mistakes (a port out of range, an address without a port, a username longer than a
+Login Request carries, a negative count) end in one line and exit status 2 before anything
+starts; a port in use, or a server that breaks the connection, in one line and status 1.
 
 ``serve`` and ``connect`` are shared commands: each protocol adds itself under them, so
 this module creates them only if no other module did yet.
@@ -31,6 +37,7 @@ this module creates them only if no other module did yet.
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import signal
 import sys
@@ -43,11 +50,15 @@ from typing import Any
 import links
 from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtocol, UnsequencedData
 
-from ._args import positive
+from ._args import address, ascii_text, at_least, port, positive
 from ._logging import LEVELS, configure_logging
-from ._progress import ProgressLine
+from ._progress import ProgressLine, Rate
+from ._workers import Workers, workers
 
 __all__ = ["connect", "register", "serve"]
+
+#: The largest payload of a packet: its 16-bit length counts the type byte too.
+MAX_PAYLOAD = 0xFFFF - 1
 
 
 def register(subparsers: Any) -> None:
@@ -62,7 +73,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default 0)")
+    parser.add_argument("--port", type=port, default=0, help="port, 0-65535; 0 picks a free one (default 0)")
     _credentials(parser)
     parser.add_argument("--login-timeout", type=positive(float), default=5.0, help="seconds to log in (default 5)")
     parser.add_argument(
@@ -72,12 +83,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--max-connections", type=positive(int), default=128, help="connections admitted at once (default 128)"
     )
-    parser.add_argument("--max-messages", type=positive(int), default=100_000, help="messages kept per user for replay")
+    parser.add_argument(
+        "--max-messages", type=positive(int), default=100_000, help="messages kept per user for replay (default 100000)"
+    )
     parser.add_argument(
         "--workers", type=positive(int), default=1,
         help="processes sharing the port (SO_REUSEPORT; the kernel spreads connections; default 1)",
     )  # fmt: skip
-    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (implied by --workers > 1)")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="bind with SO_REUSEPORT (default off; implied by --workers > 1)"
+    )
+    # A worker started by --workers: reports to the first process on stdout (see _workers).
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=serve)
 
     connect_parser = _protocols(subparsers, "connect", "connect to a server of a built-in protocol")
@@ -89,16 +106,23 @@ def register(subparsers: Any) -> None:
             "prints each Sequenced Data received as 'SEQUENCE PAYLOAD'. Logs out on end of input or Ctrl-C."
         ),
     )
-    parser.add_argument("addr", metavar="HOST:PORT", help="the server")
+    parser.add_argument("addr", metavar="HOST:PORT", type=address, help="the server (port 1-65535)")
     _credentials(parser)
-    parser.add_argument("--sequence", type=int, default=0, help="first sequence number wanted; 0: from now on")
-    parser.add_argument("--count", type=int, help="send this many generated messages instead of stdin lines")
-    parser.add_argument("--size", type=int, default=0, help="pad generated messages to this many bytes")
+    parser.add_argument(
+        "--sequence", type=at_least(0), default=0, help="first sequence number wanted; 0 (default): from now on"
+    )
+    parser.add_argument(
+        "--count", type=at_least(0), help="send this many generated messages instead of stdin lines (default: stdin)"
+    )
+    parser.add_argument(
+        "--size", type=at_least(0, MAX_PAYLOAD), default=0,
+        help=f"pad generated messages to this many bytes, up to {MAX_PAYLOAD} (default 0: no padding)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=positive(float), default=5.0, help="seconds to connect and log in (default 5)")
     parser.add_argument(
         "--linger", type=positive(float), default=1.0, help="seconds of quiet to wait for replies (default 1)"
     )
-    parser.add_argument("--quiet", action="store_true", help="print no replies, only the final count")
+    parser.add_argument("--quiet", action="store_true", help="print no replies, only the final count (default off)")
     parser.set_defaults(func=connect)
 
 
@@ -112,9 +136,12 @@ def _protocols(subparsers: Any, command: str, help: str) -> Any:
 
 
 def _credentials(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--username", required=True, help="login username (up to 6 characters)")
-    parser.add_argument("--password", required=True, help="login password (up to 10 characters)")
-    parser.add_argument("--session", default="", help="session name (up to 10 characters; default blank)")
+    # The widths of the Login Request's fields: a longer name could never log in.
+    parser.add_argument("--username", type=ascii_text(6), required=True, help="login username (up to 6 characters)")
+    parser.add_argument("--password", type=ascii_text(10), required=True, help="login password (up to 10 characters)")
+    parser.add_argument(
+        "--session", type=ascii_text(10), default="", help="session name (up to 10 characters; default blank)"
+    )
     parser.add_argument("--heartbeat", type=positive(float), default=1.0, help="heartbeat interval, s (default 1)")
     parser.add_argument("--idle-timeout", type=positive(float), default=15.0, help="peer silence allowed, s (default 15)")
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="lowest log level on stderr (default info)")
@@ -141,51 +168,18 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
-@contextmanager
-def _workers(args: argparse.Namespace, port: int) -> Iterator[None]:
-    """Run ``args.workers - 1`` more servers on ``port`` (``SO_REUSEPORT``) while the block runs;
-    on the way out, interrupt them as Ctrl-C would and wait for them to finish."""
-    import subprocess  # noqa: PLC0415 - only --workers needs it
+def _worker_command(args: argparse.Namespace, bound: int) -> list[str]:
+    """The command line of one worker: this server's settings, on the port ``bound``."""
+    from ..bench import python_command  # noqa: PLC0415 - only --workers needs it
 
-    argv = [
-        sys.executable, "-m", "links", "serve", "soupbintcp", "--host", args.host, "--port", str(port), "--reuse-port",
+    return python_command(
+        "links", "serve", "soupbintcp", "--worker", "--host", args.host, "--port", str(bound),
         "--username", args.username, "--password", args.password, "--session", args.session,
         "--heartbeat", str(args.heartbeat), "--idle-timeout", str(args.idle_timeout),
         "--login-timeout", str(args.login_timeout), "--login-throttle", str(args.login_throttle),
         "--max-connections", str(args.max_connections),
         "--max-messages", str(args.max_messages), "--log-level", args.log_level,
-    ]  # fmt: skip
-    # Their "listening on" line would repeat ours; their logs share our stderr.
-    # Their own session: a Ctrl-C in the terminal reaches only us, and we pass it on once.
-    children = [
-        subprocess.Popen(argv, stdout=subprocess.DEVNULL, start_new_session=True) for _ in range(max(0, args.workers - 1))
-    ]
-    try:
-        yield
-    finally:
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-
-class _Rate:
-    """A count and its rate since the previous reading."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._seen = 0
-        self._at = time.monotonic()
-
-    def per_second(self) -> float:
-        now = time.monotonic()
-        rate = (self.count - self._seen) / max(now - self._at, 1e-9)
-        self._seen, self._at = self.count, now
-        return rate
+    )  # fmt: skip
 
 
 # -- serve ----------------------------------------------------------------------------------------
@@ -195,52 +189,95 @@ class _ServerTally(links.Callback):
     """Unsequenced Data in, Sequenced Data out. Both happen on the poll thread only."""
 
     def __init__(self) -> None:
-        self.received = _Rate()
-        self.sent = _Rate()
+        self.received = 0
+        self.sent = 0
 
     def on_recv(self, con_id: Any, msg: Any) -> None:
         if type(msg) is UnsequencedData:
-            self.received.count += 1
+            self.received += 1
 
     def on_sent(self, con_id: Any, msg: Any) -> None:
         if type(msg) is SequencedData:
-            self.sent.count += 1
+            self.sent += 1
 
 
 def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     _interrupt_on_signals()
+    where = f"{args.host}:{args.port}"
+    tally = _ServerTally()
     try:
         config = SvcProtocol(
             username=args.username, password=args.password, session=args.session, heartbeat_interval=args.heartbeat,
             idle_timeout=args.idle_timeout, login_timeout=args.login_timeout, max_messages=args.max_messages,
             reply=lambda payload: payload, login_throttle=args.login_throttle,
         )  # fmt: skip
-        tally = _ServerTally()
         svc = links.Svc.bind(
-            f"{args.host}:{args.port}", protocol=config, callback=tally, max_connections=args.max_connections,
-            name="soupbintcp", reuse_port=args.reuse_port or args.workers > 1,
+            where, protocol=config, callback=tally, max_connections=args.max_connections,
+            name="soupbintcp", reuse_port=args.reuse_port or args.worker or args.workers > 1,
         )  # fmt: skip
-    except (ValueError, OSError) as e:
+    except ValueError as e:
         print(f"links serve soupbintcp: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the port is taken, the host is not ours, ...
+        print(f"links serve soupbintcp: cannot listen on {where}: {e.strerror or e}", file=sys.stderr)
         return 1
-    with svc, _workers(args, svc.local_addr[1]):
+    with svc:
         sender = svc.into_sender_with_spawned_recver()
-        host, port = svc.local_addr
-        print(f"listening on {host}:{port}", flush=True)
-        idle = threading.Event()  # never set: waits are interrupted by Ctrl-C
-        try:
-            with ProgressLine(interval=0.5) as progress:
-                while True:
-                    idle.wait(0.5)
-                    progress.update(
-                        f"{len(sender)} connections  {tally.received.count:,} in ({tally.received.per_second():,.0f}/s)  "
-                        f"{tally.sent.count:,} out ({tally.sent.per_second():,.0f}/s)"
-                    )
-        except KeyboardInterrupt:
-            pass
-    print(f"served {tally.received.count} messages, sent {tally.sent.count}", file=sys.stderr)
-    return 0
+        if args.worker:
+            code = _report_to_first_process(tally, sender)
+        else:
+            host, bound = svc.local_addr
+            command = _worker_command(args, bound) if args.workers > 1 else []
+            with workers(command, args.workers - 1, args.workers) as crew:
+                problem = crew.wait_ready()
+                if problem is None:
+                    print(f"listening on {host}:{bound}", flush=True)
+                    problem = _show_until_interrupted(tally, sender, crew)
+                if problem is not None:
+                    print(f"links serve soupbintcp: {problem}; stopping the server", file=sys.stderr)
+                code = 0 if problem is None else 1
+    print(f"served {tally.received} messages, sent {tally.sent}", file=sys.stderr)
+    return code
+
+
+def _show_until_interrupted(tally: _ServerTally, sender: links.SvcSender, crew: Workers) -> str | None:
+    """Draw one progress line for the whole server until Ctrl-C (None) or a worker dies (why)."""
+    received, sent = Rate(), Rate()
+    label = f"{crew.total} workers  " if crew.total > 1 else ""
+    idle = threading.Event()  # never set: waits are interrupted by Ctrl-C
+    try:
+        with ProgressLine(interval=0.5) as progress:
+            while True:
+                idle.wait(0.5)
+                problem = crew.dead()
+                if problem is not None:
+                    return problem
+                connections, received.count, sent.count = (
+                    ours + theirs for ours, theirs in zip((len(sender), tally.received, tally.sent), crew.totals())
+                )
+                progress.update(
+                    lambda: f"{label}{connections} connections  {received.count:,} in ({received.per_second():,.0f}/s)"
+                    f"  {sent.count:,} out ({sent.per_second():,.0f}/s)"
+                )
+    except KeyboardInterrupt:
+        return None
+
+
+def _report_to_first_process(tally: _ServerTally, sender: links.SvcSender) -> int:
+    """A worker's loop: ``ready``, then a tally line every half second, until Ctrl-C (as the
+    first process stops its workers) or until the pipe to the first process breaks."""
+    idle = threading.Event()  # never set: waits are interrupted by Ctrl-C
+    try:
+        print("ready", flush=True)
+        while True:
+            print(f"tally {len(sender)} {tally.received} {tally.sent}", flush=True)
+            idle.wait(0.5)
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # the first process is gone: nobody watches this worker any more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
+        return 1
 
 
 # -- connect --------------------------------------------------------------------------------------
@@ -251,7 +288,7 @@ class _Printer(links.Callback):
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.received = _Rate()
+        self.received = Rate()
         self.last_at = time.monotonic()
         self.ended = False  # the server sent End of Session
         self._cond = threading.Condition()
@@ -329,10 +366,19 @@ def connect(args: argparse.Namespace) -> int:
         return 0
 
 
+def _why(error: BaseException) -> str:
+    """One line on why the connection ended, in the user's words where the library's are an
+    exception's name."""
+    cause = error if isinstance(error, OSError) else error.__cause__
+    if isinstance(cause, ConnectionResetError):
+        return "the server reset the connection"
+    if isinstance(error, OSError):  # from the name lookup, before the library's own errors
+        return error.strerror or str(error)
+    return str(error)
+
+
 def _session(args: argparse.Namespace, config: CltProtocol) -> int:
     printer = _Printer(args.quiet)
-    sent = _Rate()
-    started = time.monotonic()
     error: str | None = None
     with ExitStack() as stack:
         # Ctrl-C waits until the login is over and the connection is in the stack, which then
@@ -341,10 +387,12 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
             try:
                 clt = links.Clt.connect(args.addr, protocol=config, callback=printer, timeout=args.timeout)
             except (links.LinksError, OSError) as e:  # LoginRejectedError, ConnectTimeout, ...
-                print(f"links connect soupbintcp: {e}", file=sys.stderr)
+                where = f"{args.addr}: " if isinstance(e, OSError) else ""
+                print(f"links connect soupbintcp: {where}{_why(e)}", file=sys.stderr)
                 return 1
             stack.enter_context(clt)
         sender = clt.into_sender_with_spawned_recver()
+        sent = Rate()  # from here: the rates are over the sending, not the login
         with sender, ProgressLine() as progress:
             try:
                 for payload in _messages(args):
@@ -355,8 +403,8 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
                         continue
                     sender.send(UnsequencedData(payload))
                     sent.count += 1
-                    progress.update(
-                        f"sent {sent.count:,} ({sent.per_second():,.0f}/s)  "
+                    progress.update(  # the rates are read only when the line is redrawn
+                        lambda: f"sent {sent.count:,} ({sent.per_second():,.0f}/s)  "
                         f"received {printer.received.count:,} ({printer.received.per_second():,.0f}/s)"
                     )
                 progress.clear()
@@ -364,7 +412,7 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
             except KeyboardInterrupt:
                 pass
             except links.LinksError as e:  # the link broke, or the server ended the session mid-send
-                error = str(e)
+                error = _why(e)
             if not sender.is_connected():
                 # The poll thread may still be inside the dispatch that ended the connection:
                 # let it finish, so the printer knows whether End of Session was the cause.
@@ -374,8 +422,13 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
                 elif error is None and printer.received.count < sent.count:
                     error = "the connection ended before every reply came back"
     sys.stdout.flush()
-    elapsed = time.monotonic() - started
-    print(f"sent {sent.count}, received {printer.received.count} in {elapsed:.2f}s", file=sys.stderr)
+    done = time.monotonic()
+    received = printer.received.count
+    print(
+        f"sent {sent.count}, received {received} in {done - sent.started:.2f}s "
+        f"({sent.average(done):,.0f}/s sent, {received / max(done - sent.started, 1e-9):,.0f}/s received)",
+        file=sys.stderr,
+    )
     if error is not None:
         print(f"links connect soupbintcp: {error}", file=sys.stderr)
         return 1

@@ -62,7 +62,8 @@ class SvcProtocol:
     """How to authenticate, number and keep alive SoupBinTCP sessions; call it per connection.
 
     Args:
-        username, password: the one valid login (give these, or ``authenticate``).
+        username, password: the one valid login (give these, or ``authenticate``): at most 6
+            and 10 ASCII characters, as a Login Request carries them.
         authenticate: ``authenticate(username, password) -> bool``, called on the receiving
             thread (the poll thread when spawned), so it must answer quickly.
         session: this server's session name (at most 10 ASCII characters), sent in Login
@@ -83,6 +84,10 @@ class SvcProtocol:
             address are refused without checking them (``soupbintcp.login_rejected`` with
             ``why="throttled"``); None (the default) checks every attempt. It bounds password
             guessing to one try per address per ``login_throttle``.
+
+    Raises:
+        ValueError: a setting that cannot work, such as a username, password or session
+            name that does not fit its field.
     """
 
     def __init__(
@@ -114,6 +119,10 @@ class SvcProtocol:
         #: Peer host -> when its last login failed (timer clock), for the throttle.
         self.failed_logins: dict[str, float] = {}
         encode_packet(LoginAccepted(session, 1))  # a session name that cannot go on the wire fails here
+        if username is not None and password is not None:
+            # A login no client can send (a username over 6 characters, say) would make a
+            # server nobody can log in to: refuse it here, as CltProtocol does.
+            encode_packet(LoginRequest(username, password, session, 0))
         self.authenticate = authenticate or _fixed(username, password)  # type: ignore[arg-type]
         self.session = session
         self.heartbeat_interval, self.idle_timeout = liveness_settings(heartbeat_interval, idle_timeout)

@@ -10,6 +10,8 @@
 * ``Simulator``: the shipped ``Clt`` and ``Svc`` with ``session=`` over memory sockets and a
   seeded, simulated network with cuts, delays and late-noticed failures on a fake clock; a
   failure replays from its seed;
+* ``run_chaos()``: a resumable session cut at random through a ``FaultProxy``, every
+  message accounted for (``ChaosResult``); what ``links chaos`` runs;
 * a sample protocol (Ping/Pong behind a login, with heartbeats: ``SampleClient``,
   ``SampleServer``) and its messages (``SampleMessage`` is their union, carried as JSON by
   ``SampleMessenger``).
@@ -17,6 +19,7 @@
 The waitable callbacks (``StoreCallback``, ``CounterCallback``) live in ``links`` itself.
 """
 
+from ._chaos import ChaosResult as ChaosResult, run_chaos as run_chaos
 from ._clock import FakeClock as FakeClock
 from ._conformance import check_transport as check_transport
 from ._memory import MemorySocket as MemorySocket, memory_socket_pair as memory_socket_pair
@@ -37,8 +40,9 @@ from ._sample import (
 )
 
 __all__ = [
-    "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected", "MemorySocket", "Ping",
+    "ChaosResult", "FakeClock", "FaultProxy", "Heartbeat", "Login", "LoginAccepted", "LoginFailed", "LoginRejected",
+    "MemorySocket", "Ping",
     "Pong", "ProxyStats", "SampleClient", "SampleMessage", "SampleMessenger", "SampleServer", "SimResult",
     "Simulator", "check_transport",
-    "memory_socket_pair",
+    "memory_socket_pair", "run_chaos",
 ]  # fmt: skip

@@ -87,6 +87,9 @@ class SequenceCheck(Callback):
 
 @dataclass(frozen=True)
 class ChaosResult:
+    """What one ``run_chaos()`` did: the cuts made and fired, the resumes on each side, and
+    every message accounted for (received, lost, duplicated, reordered, unexpected)."""
+
     seed: int
     messages: int
     cuts: int
@@ -105,6 +108,8 @@ class ChaosResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the run kept every promise: nothing lost, duplicated, reordered or
+        unexpected, every message received on both sides, every cut fired and resumed."""
         return (
             not self.errors
             and self.lost == self.duplicated == self.reordered == self.unexpected == 0
@@ -113,6 +118,7 @@ class ChaosResult:
         )
 
     def summary(self) -> str:
+        """One line for people: the seed, the cuts by kind, the resumes and the tallies."""
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.cuts_by_kind.items()))
         return (
             f"seed {self.seed}: {self.messages} messages each way, {self.cuts_fired}/{self.cuts} cuts ({kinds}), "

@@ -236,7 +236,7 @@ class FaultProxy:
         self._stopped = False
         self._running = True
 
-        self._listener = socket.create_server(parse_addr(listen), backlog=128)
+        self._listener = socket.create_server(parse_addr(listen, bind=True), backlog=128)
         try:
             self._listener.setblocking(False)
             lhost, lport = self._listener.getsockname()[:2]
