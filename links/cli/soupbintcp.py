@@ -53,6 +53,7 @@ from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtoc
 from ._args import address, ascii_text, at_least, port, positive
 from ._logging import LEVELS, configure_logging
 from ._progress import ProgressLine, Rate
+from ._tls import TlsSetupError, add_client_options, add_server_options, client_context, server_context
 from ._workers import Workers, workers
 
 __all__ = ["connect", "register", "serve"]
@@ -93,6 +94,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--reuse-port", action="store_true", help="bind with SO_REUSEPORT (default off; implied by --workers > 1)"
     )
+    add_server_options(parser)
     # A worker started by --workers: reports to the first process on stdout (see _workers).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=serve)
@@ -123,6 +125,7 @@ def register(subparsers: Any) -> None:
         "--linger", type=positive(float), default=1.0, help="seconds of quiet to wait for replies (default 1)"
     )
     parser.add_argument("--quiet", action="store_true", help="print no replies, only the final count (default off)")
+    add_client_options(parser)
     parser.set_defaults(func=connect)
 
 
@@ -179,6 +182,8 @@ def _worker_command(args: argparse.Namespace, bound: int) -> list[str]:
         "--login-timeout", str(args.login_timeout), "--login-throttle", str(args.login_throttle),
         "--max-connections", str(args.max_connections),
         "--max-messages", str(args.max_messages), "--log-level", args.log_level,
+        *(item for option in ("tls_cert", "tls_key", "tls_client_ca") if getattr(args, option)
+          for item in ("--" + option.replace("_", "-"), getattr(args, option))),
     )  # fmt: skip
 
 
@@ -214,7 +219,7 @@ def serve(args: argparse.Namespace) -> int:
         )  # fmt: skip
         svc = links.Svc.bind(
             where, protocol=config, callback=tally, max_connections=args.max_connections,
-            name="soupbintcp", reuse_port=args.reuse_port or args.worker or args.workers > 1,
+            name="soupbintcp", reuse_port=args.reuse_port or args.worker or args.workers > 1, tls=server_context(args),
         )  # fmt: skip
     except ValueError as e:
         print(f"links serve soupbintcp: {e}", file=sys.stderr)
@@ -361,6 +366,11 @@ def connect(args: argparse.Namespace) -> int:
         print(f"links connect soupbintcp: {e}", file=sys.stderr)
         return 1
     try:
+        args.tls_context = client_context(args)
+    except TlsSetupError as e:
+        print(f"links connect soupbintcp: {e}", file=sys.stderr)
+        return 2
+    try:
         return _session(args, config)
     except KeyboardInterrupt:
         return 0
@@ -385,7 +395,10 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
         # closes it (logging out) however we leave.
         with _signals_held():
             try:
-                clt = links.Clt.connect(args.addr, protocol=config, callback=printer, timeout=args.timeout)
+                clt = links.Clt.connect(
+                    args.addr, protocol=config, callback=printer, timeout=args.timeout, tls=args.tls_context,
+                    tls_server_name=args.tls_server_name,
+                )  # fmt: skip
             except (links.LinksError, OSError) as e:  # LoginRejectedError, ConnectTimeout, ...
                 where = f"{args.addr}: " if isinstance(e, OSError) else ""
                 print(f"links connect soupbintcp: {where}{_why(e)}", file=sys.stderr)
