@@ -189,14 +189,28 @@ class Clt:
         max_outbound: int = DEFAULT_MAX_OUTBOUND,
         idle_timeout: float | None = None,
         handshake_timeout: float | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_server_name: str | None = None,
     ) -> Clt:
         """Wrap a connected socket (``Svc`` uses this for accepted ones); runs ``on_connect``
         but does not wait for the protocol's handshake to finish. With ``handshake_timeout``,
         the connection is closed unless a whole message arrives within that many seconds.
 
+        With ``tls``, the TLS handshake runs first, on this thread (as the client for
+        ``Role.INITIATOR``, checking ``tls_server_name``; as the server for ``Role.ACCEPTOR``),
+        within ``handshake_timeout`` (10 s when None).
+
         The socket is links' from now on: it is put in blocking mode (every call that must not
         wait passes ``MSG_DONTWAIT``) and its receive timeout is links' to set.
+
+        Raises:
+            TLSError: the TLS handshake failed; ConnectTimeout: it did not finish in time.
         """
+        check_tls(tls)
+        if tls is not None:
+            deadline = time.monotonic() + (10.0 if handshake_timeout is None else handshake_timeout)
+            server_name = None if role is Role.ACCEPTOR else tls_server_name
+            sock = _tls_handshake(sock, tls, server_name, deadline, server_side=role is Role.ACCEPTOR)  # type: ignore[assignment]
         con = Connection(
             role, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
@@ -395,9 +409,14 @@ def _poll(poll_handler: PollHandler | None) -> Callable[[], PollHandler]:
     return (lambda: poll_handler) if poll_handler is not None else default_poll_handler
 
 
-def _tls_handshake(sock: socket.socket, context: ssl.SSLContext, server_name: str, deadline: float) -> TlsTransport:
-    """The TLS layer over a dialed socket, its handshake complete (on this thread)."""
-    transport = TlsTransport.client(sock, context, server_name)
+def _tls_handshake(
+    sock: socket.socket, context: ssl.SSLContext, server_name: str | None, deadline: float, server_side: bool = False
+) -> TlsTransport:
+    """The TLS layer over a connected socket, its handshake complete (on this thread)."""
+    if server_side:
+        transport = TlsTransport.server(sock, context)
+    else:
+        transport = TlsTransport.client(sock, context, server_name)
     try:
         transport.handshake(deadline)
     except BaseException:

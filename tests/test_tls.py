@@ -383,3 +383,23 @@ def test_an_expired_server_certificate_is_refused(ca, client_ctx, poll, timer):
             links.Clt.connect(
                 f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT, tls=client_ctx
             )  # fmt: skip
+
+
+@pytest.mark.timeout(20)
+def test_from_socket_runs_the_tls_handshake_for_either_role(server_ctx, client_ctx, poll, timer):
+    a, b = socket.socketpair()
+    made: list[links.Clt] = []
+    server_side = threading.Thread(target=lambda: made.append(links.Clt.from_socket(
+        b, links.Role.ACCEPTOR, protocol=Json, poll_handler=poll, timer=timer, tls=server_ctx, handshake_timeout=WAIT,
+    )))  # fmt: skip
+    server_side.start()
+    with links.Clt.from_socket(
+        a, links.Role.INITIATOR, protocol=Json, poll_handler=poll, timer=timer, tls=client_ctx,
+        tls_server_name="localhost", handshake_timeout=WAIT,
+    ) as clt:  # fmt: skip
+        server_side.join(WAIT)
+        (server,) = made
+        with server:
+            clt.send({"over": "tls"})
+            assert server.recv(timeout=WAIT) == {"over": "tls"}
+            assert server._con.attachment.transport.handshaken
