@@ -6,9 +6,11 @@ repository holds a private key.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 from helpers import Json, watch_logs
@@ -403,3 +405,48 @@ def test_from_socket_runs_the_tls_handshake_for_either_role(server_ctx, client_c
             clt.send({"over": "tls"})
             assert server.recv(timeout=WAIT) == {"over": "tls"}
             assert server._con.attachment.transport.handshaken
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_that_stops_reading_never_makes_a_send_wait_and_loses_nothing(server_ctx, client_ctx, poll, timer):
+    """Over TLS, send(timeout=0) into a full socket is taken (owed) or refused at once; once
+    the peer reads again, the poll thread finishes what is owed and every frame arrives whole
+    and in order: the ciphertext a short write leaves is held and written first."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        go = threading.Event()
+        got: list[int] = []
+
+        def serve() -> None:
+            sock, _ = listener.accept()
+            with server_ctx.wrap_socket(sock, server_side=True) as tls:
+                tls.settimeout(WAIT)
+                go.wait(WAIT)  # not reading meanwhile
+                stream = tls.makefile("rb")
+                while True:
+                    header = stream.read(4)
+                    if len(header) < 4:
+                        return
+                    got.append(json.loads(stream.read(int.from_bytes(header, "big")))["n"])
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        with links.Clt.connect(
+            f"localhost:{listener.getsockname()[1]}", protocol=Json, poll_handler=poll, timer=timer, timeout=WAIT,
+            tls=client_ctx, max_outbound=64 * 1024,
+        ) as clt:  # fmt: skip
+            taken, slowest = 0, 0.0
+            while True:
+                started = time.monotonic()
+                status = clt.send({"n": taken, "pad": "x" * 1000}, timeout=0)
+                slowest = max(slowest, time.monotonic() - started)
+                if status is links.SendStatus.WOULD_BLOCK:
+                    break
+                taken += 1
+            assert slowest < 1.0  # never waited for the peer
+            assert taken > 64  # the socket and max_outbound took a good deal first
+            go.set()
+            clt.send({"n": taken, "pad": ""}, timeout=WAIT)  # waits for room now, and gets it
+            clt.close()
+        thread.join(WAIT)
+    assert got == list(range(taken + 1))
