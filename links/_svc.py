@@ -57,7 +57,6 @@ from ._sockets import listen
 from ._exit import track
 from ._tls import check_tls, peer_identity
 from ._acceptor import Acceptor
-from ._tls_accept import TlsAccept
 from ._transport import wait_fd
 
 if TYPE_CHECKING:
@@ -197,8 +196,7 @@ class Svc:
                     raise ClosedError(f"{self.name} is closed") from None
                 raise
             if clt is not None and not isinstance(clt, Clt):  # a layer's handshake, done here
-                limit = clt.timeout if isinstance(clt, TlsAccept) else self.session.handshake_timeout  # type: ignore[union-attr]
-                hello_by = time.monotonic() + limit
+                hello_by = time.monotonic() + clt.timeout
                 clt.read(hello_by if deadline is None else min(deadline, hello_by))
                 admitted, self._admitted = self._admitted, None
                 if admitted is not None:

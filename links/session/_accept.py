@@ -20,14 +20,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .._callbacks import DevNullCallback
-from .._clock import time_left
 from .._clt import Clt
 from .._connection import Connection
 from .._core._buffer import ReceiveBuffer
 from .._core._conid import Addr, Role, format_addr
-from .._core._status import TaskStatus
 from .._errors import FrameTooLarge, LinksError
 from .._gate import Permit
+from .._handshake import Handshake
 from .._tls import peer_identity
 from .._transport import Transport
 from . import _wire
@@ -37,115 +36,53 @@ from ._engine import SessionRejected
 if TYPE_CHECKING:
     import socket
 
-    from .._poll import PollHandler
     from .._svc import Svc
 
 __all__ = ["HelloReader", "admit"]
 
 
-class HelloReader:
-    """A just-accepted socket of a session service, until its first frame (HELLO) is whole.
+class HelloReader(Handshake):
+    """A just-accepted socket of a session service, until its first frame (HELLO) is whole
+    (a ``links._handshake.Handshake``); then it hands the socket to ``admit``."""
 
-    On the poll thread it is a registered handler with a deadline on the timer; on a user
-    thread (``Svc.accept``) ``read(deadline)`` waits for the frame. Either way it then hands
-    the socket to ``admit`` and is done.
-    """
+    timeout_reason = "session.handshake_timeout"
+    done_reason = "hello"
 
-    poll_kind = "handshake"
-
-    def __init__(self, svc: Svc, sock: socket.socket, permit: Permit, peer: Addr) -> None:
-        self.svc = svc
+    def __init__(self, svc: Svc, sock: socket.socket | Transport, permit: Permit, peer: Addr) -> None:
+        # A socket, or a TLS transport over one already (under TLS).
+        super().__init__(svc, sock if isinstance(sock, Transport) else Transport(sock), permit, peer)
         self.sock = sock
-        # Raw socket calls live in a transport alone (a TLS one already, under TLS).
-        self.transport = sock if isinstance(sock, Transport) else Transport(sock)
-        self.permit = permit
-        self.peer = peer
-        self.con_id = f"{svc.name}<-{format_addr(peer)}"
-        self.closed = False
         self._buffer = ReceiveBuffer(capacity=256, read_size=256)
-        self._poll: PollHandler | None = None
-        self._deadline: Any = None
 
-    def fileno(self) -> int:
-        return self.transport.fileno()
-
-    def start(self, poll: PollHandler) -> None:
-        """Poll thread: wait for the HELLO there, bounded by the handshake timeout."""
+    @property
+    def timeout(self) -> float:
         assert self.svc.session is not None
-        self._poll = poll
-        timeout = self.svc.session.handshake_timeout
+        return self.svc.session.handshake_timeout
 
-        def expire() -> TaskStatus:
-            if not self.closed:
-                poll.call_soon(lambda: self._abandon("session.handshake_timeout"))
-            return TaskStatus.TERMINATE
-
-        # The deadline first: on the poll thread add() services the socket at once, and a
-        # HELLO already there finishes it, which must find the deadline to cancel.
-        self._deadline = self.svc.timer_or_default().schedule(f"hello {self.con_id}", timeout, expire)
-        poll.add(self)
-
-    def read(self, deadline: float | None) -> bool:
-        """User thread: read until the HELLO is admitted (True) or abandoned/timed out (False)."""
-        while not self.closed:
-            if not self.on_readable():
-                return False
-            if self.closed:
-                return True
-            left = time_left(deadline)
-            if left == 0.0:
-                self._abandon("session.handshake_timeout")
-                return False
-            self.transport.wait_readable(left)
-        return True
-
-    def on_readable(self) -> bool:
-        if self.closed:
-            return True
+    def step(self) -> None:
         try:
             n = self.transport.recv_into(self._buffer.writable())
         except LinksError:
-            self._abandon("peer_closed")
-            return False
+            self.abandon("peer_closed")
+            return
         if n == 0:
-            return True  # nothing yet
+            return  # nothing yet
         self._buffer.commit(n)
         try:
             frame = self._buffer.next_frame(_wire.HELLO_FRAMER)
         except FrameTooLarge as e:
             self.svc.log.warning("frame.too_large", con_id=self.con_id, size=e.size, max_frame_size=e.max_frame_size)
-            self._abandon("frame.too_large")
-            return False
+            self.abandon("frame.too_large")
+            return
         if frame is None:
-            return True
+            return
         hello = bytes(frame)
         leftover = self._buffer.take_pending()  # a client waits for WELCOME, but be exact
-        self._finish()
+        self.finish()
         admit(self.svc, self.sock, self.permit, self.peer, hello, leftover)
-        return True
 
-    def _finish(self) -> None:
-        self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        if self._poll is not None:
-            self._poll.remove(self, "hello")
-
-    def _abandon(self, reason: str) -> None:
-        if self.closed:
-            return
+    def log_abandoned(self, reason: str, fields: dict[str, Any]) -> None:
         self.svc.log.info("session.abandoned", con_id=self.con_id, reason=reason)
-        self.closed = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-        self.permit.release()
-        if self._poll is not None:
-            self._poll.remove(self, reason, then=self.transport.close)
-        else:
-            self.transport.close()
-
-    def on_poll_failure(self, error: BaseException | None) -> None:
-        self._abandon("poll_shutdown" if error is None else "failed")
 
 
 def admit(svc: Svc, sock: socket.socket, permit: Permit, peer_addr: Addr, hello: bytes, leftover: bytes) -> None:
