@@ -10,7 +10,11 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds", "time_left"]
+__all__ = ["Clock", "MonotonicClock", "deadline_after", "seconds", "time_left", "FOREVER"]
+
+#: Seconds (31 years) beyond which a timeout is no timeout: ``inf`` included, and anything
+#: the OS's own timers (``poll``'s milliseconds, a lock's wait) could not hold.
+FOREVER = 1e9
 
 
 class Clock(Protocol):
@@ -42,15 +46,16 @@ def deadline_after(timeout: float | None) -> float | None:
         raise ValueError("a timeout of nan seconds")
     if timeout < 0:  # a slip (a deadline already past is spelled 0): refused, not taken as 0
         raise ValueError(f"a timeout of {timeout} seconds: it is None or seconds >= 0")
+    if timeout > FOREVER:  # inf, or longer than any wait the OS can time: none at all
+        return None
     return end
 
 
 def seconds(timeout: float | None) -> float | None:
     """``timeout`` itself, once it is known to be None or a number of seconds: for a wait
-    that takes the timeout as it is (``Condition.wait_for`` spins for ever on nan). Raises
-    as ``deadline_after``."""
-    deadline_after(timeout)
-    return timeout
+    that takes the timeout as it is (``Condition.wait_for`` spins for ever on nan); None for
+    one beyond ``FOREVER``. Raises as ``deadline_after``."""
+    return None if deadline_after(timeout) is None else timeout
 
 
 class MonotonicClock:

@@ -138,7 +138,8 @@ class Clt:
         deadline = deadline_after(timeout)  # raises for nan or a non-number, before anything starts
         check_tls(tls)
         if deadline is None:
-            raise TypeError("Clt.connect needs a timeout in seconds, not None")
+            kind = TypeError if timeout is None else ValueError
+            raise kind(f"Clt.connect needs a finite timeout in seconds, not {timeout!r}")
 
         where = resolve(target)  # once: a redial never waits on a name lookup
 

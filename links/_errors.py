@@ -19,8 +19,6 @@ Raw ``OSError`` is translated into this tree in exactly one place, ``links._tran
 
 from __future__ import annotations
 
-import copy
-
 __all__ = [
     "SessionLost",
     "LinksError",
@@ -106,6 +104,13 @@ def raised_again(first: LinksError | None, closed_here: bool, closed: str) -> Li
     would grow its traceback with every call. It repeats ``first`` (why it ended), chained to
     it; ``ClosedError(closed)`` once ``closed_here`` (the user closed it, whatever the peer did
     before), or when nothing else ended it."""
-    again = ClosedError(closed) if first is None or closed_here else copy.copy(first)
+    if first is None or closed_here:
+        again: LinksError = ClosedError(closed)
+    else:
+        # Not rebuilt from its args (a subclass's __init__ may take others): the same type,
+        # message and fields, with no traceback of its own yet.
+        again = type(first).__new__(type(first))
+        again.args = first.args
+        again.__dict__.update(first.__dict__)
     again.__cause__ = first
     return again

@@ -9,7 +9,9 @@ message, at any level: the hot paths stay silent.
 Where an event goes is decided when it is logged, never configured here:
 
 * the application configured structlog (or a test captures with ``capture_logs``): structlog,
-  in the application's own processors and format;
+  in the application's own processors and format. Only a configuration that differs from
+  structlog's own default counts: ``capture_logs`` sets the default back when it ends, and
+  structlog then says it is configured, yet nobody asked for info lines on stdout;
 * otherwise, the stdlib ``logging`` logger ``links.<component>``, as one line
   ``event key=value ...`` with ``event`` and ``fields`` on the record for handlers that want
   them structured. So a program that configures nothing prints no info lines (Python's
@@ -69,7 +71,7 @@ class Logger:
     def _emit(self, level: str, event: str, fields: dict[str, Any], exc_info: bool = False) -> None:
         if self._bound:
             fields = {**self._bound, **fields}
-        if structlog.is_configured():
+        if _configured():
             if exc_info:
                 self._structlog.exception(event, **fields)
             else:
@@ -78,7 +80,24 @@ class Logger:
         number = _LEVELS[level]
         if self._stdlib.isEnabledFor(number):
             line = " ".join([event, *(f"{key}={value}" for key, value in fields.items())])
-            self._stdlib.log(number, "%s", line, exc_info=exc_info, extra={"event": event, "fields": fields})
+            # stacklevel: the record names the code that logged (past debug()/info() and here).
+            self._stdlib.log(number, "%s", line, exc_info=exc_info, extra={"event": event, "fields": fields}, stacklevel=3)
+
+
+def _shape(config: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells one structlog configuration from another: the very objects it is made of
+    (``capture_logs`` puts the same ones back; an application's own are others)."""
+    return (tuple(config["processors"]), config["wrapper_class"], config["context_class"], config["logger_factory"])
+
+
+# structlog's own default, as it is before any configure() (None: configured before links was
+# imported, so by the application: every configuration then counts).
+_DEFAULT = None if structlog.is_configured() else _shape(structlog.get_config())
+
+
+def _configured() -> bool:
+    """Whether the application (or a test's ``capture_logs``) configured structlog."""
+    return structlog.is_configured() and (_DEFAULT is None or _shape(structlog.get_config()) != _DEFAULT)
 
 
 def get_logger(component: str, **bound: Any) -> Logger:

@@ -57,7 +57,7 @@ import struct
 import time
 from typing import Any
 
-from ._clock import deadline_after, time_left
+from ._clock import FOREVER, deadline_after, time_left
 from ._core._conid import Addr
 from ._core._status import SendStatus
 from ._errors import BrokenError, ClosedError
@@ -92,7 +92,7 @@ def _timeval(seconds: float) -> bytes:
 _RCVTIMEO_STEP = 1.01
 _LOG_STEP = math.log(_RCVTIMEO_STEP)
 _SHORTEST = 1e-6  # a timeval's resolution
-_FOREVER = 1e9  # seconds (31 years): a longer wait, math.inf included, is no timeout at all
+_FOREVER = FOREVER  # a longer wait, math.inf included, is no timeout at all
 
 
 def rcvtimeo(timeout: float | None) -> float:
@@ -116,7 +116,7 @@ def rcvtimeo(timeout: float | None) -> float:
 
 def wait_fd(poller: select.poll, timeout: float | None) -> bool:
     """Wait on a one-fd ``poll`` object; True when it is ready, False on timeout."""
-    ms = None if timeout is None else max(0, int(timeout * 1000 + 0.999))  # round up, never spin
+    ms = None if timeout is None or timeout > _FOREVER else max(0, int(timeout * 1000 + 0.999))  # round up, never spin
     return bool(poller.poll(ms))
 
 

@@ -15,6 +15,7 @@ read the docstrings. For compatibility each one can still be imported from ``lin
 
 from ._callbacks import Record as Record
 from ._core._buffer import ReceiveBuffer as ReceiveBuffer
+from ._core._conid import format_addr as format_addr, parse_addr as parse_addr
 from ._core._framer import split_payloads as split_payloads
 from ._core._link import Link as Link
 from ._core._status import NEED_DATA as NEED_DATA, AcceptStatus as AcceptStatus
@@ -24,5 +25,5 @@ from ._timer import TimerHandle as TimerHandle
 
 __all__ = [
     "AcceptStatus", "Link", "NEED_DATA", "Permit", "ReceiveBuffer", "Record", "SpinParkLock", "TimerHandle",
-    "split_payloads",
+    "format_addr", "parse_addr", "split_payloads",
 ]  # fmt: skip

@@ -871,3 +871,22 @@ def test_each_call_on_a_closed_connection_raises_a_fresh_exception(timer):
         depths = [len(traceback.extract_tb(e.__traceback__)) for e in raised]
         assert depths[0] == depths[1] == depths[2]
         assert all(e.reason == "peer_closed" and e.__cause__ is raised[0].__cause__ for e in raised)
+
+
+def test_an_infinite_or_huge_timeout_means_no_timeout(timer):
+    """inf seconds is "as long as it takes", not an OverflowError from the OS's timers."""
+    with pair(timer) as (client, server):
+        for forever in (math.inf, 1e300):
+            assert client.send({"n": 1}, timeout=forever) is links.SendStatus.COMPLETED
+            assert server.recv(timeout=forever) == {"n": 1}
+        with pytest.raises(ValueError, match="finite timeout"):
+            links.Clt.connect("127.0.0.1:9", protocol=Json, timer=timer, timeout=math.inf)
+
+
+def test_an_error_raised_again_keeps_its_type_message_and_fields_whatever_its_constructor():
+    from links._errors import raised_again
+
+    first = links.FrameTooLarge(10, 5)  # built from (size, limit), not from its message
+    again = raised_again(first, False, "closed")
+    assert type(again) is links.FrameTooLarge and str(again) == str(first)
+    assert (again.size, again.max_frame_size) == (10, 5) and again.__cause__ is first

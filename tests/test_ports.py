@@ -10,6 +10,7 @@ import pytest
 from helpers import Json
 
 import links
+from links.lowlevel import format_addr, parse_addr
 from links.testing import FaultProxy
 
 
@@ -31,7 +32,7 @@ def test_an_address_without_a_numeric_port_is_refused(addr, timer):
         links.Clt.connect(addr, protocol=Json, timer=timer, timeout=1.0)
 
 
-def test_the_highest_port_and_port_zero_still_bind(timer):
+def test_port_zero_still_binds(timer):
     with links.Svc.bind("127.0.0.1:0", protocol=Json, timer=timer) as svc:
         assert 0 < svc.local_addr[1] <= 65535
 
@@ -39,3 +40,10 @@ def test_the_highest_port_and_port_zero_still_bind(timer):
 def test_fault_proxy_refuses_a_target_port_out_of_range():
     with pytest.raises(ValueError, match="port out of range"):
         FaultProxy("127.0.0.1:70000")
+
+
+def test_the_edges_of_the_range_are_ports():
+    assert parse_addr("127.0.0.1:65535") == ("127.0.0.1", 65535)
+    assert parse_addr("127.0.0.1:1") == ("127.0.0.1", 1)
+    assert parse_addr("[::1]:0", bind=True) == ("::1", 0)
+    assert format_addr(("::1", 80)) == "[::1]:80" and parse_addr(format_addr(("::1", 80))) == ("::1", 80)

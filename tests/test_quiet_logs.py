@@ -129,3 +129,38 @@ def test_an_application_that_configures_structlog_gets_every_event_in_its_format
     entries = [json.loads(line) for line in done.stderr.splitlines()]
     accepted = next(e for e in entries if e["event"] == "svc.accepted")
     assert accepted["level"] == "info" and accepted["in_use"] == 1 and accepted["con_id"].startswith("Acceptor(")
+
+
+@pytest.mark.timeout(60)
+def test_still_quiet_after_a_test_captured_the_logs(tmp_path):
+    """``capture_logs`` leaves structlog "configured" with its defaults when it ends; that is
+    no request for info lines on stdout."""
+    done = run(
+        textwrap.dedent(
+            """
+            import links, structlog.testing
+            with structlog.testing.capture_logs() as captured:
+                links.Svc.bind("127.0.0.1:0", protocol=links.Protocol).close()
+            assert [e["event"] for e in captured] == ["svc.bound", "svc.closed"]
+            """
+        )
+        + ROUND_TRIP,
+        tmp_path,
+    )
+    assert done.stdout == "{'reply': 2}\n"
+
+
+@pytest.mark.timeout(60)
+def test_stdlib_records_name_the_code_that_logged(tmp_path):
+    done = run(
+        textwrap.dedent(
+            """
+            import logging, sys
+            logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(module)s %(funcName)s %(message)s")
+            """
+        )
+        + ROUND_TRIP,
+        tmp_path,
+    )
+    bound = next(line for line in done.stderr.splitlines() if " svc.bound " in line)
+    assert bound.startswith("_svc bind svc.bound")

@@ -1,7 +1,7 @@
-/* A load generator for bench_scale_out.py: CONNECTIONS clients that write 4-byte length-prefixed
+/* A load generator for scale_out.py: CONNECTIONS clients that write 4-byte length-prefixed
  * frames as cheaply as the kernel allows, so that the servers, not the load, set the pace.
  *
- * Built by bench_scale_out.py at run time (gcc -O2) into a temporary directory.
+ * Built by scale_out.py at run time (gcc -O2) into a temporary directory.
  *
  *   loadgen HOST PORT CONNECTIONS WARM COUNT BATCH SIZE
  *

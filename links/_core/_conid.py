@@ -44,7 +44,11 @@ def parse_addr(addr: str | Addr, *, bind: bool = False) -> Addr:
 
 
 def format_addr(addr: Addr | None) -> str:
-    return "?" if addr is None else f"{addr[0]}:{addr[1]}"
+    """``host:port`` for logs and messages (``[v6 address]:port``, as ``parse_addr`` reads it)."""
+    if addr is None:
+        return "?"
+    host = addr[0]
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,9 @@
 
 Every implementation (the built-in ``links`` and ``plain``, and any a caller registers) is a
 module with ``serve(ctl, params, **kwargs)`` and ``client(ctl, params, port, **kwargs)``. The
-harness runs each role in its own pinned process as ``python -m links.bench --child ...``;
-``child_main`` loads the module (a dotted name, or a ``.py`` file on disk for implementations
+harness runs each role in its own pinned process as ``links.bench --child ...`` (started
+with ``python_command``, so it imports the parent's ``links`` whatever the current
+directory); ``child_main`` loads the module (a dotted name, or a ``.py`` file on disk for implementations
 that live outside the package, such as the peers in ``benchmarks/system/peers/``) and calls it.
 Everything an implementation needs from the harness is here, re-exported by ``links.bench``.
 

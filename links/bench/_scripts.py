@@ -23,10 +23,9 @@ __all__ = ["loopback_pair", "quiet_logs", "ratio_table", "timed"]
 
 
 def quiet_logs() -> None:
-    """Warnings and errors only, on stderr: a benchmark's stdout is its table.
-
-    Connection events would otherwise go to stdout (structlog's default). Call it once, in the
-    process that runs links; importing ``links.bench`` configures nothing.
+    """Warnings and errors only, on stderr, even in a process that configured logging
+    otherwise: a benchmark's stdout is its table. (Unconfigured, links is that quiet already.)
+    Call it once, in the process that runs links; importing ``links.bench`` configures nothing.
     """
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),

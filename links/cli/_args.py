@@ -8,9 +8,12 @@ Each is an argparse ``type``: it turns the text into a value or raises
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from typing import Any
+
+from ..lowlevel import parse_addr
 
 __all__ = ["address", "ascii_text", "at_least", "port", "positive", "writable_file"]
 
@@ -20,9 +23,12 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     which compares false with everything: a wait of nan seconds would never end)."""
 
     def parse(text: str) -> Any:
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive and finite: {text}")
         return value
 
     return parse
@@ -46,26 +52,23 @@ def at_least(least: int, most: int | None = None) -> Callable[[str], int]:
 
 def port(text: str) -> int:
     """A port to listen on: 0-65535 (0 picks a free one)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text}") from None
+    if not text.removeprefix("-").isdecimal() or not text.isascii():  # int() also takes "8_0", " 80"
+        raise argparse.ArgumentTypeError(f"not a port number: {text}")
+    value = int(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 0-65535: {text}")
     return value
 
 
 def address(text: str) -> str:
-    """``HOST:PORT`` to connect to, with a port in 1-65535 (``[::1]:PORT`` for IPv6)."""
-    host, sep, number = text.rpartition(":")
-    if not sep or not host.strip("[]"):
+    """``HOST:PORT`` to connect to, with a port in 1-65535 (``[::1]:PORT`` for IPv6): the
+    library's own rule (``parse_addr``), so what passes here is what ``Clt.connect`` takes."""
+    if not text.rpartition(":")[0].strip("[]"):
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     try:
-        value = int(number)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a numeric port, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {text!r}")
+        parse_addr(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("'host:port'", "HOST:PORT")) from None
     return text
 
 

@@ -1,6 +1,6 @@
 """``links bench``: the links side of workloads W1-W4 against plain Python sockets, on this machine.
 
-It runs the harness of ``links.bench`` (the one ``benchmarks/bench_peers.py`` runs with every
+It runs the harness of ``links.bench`` (the one ``benchmarks/system/vs_peers.py`` runs with every
 peer), with plain blocking sockets as the only peer: two pinned processes per measurement,
 interleaved rounds, a completion check on each, medians and links / plain ratios. stdout
 gets a header naming the machine and the pinning, then the table; stderr gets a progress bar

@@ -48,6 +48,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import links
+from links.lowlevel import format_addr
 from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtocol, UnsequencedData
 
 from ._args import address, ascii_text, at_least, port, positive
@@ -237,7 +238,7 @@ def serve(args: argparse.Namespace) -> int:
             with workers(command, args.workers - 1, args.workers) as crew:
                 problem = crew.wait_ready()
                 if problem is None:
-                    print(f"listening on {host}:{bound}", flush=True)
+                    print(f"listening on {format_addr((host, bound))}", flush=True)
                     problem = _show_until_interrupted(tally, sender, crew)
                 if problem is not None:
                     print(f"links serve soupbintcp: {problem}; stopping the server", file=sys.stderr)

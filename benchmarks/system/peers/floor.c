@@ -1,6 +1,6 @@
 /* The C floor: the same four workloads with blocking sockets and one thread per connection.
  *
- * Built by bench_peers.py at run time (gcc -O2 -pthread) into a temporary directory, and
+ * Built by vs_peers.py at run time (gcc -O2 -pthread) into a temporary directory, and
  * skipped when that fails. It speaks the harness's control protocol (see links/bench/_child.py):
  * JSON lines on stdout, "stop" / "exit" on stdin.
  *
