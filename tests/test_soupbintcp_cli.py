@@ -59,7 +59,7 @@ def test_connect_sends_count_messages_and_prints_every_echo_then_serve_stops_cle
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == [f"{i} msg {i}" for i in range(1, 101)]
         assert "soupbintcp.login_accepted" in done.stderr
-        assert "sent 100, received 100" in done.stderr
+        assert re.search(r"sent 100 in [\d.]+s \([\d,]+/s\), received 100 in", done.stderr), done.stderr
 
         # Lines from stdin continue the user's stream where it stands.
         typed = run_connect(addr, *CREDENTIALS, stdin="hello\nworld\n")

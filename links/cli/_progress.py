@@ -71,7 +71,8 @@ class Rate:
 
     Readings are kept a tenth of the window apart, so ``per_second`` may be called as often
     as one likes (a reading per message costs a clock call); the rate spans from the oldest
-    reading still inside the window (or the start) to now, never a single message's gap.
+    reading still inside the window (or the start) to now, never a single message's gap, and
+    there is none (None) until a quarter of the window has passed.
 
     Args:
         window: seconds the rate looks back over.
@@ -85,8 +86,9 @@ class Rate:
         self.started = clock()
         self._readings: deque[tuple[float, int]] = deque([(self.started, 0)])
 
-    def per_second(self) -> float:
-        """The count's growth per second over the last ``window`` seconds."""
+    def per_second(self) -> float | None:
+        """The count's growth per second over the last ``window`` seconds; None while the
+        time seen is too short to say."""
         now, count = self._clock(), self.count
         if now - self._readings[-1][0] >= self.window / 10:
             self._readings.append((now, count))
@@ -94,7 +96,12 @@ class Rate:
         while len(self._readings) > 2 and now - self._readings[1][0] >= self.window:
             self._readings.popleft()
         then, seen = self._readings[0]
-        return (count - seen) / (now - then) if now > then else 0.0
+        return (count - seen) / (now - then) if now - then >= self.window / 4 else None
+
+    def shown(self) -> str:
+        """``per_second`` for people: ``12,345/s``, or ``…/s`` while there is none yet."""
+        rate = self.per_second()
+        return "…/s" if rate is None else f"{rate:,.0f}/s"
 
     def average(self, until: float | None = None) -> float:
         """The count over the seconds from the start to ``until`` (default now)."""

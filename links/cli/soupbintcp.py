@@ -263,8 +263,8 @@ def _show_until_interrupted(tally: _ServerTally, sender: links.SvcSender, crew: 
                     ours + theirs for ours, theirs in zip((len(sender), tally.received, tally.sent), crew.totals())
                 )
                 progress.update(
-                    lambda: f"{label}{connections} connections  {received.count:,} in ({received.per_second():,.0f}/s)"
-                    f"  {sent.count:,} out ({sent.per_second():,.0f}/s)"
+                    lambda: f"{label}{connections} connections  {received.count:,} in ({received.shown()})"
+                    f"  {sent.count:,} out ({sent.shown()})"
                 )
     except KeyboardInterrupt:
         return None
@@ -407,6 +407,7 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
             stack.enter_context(clt)
         sender = clt.into_sender_with_spawned_recver()
         sent = Rate()  # from here: the rates are over the sending, not the login
+        sending_done: float | None = None
         with sender, ProgressLine() as progress:
             try:
                 for payload in _messages(args):
@@ -418,9 +419,10 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
                     sender.send(UnsequencedData(payload))
                     sent.count += 1
                     progress.update(  # the rates are read only when the line is redrawn
-                        lambda: f"sent {sent.count:,} ({sent.per_second():,.0f}/s)  "
-                        f"received {printer.received.count:,} ({printer.received.per_second():,.0f}/s)"
+                        lambda: f"sent {sent.count:,} ({sent.shown()})  "
+                        f"received {printer.received.count:,} ({printer.received.shown()})"
                     )
+                sending_done = time.monotonic()
                 progress.clear()
                 printer.wait(sent.count, args.linger, sender)
             except KeyboardInterrupt:
@@ -436,11 +438,13 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
                 elif error is None and printer.received.count < sent.count:
                     error = "the connection ended before every reply came back"
     sys.stdout.flush()
-    done = time.monotonic()
-    received = printer.received.count
+    # Each rate over its own time: the sending until the last send, the replies until the
+    # last reply (the wait for more after it, --linger, is no part of either).
+    sending = (sending_done or time.monotonic()) - sent.started
+    receiving = max(printer.last_at - sent.started, 0.0) if printer.received.count else 0.0
     print(
-        f"sent {sent.count}, received {received} in {done - sent.started:.2f}s "
-        f"({sent.average(done):,.0f}/s sent, {received / max(done - sent.started, 1e-9):,.0f}/s received)",
+        f"sent {sent.count} in {sending:.2f}s ({sent.count / max(sending, 1e-9):,.0f}/s), "
+        f"received {printer.received.count} in {receiving:.2f}s ({printer.received.count / max(receiving, 1e-9):,.0f}/s)",
         file=sys.stderr,
     )
     if error is not None:
