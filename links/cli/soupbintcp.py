@@ -231,19 +231,21 @@ def serve(args: argparse.Namespace) -> int:
     with svc:
         sender = svc.into_sender_with_spawned_recver()
         if args.worker:
-            code = _report_to_first_process(tally, sender)
-        else:
-            host, bound = svc.local_addr
-            command = _worker_command(args, bound) if args.workers > 1 else []
-            with workers(command, args.workers - 1, args.workers) as crew:
-                problem = crew.wait_ready()
-                if problem is None:
-                    print(f"listening on {format_addr((host, bound))}", flush=True)
-                    problem = _show_until_interrupted(tally, sender, crew)
-                if problem is not None:
-                    print(f"links serve soupbintcp: {problem}; stopping the server", file=sys.stderr)
-                code = 0 if problem is None else 1
-    print(f"served {tally.received} messages, sent {tally.sent}", file=sys.stderr)
+            return _report_to_first_process(tally, sender)  # the first process prints the total
+        host, bound = svc.local_addr
+        command = _worker_command(args, bound) if args.workers > 1 else []
+        with workers(command, args.workers - 1, args.workers) as crew:
+            problem = crew.wait_ready()
+            if problem is None:
+                print(f"listening on {format_addr((host, bound))}", flush=True)
+                problem = _show_until_interrupted(tally, sender, crew)
+            if problem is not None:
+                print(f"links serve soupbintcp: {problem}; stopping the server", file=sys.stderr)
+            code = 0 if problem is None else 1
+    # The workers' last tallies came as they stopped (Workers.stop waits for them).
+    _, received, sent = (ours + theirs for ours, theirs in zip((0, tally.received, tally.sent), crew.totals()))
+    every = f" ({args.workers} workers)" if args.workers > 1 else ""
+    print(f"served {received} messages, sent {sent}{every}", file=sys.stderr)
     return code
 
 
@@ -276,11 +278,13 @@ def _report_to_first_process(tally: _ServerTally, sender: links.SvcSender) -> in
     idle = threading.Event()  # never set: waits are interrupted by Ctrl-C
     try:
         print("ready", flush=True)
-        while True:
-            print(f"tally {len(sender)} {tally.received} {tally.sent}", flush=True)
-            idle.wait(0.5)
-    except KeyboardInterrupt:
-        return 0
+        try:
+            while True:
+                print(f"tally {len(sender)} {tally.received} {tally.sent}", flush=True)
+                idle.wait(0.5)
+        except KeyboardInterrupt:
+            print(f"tally 0 {tally.received} {tally.sent}", flush=True)  # the last word, for the total
+            return 0
     except BrokenPipeError:  # the first process is gone: nobody watches this worker any more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail
         return 1
