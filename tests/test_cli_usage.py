@@ -69,6 +69,9 @@ CONNECT = ["connect", "soupbintcp", "127.0.0.1:9", *CREDENTIALS]
         ([*CONNECT, "--sequence", "-1"], "argument --sequence: must be at least 0"),
         (["demo", "--messages", "0"], "argument --messages: must be positive"),
         (["serve", "soupbintcp", "--port", "0"], "the following arguments are required: --username, --password"),
+        ([], "links: a command is needed: bench, chaos, connect, demo, serve"),
+        (["demo", "--foo"], "links demo: unrecognized arguments: --foo"),
+        ([*SERVE, "--worker", "3"], "links serve soupbintcp: unrecognized arguments: 3"),
     ],
 )  # fmt: skip
 def test_a_usage_mistake_is_one_line_naming_the_option_and_exit_status_2(args, says):
@@ -78,7 +81,7 @@ def test_a_usage_mistake_is_one_line_naming_the_option_and_exit_status_2(args, s
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
     assert says in lines[0], lines[0]
-    assert lines[0].startswith("links ")  # the command it came from
+    assert lines[0].startswith(("links ", "links:"))  # the command it came from
     assert done.stdout == ""  # nothing started: no "listening on", no benchmark header
 
 

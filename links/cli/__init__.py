@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -28,10 +27,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # The innermost parser finishes first: it is the one a leftover word is reported by.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "_parser"):
+            namespace._parser = self
+        return namespace, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="links", description="Message-oriented TCP connections.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = subparsers  # type: ignore[attr-defined]
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
@@ -39,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # named by the subcommand they were given to, not by "links"
+        args._parser.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
+        args._parser.error("a command is needed: " + ", ".join(sorted(parser.commands.choices)))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
