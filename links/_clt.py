@@ -57,7 +57,7 @@ from ._ref import Ref
 from ._runtime import default_poll_handler, default_timer
 from ._sender import CltSender
 from ._timer import Timer
-from ._tls import TlsTransport, check_tls
+from ._tls import TlsClient, TlsTransport, check_tls
 from ._sockets import dial, resolve, set_liveness, start_dial
 
 if TYPE_CHECKING:
@@ -157,13 +157,13 @@ class Clt:
         )  # fmt: skip
         if driver is not None:
             driver.connection = con
-        server_name = tls_server_name or target[0]
-        if tls is not None and con._redialer is not None:  # every redial speaks TLS too
-            con._redialer.secure = lambda sock: TlsTransport.client(sock, tls, server_name)
+        secure = TlsClient(tls, tls_server_name or target[0]) if tls is not None else None
+        if secure is not None and con._redialer is not None:  # every redial speaks TLS too, resuming
+            con._redialer.secure = secure.wrap
         clt = cls(con)
         sock = dial(target, timeout=timeout, retry_after=retry_after)
         set_liveness(sock, tcp_user_timeout=tcp_user_timeout, keepalive=keepalive)
-        stream = sock if tls is None else _tls_handshake(sock, tls, server_name, deadline)
+        stream = sock if secure is None else _tls_handshake(secure.wrap(sock), deadline)
         try:
             att = con.open(stream, deadline)
         except TimeoutError as e:
@@ -210,8 +210,11 @@ class Clt:
         check_tls(tls)
         if tls is not None:
             deadline = time.monotonic() + (10.0 if handshake_timeout is None else handshake_timeout)
-            server_name = None if role is Role.ACCEPTOR else tls_server_name
-            sock = _tls_handshake(sock, tls, server_name, deadline, server_side=role is Role.ACCEPTOR)  # type: ignore[assignment]
+            if role is Role.ACCEPTOR:
+                stream = TlsTransport.server(sock, tls)
+            else:
+                stream = TlsClient(tls, tls_server_name).wrap(sock)
+            sock = _tls_handshake(stream, deadline)  # type: ignore[assignment]
         con = Connection(
             role, name, protocol_factory=protocol, callback=_callback(callback),
             timer=default_timer() if timer is None else timer, poll=_poll(poll_handler),
@@ -410,14 +413,8 @@ def _poll(poll_handler: PollHandler | None) -> Callable[[], PollHandler]:
     return (lambda: poll_handler) if poll_handler is not None else default_poll_handler
 
 
-def _tls_handshake(
-    sock: socket.socket, context: ssl.SSLContext, server_name: str | None, deadline: float, server_side: bool = False
-) -> TlsTransport:
-    """The TLS layer over a connected socket, its handshake complete (on this thread)."""
-    if server_side:
-        transport = TlsTransport.server(sock, context)
-    else:
-        transport = TlsTransport.client(sock, context, server_name)
+def _tls_handshake(transport: TlsTransport, deadline: float) -> TlsTransport:
+    """``transport`` with its handshake complete (on this thread), or closed."""
     try:
         transport.handshake(deadline)
     except BaseException:

@@ -51,7 +51,7 @@ from ._clock import time_left
 from ._errors import BrokenError, ClosedError, ConnectTimeout, TLSError
 from ._transport import DEFAULT_STALL_TIMEOUT, Transport
 
-__all__ = ["TlsTransport", "check_tls", "peer_identity"]
+__all__ = ["TlsTransport", "TlsClient", "check_tls", "peer_identity"]
 
 #: Plaintext encrypted per ``send_some`` at most: the ciphertext held is bounded by it.
 _CHUNK = 256 * 1024
@@ -77,9 +77,14 @@ class TlsTransport(Transport):
         self.handshaken = False
 
     @classmethod
-    def client(cls, sock: Any, context: ssl.SSLContext, server_name: str | None, **kwargs: Any) -> TlsTransport:
+    def client(
+        cls, sock: Any, context: ssl.SSLContext, server_name: str | None, session: ssl.SSLSession | None = None,
+        **kwargs: Any,
+    ) -> TlsTransport:  # fmt: skip
+        """The client side over ``sock``; ``session`` (an earlier connection's) is offered for
+        resumption, which the server may accept (an abbreviated handshake) or not."""
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name)
+        tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=server_name, session=session)
         return cls(sock, tls, incoming, outgoing, **kwargs)
 
     @classmethod
@@ -93,6 +98,18 @@ class TlsTransport(Transport):
     def peer_certificate(self) -> dict[str, Any] | None:
         """The peer's verified certificate (``SSLSocket.getpeercert()``'s form), or None."""
         return self._tls.getpeercert() if self.handshaken else None
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, for a later connection to resume (TLS 1.3: known once the
+        server's ticket was read, after the handshake)."""
+        with self._lock:
+            return self._tls.session if self.handshaken else None
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed an earlier session rather than making a new one."""
+        return self.handshaken and self._tls.session_reused
 
     @property
     def holds_input(self) -> bool:
@@ -240,6 +257,23 @@ class TlsTransport(Transport):
 def _reason(error: ssl.SSLError) -> str:
     return getattr(error, "verify_message", None) or error.reason or str(error)
 
+
+
+
+class TlsClient:
+    """A client's TLS across its connections (``reconnect=``): each new one is made with the
+    same context and server name, and offers the last one's session for resumption."""
+
+    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
+        self.context = context
+        self.server_name = server_name
+        self.last: TlsTransport | None = None
+
+    def wrap(self, sock: Any) -> TlsTransport:
+        """The TLS layer for a new connection on ``sock`` (its handshake not started)."""
+        session = self.last.session if self.last is not None else None
+        self.last = TlsTransport.client(sock, self.context, self.server_name, session=session)
+        return self.last
 
 
 def check_tls(tls: ssl.SSLContext | None) -> None:

@@ -245,6 +245,8 @@ def test_reconnect_redials_with_a_new_tls_handshake(service, client_ctx, poll, t
             assert store.wait_recv_count(cut + 1, WAIT)
         assert [m["n"] for m in store.recv_msgs()] == [1, 2, 3, 4]
         assert proxy.stats().accepted == 4  # each through its own TLS handshake
+        # ...which resumed the previous connection's TLS session (the server's ticket).
+        assert clt._con.attachment.transport.resumed
 
 
 @pytest.mark.timeout(60)
