@@ -452,3 +452,22 @@ def test_a_peer_that_stops_reading_never_makes_a_send_wait_and_loses_nothing(ser
             clt.close()
         thread.join(WAIT)
     assert got == list(range(taken + 1))
+
+
+@pytest.mark.timeout(20)
+def test_refs_batches_and_idle_detection_work_over_tls(service, client_ctx, poll, timer):
+    svc, sender, store = service
+    with watch_logs() as logs, connect(svc, client_ctx, poll, timer, idle_timeout=0.5) as clt:
+        ref = links.Ref(clt.into_sender_with_spawned_recver())
+        shared = ref.clone()
+        assert ref.send_many([{"n": 1}, {"n": 2}], timeout=WAIT) is links.SendStatus.COMPLETED
+        threads = [threading.Thread(target=lambda r=r, n=n: r.send({"n": n}, timeout=WAIT)) for r, n in ((ref, 3), (shared, 4))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        assert store.wait_recv_count(4, WAIT)
+        assert sorted(m["n"] for m in store.recv_msgs()) == [1, 2, 3, 4]
+        # The server says nothing more: the client's idle check sees the silence through TLS.
+        event = logs.expect("clt.idle_timeout")
+        assert event["idle_timeout"] == 0.5
