@@ -40,22 +40,22 @@ class AttachmentReader:
 
     def on_readable(self) -> bool:
         att = self.attachment
-        if att.closed:
-            return True  # its removal is already queued
-        try:
-            att.read_once()
-        except LinksError as e:
-            # Frames already buffered came before the end (a user-thread recv may have read
-            # them just before the receiver was spawned): they are still delivered.
-            if self._deliver(att):
-                att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
-            return True
-        if self._deliver(att) and att.connection.session is not None:
-            att.connection.flush_session(att)
-        if att.transport.holds_input and not att.closed:
+        while not att.closed:  # closed: its removal is already queued
+            try:
+                att.read_once()
+            except LinksError as e:
+                # Frames already buffered came before the end (a user-thread recv may have read
+                # them just before the receiver was spawned): they are still delivered.
+                if self._deliver(att):
+                    att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+                return True
+            if self._deliver(att) and att.connection.session is not None:
+                att.connection.flush_session(att)
+            if not att.transport.holds_input:
+                break
             # A layer (TLS) holds bytes already read off the socket, which will not signal
-            # them again: read on now rather than wait for readiness that may never come.
-            return self.on_readable()
+            # them again: read on now rather than wait for readiness that may never come. A
+            # loop, not a call: one socket read can hold thousands of small records.
         return True
 
     @staticmethod

@@ -33,6 +33,9 @@ def installed(module: str) -> bool:
 # (``pip install -e '.[bench]'``) are not test dependencies.
 PEERS = ["plain", "asyncio"] + [name for name, lib in (("uvloop", "uvloop"), ("zmq", "zmq"), ("twisted", "twisted"))
                                 if installed(lib)] + (["c"] if shutil.which("gcc") or shutil.which("cc") else [])  # fmt: skip
+# The peers of ``vs_peers.py --tls`` that can run here (Twisted's TLS needs pyOpenSSL and service_identity).
+TLS_PEERS = ["plain", "asyncio"] + (["uvloop"] if installed("uvloop") else []) + (
+    ["twisted"] if all(map(installed, ("twisted", "OpenSSL", "service_identity"))) else [])  # fmt: skip
 
 # (script, tiny arguments, whether it pins processes to CPUs 0 and 1 with taskset)
 RUNS = [
@@ -43,6 +46,7 @@ RUNS = [
     ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
     ("system/soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
     ("system/vs_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", ",".join(PEERS), "--json", "{tmp}/peers.json"], False),
+    ("system/vs_peers.py", ["--tls", "--rounds", "1", "--scale", "0.001", "--placement", "split", "--peers", ",".join(TLS_PEERS), "--json", "{tmp}/tls.json"], False),
 ]
 # Scripts with a test of their own below (they print no table).
 OWN_TEST = {"system/idle_connections.py"}
@@ -82,7 +86,7 @@ def tables(out: str) -> list[list[list[str]]]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("script", "args", "pinned"), RUNS, ids=[r[0] for r in RUNS])
+@pytest.mark.parametrize(("script", "args", "pinned"), RUNS, ids=[f"{s} --tls" if "--tls" in a else s for s, a, _ in RUNS])
 def test_the_benchmark_runs_and_prints_a_whole_table(script, args, pinned, tmp_path):
     if pinned and not PINNABLE:
         pytest.skip("pins its processes to CPUs 0 and 1 with taskset")

@@ -10,6 +10,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from links import bench
 
 ROW = re.compile(r"^\| (W\d .+?) \| (.+?) \| (split|same) \| (.+?) \| (.+?) \|$")
@@ -116,3 +118,23 @@ def test_medians_and_ratios_use_only_rounds_where_both_succeeded():
     assert lines[0] == "| workload | metric | placement | links | plain |"
     assert lines[2] == "| W1 links send() | msgs/s | split | 200 | 100 (1.50) |"
     assert lines[4] == "| W1 links send_many(64) | msgs/s | split | FAILED | 100 |"
+
+
+def test_over_tls_a_measurement_whose_client_reports_no_tls_connection_fails(tmp_path):
+    """A peer that ignored ``Params.tls`` (plaintext on both sides) cannot pass as TLS."""
+    from links.bench._measure import check
+
+    params = bench.workload_params("w2", 0.01, "recv", 64, tls=str(tmp_path))
+    result = {"sent": params.total, "received": params.total}
+    final = {"count": params.total, "bytes": params.total * params.size}
+    assert check(params, {}, {**result, "tls": bench.TLS_CIPHER}, final) == []
+    assert check(params, {}, {**result, "tls": ""}, final) == [
+        f"the client reported no TLS connection with {bench.TLS_CIPHER} (it said '')"
+    ]
+    plaintext = bench.workload_params("w2", 0.01, "recv", 64)
+    assert check(plaintext, {}, result, final) == []  # nothing asked of a plaintext run
+
+
+def test_a_tls_run_has_no_w4(tmp_path):
+    with pytest.raises(ValueError, match="no TLS variants for w4"):
+        bench.run(["w1", "w4"], [], rounds=1, scale=0.01, tls=str(tmp_path))

@@ -471,3 +471,39 @@ def test_refs_batches_and_idle_detection_work_over_tls(service, client_ctx, poll
         # The server says nothing more: the client's idle check sees the silence through TLS.
         event = logs.expect("clt.idle_timeout")
         assert event["idle_timeout"] == 0.5
+
+
+class _Tiny(links.Protocol):
+    """One byte per frame: as many TLS records as possible in a few kilobytes."""
+
+    framer = links.LengthPrefixFramer(header_size=4)
+    messenger = links.RawMessenger()
+
+
+@pytest.mark.timeout(30)
+def test_a_backlog_of_thousands_of_tiny_records_is_all_delivered(server_ctx, client_ctx, poll, timer):
+    """The poll thread reads on while TLS holds bytes the socket will not signal again. A fast
+    sender's backlog of small records (one read of the socket holds thousands) is delivered
+    whole, however many records one readiness event takes (each was once a nested call)."""
+    n = 3000
+    written = threading.Event()
+    got = threading.Event()
+    count = [0]
+
+    class Backlogged(links.Callback):
+        def on_recv(self, con_id, msg):
+            if count[0] == 0:
+                written.wait(WAIT)  # the first message holds the poll thread until every record is in the socket
+            count[0] += 1
+            if count[0] == n:
+                got.set()
+
+    with links.Svc.bind("127.0.0.1:0", protocol=_Tiny, callback=Backlogged(), poll_handler=poll, timer=timer,
+                        tls=server_ctx) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr, timeout=WAIT) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                for _ in range(n):
+                    tls.sendall(b"\x00\x00\x00\x01x")  # one frame, one record
+                written.set()
+                assert got.wait(WAIT), f"{count[0]} of {n} delivered"

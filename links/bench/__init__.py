@@ -16,6 +16,11 @@ peer module defines ``serve(ctl, params)`` and ``client(ctl, params, port)`` wit
 re-exported here from ``_child``. ``python_command`` starts each child so that it imports the
 same ``links`` as the harness, whatever the current directory holds.
 
+Over TLS (``run(..., tls=DIRECTORY)``, ``benchmarks/system/vs_peers.py --tls``) every connection
+carries one pinned suite, with certificates made at run time (``_tls``: ``make_certificates``,
+``tls_server_context``, ``tls_client_context``, ``tls_files`` for peers that are not built on
+the standard library's ``ssl``).
+
 The scripts in ``benchmarks/`` build on the same names, plus what they share beyond the
 harness (``_scripts``): ``quiet_logs``, the ``Raw`` and ``RawEcho`` protocols of the workloads,
 ``timed`` and ``ratio_table`` for the micro-benchmarks' loops and tables, and ``loopback_pair``
@@ -62,11 +67,22 @@ from ._run import (
     summarize as summarize,
 )
 from ._scripts import loopback_pair as loopback_pair, quiet_logs as quiet_logs, ratio_table as ratio_table, timed as timed
+from ._tls import (
+    TLS_CIPHER as TLS_CIPHER,
+    TLS_SERVER_NAME as TLS_SERVER_NAME,
+    TLS_VERSION as TLS_VERSION,
+    make_certificates as make_certificates,
+    tls_client_context as tls_client_context,
+    tls_files as tls_files,
+    tls_server_context as tls_server_context,
+)
 
 __all__ = [
-    "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "WORKLOADS",
+    "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "TLS_CIPHER", "TLS_SERVER_NAME", "TLS_VERSION", "WORKLOADS",
     "Control", "Go", "Impl", "Params", "Raw", "RawEcho", "Results", "Step", "Tally",
-    "describe_pins", "describe_record", "loopback_pair", "machine", "payload", "percentile", "pinning", "placements",
+    "describe_pins", "describe_record", "loopback_pair", "machine", "make_certificates", "payload", "percentile",
+    "pinning", "placements",
     "python_command", "quiet_logs", "ratio_table", "read_frames", "recv_exact", "render_table", "round_robin",
-    "rtt_result", "run", "run_senders", "summarize", "timed", "workload_params",
+    "rtt_result", "run", "run_senders", "summarize", "timed", "tls_client_context", "tls_files", "tls_server_context",
+    "workload_params",
 ]  # fmt: skip

@@ -20,7 +20,8 @@ The control channel
     client → harness (one-way workloads): ``{"warmed": true}`` once every connection has sent
     its warm-up messages; it then waits for ``go``. At the end ``{"result": {"sent": ..,
     "bytes": .., "received": .., "t0": ..}}``, once its connections are closed; then it waits
-    for ``exit``, so the harness can still read its CPU time.
+    for ``exit``, so the harness can still read its CPU time. Over TLS (``Params.tls``) the
+    result also says the suite the client's connection negotiated: ``"tls": "ECDHE-..."``.
 
 How a one-way window is timed
     The client pauses after its warm-up; the harness says ``go`` only when the server has
@@ -68,6 +69,7 @@ class Params:
     clients: int = 1
     variant: str = ""  # links only: "send", "send_many", "one_thread", "recv", "callback"
     batch: int = 64  # links send_many batch size
+    tls: str = ""  # over TLS: the directory of the run's certificates (see ``_tls``); "" plaintext
 
     @property
     def per_client(self) -> int:

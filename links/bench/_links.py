@@ -19,6 +19,12 @@ Client variants:
 * ``send_busy`` (W1), ``recv_busy`` (W2): ``send`` and ``recv`` against a server whose poll
   handler busy-polls (``PollHandler(busy_poll=BUSY_POLL_S)``): it stays awake between
   messages instead of being woken for each.
+
+Over TLS (``Params.tls``) the service binds with ``tls=`` and every client connects with
+``tls=`` and ``tls_server_name=``, the pinned contexts of ``_tls``; nothing else changes.
+links does not say which suite a connection negotiated: the client reports ``TLS_CIPHER``
+once the server's certificate is verified (``peer_certificate``), the only suite its
+context allows.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import links
 
 from ._child import BUSY_POLL_S, HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
 from ._scripts import quiet_logs
+from ._tls import TLS_CIPHER, TLS_SERVER_NAME, tls_client_context, tls_server_context
 
 WAIT_S = 30.0  # a reply that takes longer than this is a failure, not a slow round trip
 
@@ -63,8 +70,9 @@ def serve(ctl: Control, params: Params) -> None:
     tally = Tally(ctl, params)
     protocol = RawEcho if params.workload == "w2" else Raw
     poll = links.PollHandler("links-busy-poll", busy_poll=BUSY_POLL_S) if params.variant.endswith("_busy") else None
+    tls = tls_server_context(params.tls) if params.tls else None
     svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally),
-                         max_connections=params.clients + 16, poll_handler=poll)  # fmt: skip
+                         max_connections=params.clients + 16, poll_handler=poll, tls=tls)  # fmt: skip
     svc.into_sender_with_spawned_recver()
     ctl.send(port=svc.local_addr[1])
     ctl.wait_for("stop")
@@ -75,9 +83,20 @@ def serve(ctl: Control, params: Params) -> None:
     links.shutdown()
 
 
-def _sender(port: int, params: Params, data: bytes) -> Callable[[Go], None]:
+def _connect(port: int, params: Params, callback: links.Callback | None = None) -> links.Clt:
+    tls = {"tls": tls_client_context(params.tls), "tls_server_name": TLS_SERVER_NAME} if params.tls else {}
+    return links.Clt.connect(f"{HOST}:{port}", protocol=Raw, callback=callback, timeout=10, **tls)
+
+
+def _negotiated(con: links.Clt | links.CltSender) -> str:
+    """``result["tls"]``: see the module docstring."""
+    return TLS_CIPHER if con.peer_certificate is not None else ""
+
+
+def _sender(port: int, params: Params, data: bytes, negotiated: list[str]) -> Callable[[Go], None]:
     def send(go: Go) -> None:
-        with links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) as clt:
+        with _connect(port, params) as clt:
+            negotiated.append(_negotiated(clt))
             _send(clt, params, data, params.warm)
             go.warmed()
             _send(clt, params, data, params.count)
@@ -102,7 +121,7 @@ def _send(clt: links.Clt, params: Params, data: bytes, n: int) -> None:
 
 def _one_thread(ctl: Control, params: Params, port: int, data: bytes) -> dict[str, float]:
     """All connections driven from this one thread, a batch to each in turn."""
-    clts = [links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) for _ in range(params.clients)]
+    clts = [_connect(port, params) for _ in range(params.clients)]
     try:
         round_robin(clts, data, params.warm, params.batch)
         ctl.send(warmed=True)
@@ -137,14 +156,15 @@ class _Replies(links.Callback):
         self.event.set()
 
 
-def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
+def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, Any]:
     """Round trips until done, or until one reply does not come within ``WAIT_S``."""
     rtts, received, clock = [], 0, time.perf_counter_ns
     completed = 0
     if params.variant == "callback":
         replies = _Replies()
-        clt = links.Clt.connect(f"{HOST}:{port}", protocol=Raw, callback=replies, timeout=10)
+        clt = _connect(port, params, replies)
         sender = clt.into_sender_with_spawned_recver()
+        negotiated = _negotiated(sender)
         send, wait, clear = sender.send, replies.event.wait, replies.event.clear
         for i in range(params.total):
             t0 = clock()
@@ -159,7 +179,8 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
                 rtts.append((t1 - t0) / 1000)
         sender.close()
     else:
-        with links.Clt.connect(f"{HOST}:{port}", protocol=Raw, timeout=10) as clt:
+        with _connect(port, params) as clt:
+            negotiated = _negotiated(clt)
             send, recv = clt.send, clt.recv
             for i in range(params.total):
                 t0 = clock()
@@ -172,7 +193,7 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, float]:
                 received += len(msg) == len(data)
                 if i >= params.warm:
                     rtts.append((t1 - t0) / 1000)
-    return rtt_result(rtts or [float("nan")], completed, completed * params.size, received)
+    return {**rtt_result(rtts or [float("nan")], completed, completed * params.size, received), "tls": negotiated}
 
 
 def client(ctl: Control, params: Params, port: int) -> None:
@@ -183,7 +204,9 @@ def client(ctl: Control, params: Params, port: int) -> None:
     elif params.variant == "one_thread":
         result = _one_thread(ctl, params, port, data)
     else:
-        result = run_senders(ctl, params, _sender(port, params, data))
+        negotiated: list[str] = []
+        result = run_senders(ctl, params, _sender(port, params, data, negotiated))
+        result["tls"] = min(negotiated, default="")  # "" if any connection was not over TLS
     links.shutdown()
     ctl.send(result=result)
     ctl.wait_for("exit")

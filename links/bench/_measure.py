@@ -42,9 +42,10 @@ from typing import Any
 
 from ._child import BUSY_POLL_S, Params
 from ._python import python_command
+from ._tls import TLS_CIPHER
 
 __all__ = [
-    "GRACE_S", "LINKS", "LINKS_VARIANTS", "METRICS", "PLAIN", "VARIANT_LABEL", "WORKLOADS",
+    "GRACE_S", "LINKS", "LINKS_VARIANTS", "METRICS", "PLAIN", "TLS_VARIANTS", "VARIANT_LABEL", "WORKLOADS",
     "Impl", "check", "measure", "metrics", "workload_params",
 ]  # fmt: skip
 
@@ -54,6 +55,12 @@ LINKS_VARIANTS = {
     "w2": ("recv", "callback", "recv_busy"),
     "w3": ("send",),
     "w4": ("send", "one_thread"),
+}
+#: links' variants over TLS (``Params.tls``): the issue's W1, W2 and W3; no W4, no busy polling
+TLS_VARIANTS = {
+    "w1": ("send", "send_many"),
+    "w2": ("recv", "callback"),
+    "w3": ("send",),
 }
 VARIANT_LABEL = {
     "send": "send()",
@@ -109,25 +116,25 @@ LINKS = Impl("links", "links.bench._links")
 PLAIN = Impl("plain", "links.bench._plain")
 
 
-def workload_params(workload: str, scale: float, variant: str, batch: int) -> Params:
+def workload_params(workload: str, scale: float, variant: str, batch: int, tls: str = "") -> Params:
     """Sizes at ``scale`` 1: W1 200,000 x 100 B; W2 20,000 round trips; W3 200 x 1 MiB;
     W4 100 clients x 1,000 x 100 B. Warm-up: a tenth more, with floors so tiny scales still
-    measure something."""
+    measure something. ``tls``: the certificates' directory, for a run over TLS."""
 
     def scaled(n: int, least: int) -> int:
         return max(least, round(n * scale))
 
     if workload == "w1":
         count = scaled(200_000, 1_000)
-        return Params("w1", 100, max(1_000, count // 10), count, 1, variant, batch)
+        return Params("w1", 100, max(1_000, count // 10), count, 1, variant, batch, tls)
     if workload == "w2":
         count = scaled(20_000, 200)
-        return Params("w2", 100, max(200, count // 10), count, 1, variant, batch)
+        return Params("w2", 100, max(200, count // 10), count, 1, variant, batch, tls)
     if workload == "w3":
         count = scaled(200, 10)
-        return Params("w3", 1 << 20, max(2, count // 10), count, 1, variant, batch)
+        return Params("w3", 1 << 20, max(2, count // 10), count, 1, variant, batch, tls)
     count = scaled(1_000, 10)
-    return Params("w4", 100, max(1, count // 10), count, 100, variant, batch)
+    return Params("w4", 100, max(1, count // 10), count, 100, variant, batch, tls)
 
 
 class Failed(Exception):
@@ -292,6 +299,8 @@ def check(params: Params, marks: dict[str, Any], result: dict[str, Any], final: 
         problems.append(f"server counted {final['bytes']} payload bytes, expected {params.total * params.size}")
     if params.workload == "w2" and result.get("received") != params.total:
         problems.append(f"client got {result.get('received')} whole replies of {params.total}")
+    if params.tls and result.get("tls") != TLS_CIPHER:
+        problems.append(f"the client reported no TLS connection with {TLS_CIPHER} (it said {result.get('tls')!r})")
     if params.workload != "w2" and marks.get("warm", {}).get("count") != params.warm_total:
         problems.append(
             f"server counted {marks.get('warm', {}).get('count')} at the warm mark, expected {params.warm_total}"

@@ -27,11 +27,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ._measure import LINKS, LINKS_VARIANTS, METRICS, VARIANT_LABEL, Impl, measure, workload_params
+from ._measure import LINKS, LINKS_VARIANTS, METRICS, TLS_VARIANTS, VARIANT_LABEL, Impl, measure, workload_params
+from ._tls import TLS_CIPHER, TLS_VERSION
 
 __all__ = [
     "CELLS_NOTE", "Results", "Step", "describe_pins", "describe_record", "machine", "pinning", "placements",
@@ -102,13 +103,14 @@ class Results:
     peers: list[str]
     batch: int
     meta: dict[str, Any]
+    variants: Mapping[str, Sequence[str]] = field(default_factory=lambda: LINKS_VARIANTS)  # links', per workload
 
     @property
     def failures(self) -> list[dict[str, Any]]:
         return [rec for rec in self.records if not rec["ok"]]
 
     def rows(self) -> list[dict[str, Any]]:
-        return summarize(self.records, self.cases, self.peers, self.batch)
+        return summarize(self.records, self.cases, self.peers, self.batch, self.variants)
 
     def table(self) -> list[str]:
         return render_table(self.rows(), self.peers)
@@ -139,33 +141,41 @@ def run(
     batch: int = 64,
     timeout: float | None = None,
     progress: Callable[[Step, dict[str, Any] | None], None] | None = None,
+    tls: str = "",
 ) -> Results:
     """Measure links (every variant) and each of ``peers`` on ``workloads``, ``rounds`` times.
 
     ``progress(step, None)`` is called before each measurement and ``progress(step, record)``
-    after it. ``timeout`` bounds each measurement (default 20 + 30 x scale seconds).
+    after it. ``timeout`` bounds each measurement (default 20 + 30 x scale seconds). ``tls``
+    (a directory from ``make_certificates``): every connection over TLS, links in its
+    ``TLS_VARIANTS``, on W1-W3 only; every peer must then speak TLS (see ``_tls``).
     """
+    variants = TLS_VARIANTS if tls else LINKS_VARIANTS
+    unknown = [w for w in workloads if w not in variants]
+    if unknown:
+        raise ValueError(f"no {'TLS ' if tls else ''}variants for {', '.join(unknown)}")
     timeout = timeout if timeout is not None else 20 + 30 * scale
     pins, notes = pinning()
     cases = [(w, pl) for w in workloads for pl in placements(placement, w)]
-    units_per_round = sum(len(LINKS_VARIANTS[w]) + len(peers) for w, _ in cases)
+    units_per_round = sum(len(variants[w]) + len(peers) for w, _ in cases)
     meta = {
         "machine": machine(), "rounds": rounds, "scale": scale, "batch": batch, "timeout_s": timeout,
         "placements": {k: {"server_cpus": sorted(v[0]), "client_cpus": sorted(v[1])} for k, v in pins.items()},
         "params": {w: workload_params(w, scale, "", batch).__dict__ for w in workloads},
         "peers": [p.name for p in peers], "notes": notes,
+        "tls": {"version": TLS_VERSION, "cipher": TLS_CIPHER} if tls else None,
     }  # fmt: skip
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     for r in range(rounds):
         for workload, where in cases:
-            units = [(LINKS, v) for v in LINKS_VARIANTS[workload]] + [(p, "") for p in peers]
+            units = [(LINKS, v) for v in variants[workload]] + [(p, "") for p in peers]
             k = r % len(units)
             for impl, variant in units[k:] + units[:k]:  # a different implementation goes first each round
                 step = Step(len(records), rounds * units_per_round, r, rounds, workload, where, impl.name, variant)
                 if progress is not None:
                     progress(step, None)
-                params = workload_params(workload, scale, variant, batch)
+                params = workload_params(workload, scale, variant, batch, tls)
                 rec = measure(impl, params, pins[where], timeout)
                 rec.update(round=r, workload=workload, placement=where)
                 records.append(rec)
@@ -173,11 +183,15 @@ def run(
                     progress(step, rec)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta["machine"]["loadavg_end"] = os.getloadavg()
-    return Results(records, cases, [p.name for p in peers], batch, meta)
+    return Results(records, cases, [p.name for p in peers], batch, meta, variants)
 
 
 def summarize(
-    records: list[dict[str, Any]], cases: list[tuple[str, str]], peers: list[str], batch: int
+    records: list[dict[str, Any]],
+    cases: list[tuple[str, str]],
+    peers: list[str],
+    batch: int,
+    variants: Mapping[str, Sequence[str]] = LINKS_VARIANTS,
 ) -> list[dict[str, Any]]:
     """One row per (workload, placement, links variant, metric): medians and links / peer ratios.
 
@@ -193,7 +207,7 @@ def summarize(
             by.setdefault((rec["workload"], rec["placement"], rec["impl"], rec["variant"]), {})[rec["round"]] = rec
     rows = []
     for workload, placement in cases:
-        for variant in LINKS_VARIANTS[workload]:
+        for variant in variants[workload]:
             label = f"{workload.upper()} links {VARIANT_LABEL[variant].format(batch=batch)}"
             mine = by.get((workload, placement, "links", variant), {})
             for metric, unit, _higher in METRICS[workload]:

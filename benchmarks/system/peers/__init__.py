@@ -19,7 +19,7 @@ from pathlib import Path
 
 from links.bench import Impl, Params
 
-__all__ = ["EXTRA", "Floor", "build_floor"]
+__all__ = ["EXTRA", "TLS_REQUIRES", "Floor", "build_floor"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,6 +30,9 @@ EXTRA: dict[str, Impl] = {
     "zmq": Impl("zmq", HERE / "zmq_peer.py", requires=("zmq",)),
     "twisted": Impl("twisted", HERE / "twisted_peer.py", requires=("twisted",)),
 }
+#: what a peer needs beyond its ``requires`` to speak TLS (``vs_peers.py --tls``): Twisted's TLS
+#: is pyOpenSSL, and its client checks the server's name with service_identity
+TLS_REQUIRES: dict[str, tuple[str, ...]] = {"twisted": ("OpenSSL", "service_identity")}
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,32 @@ Written the way the asyncio documentation teaches: the server reads each frame w
 ``drain()`` (which returns at once until the transport's buffer passes its high-water mark).
 asyncio sets ``TCP_NODELAY`` on its TCP transports itself. W4 runs 100 client connections as
 100 tasks on one loop.
+
+Over TLS (``Params.tls``): ``start_server(ssl=)`` and ``open_connection(ssl=, server_hostname=)``
+with the pinned contexts of ``links.bench``; the streams code is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Coroutine
 from typing import Any
 
-from links.bench import HEADER, HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
+from links.bench import (
+    HEADER,
+    HOST,
+    MAX_FRAME,
+    TLS_SERVER_NAME,
+    Control,
+    Params,
+    Tally,
+    payload,
+    rtt_result,
+    tls_client_context,
+    tls_server_context,
+)
 
 
 def _run(main: Coroutine[Any, Any, None], flavor: str) -> None:
@@ -40,14 +56,15 @@ def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
                 add(1, len(body))
                 if echo:
                     writer.write(header + body)  # one message in flight: no drain needed
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass  # the peer closed; the completion check tells whether anything was lost
         writer.close()
 
     async def main() -> None:
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(handle, HOST, 0, backlog=1024, limit=MAX_FRAME)
+        tls = tls_server_context(params.tls) if params.tls else None
+        server = await asyncio.start_server(handle, HOST, 0, backlog=1024, limit=MAX_FRAME, ssl=tls)
         ctl.send(port=server.sockets[0].getsockname()[1])
         ctl.on_line("stop", lambda: loop.call_soon_threadsafe(stopped.set))
         await stopped.wait()
@@ -60,12 +77,20 @@ def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
 def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> None:
     data = payload(params.size)
     result: dict[str, Any] = {}
+    tls = {"ssl": tls_client_context(params.tls), "server_hostname": TLS_SERVER_NAME} if params.tls else {}
+    negotiated: list[str] = []
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_FRAME, **tls)
+        cipher = writer.get_extra_info("cipher")  # None for a plain connection
+        negotiated.append(cipher[0] if cipher else "")
+        return reader, writer
 
     warmed: list[int] = []
     go = asyncio.Event()  # binds to the loop that first waits on it (3.10+)
 
     async def one_way() -> int:
-        _, writer = await asyncio.open_connection(HOST, port, limit=MAX_FRAME)
+        _, writer = await connect()
         write, drain, pack = writer.write, writer.drain, HEADER.pack
         for _ in range(params.warm):
             write(pack(len(data)) + data)
@@ -82,7 +107,7 @@ def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> 
         return params.per_client
 
     async def ping_pong() -> None:
-        reader, writer = await asyncio.open_connection(HOST, port, limit=MAX_FRAME)
+        reader, writer = await connect()
         write, readexactly, pack, unpack, clock = (
             writer.write,
             reader.readexactly,
@@ -120,5 +145,6 @@ def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> 
             result.update(sent=sent, bytes=sent * params.size, received=0)
 
     _run(main(), flavor)
+    result["tls"] = min(negotiated, default="")  # "" if any connection was not over TLS
     ctl.send(result=result)
     ctl.wait_for("exit")

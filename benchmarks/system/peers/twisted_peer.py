@@ -7,6 +7,11 @@ way to send a stream without unbounded buffering. Twisted coalesces everything w
 one reactor pass into one ``send``, which is the batching it brings to the comparison.
 ``TCP_NODELAY`` is set on every connection, as the other peers do. W4 runs 100 connections
 on one reactor.
+
+Over TLS (``Params.tls``): ``listenSSL`` and ``connectSSL`` (Twisted's TLS, pyOpenSSL over
+memory BIOs), with ``CertificateOptions`` built from the run's certificate files and held to
+the same version and suite as the standard-library contexts of the other peers; the client
+verifies the server's name through ``optionsForClientTLS``. The protocols are the same.
 """
 
 from __future__ import annotations
@@ -14,10 +19,51 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from twisted.internet import protocol, reactor
-from twisted.protocols.basic import Int32StringReceiver
+from pathlib import Path
 
-from links.bench import HOST, MAX_FRAME, Control, Params, Tally, payload, rtt_result
+from twisted.internet import protocol, reactor, ssl
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+from links.bench import (
+    HOST,
+    MAX_FRAME,
+    TLS_CIPHER,
+    TLS_SERVER_NAME,
+    Control,
+    Params,
+    Tally,
+    payload,
+    rtt_result,
+    tls_files,
+)
+
+
+def _pinned() -> dict[str, Any]:
+    """``CertificateOptions`` arguments for the one version and suite of every TLS run."""
+    return {"acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(TLS_CIPHER),
+            "raiseMinimumTo": ssl.TLSVersion.TLSv1_2, "lowerMaximumSecurityTo": ssl.TLSVersion.TLSv1_2}  # fmt: skip
+
+
+def _server_options(directory: str) -> ssl.CertificateOptions:
+    mine = ssl.PrivateCertificate.loadPEM(Path(tls_files(directory)[1]).read_text())
+    return ssl.CertificateOptions(privateKey=mine.privateKey.original, certificate=mine.original, **_pinned())
+
+
+def _client_options(directory: str) -> Any:
+    ca = ssl.Certificate.loadPEM(Path(tls_files(directory)[0]).read_text())
+    return ssl.optionsForClientTLS(TLS_SERVER_NAME, trustRoot=ca, extraCertificateOptions=_pinned())
+
+
+@implementer(IHandshakeListener)
+class _Negotiated:
+    """Remembers the suite of a TLS connection once its handshake is complete (``result["tls"]``)."""
+
+    negotiated = ""
+
+    def handshakeCompleted(self) -> None:
+        self.negotiated = self.transport.getHandle().get_cipher_name()  # type: ignore[attr-defined]
 
 
 class _Counting(Int32StringReceiver):
@@ -38,14 +84,17 @@ def serve(ctl: Control, params: Params) -> None:
     tally = Tally(ctl, params)
     factory = protocol.Factory()
     factory.protocol = type("Server", (_Counting,), {"tally": tally, "echo": params.workload == "w2"})
-    port = reactor.listenTCP(0, factory, backlog=1024, interface=HOST)
+    if params.tls:
+        port = reactor.listenSSL(0, factory, _server_options(params.tls), backlog=1024, interface=HOST)
+    else:
+        port = reactor.listenTCP(0, factory, backlog=1024, interface=HOST)
     ctl.send(port=port.getHost().port)
     ctl.on_line("stop", lambda: reactor.callFromThread(reactor.stop))
     reactor.run(installSignalHandlers=False)
     tally.final()
 
 
-class _Sender(Int32StringReceiver):
+class _Sender(_Negotiated, Int32StringReceiver):
     """Sends ``warm`` messages, waits for ``go()``, sends ``count`` more, then closes.
 
     A streaming producer: Twisted calls ``pauseProducing`` from inside ``sendString`` once its
@@ -96,7 +145,7 @@ class _Sender(Int32StringReceiver):
         self.done(self)
 
 
-class _PingPong(Int32StringReceiver):
+class _PingPong(_Negotiated, Int32StringReceiver):
     MAX_LENGTH = MAX_FRAME
 
     def __init__(self, data: bytes, params: Params, done: Any) -> None:
@@ -162,7 +211,10 @@ def client(ctl: Control, params: Params, port: int) -> None:
     if params.workload != "w2":
         ctl.on_line("go", lambda: reactor.callFromThread(go))
     for _ in range(params.clients):
-        reactor.connectTCP(HOST, port, factory)
+        if params.tls:
+            reactor.connectSSL(HOST, port, factory, _client_options(params.tls))
+        else:
+            reactor.connectTCP(HOST, port, factory)
     reactor.run(installSignalHandlers=False)
     if params.workload == "w2":
         (p,) = finished
@@ -173,5 +225,7 @@ def client(ctl: Control, params: Params, port: int) -> None:
     else:
         sent = sum(p.sent for p in finished if p is not None)
         result.update(sent=sent, bytes=sent * params.size, received=0)
+    # "" if any connection was not over TLS
+    result["tls"] = min((p.negotiated if p is not None else "" for p in finished), default="")
     ctl.send(result=result)
     ctl.wait_for("exit")
