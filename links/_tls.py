@@ -158,24 +158,48 @@ class TlsTransport(Transport):
     # -- reading --------------------------------------------------------------------------
 
     def recv_into(self, view: memoryview) -> int:
+        # One SSLObject.read gives one record at most: read on until the view is full or the
+        # records at hand are done, so many small messages cost one pass above, as in plain.
+        size, taken = len(view), 0
         with self._lock:
-            while True:
+            while taken < size:
                 try:
-                    n = self._tls.read(len(view), view)
+                    n = self._tls.read(size - taken, view[taken:])
                 except ssl.SSLWantReadError:
                     n = 0
                 except ssl.SSLZeroReturnError:
+                    if taken:
+                        break  # what came before the close_notify first; the end on the next read
                     raise BrokenError("peer closed the connection (TLS close_notify)", "peer_closed") from None
                 except ssl.SSLError as e:
+                    if taken:
+                        break
                     raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
-                if n or not self._pull():
-                    self._push()  # what reading produced (a key update's answer), if anything
-                    return n
+                if n:
+                    taken += n
+                    if not (self._incoming.pending or self._tls.pending()):
+                        break  # no record left at hand: asking would only raise "want read"
+                elif taken or not self._pull():
+                    break
+            self._push()  # what reading produced (a key update's answer), if anything
+        return taken
 
     def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
         if self.holds_input:
             return self.recv_into(view)
-        return self.recv_into(view) if self.wait_readable(timeout) else 0
+        # Sleep in the socket's own read, as the plain transport does (one syscall, not a
+        # poll and a read), and outside the lock: a writer must not wait for this reader.
+        try:
+            n = Transport.recv_into_waiting(self, self._raw, timeout)
+        except BrokenError as e:
+            if e.reason != "peer_closed":
+                raise
+            raise _truncated() from None
+        if not n:
+            return 0
+        with self._lock:
+            self._incoming.write(self._raw[:n])
+        return self.recv_into(view)
 
     def _pull(self, during_handshake: bool = False) -> int:
         """Lock held: raw bytes from the socket into the incoming BIO; how many (0: none now)."""
@@ -186,7 +210,7 @@ class TlsTransport(Transport):
                 raise
             if during_handshake:
                 raise BrokenError("peer closed the connection during the TLS handshake", "peer_closed") from None
-            raise BrokenError("peer closed the connection without TLS close_notify", "tls.truncated") from None
+            raise _truncated() from None
         if n:
             self._incoming.write(self._raw[:n])
         return n
@@ -222,7 +246,13 @@ class TlsTransport(Transport):
     def _push(self) -> bool:
         """Lock held: write what TLS produced, as far as the socket takes it; True when all is out."""
         if self._outgoing.pending:
-            self._held += self._outgoing.read()
+            fresh = self._outgoing.read()
+            if not self._held:  # the usual case: straight to the socket, kept only if refused
+                sent = Transport.send_some(self, fresh)
+                if sent == len(fresh):
+                    return True
+                fresh = fresh[sent:]
+            self._held += fresh
         while self._held:
             sent = Transport.send_some(self, self._held)
             if not sent:
@@ -253,6 +283,11 @@ class TlsTransport(Transport):
         Transport.shutdown(self)
         super().close()
 
+
+
+def _truncated() -> BrokenError:
+    """A FIN where TLS expected close_notify: a truncation, never a clean close."""
+    return BrokenError("peer closed the connection without TLS close_notify", "tls.truncated")
 
 def _reason(error: ssl.SSLError) -> str:
     return getattr(error, "verify_message", None) or error.reason or str(error)
