@@ -161,10 +161,14 @@ class TlsTransport(Transport):
         # One SSLObject.read gives one record at most: read on until the view is full or the
         # records at hand are done, so many small messages cost one pass above, as in plain.
         size, taken = len(view), 0
+        incoming, tls = self._incoming, self._tls
         with self._lock:
+            # Nothing at hand: the socket first (asking TLS would only raise "want read").
+            if not (incoming.pending or tls.pending()) and not self._pull():
+                return 0
             while taken < size:
                 try:
-                    n = self._tls.read(size - taken, view[taken:])
+                    n = tls.read(size - taken, view[taken:] if taken else view)
                 except ssl.SSLWantReadError:
                     n = 0
                 except ssl.SSLZeroReturnError:
@@ -177,8 +181,8 @@ class TlsTransport(Transport):
                     raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
                 if n:
                     taken += n
-                    if not (self._incoming.pending or self._tls.pending()):
-                        break  # no record left at hand: asking would only raise "want read"
+                    if not (incoming.pending or tls.pending()):
+                        break  # no record left at hand
                 elif taken or not self._pull():
                     break
             self._push()  # what reading produced (a key update's answer), if anything
