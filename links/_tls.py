@@ -167,26 +167,32 @@ class TlsTransport(Transport):
             if not (incoming.pending or tls.pending()) and not self._pull():
                 return 0
             while taken < size:
-                try:
-                    n = tls.read(size - taken, view[taken:] if taken else view)
-                except ssl.SSLWantReadError:
-                    n = 0
-                except ssl.SSLZeroReturnError:
-                    if taken:
-                        break  # what came before the close_notify first; the end on the next read
-                    raise BrokenError("peer closed the connection (TLS close_notify)", "peer_closed") from None
-                except ssl.SSLError as e:
-                    if taken:
-                        break
-                    raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
+                n = self._decrypt(view[taken:] if taken else view, taken)
                 if n:
                     taken += n
                     if not (incoming.pending or tls.pending()):
                         break  # no record left at hand
-                elif taken or not self._pull():
+                elif n is None or taken or not self._pull():
                     break
             self._push()  # what reading produced (a key update's answer), if anything
         return taken
+
+    def _decrypt(self, view: memoryview, taken: int) -> int | None:
+        """Lock held: one record's plaintext into ``view``; 0 when more bytes are needed.
+        An end (close_notify, a record that does not decrypt) after bytes already taken is
+        None: those are delivered first, and the next read raises it."""
+        try:
+            return self._tls.read(len(view), view)
+        except ssl.SSLWantReadError:
+            return 0
+        except ssl.SSLZeroReturnError:
+            if taken:
+                return None
+            raise BrokenError("peer closed the connection (TLS close_notify)", "peer_closed") from None
+        except ssl.SSLError as e:
+            if taken:
+                return None
+            raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
 
     def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
         if self.holds_input:
