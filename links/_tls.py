@@ -158,23 +158,27 @@ class TlsTransport(Transport):
     # -- reading --------------------------------------------------------------------------
 
     def recv_into(self, view: memoryview) -> int:
-        # One SSLObject.read gives one record at most: read on until the view is full or the
-        # records at hand are done, so many small messages cost one pass above, as in plain.
+        with self._lock:
+            return self._receive(view)
+
+    def _receive(self, view: memoryview) -> int:
+        """Lock held: ``recv_into``. One SSLObject.read gives one record at most: read on until
+        the view is full or the records at hand are done, so many small messages cost one
+        pass above, as in plain."""
         size, taken = len(view), 0
         incoming, tls = self._incoming, self._tls
-        with self._lock:
-            # Nothing at hand: the socket first (asking TLS would only raise "want read").
-            if not (incoming.pending or tls.pending()) and not self._pull():
-                return 0
-            while taken < size:
-                n = self._decrypt(view[taken:] if taken else view, taken)
-                if n:
-                    taken += n
-                    if not (incoming.pending or tls.pending()):
-                        break  # no record left at hand
-                elif n is None or taken or not self._pull():
-                    break
-            self._push()  # what reading produced (a key update's answer), if anything
+        # Nothing at hand: the socket first (asking TLS would only raise "want read").
+        if not (incoming.pending or tls.pending()) and not self._pull():
+            return 0
+        while taken < size:
+            n = self._decrypt(view[taken:] if taken else view, taken)
+            if n:
+                taken += n
+                if not (incoming.pending or tls.pending()):
+                    break  # no record left at hand
+            elif n is None or taken or not self._pull():
+                break
+        self._push()  # what reading produced (a key update's answer), if anything
         return taken
 
     def _decrypt(self, view: memoryview, taken: int) -> int | None:
@@ -207,9 +211,9 @@ class TlsTransport(Transport):
             raise _truncated() from None
         if not n:
             return 0
-        with self._lock:
+        with self._lock:  # once for both: the bytes in, the plaintext out
             self._incoming.write(self._raw[:n])
-        return self.recv_into(view)
+            return self._receive(view)
 
     def _pull(self, during_handshake: bool = False) -> int:
         """Lock held: raw bytes from the socket into the incoming BIO; how many (0: none now)."""
