@@ -204,30 +204,31 @@ class Session:
             ProtocolError / DecodeError: the peer broke the session protocol.
         """
         msg = wire.decode(frame)
-        if isinstance(msg, wire.Bye) and self.state is not SessionState.HANDSHAKING and not self.bye_received:
-            return self._bye(msg)
-        if self.state is SessionState.ATTACHED:
-            if isinstance(msg, wire.Data):
+        state = self.state
+        if state is SessionState.ATTACHED:
+            if isinstance(msg, wire.Data):  # the frame that counts: first, alone on its path
                 return self._data(msg)
             if isinstance(msg, wire.Ack):
                 self._acked(msg.ack)
                 return None
-        elif self.state is not SessionState.HANDSHAKING and isinstance(msg, (wire.Data, wire.Ack)):
-            # Read from the connection that was just given up, by a reader that took its frames
-            # from the buffer as another thread detached the session: not the peer's fault.
-            # Dropped: unacknowledged, a DATA is replayed after the resume, and acks are redone.
-            # Or, after our BYE, what the peer sent before reading it: not acknowledged either.
-            if self.state is SessionState.LOST and self.ended_by is None:
-                raise ProtocolError(f"unexpected {type(msg).__name__} on a lost session")
-            self.late_frames_dropped += 1
-            return None
-        elif self.state is SessionState.HANDSHAKING:
+        if isinstance(msg, wire.Bye) and state is not SessionState.HANDSHAKING and not self.bye_received:
+            return self._bye(msg)
+        if state is SessionState.HANDSHAKING:
             if isinstance(msg, wire.Welcome):
                 return self._welcomed(msg)
             if isinstance(msg, wire.Reject):
                 self.state = SessionState.LOST
                 name = wire.RejectReason.NAMES.get(msg.reason, str(msg.reason))
                 raise SessionLost(f"server rejected the session ({name}): {msg.text}")
+        elif state is not SessionState.ATTACHED and isinstance(msg, (wire.Data, wire.Ack)):
+            # Read from the connection that was just given up, by a reader that took its frames
+            # from the buffer as another thread detached the session: not the peer's fault.
+            # Dropped: unacknowledged, a DATA is replayed after the resume, and acks are redone.
+            # Or, after our BYE, what the peer sent before reading it: not acknowledged either.
+            if state is SessionState.LOST and self.ended_by is None:
+                raise ProtocolError(f"unexpected {type(msg).__name__} on a lost session")
+            self.late_frames_dropped += 1
+            return None
         raise ProtocolError(f"unexpected {type(msg).__name__} while {self.state.value}")
 
     def _data(self, msg: wire.Data) -> memoryview | bytes | None:
