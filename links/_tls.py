@@ -55,14 +55,24 @@ __all__ = ["TlsTransport", "TlsClient", "check_tls", "peer_identity"]
 
 #: Plaintext encrypted per ``send_some`` at most: the ciphertext held is bounded by it.
 _CHUNK = 256 * 1024
-#: Raw bytes read from the socket per read.
+#: Raw bytes read from the socket per read, into a scratch buffer of the reading thread's:
+#: they go into the TLS object's own buffer at once, so no connection keeps one of its own
+#: (a handshaking peer costs the TLS object's state alone, not this too).
 _READ = 64 * 1024
+_scratch = threading.local()
+
+
+def _raw_buffer() -> memoryview:
+    raw = getattr(_scratch, "raw", None)
+    if raw is None:
+        raw = _scratch.raw = memoryview(bytearray(_READ))
+    return raw
 
 
 class TlsTransport(Transport):
     """A connected socket carrying TLS; see the module docstring."""
 
-    __slots__ = ("_tls", "_incoming", "_outgoing", "_held", "_credit", "_lock", "_raw", "handshaken")
+    __slots__ = ("_tls", "_incoming", "_outgoing", "_held", "_credit", "_lock", "handshaken")
 
     def __init__(self, sock: Any, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
                  *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:  # fmt: skip
@@ -73,7 +83,6 @@ class TlsTransport(Transport):
         self._held = bytearray()  # ciphertext the socket has not taken yet
         self._credit = 0  # 1: the last byte reported short was taken already (see Writes)
         self._lock = threading.Lock()
-        self._raw = memoryview(bytearray(_READ))
         self.handshaken = False
 
     @classmethod
@@ -203,8 +212,9 @@ class TlsTransport(Transport):
             return self.recv_into(view)
         # Sleep in the socket's own read, as the plain transport does (one syscall, not a
         # poll and a read), and outside the lock: a writer must not wait for this reader.
+        raw = _raw_buffer()
         try:
-            n = Transport.recv_into_waiting(self, self._raw, timeout)
+            n = Transport.recv_into_waiting(self, raw, timeout)
         except BrokenError as e:
             if e.reason != "peer_closed":
                 raise
@@ -212,13 +222,14 @@ class TlsTransport(Transport):
         if not n:
             return 0
         with self._lock:  # once for both: the bytes in, the plaintext out
-            self._incoming.write(self._raw[:n])
+            self._incoming.write(raw[:n])
             return self._receive(view)
 
     def _pull(self, during_handshake: bool = False) -> int:
         """Lock held: raw bytes from the socket into the incoming BIO; how many (0: none now)."""
+        raw = _raw_buffer()
         try:
-            n = Transport.recv_into(self, self._raw)
+            n = Transport.recv_into(self, raw)
         except BrokenError as e:
             if e.reason != "peer_closed":
                 raise
@@ -226,7 +237,7 @@ class TlsTransport(Transport):
                 raise BrokenError("peer closed the connection during the TLS handshake", "peer_closed") from None
             raise _truncated() from None
         if n:
-            self._incoming.write(self._raw[:n])
+            self._incoming.write(raw[:n])
         return n
 
     # -- writing --------------------------------------------------------------------------

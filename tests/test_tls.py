@@ -507,3 +507,39 @@ def test_a_backlog_of_thousands_of_tiny_records_is_all_delivered(server_ctx, cli
                     tls.sendall(b"\x00\x00\x00\x01x")  # one frame, one record
                 written.set()
                 assert got.wait(WAIT), f"{count[0]} of {n} delivered"
+
+
+@pytest.mark.timeout(30)
+def test_a_peer_parked_in_its_handshake_costs_little_memory(server_ctx, client_ctx, poll, timer):
+    """100 raw peers each send all but the last byte of a real ClientHello and wait. Each
+    costs the server its TLS object's state, under 80 KiB (it was 113 KiB when every
+    connection kept a 64 KiB read buffer of its own), until the handshake deadline."""
+    from test_chaos import rss
+
+    outgoing = ssl.MemoryBIO()
+    client = client_ctx.wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        client.do_handshake()
+    hello = outgoing.read()
+    peers = 100
+    with links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, tls=server_ctx, max_connections=2 * peers
+    ) as svc, watch_logs() as logs:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr) as warm:  # the first handshake's one-off costs
+            warm.sendall(hello[:-1])
+            logs.expect("poll.handshake.added")
+            poll.sync()
+            before = rss()
+            parked = [socket.create_connection(svc.local_addr) for _ in range(peers)]
+            try:
+                for sock in parked:
+                    sock.sendall(hello[:-1])
+                logs.expect("poll.handshake.added", count=peers + 1)
+                poll.sync()
+                grown = rss() - before
+                assert svc.gate.in_use == peers + 1
+            finally:
+                for sock in parked:
+                    sock.close()
+    assert grown < peers * 80 * 1024, f"{grown / peers / 1024:.0f} KiB per parked peer"
