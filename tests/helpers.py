@@ -79,3 +79,19 @@ def watch_logs(timeout: float = WAIT) -> Iterator[LogWatch]:
     watch = LogWatch(timeout)
     with structlog.testing.capture_logs(processors=[watch]):
         yield watch
+
+
+def waiting_call(call) -> tuple[threading.Thread, list[BaseException]]:
+    """``call()`` started on a thread of its own (a user thread blocked in links); the
+    ``links.LinksError`` it ends with lands in the list. Join the thread, then look."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except links.LinksError as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, raised

@@ -9,10 +9,9 @@ does not redial a session that no longer exists.
 from __future__ import annotations
 
 import socket
-import threading
 
 import pytest
-from helpers import Json, watch_logs
+from helpers import Json, waiting_call, watch_logs
 
 import links
 from links.session import Resumable, Session, SessionState
@@ -135,9 +134,7 @@ def test_a_server_close_ends_the_session_of_a_client_reading_on_its_own_thread(s
     svc, store = service
     with watch_logs() as logs, client(svc, poll, timer, reconnect=links.Backoff(initial=0.01, maximum=0.05)) as clt:
         served(svc, store, clt)
-        raised: list[BaseException] = []
-        reading = threading.Thread(target=lambda: _recv_into(clt, raised))
-        reading.start()
+        reading, raised = waiting_call(lambda: clt.recv(timeout=WAIT))
         svc.close()
         reading.join(WAIT)
         assert not reading.is_alive()
@@ -150,13 +147,6 @@ def served(svc: links.Svc, store: links.StoreCallback, sender) -> None:
     """Once a message got through, the server's connection is in its pool (svc.close closes it)."""
     sender.send({"n": 0}, timeout=WAIT)
     assert store.wait_recv_count(1, WAIT) and len(svc) == 1
-
-
-def _recv_into(clt: links.Clt, raised: list[BaseException]) -> None:
-    try:
-        clt.recv(timeout=WAIT)
-    except links.LinksError as e:
-        raised.append(e)
 
 
 @pytest.mark.timeout(20)

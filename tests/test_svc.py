@@ -8,7 +8,7 @@ import threading
 from contextlib import ExitStack
 
 import pytest
-from helpers import Json
+from helpers import Json, waiting_call
 
 import links
 
@@ -288,17 +288,8 @@ def test_write_and_deadline_settings_that_cannot_work_are_refused_before_binding
 @pytest.mark.timeout(20)
 def test_close_from_another_thread_ends_a_wait_in_accept(poll, timer):
     svc = links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer)
-    raised: list[BaseException] = []
-    waiting = threading.Thread(target=lambda: _accept_into(svc, raised))
-    waiting.start()
+    waiting, raised = waiting_call(svc.accept)
     svc.close()
     waiting.join(WAIT)
     assert not waiting.is_alive()
     assert [type(e) for e in raised] == [links.ClosedError]
-
-
-def _accept_into(svc: links.Svc, raised: list[BaseException]) -> None:
-    try:
-        svc.accept()
-    except links.LinksError as e:
-        raised.append(e)
