@@ -27,8 +27,10 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a {'whole ' if kind is int else ''}number: {text}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive and finite: {text}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite: {text}")
         return value
 
     return parse
