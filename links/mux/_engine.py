@@ -1,0 +1,439 @@
+"""``MuxEngine``: one yamux session, Sans-I/O: frames (or bytes) in, events and bytes out.
+
+It knows streams, windows and the order frames go out in; it owns no socket, thread or clock
+(a test keeps it so). A driver (``links.mux._driver``) feeds it what the connection read and
+writes what ``take_output`` gives; tests drive it with nothing at all.
+
+Streams
+    ``open()`` starts one (a SYN, on a WINDOW_UPDATE, goes out first); a peer's SYN is reported
+    (``StreamOpened``) and answered when the driver calls ``accept`` (ACK) or ``reset`` (RST:
+    refused). ``close`` half-closes (FIN, after what is still queued); once both sides said FIN,
+    or either said RST, the stream is forgotten, and frames still in flight for it are ignored.
+
+Flow control (the specification's, per stream; no window for the session as a whole)
+    Sending: ``write`` takes no more than the peer's window for that stream allows, so a stream
+    whose peer does not read stops its own writer and no one else. Receiving: a DATA frame may
+    not exceed what we granted; the driver calls ``consumed`` as the application takes bytes,
+    and a WINDOW_UPDATE gives the credit back once half a window was consumed: what a peer may
+    have in flight unread is bounded by the window.
+
+Fairness
+    ``take_output`` writes control frames first (SYN, ACK, window updates, pings: small, and
+    what keeps every stream moving), then data, one chunk (``chunk`` bytes) per stream in turn:
+    a stream that queued megabytes gets one chunk out before every other stream with data
+    gets its next. A stream with nothing queued may always queue a chunk's worth, whatever the
+    others hold (``max_queued`` bounds the rest), so a small message never waits behind a
+    large one for more than a turn of chunks.
+
+Errors
+    A violation of the protocol for the whole connection (a bad version or type, a SYN on a
+    stream id already used or of the wrong parity, more data than the window, a window past
+    2**32-1, a PING or GO_AWAY off stream 0) raises ``MuxError``, with a GO_AWAY (protocol
+    error) left in the output for the driver to write before it closes the connection.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .._core._buffer import ReceiveBuffer
+from .._errors import BrokenError, ClosedError
+from . import _wire as wire
+from ._wire import ACK, DATA, FIN, GO_AWAY, HEADER, HEADER_SIZE, PING, RST, SYN, WINDOW_UPDATE, MuxError
+
+__all__ = [
+    "MuxEngine", "Event", "StreamOpened", "StreamAccepted", "StreamData", "StreamEnded", "StreamReset", "Pong",
+    "GoAway", "DEFAULT_CHUNK", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_STREAMS",
+]  # fmt: skip
+
+#: Bytes of one stream's data per turn in ``take_output``: the unit of fairness.
+DEFAULT_CHUNK = 16 * 1024
+#: Bytes queued across all streams beyond each stream's first chunk (see Fairness).
+DEFAULT_MAX_QUEUED = 4 * 1024 * 1024
+#: Streams open at once; a peer's SYN beyond it is refused (RST).
+DEFAULT_MAX_STREAMS = 4096
+
+_unpack = HEADER.unpack_from
+_frame = wire.frame
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened ``stream_id``: answer with ``accept`` or ``reset``."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAccepted:
+    """The peer accepted ``stream_id``, which we opened (its ACK)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """Bytes for ``stream_id``, in order; call ``consumed`` as the application takes them."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer sent FIN on ``stream_id``: nothing more will come on it."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The peer sent RST on ``stream_id`` (aborted, or refused when we opened it)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to our ``ping`` with this ``opaque`` value."""
+
+    opaque: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    """The peer will accept no new stream; ``code`` is 0 normal, 1 protocol error, 2 internal."""
+
+    code: int
+
+
+Event = StreamOpened | StreamAccepted | StreamData | StreamEnded | StreamReset | Pong | GoAway
+
+
+class _Stream:
+    """One stream's state (kept small: an idle stream costs this alone)."""
+
+    __slots__ = ("send_window", "recv_window", "unacked", "out", "fin_queued", "fin_sent", "fin_received", "blocked")
+
+    def __init__(self, recv_window: int) -> None:
+        self.send_window = wire.INITIAL_WINDOW  # what the peer lets us send, minus what we queued
+        self.recv_window = recv_window  # what we let the peer send
+        self.unacked = 0  # consumed by the application, not yet given back to the peer
+        self.out = bytearray()  # queued data, not yet in a frame
+        self.fin_queued = False  # close() was called: FIN once ``out`` is out
+        self.fin_sent = False
+        self.fin_received = False
+        self.blocked = False  # a write took less than asked: tell the driver when it can take more
+
+
+class MuxEngine:
+    """One yamux session; see the module docstring.
+
+    Args:
+        client: the side that dialed (odd stream ids) or not (even).
+        window: the receive window granted to every stream (at least the specification's
+            256 KiB; more is announced with the SYN or ACK).
+        chunk: bytes of one stream's data per turn (fairness).
+        max_streams: streams open at once; the peer's SYN beyond it is refused.
+        max_queued: bytes queued across streams (beyond each stream's first chunk).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        window: int = wire.INITIAL_WINDOW,
+        chunk: int = DEFAULT_CHUNK,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
+        if not wire.INITIAL_WINDOW <= window <= wire.MAX_WINDOW:
+            raise ValueError(f"window must be {wire.INITIAL_WINDOW}..{wire.MAX_WINDOW} bytes, not {window!r}")
+        if chunk < 1 or max_streams < 1 or max_queued < 0:
+            raise ValueError("chunk and max_streams must be positive, max_queued >= 0")
+        self.client = client
+        self.window = window
+        self.chunk = chunk
+        self.max_streams = max_streams
+        self.max_queued = max_queued
+        self.framer = wire.YamuxFramer(window)
+        self.streams: dict[int, _Stream] = {}
+        self.queued = 0  # bytes in every stream's ``out``
+        self.going_away = False  # we sent GO_AWAY: no new stream either way
+        self.peer_going_away = False  # the peer did
+        self.ignored = 0  # frames for streams already forgotten (late, and harmless)
+        self._next_id = 1 if client else 2
+        self._peer_last = 0  # the highest stream id the peer opened
+        self._control = bytearray()  # frames without payload, written before any data
+        self._turns: deque[int] = deque()  # streams with data queued, in turn order
+        self._unblocked: list[int] = []
+        self._starved: set[int] = set()  # cut short by ``max_queued``, not by their window
+        self._pings = 0
+        self._buffer: ReceiveBuffer | None = None  # feed() only
+
+    def __repr__(self) -> str:
+        side = "client" if self.client else "server"
+        return f"MuxEngine({side}, streams={len(self.streams)}, queued={self.queued})"
+
+    # -- what the peer sent -----------------------------------------------------------------
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Bytes as they came, any split: the events of every whole frame among them.
+
+        Raises:
+            MuxError: as ``receive``.
+        """
+        if self._buffer is None:
+            self._buffer = ReceiveBuffer()
+        self._buffer.feed(data)
+        events: list[Event] = []
+        while (frame := self._buffer.next_frame(self.framer)) is not None:
+            events.extend(self.receive(frame))
+        return events
+
+    def receive(self, frame: bytes | bytearray | memoryview) -> list[Event]:
+        """One whole frame (as ``framer`` cuts them): what it means, as events.
+
+        Raises:
+            MuxError: the frame breaks the protocol for the whole connection; a GO_AWAY
+                (protocol error) is queued for the driver to write before it closes.
+        """
+        try:
+            version, kind, flags, stream_id, length = _unpack(frame)
+            if version != wire.VERSION:
+                raise MuxError(f"yamux version {version} (only 0 is defined)", "mux.bad_version")
+            if kind == DATA or kind == WINDOW_UPDATE:
+                return self._stream_frame(kind, flags, stream_id, length, frame)
+            if kind == PING:
+                return self._ping(flags, stream_id, length)
+            if kind == GO_AWAY:
+                if stream_id != 0:
+                    raise MuxError(f"GO_AWAY on stream {stream_id}, not 0", "mux.bad_stream_id")
+                self.peer_going_away = True
+                return [GoAway(length)]
+            raise MuxError(f"unknown yamux frame type {kind}", "mux.bad_type")
+        except MuxError:
+            self.go_away(wire.GO_AWAY_PROTOCOL_ERROR)
+            raise
+
+    def _stream_frame(self, kind: int, flags: int, stream_id: int, length: int, frame: bytes | bytearray | memoryview) -> list[Event]:
+        if stream_id == 0:
+            raise MuxError("DATA or WINDOW_UPDATE on stream 0", "mux.bad_stream_id")
+        events: list[Event] = []
+        stream = self.streams.get(stream_id)
+        if flags & SYN:
+            stream = self._peer_opened(stream_id, stream, events)
+        if stream is None:
+            # Closed here or reset already (frames in flight cross an RST), or refused just
+            # now: nothing to do. The credit of a refused stream's data is nobody's.
+            self.ignored += 1
+            return events
+        if flags & ACK and stream_id % 2 == self._next_id % 2:
+            events.append(StreamAccepted(stream_id))
+        if kind == DATA:
+            if length > stream.recv_window:
+                raise MuxError(f"stream {stream_id}: {length} bytes against a window of {stream.recv_window}", "mux.window_exceeded")
+            if length:
+                stream.recv_window -= length
+                if not stream.fin_received:  # data after the peer's FIN: dropped, credited back
+                    events.append(StreamData(stream_id, bytes(frame[HEADER_SIZE:])))
+                else:
+                    self.consumed(stream_id, length)
+        elif length:
+            self._credit(stream_id, stream, length)
+        if flags & RST:
+            self._forget(stream_id, stream)
+            events.append(StreamReset(stream_id))
+        elif flags & FIN and not stream.fin_received:
+            stream.fin_received = True
+            events.append(StreamEnded(stream_id))
+            if stream.fin_sent:
+                self._forget(stream_id, stream)
+        return events
+
+    def _peer_opened(self, stream_id: int, stream: _Stream | None, events: list[Event]) -> _Stream | None:
+        """A SYN: a new stream of the peer's, or a refusal (RST) when we take no more."""
+        if stream is not None or stream_id % 2 == self._next_id % 2 or stream_id <= self._peer_last:
+            raise MuxError(f"SYN on stream {stream_id}, already used or not the peer's to open", "mux.stream_reused")
+        self._peer_last = stream_id
+        if self.going_away or len(self.streams) >= self.max_streams:
+            self._control += _frame(WINDOW_UPDATE, RST, stream_id, 0)
+            return None
+        stream = self.streams[stream_id] = _Stream(self.window)
+        events.append(StreamOpened(stream_id))
+        return stream
+
+    def _credit(self, stream_id: int, stream: _Stream, credit: int) -> None:
+        window = stream.send_window + len(stream.out) + credit  # the peer's whole grant now
+        if window > wire.MAX_WINDOW:
+            raise MuxError(f"stream {stream_id}: window grew to {window}, past 2**32-1", "mux.window_overflow")
+        stream.send_window += credit
+        if stream.blocked:
+            stream.blocked = False
+            self._unblocked.append(stream_id)
+
+    def _ping(self, flags: int, stream_id: int, opaque: int) -> list[Event]:
+        if stream_id != 0:
+            raise MuxError(f"PING on stream {stream_id}, not 0", "mux.bad_stream_id")
+        if flags & SYN:
+            self._control += _frame(PING, ACK, 0, opaque)
+            return []
+        if flags & ACK:
+            return [Pong(opaque)]
+        return []
+
+    def consumed(self, stream_id: int, n: int) -> None:
+        """The application took ``n`` bytes of ``stream_id``'s data: once half a window was
+        taken, the credit goes back to the peer (one WINDOW_UPDATE, not one per read)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or n <= 0:
+            return
+        stream.unacked += n
+        if stream.unacked >= self.window // 2 and not stream.fin_received:
+            credit, stream.unacked = stream.unacked, 0
+            stream.recv_window += credit
+            self._control += _frame(WINDOW_UPDATE, 0, stream_id, credit)
+
+    # -- what we send -----------------------------------------------------------------------
+
+    def open(self) -> int:
+        """A new stream of ours; its SYN is the next frame out. Returns its id.
+
+        Raises:
+            ClosedError: we said GO_AWAY. BrokenError: the peer did (``mux.go_away``), or the
+                ids ran out (a new connection is needed).
+        """
+        if self.going_away:
+            raise ClosedError("this yamux session is going away: no new stream")
+        if self.peer_going_away:
+            raise BrokenError("the peer sent GO_AWAY: no new stream", "mux.go_away")
+        stream_id = self._next_id
+        if stream_id > wire.MAX_WINDOW:
+            raise BrokenError("stream ids used up on this connection", "mux.ids_exhausted")
+        self._next_id += 2
+        self.streams[stream_id] = _Stream(self.window)
+        self._control += _frame(WINDOW_UPDATE, SYN, stream_id, self.window - wire.INITIAL_WINDOW)
+        return stream_id
+
+    def accept(self, stream_id: int) -> None:
+        """Accept the peer's ``stream_id`` (ACK, announcing a window beyond the initial one)."""
+        if stream_id in self.streams:
+            self._control += _frame(WINDOW_UPDATE, ACK, stream_id, self.window - wire.INITIAL_WINDOW)
+
+    def write(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
+        """Queue ``data`` for ``stream_id``; how many bytes were taken, from the front.
+
+        Fewer than all (maybe 0) when the peer's window for the stream, or ``max_queued``,
+        has no more room: ``unblocked()`` names the stream once it has. A stream with nothing
+        queued may always queue up to a chunk (within its window).
+
+        Raises:
+            ClosedError: the stream was closed or reset here. BrokenError: the peer reset it.
+        """
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            raise BrokenError(f"stream {stream_id} was reset", "mux.stream_reset")
+        if stream.fin_queued:
+            raise ClosedError(f"stream {stream_id} is closed for sending")
+        shared = max(self.max_queued - self.queued, 0 if stream.out else self.chunk)
+        taken = min(len(data), stream.send_window, shared)
+        if taken < len(data):
+            stream.blocked = True
+            if taken == shared:
+                self._starved.add(stream_id)
+        if taken:
+            if not stream.out:
+                self._turns.append(stream_id)
+            stream.out += data[:taken] if taken < len(data) else data
+            stream.send_window -= taken
+            self.queued += taken
+        return taken
+
+    def close(self, stream_id: int) -> None:
+        """Half-close ``stream_id``: FIN after what is queued. Once the peer's FIN came too,
+        the stream is forgotten."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.fin_queued:
+            return
+        stream.fin_queued = True
+        if not stream.out:
+            self._send_fin(stream_id, stream, WINDOW_UPDATE)
+
+    def reset(self, stream_id: int) -> None:
+        """Abort ``stream_id`` (or refuse the peer's): RST, and what is queued is dropped."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        self._forget(stream_id, stream)
+        self._control += _frame(WINDOW_UPDATE, RST, stream_id, 0)
+
+    def ping(self) -> int:
+        """Queue a PING; returns its opaque value, which the ``Pong`` event will carry."""
+        self._pings = (self._pings + 1) & wire.MAX_WINDOW
+        self._control += _frame(PING, SYN, 0, self._pings)
+        return self._pings
+
+    def go_away(self, code: int = wire.GO_AWAY_NORMAL) -> None:
+        """Say that no new stream will be taken (once); streams open now carry on."""
+        if not self.going_away:
+            self.going_away = True
+            self._control += _frame(GO_AWAY, 0, 0, code)
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self._control or self._turns)
+
+    def take_output(self, limit: int | None = None) -> bytes:
+        """The frames to write next: control frames, then data a chunk per stream in turn,
+        until about ``limit`` bytes (None: everything queued). Whole frames only."""
+        out = self._control
+        self._control = bytearray()
+        turns = self._turns
+        while turns and (limit is None or len(out) < limit):
+            stream_id = turns.popleft()
+            stream = self.streams.get(stream_id)
+            if stream is None or not stream.out:
+                continue  # reset meanwhile
+            n = min(len(stream.out), self.chunk)
+            last = n == len(stream.out)
+            flags = FIN if last and stream.fin_queued else 0
+            out += _frame(DATA, flags, stream_id, n)
+            out += stream.out[:n] if not last else stream.out
+            del stream.out[:n]
+            self.queued -= n
+            if not last:
+                turns.append(stream_id)
+            elif flags:
+                self._fin_sent(stream_id, stream)
+        return bytes(out)
+
+    def unblocked(self) -> list[int]:
+        """Streams whose writes were cut short and that can take more now, each named once
+        per cut: by a window update, or by queued output taken (``max_queued``)."""
+        if self._starved and self.queued <= self.max_queued // 2:
+            for stream_id in self._starved:
+                stream = self.streams.get(stream_id)
+                if stream is not None and stream.blocked and stream.send_window:
+                    stream.blocked = False
+                    self._unblocked.append(stream_id)
+            self._starved.clear()  # still short of window: a window update names them
+        names, self._unblocked = self._unblocked, []
+        return names
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _send_fin(self, stream_id: int, stream: _Stream, kind: int) -> None:
+        self._control += _frame(kind, FIN, stream_id, 0)
+        self._fin_sent(stream_id, stream)
+
+    def _fin_sent(self, stream_id: int, stream: _Stream) -> None:
+        stream.fin_sent = True
+        if stream.fin_received:
+            self._forget(stream_id, stream)
+
+    def _forget(self, stream_id: int, stream: _Stream) -> None:
+        self.queued -= len(stream.out)
+        stream.out = bytearray()
+        self.streams.pop(stream_id, None)
+        self._starved.discard(stream_id)
