@@ -71,7 +71,9 @@ class Acceptor:
         if svc.session is not None:
             return AcceptStatus.ACCEPTED, svc.session.hello_reader(svc, sock, permit, peer)
         clt = svc.connection_over(sock, permit, peer)
-        return (AcceptStatus.ACCEPTED, clt) if clt is not None else (AcceptStatus.REJECTED, None)
+        if clt is None and svc.mux is None:
+            return AcceptStatus.REJECTED, None
+        return AcceptStatus.ACCEPTED, clt  # with mux: None, its channels join as they open
 
     def on_readable(self) -> bool:
         """Poll thread: accept a bounded batch; every connection joins the live pool."""

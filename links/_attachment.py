@@ -74,6 +74,9 @@ class Attachment:
         # A service's deadline for the first whole message (links._liveness), None once one came.
         self.first_deadline: TimerHandle | None = None
         self.stall_task: TimerHandle | None = None
+        # Told (poll thread, no lock held) when the poll thread wrote all the socket was owed:
+        # a layer that keeps output of its own (the multiplexer) hands on more then.
+        self.on_drained: Callable[[], None] | None = None
         self.last_recv = connection.clock()
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
         self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
@@ -287,7 +290,10 @@ class Attachment:
             self.transport.shutdown_read()
         else:
             self._end_stall_check()
-            self.transport.shutdown()
+            if error is None:
+                self.transport.shutdown()
+            else:
+                self.transport.abort()
         if connection.session is None:
             try:
                 self.protocol.on_disconnect(self.con_id)

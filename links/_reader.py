@@ -38,6 +38,11 @@ class AttachmentReader:
     def fileno(self) -> int:
         return self.attachment.transport.fileno()
 
+    @property
+    def virtual(self) -> bool:
+        """Whether the transport has no fd (a multiplexed stream): see ``links._poll``."""
+        return self.attachment.transport.virtual
+
     def on_readable(self) -> bool:
         att = self.attachment
         while not att.closed:  # closed: its removal is already queued
@@ -114,11 +119,17 @@ class AttachmentReader:
             att.watch_again()
             return False
         try:
-            return out.on_writable()
+            more = out.on_writable()
         except LinksError as e:
             error = e
+        else:
+            error = None
         finally:
             out.lock.release()
+        if error is None:
+            if not more and att.on_drained is not None:
+                att.on_drained()  # a layer with output of its own hands on more (links.mux)
+            return more
         att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
         return False
 

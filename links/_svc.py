@@ -29,6 +29,7 @@ for replay.
 
 from __future__ import annotations
 
+import importlib
 import select
 import socket
 import ssl
@@ -77,7 +78,7 @@ class Svc:
         stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_outbound: int = DEFAULT_MAX_OUTBOUND,
         handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT, idle_timeout: float | None = None,
         tcp_user_timeout: float | None = None, keepalive: tuple[float, float, int] | None = None,
-        tls: ssl.SSLContext | None = None,
+        tls: ssl.SSLContext | None = None, mux: bool = False, max_channels: int | None = None,
     ) -> None:  # fmt: skip
         check_limits(stall_timeout, max_outbound)
         for option, value in (("handshake_timeout", handshake_timeout), ("idle_timeout", idle_timeout)):
@@ -105,6 +106,8 @@ class Svc:
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
+        # Channels (links.mux): loaded on first use, as links loads every layer.
+        self.mux = importlib.import_module("links.mux._serve").MuxServing(self, **({} if max_channels is None else {"max_channels": max_channels})) if mux else None
         track(self)  # closed at interpreter exit, ending a wait in accept() (links._exit)
 
     @classmethod
@@ -128,6 +131,8 @@ class Svc:
         tcp_user_timeout: float | None = None,
         keepalive: tuple[float, float, int] | None = None,
         tls: ssl.SSLContext | None = None,
+        mux: bool = False,
+        max_channels: int | None = None,
     ) -> Svc:
         """Listen on ``"host:port"`` (port 0: any free port; read it from ``local_addr``).
 
@@ -150,6 +155,10 @@ class Svc:
             tls: serve TLS with this server context (``ssl.Purpose.CLIENT_AUTH``; with
                 ``verify_mode = CERT_REQUIRED`` only clients with a certificate it trusts get
                 in). Each handshake runs on the poll thread within ``handshake_timeout``.
+            mux: every connection carries channels (yamux streams, ``links.mux``): each stream
+                a client opens joins the pool as a connection of its own.
+            max_channels: with ``mux``, the channels taken at once (1024 by default); streams
+                beyond it are refused. ``max_connections`` still counts TCP connections.
 
         Returns the listening ``Svc`` (then ``accept`` on a thread, or spawn it into the poll thread).
 
@@ -165,7 +174,7 @@ class Svc:
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,
             poll_handler=poll_handler, timer=timer, session=session, stall_timeout=stall_timeout,
             max_outbound=max_outbound, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout,
-            tcp_user_timeout=tcp_user_timeout, keepalive=keepalive, tls=tls,
+            tcp_user_timeout=tcp_user_timeout, keepalive=keepalive, tls=tls, mux=mux, max_channels=max_channels,
         )  # fmt: skip
         if svc.registry is not None:
             svc.registry.start_expiry(svc.timer_or_default())
@@ -225,7 +234,11 @@ class Svc:
 
     def connection_over(self, stream: Any, permit: Permit, peer: Addr) -> Clt | None:
         """A new connection over ``stream`` (a socket, or a layer's transport over one); None,
-        logged, with ``stream`` closed and the permit released, if it cannot be made."""
+        logged, with ``stream`` closed and the permit released, if it cannot be made. With
+        ``mux``, the connection carries channels instead, which join as they open: None."""
+        if self.mux is not None:
+            self.mux.carry(stream, permit, peer)
+            return None
         try:
             clt = Clt.from_socket(
                 stream, Role.ACCEPTOR, protocol=self.protocol, callback=self.callback, name=self.name,
@@ -378,6 +391,8 @@ class Svc:
         self._closed = True
         for sender in self._pool.close():
             sender.close()
+        if self.mux is not None:
+            self.mux.close()
         if self.registry is not None:
             self.registry.stop()
         sock = self._acceptor.sock

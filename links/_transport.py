@@ -143,6 +143,9 @@ class Transport:
 
     #: Whether bytes read off the socket wait inside this transport (a layer's: TLS).
     holds_input = False
+    #: Whether it has no fd of its own (a multiplexed stream): the poll thread is told of
+    #: its readiness instead of asking the kernel (links._poll).
+    virtual = False
 
     def fileno(self) -> int:
         return self._fd
@@ -313,6 +316,11 @@ class Transport:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already reset or never connected: either way it is down
+
+    def abort(self) -> None:
+        """End both directions because something went wrong (a layer may say so differently:
+        a multiplexed stream is reset rather than finished). A socket just shuts down."""
+        self.shutdown()
 
     def close(self) -> None:
         """Release the fd. Only the fd's owner calls this (see the module docstring)."""

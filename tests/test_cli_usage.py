@@ -69,7 +69,7 @@ CONNECT = ["connect", "soupbintcp", "127.0.0.1:9", *CREDENTIALS]
         ([*CONNECT, "--sequence", "-1"], "argument --sequence: must be at least 0"),
         (["demo", "--messages", "0"], "argument --messages: must be positive"),
         (["serve", "soupbintcp", "--port", "0"], "the following arguments are required: --username, --password"),
-        ([], "links: a command is needed: bench, chaos, connect, demo, serve"),
+        ([], "links: a command is needed: bench, chaos, connect, demo, mux, serve"),
         (["demo", "--foo"], "links demo: unrecognized arguments: --foo"),
         ([*SERVE, "--worker", "3"], "links serve soupbintcp: unrecognized arguments: 3"),
     ],

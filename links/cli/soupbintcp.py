@@ -39,12 +39,11 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import links
@@ -54,6 +53,7 @@ from links.soupbintcp import CltProtocol, EndOfSession, SequencedData, SvcProtoc
 from ._args import address, ascii_text, at_least, port, positive
 from ._logging import LEVELS, configure_logging
 from ._progress import ProgressLine, Rate
+from ._signals import interrupt_on_signals, signals_held
 from ._tls import TlsSetupError, add_client_options, add_server_options, client_context, server_context
 from ._workers import Workers, workers
 
@@ -151,27 +151,6 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=LEVELS, default="info", help="lowest log level on stderr (default info)")
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block ends, then deliver any that came."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-
-
-def _interrupt_on_signals() -> None:
-    """SIGINT and SIGTERM end the command through KeyboardInterrupt, so cleanup runs.
-
-    SIGINT is set explicitly because a shell starting us in the background (``cmd &`` in a
-    script) leaves it ignored, and Ctrl-C / ``kill -INT`` must still stop the command.
-    """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
 def _worker_command(args: argparse.Namespace, bound: int) -> list[str]:
     """The command line of one worker: this server's settings, on the port ``bound``."""
     from ..bench import python_command  # noqa: PLC0415 - only --workers needs it
@@ -209,7 +188,7 @@ class _ServerTally(links.Callback):
 
 def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    _interrupt_on_signals()
+    interrupt_on_signals()
     where = f"{args.host}:{args.port}"
     tally = _ServerTally()
     try:
@@ -361,7 +340,7 @@ def _messages(args: argparse.Namespace) -> Iterator[bytes | None]:
 
 def connect(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    _interrupt_on_signals()
+    interrupt_on_signals()
     try:
         config = CltProtocol(
             username=args.username, password=args.password, session=args.session, sequence=args.sequence,
@@ -398,7 +377,7 @@ def _session(args: argparse.Namespace, config: CltProtocol) -> int:
     with ExitStack() as stack:
         # Ctrl-C waits until the login is over and the connection is in the stack, which then
         # closes it (logging out) however we leave.
-        with _signals_held():
+        with signals_held():
             try:
                 clt = links.Clt.connect(
                     args.addr, protocol=config, callback=printer, timeout=args.timeout, tls=args.tls_context,

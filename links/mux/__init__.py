@@ -13,6 +13,9 @@ from ._engine import (
     StreamOpened as StreamOpened,
     StreamReset as StreamReset,
 )
+from ._carrier import Carrier as Carrier
+from ._mux import Mux as Mux, connect as connect
 from ._wire import MuxError as MuxError, YamuxFramer as YamuxFramer
 
-__all__ = ["GoAway", "MuxEngine", "MuxError", "Pong", "StreamAccepted", "StreamData", "StreamEnded", "StreamOpened", "StreamReset", "YamuxFramer"]
+
+__all__ = ["connect", "Mux", "Carrier", "GoAway", "MuxEngine", "MuxError", "Pong", "StreamAccepted", "StreamData", "StreamEnded", "StreamOpened", "StreamReset", "YamuxFramer"]

@@ -1,0 +1,209 @@
+"""``Carrier``: a physical connection that carries channels, from the side that dialed it.
+
+``Carrier.connect`` dials (with every option of ``Clt.connect``: ``timeout``, ``tls=``,
+``reconnect=``, ...) and spawns the physical connection's receiver into the poll thread at
+once: it is the one reader of the socket (``links.mux._driver``). ``open()`` then starts a
+channel: a ``Clt`` whose transport is a yamux stream, with everything a ``Clt`` has (its own
+protocol instance, framer, messenger, callback, ``split``, refs, spawned receiver, heartbeats).
+Its ``con_id`` names the channel (``name#stream id``) and the physical connection's addresses.
+
+Channels the peer opens are refused (RST) unless ``accept=`` is given: a function that
+receives each as a ``Clt`` (on the poll thread) and owns it from then on.
+
+With ``reconnect=``, a cut ends every channel of the lost connection (``BrokenError``,
+``mux.connection_lost``: a new TCP connection is a new yamux session) and ``open`` waits, within
+its timeout, for the next connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._callbacks import Callback
+from .._clock import deadline_after, time_left
+from .._clt import Clt, ProtocolFactory
+from .._core._conid import Addr, ConId, Role
+from .._errors import ConnectTimeout
+from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
+from ._channel import channel_connection, channel_over
+from ._driver import MuxDriver, MuxLink, MuxSettings
+from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
+from ._stream import StreamTransport
+from ._wire import INITIAL_WINDOW
+
+__all__ = ["Carrier", "DEFAULT_KEEPALIVE"]
+
+#: Seconds between PINGs on an idle physical connection (its peer's idle deadline, if any,
+#: sees them); None: none.
+DEFAULT_KEEPALIVE = 30.0
+
+
+class Carrier:
+    """A physical connection carrying channels; see the module docstring."""
+
+    def __init__(self, settings: MuxSettings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self._serve: tuple[Any, Any, Any] = (None, None, None)  # protocol, callback, accept: the peer's channels
+        self._driver: MuxDriver | None = None
+        self._changed = threading.Condition()
+        self._physical: Any = None  # the physical connection's CltSender
+        self._channel_args: dict[str, Any] = {}
+        self.timer: Any = None  # the timer given to connect, if any
+
+    @classmethod
+    def connect(
+        cls,
+        addr: str | Addr,
+        *,
+        timeout: float = 1.0,
+        name: str = "mux",
+        protocol: ProtocolFactory | None = None,
+        callback: Callback | None = None,
+        accept: Callable[[Clt], None] | None = None,
+        window: int = INITIAL_WINDOW,
+        max_channels: int = DEFAULT_MAX_STREAMS,
+        keepalive: float | None = DEFAULT_KEEPALIVE,
+        chunk: int = DEFAULT_CHUNK,
+        **options: Any,
+    ) -> Carrier:
+        """Dial ``addr`` and start a yamux session on the connection.
+
+        Args:
+            timeout, name: as ``Clt.connect``; every other keyword of ``Clt.connect`` but
+                ``protocol``, ``callback`` and ``session`` applies to the physical connection
+                (``tls=``, ``tls_server_name=``, ``reconnect=``, ``poll_handler=``, ``timer=``,
+                ``idle_timeout=``, ``stall_timeout=``, ``max_outbound=`` ...).
+            protocol, callback: for channels the *peer* opens; without ``protocol`` they are
+                refused (RST).
+            accept: receives each channel the peer opens as a ``Clt`` (poll thread), to own;
+                without it, the channel's receiver is spawned (its messages reach ``callback``).
+            window: the receive window granted to each channel (256 KiB at least).
+            max_channels: channels open at once on this connection.
+            keepalive: seconds between PINGs (None: none).
+            chunk: bytes of one channel's data sent per turn (fairness between channels).
+
+        Raises:
+            As ``Clt.connect``.
+        """
+        mux = cls(MuxSettings(window=window, max_streams=max_channels, chunk=chunk, keepalive=keepalive), name)
+        mux._serve = (protocol, callback, accept)
+        if "session" in options:
+            raise TypeError("links.mux.connect does not take session= (channels over a resumable session are not built yet)")
+        for key in ("timer", "poll_handler"):
+            if key in options:
+                mux._channel_args[key] = options[key]
+        mux.timer = options.get("timer")
+        physical = Clt.connect(addr, protocol=mux._link, timeout=timeout, name=name, **options)
+        mux._physical = physical.into_sender_with_spawned_recver()
+        return mux
+
+    def _link(self) -> MuxLink:
+        return MuxLink(True, self.settings, self._peer_opened, self._set_driver)
+
+    def _set_driver(self, driver: MuxDriver | None) -> None:
+        with self._changed:
+            self._driver = driver
+            self._changed.notify_all()
+
+    def _peer_opened(self, stream: StreamTransport) -> None:
+        protocol, callback, accept = self._serve
+        if protocol is None:
+            stream.abort()
+            stream.close()
+            return
+        clt = channel_over(stream, name=self.name, protocol=protocol, callback=callback, runtime=self._channel_args, limits={})
+        if clt is None:
+            return
+        if accept is not None:
+            accept(clt)
+        else:
+            clt.into_sender_with_spawned_recver()
+
+    @property
+    def con_id(self) -> ConId:
+        """The physical connection's identity."""
+        return self._physical.con_id
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is closed for good (no channel can be opened on it)."""
+        return self._physical is None or self._physical._con.closed
+
+    def on_closed(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once the connection is closed for good (at once if it is)."""
+        self._physical._con.add_listener(lambda _con: fn())
+
+    def is_connected(self) -> bool:
+        return self._physical is not None and self._physical.is_connected()
+
+    def open(
+        self,
+        *,
+        protocol: ProtocolFactory,
+        callback: Callback | None = None,
+        name: str | None = None,
+        timeout: float = 1.0,
+        idle_timeout: float | None = None,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        max_outbound: int = DEFAULT_MAX_OUTBOUND,
+    ) -> Clt:
+        """A new channel, as a ``Clt``: its protocol's ``on_connect`` has run and its handshake
+        (``is_connected()``) is complete.
+
+        Args:
+            protocol, callback: as ``Clt.connect``, for this channel alone.
+            name: shown in its ``con_id`` (``name#stream id``); the connection's name by default.
+            timeout: seconds to wait for a physical connection (redialing) and the handshake.
+            idle_timeout, stall_timeout, max_outbound: as ``Clt.connect``, per channel.
+
+        Raises:
+            ClosedError: the connection is closed. BrokenError: the connection is lost (without
+                ``reconnect=``), or the peer said GO_AWAY. ConnectTimeout: no connection, or no
+                completed handshake, within ``timeout``.
+        """
+        deadline = deadline_after(timeout)
+        driver = self._wait_driver(deadline)
+        stream = driver.open_stream()
+        con = channel_connection(stream, Role.INITIATOR, name or self.name, protocol, callback, self._channel_args,
+                          idle_timeout=idle_timeout, stall_timeout=stall_timeout, max_outbound=max_outbound)  # fmt: skip
+        clt = Clt(con)
+        try:
+            att = con.open(stream, deadline)  # type: ignore[arg-type]
+        except TimeoutError as e:
+            raise ConnectTimeout(f"{con.con_id}: channel handshake did not complete within {timeout}s") from e
+        stream.attachment = att
+        con.publish(att)
+        con.log.info("mux.channel_opened", stream=stream.stream_id)
+        return clt
+
+    def _wait_driver(self, deadline: float | None) -> MuxDriver:
+        with self._changed:
+            while True:
+                if self._physical is not None and self._physical._con.closed:
+                    raise self._physical._con.error()
+                if self._driver is not None and self._driver.error is None:
+                    return self._driver
+                left = time_left(deadline)
+                if left == 0.0:
+                    raise ConnectTimeout(f"{self.name}: no connection to open a channel on")
+                self._changed.wait(left)
+
+    def close(self) -> None:
+        """Close the physical connection (GO_AWAY first): every channel on it ends. Idempotent."""
+        driver = self._driver
+        if driver is not None:
+            driver.go_away()
+        if self._physical is not None:
+            self._physical.close()
+
+    def __enter__(self) -> Carrier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Carrier({self.name}, connected={self.is_connected()})"

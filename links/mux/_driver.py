@@ -1,0 +1,296 @@
+"""``MuxDriver``: a ``MuxEngine`` over one physical connection, and its streams as transports.
+
+The physical connection is a links connection like any other (so TLS, heartbeats, the gate
+and ``reconnect=`` work under channels unchanged) whose protocol, ``MuxLink``, cuts yamux
+frames and hands each to this driver on the poll thread. The driver is what the reference
+design's history says it must be: the *one* reader of the socket, routing each stream's
+bytes to that stream's transport (``links.mux._stream``), never letting a channel read the
+socket itself.
+
+Locks
+    The engine is guarded by the physical connection's write lock (``lock``): whoever changes
+    it (a channel's send, a channel's read giving window back, the poll thread's reading) holds
+    that lock and, before releasing it, writes what the engine produced to the physical
+    connection's outbound path, as far as that takes it without waiting (``release``). The
+    lock nests inside a channel's own write lock (channel → physical), never the reverse, and
+    no hook or callback runs under it.
+
+Readiness
+    A stream's transport has no fd. Where a socket would turn readable or writable, the
+    driver notifies the stream's condition (a user thread waiting in ``recv`` or for room)
+    and marks the channel's handler ready on the poll thread (``PollHandler.ready``), which
+    reads or writes it on a later pass, never from inside this one.
+
+Failure
+    A frame that breaks yamux for the whole connection (``MuxError``) is logged
+    (``mux.protocol_error``, its reason), answered with GO_AWAY, and ends the physical
+    connection; every channel on it then ends with ``BrokenError`` (``mux.connection_lost``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._core._messenger import Messenger
+from .._core._protocol import Protocol
+from .._errors import BrokenError, LinksError
+from ._engine import MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset, GoAway
+from ._stream import StreamTransport
+from ._wire import MuxError, YamuxFramer
+
+if TYPE_CHECKING:
+    from .._attachment import Attachment
+    from .._core._conid import ConId
+
+__all__ = ["MuxDriver", "MuxLink", "MuxSettings"]
+
+#: Bytes of engine output handed to the physical outbound path per step.
+_PUMP = 64 * 1024
+
+
+class MuxSettings:
+    """What both ends of a physical connection's engine are made with (``MuxEngine``'s args)."""
+
+    def __init__(self, *, window: int, max_streams: int, chunk: int, keepalive: float | None) -> None:
+        self.window = window
+        self.max_streams = max_streams
+        self.chunk = chunk
+        self.keepalive = keepalive
+
+    def engine(self, client: bool) -> MuxEngine:
+        return MuxEngine(client=client, window=self.window, chunk=self.chunk, max_streams=self.max_streams)
+
+
+class _Frames(Messenger[Any, Any]):
+    """Whole yamux frames both ways, uncopied: the engine reads each during its dispatch."""
+
+    def serialize(self, msg: Any) -> Any:
+        return msg
+
+    def deserialize(self, payload: Any) -> Any:
+        return payload
+
+    def deserialize_many(self, payloads: list[Any]) -> list[Any]:
+        return payloads
+
+
+class MuxLink(Protocol[Any, Any]):
+    """The physical connection's protocol: a fresh driver per TCP connection (each starts a
+    new yamux session: streams do not survive a cut unless a resumable session carries them).
+
+    Args:
+        client: the side that dialed.
+        settings: the engine's.
+        on_stream: called (poll thread, no lock held) with each stream the peer opens; it
+            makes a channel over it, or refuses it (``StreamTransport.abort``).
+        on_driver: called with each new driver, and with None when it is lost.
+    """
+
+    messenger = _Frames()
+
+    def __init__(
+        self, client: bool, settings: MuxSettings, on_stream: Callable[[StreamTransport], None],
+        on_driver: Callable[[MuxDriver | None], None],
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.settings = settings
+        self.framer = YamuxFramer(settings.window)
+        self.on_stream = on_stream
+        self.on_driver = on_driver
+        self.driver: MuxDriver | None = None
+
+    def on_connect(self, con: Any) -> None:
+        self.driver = MuxDriver(con, self.settings.engine(self.client), self.on_stream)
+        self.on_driver(self.driver)
+        if self.client:
+            self.driver.ping()  # something at once: a server's deadline for a first frame
+
+    def on_recv(self, msg: Any) -> None:
+        assert self.driver is not None
+        self.driver.received(msg)
+
+    def on_disconnect(self, con_id: ConId) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            driver.lost(BrokenError(f"{con_id}: the connection under the channels was lost", "mux.connection_lost"))
+            self.on_driver(None)
+
+    def heartbeat_interval(self) -> float | None:
+        return self.settings.keepalive
+
+    def send_heartbeat(self, con: Any) -> None:
+        if self.driver is not None:
+            self.driver.ping()
+
+
+class MuxDriver:
+    """One yamux session over one physical attachment; see the module docstring."""
+
+    def __init__(self, att: Attachment, engine: MuxEngine, on_stream: Callable[[StreamTransport], None]) -> None:
+        self.att = att
+        self.connection = att.connection
+        self.lock = att.connection.write_lock
+        self.engine = engine
+        self.on_stream = on_stream
+        self.local, self.peer = att.con_id.local, att.con_id.peer
+        self.streams: dict[int, StreamTransport] = {}
+        self.error: LinksError | None = None  # the physical connection is gone: every stream ends so
+        self._failed: LinksError | None = None  # a write failed under the lock: ended after it
+        att.on_drained = self._drained
+
+    def __repr__(self) -> str:
+        return f"MuxDriver({self.att.con_id}, streams={len(self.streams)})"
+
+    # -- the lock and the output ------------------------------------------------------------
+
+    def release(self) -> None:
+        """Write what the engine produced, wake the streams it unblocked, release the lock."""
+        att = self.att
+        try:
+            if self.engine.has_output and self.error is None:
+                self._pump()
+            for stream_id in self.engine.unblocked():
+                stream = self.streams.get(stream_id)
+                if stream is not None:
+                    self._wake(stream, writable=True)
+            watch = not att.closed and att.outbound.needs_watch()
+        finally:
+            self.lock.release()
+        if watch:
+            att.watch_writable()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            self.connection.lost(att, getattr(failed, "reason", "broken"), failed if isinstance(failed, BrokenError) else None)
+
+    def _pump(self) -> None:
+        """Lock held: engine output into the physical outbound path, while it has room."""
+        engine, out = self.engine, self.att.outbound
+        try:
+            while engine.has_output and out.has_room():
+                out.take(engine.take_output(_PUMP))
+        except LinksError as e:
+            self._failed = e
+
+    def _drained(self) -> None:
+        """Poll thread, no lock held: the physical connection wrote all it owed; more, if any."""
+        self.lock.acquire()
+        self.release()
+
+    # -- what the poll thread read ----------------------------------------------------------
+
+    def received(self, frame: Any) -> None:
+        """Poll thread: one yamux frame off the physical connection."""
+        opened: list[StreamTransport] = []
+        self.lock.acquire()
+        try:
+            try:
+                events = self.engine.receive(frame)
+            except MuxError as e:
+                self.connection.log.warning("mux.protocol_error", reason=e.reason, error=str(e))
+                self._failed = BrokenError(str(e), e.reason)
+                return
+            for event in events:
+                self._apply(event, opened)
+        finally:
+            self.release()
+        for stream in opened:
+            self.on_stream(stream)
+
+    def _apply(self, event: Any, opened: list[StreamTransport]) -> None:
+        """Lock held: one event, onto its stream's transport."""
+        if isinstance(event, StreamData):
+            stream = self.streams.get(event.stream_id)
+            if stream is None or stream._shut:  # closed here: credited back, dropped
+                self.engine.consumed(event.stream_id, len(event.data))
+                return
+            stream.inbound.append(event.data)
+            self._wake(stream, readable=True)
+        elif isinstance(event, StreamOpened):
+            stream = self.streams[event.stream_id] = StreamTransport(self, event.stream_id)
+            opened.append(stream)
+        elif isinstance(event, (StreamEnded, StreamReset)):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.end is None:
+                ended = isinstance(event, StreamEnded)
+                reason = "peer_closed" if ended else "mux.stream_reset"
+                what = "ended" if ended else "reset"
+                stream.end = BrokenError(f"the peer {what} channel {event.stream_id}", reason)
+                self._wake(stream, readable=True, writable=True)
+        elif isinstance(event, GoAway):
+            self.connection.log.info("mux.go_away_received", code=event.code)
+        # StreamAccepted: nothing to do (data may flow before the ACK); Pong: liveness only.
+
+    def _wake(self, stream: StreamTransport, *, readable: bool = False, writable: bool = False) -> None:
+        """Lock held: tell ``stream``'s waiters and its poll handler (if it has one)."""
+        stream.readable.notify_all()
+        att = stream.attachment
+        if att is not None and att.poll is not None:
+            try:
+                att.poll.ready(att.handler, readable=readable, writable=writable)
+            except RuntimeError:  # the poll handler shut down: the channel ends with it
+                pass
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def open_stream(self) -> StreamTransport:
+        """A new stream of ours (SYN), as a transport.
+
+        Raises:
+            BrokenError: the connection is lost, or the peer said GO_AWAY. ClosedError: we did.
+        """
+        self.lock.acquire()
+        try:
+            if self.error is not None:
+                raise BrokenError(str(self.error), "mux.connection_lost")
+            stream_id = self.engine.open()
+            stream = self.streams[stream_id] = StreamTransport(self, stream_id)
+            return stream
+        finally:
+            self.release()
+
+    def accept(self, stream: StreamTransport) -> None:
+        """Accept the peer's ``stream`` (ACK): its channel is ready."""
+        self.lock.acquire()
+        try:
+            if self.error is None:
+                self.engine.accept(stream.stream_id)
+        finally:
+            self.release()
+
+    def forget(self, stream: StreamTransport) -> None:
+        """``stream`` was closed: what still comes for it is credited back and dropped."""
+        self.lock.acquire()
+        try:
+            if self.streams.get(stream.stream_id) is stream:
+                del self.streams[stream.stream_id]
+        finally:
+            self.release()
+
+    def ping(self) -> None:
+        self.lock.acquire()
+        try:
+            if self.error is None:
+                self.engine.ping()
+        finally:
+            self.release()
+
+    def go_away(self) -> None:
+        self.lock.acquire()
+        try:
+            if self.error is None:
+                self.engine.go_away()
+        finally:
+            self.release()
+
+    def lost(self, error: LinksError) -> None:
+        """The physical connection ended: every stream ends with ``error`` once read out."""
+        self.lock.acquire()
+        try:
+            self.error = error
+            for stream in self.streams.values():
+                if stream.end is None:
+                    stream.end = error
+                self._wake(stream, readable=True, writable=True)
+        finally:
+            self.lock.release()

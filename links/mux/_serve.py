@@ -1,0 +1,105 @@
+"""``MuxServing``: a service whose TCP connections carry channels (``Svc.bind(..., mux=True)``).
+
+Every accepted TCP connection (after TLS, if the service speaks it) carries one yamux session;
+its receiver is spawned into the poll thread at once, as the one reader of its socket. Every
+stream a client opens there becomes a channel that joins the service exactly as an accepted
+connection does: it takes a permit from the channel gate (``max_channels``; a stream beyond
+it is refused with RST and ``svc.rejected`` is logged with ``channel``), gets a fresh protocol
+instance, joins the pool (round-robin ``send``, ``send_to``, ``broadcast``) and has its
+receiver spawned. ``max_connections`` still counts TCP connections, and ``handshake_timeout``
+bounds each: a TCP connection that sends no frame, and a channel that sends no whole
+message, within it is closed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .._clt import Clt
+from .._core._conid import Addr, Role, format_addr
+from .._gate import ConnectionGate, Permit
+from .._tls import peer_identity
+from ._driver import MuxDriver, MuxLink, MuxSettings
+from ._carrier import DEFAULT_KEEPALIVE
+from ._channel import channel_over
+from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
+from ._stream import StreamTransport
+from ._wire import INITIAL_WINDOW
+
+if TYPE_CHECKING:
+    from .._svc import Svc
+
+__all__ = ["MuxServing", "DEFAULT_MAX_CHANNELS"]
+
+#: Channels a service takes at once, across all its TCP connections (``Svc.bind(max_channels=)``).
+DEFAULT_MAX_CHANNELS = 1024
+
+
+class MuxServing:
+    """The channels of one ``Svc``; see the module docstring."""
+
+    def __init__(self, svc: Svc, *, max_channels: int = DEFAULT_MAX_CHANNELS, window: int = INITIAL_WINDOW) -> None:
+        self.svc = svc
+        self.settings = MuxSettings(window=window, max_streams=DEFAULT_MAX_STREAMS, chunk=DEFAULT_CHUNK, keepalive=DEFAULT_KEEPALIVE)
+        self.gate = ConnectionGate(max_channels)
+        self._lock = threading.Lock()
+        self._carriers: dict[int, Any] = {}  # id -> the sender of each TCP connection carrying channels
+        self._runtime = {"timer": svc.timer, "poll_handler": svc.poll_handler}
+
+    def carry(self, stream: Any, permit: Permit, peer: Addr) -> None:
+        """An accepted TCP connection: its yamux session starts, read by the poll thread."""
+        svc = self.svc
+        try:
+            clt = Clt.from_socket(
+                stream, Role.ACCEPTOR, protocol=self._link, name=svc.name, poll_handler=svc.poll_handler,
+                timer=svc.timer, permit=permit, handshake_timeout=svc.handshake_timeout, **svc.limits,
+            )  # fmt: skip
+        except Exception as e:
+            permit.release()
+            stream.close()
+            svc.log.error("svc.accept_failed", peer=format_addr(peer), error=repr(e))
+            return
+        svc.log.info(
+            "svc.accepted", con_id=str(clt.con_id), in_use=svc.gate.in_use, max_connections=svc.gate.max_connections,
+            carries="channels", **peer_identity(getattr(stream, "peer_certificate", None)),
+        )  # fmt: skip
+        con = clt._con
+        sender = clt.into_sender_with_spawned_recver()
+        with self._lock:
+            self._carriers[id(con)] = sender
+        con.add_listener(self._gone)
+
+    def _gone(self, con: Any) -> None:
+        with self._lock:
+            self._carriers.pop(id(con), None)
+
+    def _link(self) -> MuxLink:
+        return MuxLink(False, self.settings, self._opened, _ignore)
+
+    def _opened(self, stream: StreamTransport) -> None:
+        """Poll thread: a client opened ``stream``: a channel joins the service, or is refused."""
+        svc = self.svc
+        permit = self.gate.try_acquire()
+        if permit is None:
+            stream.abort()
+            stream.close()
+            svc.log.warning("svc.rejected", channel=stream.stream_id, max_channels=self.gate.max_connections)
+            return
+        clt = channel_over(
+            stream, name=svc.name, protocol=svc.protocol, callback=svc.callback, permit=permit,
+            handshake_timeout=svc.handshake_timeout, runtime=self._runtime, limits=svc.limits,
+        )  # fmt: skip
+        if clt is not None:
+            svc.admitted(clt)
+
+    def close(self) -> None:
+        """Close every TCP connection carrying channels (the channels were closed first)."""
+        with self._lock:
+            carriers, self._carriers = list(self._carriers.values()), {}
+        for sender in carriers:
+            sender.close()
+
+
+def _ignore(driver: MuxDriver | None) -> None:
+    pass

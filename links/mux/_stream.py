@@ -1,0 +1,201 @@
+"""``StreamTransport``: one yamux stream, seen by the connection engine as its socket.
+
+A channel is a connection like any other (``links._connection``: its own framer, messenger,
+protocol, callbacks, outbound path, liveness), whose transport is a stream of the physical
+connection instead of a socket. This class gives the stream the ``Transport`` calls the
+engine makes, with the same meanings:
+
+* ``recv_into`` takes bytes the demultiplexer (``links.mux._driver``) put in ``inbound``; 0
+  when there are none yet; the stream's end (the peer's FIN or RST, the physical connection
+  lost) raises ``BrokenError`` once every byte before it was read, as a socket's EOF does.
+  Each read gives the peer back its window (``MuxEngine.consumed``).
+* ``send_some`` gives bytes to the engine, as many as the peer's window for this stream lets
+  it take, and has the physical connection write them; the rest is owed by the channel's own
+  outbound path, which the demultiplexer wakes when the window opens again.
+* Waiting happens on a condition of the physical connection's lock, never on a socket: the
+  one reader of the physical socket is the poll thread (a thread reading it for one channel
+  would starve the others, or wait on them).
+
+It has no file descriptor: the poll thread services a spawned channel as a ``virtual``
+handler, told of readiness by the demultiplexer (``PollHandler.ready``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .._clock import deadline_after, time_left
+from .._core._conid import Addr
+from .._errors import BrokenError, ClosedError, LinksError
+from .._transport import DEFAULT_STALL_TIMEOUT, Transport
+
+if TYPE_CHECKING:
+    from .._attachment import Attachment
+    from ._driver import MuxDriver
+
+__all__ = ["StreamTransport"]
+
+
+class StreamTransport(Transport):
+    """One stream of a physical yamux connection, as a transport; see the module docstring.
+
+    Every field but ``attachment`` is guarded by the driver's lock (``driver.lock``).
+    """
+
+    __slots__ = ("driver", "stream_id", "inbound", "end", "readable", "attachment", "_head")
+
+    virtual = True  # no fd: the poll thread is told of readiness (links._poll)
+
+    def __init__(self, driver: MuxDriver, stream_id: int, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
+        # Not Transport.__init__: there is no socket to configure.
+        self.driver = driver
+        self.stream_id = stream_id
+        self.sock = self  # socket_addrs() asks it for the physical connection's addresses
+        self._fd = -1
+        self._closed = False
+        self._shut = False
+        self._shut_both = False
+        self.stall_timeout = stall_timeout
+        self.inbound: deque[bytes] = deque()  # received, not yet read
+        self._head = 0  # bytes of inbound[0] read already
+        self.end: LinksError | None = None  # what reading raises once inbound is empty
+        self.readable = threading.Condition(driver.lock)  # inbound, end, or room for writing
+        self.attachment: Attachment | None = None  # the channel's, once it is made
+
+    def __repr__(self) -> str:
+        return f"StreamTransport({self.stream_id}, inbound={len(self.inbound)})"
+
+    # -- what the engine asks of a socket -------------------------------------------------
+
+    def getsockname(self) -> Addr | None:
+        return self.driver.local
+
+    def getpeername(self) -> Addr | None:
+        return self.driver.peer
+
+    @property
+    def holds_input(self) -> bool:  # type: ignore[override]
+        return bool(self.inbound)
+
+    def has_unread_data(self) -> bool:
+        return bool(self.inbound)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def recv_into(self, view: memoryview) -> int:
+        driver = self.driver
+        driver.lock.acquire()
+        try:
+            n = self._take(view)
+            if n:
+                driver.engine.consumed(self.stream_id, n)
+        finally:
+            driver.release()
+        return n
+
+    def _take(self, view: memoryview) -> int:
+        """Lock held: copy what ``inbound`` holds into ``view``; 0 if nothing yet.
+
+        Raises:
+            ClosedError: this side shut the stream. BrokenError: it ended, all read.
+        """
+        if self._shut:
+            raise ClosedError("channel closed")
+        inbound, taken, size = self.inbound, 0, len(view)
+        while inbound and taken < size:
+            chunk = inbound[0]
+            head = self._head
+            n = min(size - taken, len(chunk) - head)
+            view[taken : taken + n] = chunk[head : head + n] if head or n < len(chunk) else chunk
+            taken += n
+            if head + n == len(chunk):
+                inbound.popleft()
+                self._head = 0
+            else:
+                self._head = head + n
+        if not taken and self.end is not None:
+            raise self.end
+        return taken
+
+    def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
+        if not self.wait_readable(timeout):
+            return 0
+        return self.recv_into(view)
+
+    def wait_readable(self, timeout: float | None) -> bool:
+        deadline = deadline_after(timeout)
+        with self.readable:
+            while not (self.inbound or self.end is not None or self._shut):
+                left = time_left(deadline)
+                if left == 0.0:
+                    return False
+                self.readable.wait(left)
+        return True
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def send_some(self, data: bytes | bytearray | memoryview) -> int:
+        driver = self.driver
+        driver.lock.acquire()
+        try:
+            if self._shut_both:
+                raise ClosedError("channel closed")
+            if driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams):
+                raise BrokenError(str(self.end), getattr(self.end, "reason", "broken"))
+            return driver.engine.write(self.stream_id, data)
+        finally:
+            driver.release()
+
+    def wait_writable(self, timeout: float | None) -> bool:
+        deadline = deadline_after(timeout)
+        streams = self.driver.engine.streams
+        with self.readable:
+            while True:
+                stream = streams.get(self.stream_id)
+                if stream is None or not stream.blocked or self._shut_both or self.driver.error is not None:
+                    return True
+                left = time_left(deadline)
+                if left == 0.0:
+                    return False
+                self.readable.wait(left)
+
+    # -- closing ----------------------------------------------------------------------------
+
+    def shutdown_read(self) -> None:
+        with self.readable:
+            self._shut = True
+            self.readable.notify_all()
+
+    def shutdown(self) -> None:
+        """End both directions: FIN after what is queued (the peer reads to the end)."""
+        self._end(reset=False)
+
+    def abort(self) -> None:
+        """End both directions at once: RST, unless the peer has ended its side already."""
+        self._end(reset=True)
+
+    def _end(self, reset: bool) -> None:
+        driver = self.driver
+        driver.lock.acquire()
+        try:
+            if self._shut_both:
+                return
+            self._shut = self._shut_both = True
+            engine, sid = driver.engine, self.stream_id
+            stream = engine.streams.get(sid)
+            if stream is not None and reset and not stream.fin_received:
+                engine.reset(sid)
+            else:
+                engine.close(sid)
+            self.readable.notify_all()
+        finally:
+            driver.release()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.shutdown()
+        self._closed = True
+        self.driver.forget(self)
