@@ -19,7 +19,8 @@ Failures stay local
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
-    ``closed`` and a ``poll_kind`` for log names, found by fd in a dict of the loop's own.
+    ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books
+    (``links._registry``).
 
 Writing (``want_writable``)
     A connection whose socket would not take all it owes (a partly written frame, queued
@@ -61,6 +62,7 @@ from typing import Any, Protocol
 from ._clock import Clock, MonotonicClock
 from ._log import get_logger
 from ._readiness import fd_events
+from ._registry import Registry
 from ._threads import runtime_thread
 from ._wakeup import WakeupSocketpair
 
@@ -114,18 +116,9 @@ class PollHandler:
         self.clock = MonotonicClock() if clock is None else clock
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
-        self._selector.register(self._wakeup, _READ, None)
+        self._books = Registry(self._selector, self._wakeup)  # who is registered, for what
         self._poll = fd_events(self._selector)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._handlers: dict[int, Any] = {}  # id(handler) -> handler
-        self._interest: dict[int, int] = {}  # id(handler) -> its selector events
-        self._write_only: set[int] = set()  # fds registered for writing alone: never read here
-        # fd -> handler, the loop's lookup: an fd whose handler was removed earlier in the
-        # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
-        self._by_fd: dict[int, Any] = {self._wakeup.fileno(): self._wakeup}
-        # Registered since the last poll, joining _by_fd before the next: a handler registered
-        # on the fd number of one removed earlier in the pass must not get the removed one's event.
-        self._fresh: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._start_lock = threading.Lock()
@@ -182,7 +175,7 @@ class PollHandler:
     @property
     def handler_count(self) -> int:
         """How many receivers and acceptors are registered now."""
-        return len(self._handlers)
+        return len(self._books.handlers)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every handler, stop the thread, release the selector. Idempotent."""
@@ -209,7 +202,7 @@ class PollHandler:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else ("running" if self._thread else "idle")
-        return f"PollHandler({self.name!r}, {state}, handlers={len(self._handlers)})"
+        return f"PollHandler({self.name!r}, {state}, handlers={len(self._books.handlers)})"
 
     def _post(self, command: Callable[[], None]) -> None:
         if self.in_poll_thread():
@@ -233,66 +226,33 @@ class PollHandler:
             # Closed between being handed to us and now: its fd may already be released
             # and even reused by another socket, so it must never reach the selector.
             return
-        events = self._interest.get(id(handler), 0) | _READ
         try:
-            if events == _READ:
-                key = self._selector.register(handler, _READ, handler)
-            else:  # registered for writing already: now read too
-                key = self._selector.modify(handler, events, handler)
+            self._books.add_reading(handler)
         except (KeyError, ValueError, OSError) as e:
             # The fd is closed already, or its number is still mapped to a handler whose
             # removal is queued behind us. Either way this handler cannot be serviced.
             _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
             handler.on_poll_failure(e)
             return
-        self._handlers[id(handler)] = handler
-        self._interest[id(handler)] = events
-        self._write_only.discard(key.fd)
-        self._fresh[key.fd] = handler
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
         # its handshake, and no new readiness event would ever announce those.
         self._service(handler)
 
     def _unregister(self, handler: Pollable, reason: str, then: Callable[[], None] | None) -> None:
-        if self._handlers.pop(id(handler), None) is not None:
-            events = self._interest.pop(id(handler), 0)
-            self._forget(handler)
-            if events & _READ:  # a writer alone came and went unannounced
-                _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
+        if self._books.remove(handler) & _READ:  # a writer alone came and went unannounced
+            _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
         if then is not None:
             then()
-
-    def _forget(self, handler: Any) -> None:
-        try:
-            key = self._selector.unregister(handler)
-        except (KeyError, ValueError):
-            return  # never made it into the selector
-        self._write_only.discard(key.fd)
-        if self._fresh.pop(key.fd, None) is None:
-            self._by_fd.pop(key.fd, None)
 
     def _watch_writable(self, handler: Any) -> None:
         if handler.closed:
             return  # its fd may be released already (see _register)
-        ident = id(handler)
-        events = self._interest.get(ident, 0)
-        if events & _WRITE:
-            return
         try:
-            if events:
-                key = self._selector.modify(handler, events | _WRITE, handler)
-            else:
-                key = self._selector.register(handler, _WRITE, handler)
+            self._books.add_writing(handler)
         except (KeyError, ValueError, OSError) as e:
             _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
             handler.on_poll_failure(e)
-            return
-        self._handlers[ident] = handler
-        self._interest[ident] = events | _WRITE
-        if not events:
-            self._write_only.add(key.fd)
-            self._fresh[key.fd] = handler
 
     def _service_write(self, handler: Any) -> None:
         try:
@@ -300,19 +260,11 @@ class PollHandler:
         except Exception as e:
             self._fail(handler, e)
             return
-        events = self._interest.get(id(handler), 0)
-        if more or not events & _WRITE:
-            return
-        if events == _WRITE:  # it was here only to write: gone quietly
-            self._handlers.pop(id(handler), None)
-            self._interest.pop(id(handler), None)
-            self._forget(handler)
-            return
-        self._interest[id(handler)] = _READ
-        try:
-            self._selector.modify(handler, _READ, handler)
-        except (KeyError, ValueError, OSError) as e:
-            self._fail(handler, e)
+        if not more:
+            try:
+                self._books.drop_writing(handler)  # read only now, or gone if it was here to write
+            except (KeyError, ValueError, OSError) as e:
+                self._fail(handler, e)
 
     def _stop(self) -> None:
         raise _Stop
@@ -335,7 +287,7 @@ class PollHandler:
 
     def _loop(self) -> None:
         self._ident = threading.get_ident()
-        poll, by_fd, fresh, dispatch = self._poll, self._by_fd, self._fresh, self._dispatch
+        poll, by_fd, fresh, dispatch = self._poll, self._books.by_fd, self._books.fresh, self._dispatch
         no_commands = self._commands.empty
         busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
@@ -375,7 +327,7 @@ class PollHandler:
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         """One pass's events, each to its handler (found by fd)."""
-        by_fd, wakeup, write_only = self._by_fd, self._wakeup, self._write_only
+        by_fd, wakeup, write_only = self._books.by_fd, self._wakeup, self._books.write_only
         for fd, ev in events:
             handler = by_fd.get(fd)
             if handler is wakeup:
@@ -421,8 +373,8 @@ class PollHandler:
         self._wakeup.close()
 
     def _close_handlers(self, but_writers: bool = False) -> None:
-        for handler in list(self._handlers.values()):
-            if but_writers and self._interest.get(id(handler)) == _WRITE:
+        for handler in list(self._books.handlers.values()):
+            if but_writers and self._books.interest.get(id(handler)) == _WRITE:
                 continue
             self._unregister(handler, "shutdown", None)
             try:
@@ -433,11 +385,11 @@ class PollHandler:
     def _drain(self) -> None:
         """Shutting down, every reader gone: service the writers left, for ``_drain_time``."""
         deadline = time.monotonic() + self._drain_time  # a real wait: the real clock
-        self._by_fd.update(self._fresh)
-        self._fresh.clear()
-        while self._handlers and (left := deadline - time.monotonic()) > 0:
+        books = self._books
+        books.join_fresh()
+        while books.handlers and (left := deadline - time.monotonic()) > 0:
             for fd, _ in self._poll(left):
-                handler = self._by_fd.get(fd)
+                handler = books.by_fd.get(fd)
                 if handler is self._wakeup:
                     self._wakeup.drain()
                 elif handler is not None:
