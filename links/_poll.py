@@ -1,9 +1,9 @@
 """``PollHandler``: one thread, one selector, every registered receiver and acceptor.
 
 Ownership
-    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``
-    and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread through a
-    ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
+    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``,
+    ``ready()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread
+    through a ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
 
 Level-triggered, a bounded batch per event
     An fd with unread bytes is reported on every poll until drained, so a handler does *one*
@@ -20,7 +20,17 @@ Failures stay local
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
     ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books
-    (``links._registry``).
+    (``links._registry``); or, with ``virtual = True``, the same without ``fileno()`` (below).
+
+Handlers without a file descriptor
+    A multiplexed channel (one of many logical connections over one TCP connection) is read
+    and written on the poll thread like a socket, but no selector can watch it: the code
+    reading the TCP connection knows when it has input or room. A handler with ``virtual =
+    True`` is registered, removed and failed like any other but never reaches the selector;
+    that code marks it with ``ready(handler, readable=, writable=)`` instead, and the loop
+    services the marks each pass (``links._ready``: coalesced, never inside ``ready()``,
+    marks made meanwhile on the next pass), polling without sleeping while any are pending.
+    Its first service on ``add()`` and ``want_writable()`` comes as a mark too.
 
 Writing (``want_writable``)
     A connection whose socket would not take all it owes (a partly written frame, queued
@@ -62,7 +72,8 @@ from typing import Any, Protocol
 from ._clock import Clock, MonotonicClock
 from ._log import get_logger
 from ._readiness import fd_events
-from ._registry import Registry
+from ._ready import ReadyMarks
+from ._registry import Registry, is_virtual
 from ._threads import runtime_thread
 from ._wakeup import WakeupSocketpair
 
@@ -76,7 +87,7 @@ _WRITE = selectors.EVENT_WRITE
 _IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool
+class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool; virtual: no fileno()
     poll_kind: str
     closed: bool
     def fileno(self) -> int: ...  # noqa: E301, E704
@@ -117,6 +128,7 @@ class PollHandler:
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
         self._books = Registry(self._selector, self._wakeup)  # who is registered, for what
+        self._marks = ReadyMarks()  # readiness told by ready(), for handlers without an fd
         self._poll = fd_events(self._selector)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -154,6 +166,16 @@ class PollHandler:
         if self._final:
             raise RuntimeError(f"{self.name} is shut down")
         self._post(lambda: self._watch_writable(handler))
+
+    def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
+        """Tell the poll thread that ``handler``, one without a file descriptor (``virtual``), may
+        now read and/or write. Any thread, the poll thread too (inside a handler): serviced on a
+        pass of the loop, never inside this call; marks made before its turn make one call.
+        Ignored for a handler not registered for that (removed, never added), and after shutdown."""
+        events = (_READ if readable else 0) | (_WRITE if writable else 0)
+        if events and self._thread is not None:  # not started: nothing is registered
+            with suppress(RuntimeError):  # shut down: nothing is registered any more
+                self._post(lambda: self._marks.mark(handler, events))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the poll thread (inline when already on it)."""
@@ -236,8 +258,12 @@ class PollHandler:
             return
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
-        # its handshake, and no new readiness event would ever announce those.
-        self._service(handler)
+        # its handshake, and no new readiness event would ever announce those. A virtual one
+        # on the next marks pass: add() may come from inside its demultiplexer's own call.
+        if is_virtual(handler):
+            self._marks.mark(handler, _READ)
+        else:
+            self._service(handler)
 
     def _unregister(self, handler: Pollable, reason: str, then: Callable[[], None] | None) -> None:
         if self._books.remove(handler) & _READ:  # a writer alone came and went unannounced
@@ -249,10 +275,13 @@ class PollHandler:
         if handler.closed:
             return  # its fd may be released already (see _register)
         try:
-            self._books.add_writing(handler)
+            added = self._books.add_writing(handler)
         except (KeyError, ValueError, OSError) as e:
             _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
             handler.on_poll_failure(e)
+            return
+        if added and is_virtual(handler):  # it may have room already, and nothing else would say so
+            self._marks.mark(handler, _WRITE)
 
     def _service_write(self, handler: Any) -> None:
         try:
@@ -288,7 +317,7 @@ class PollHandler:
     def _loop(self) -> None:
         self._ident = threading.get_ident()
         poll, by_fd, fresh, dispatch = self._poll, self._books.by_fd, self._books.fresh, self._dispatch
-        no_commands = self._commands.empty
+        no_commands, marked, service_marks = self._commands.empty, self._marks.pending, self._service_marks
         busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
             while True:
@@ -304,7 +333,12 @@ class PollHandler:
                 if fresh:
                     by_fd.update(fresh)
                     fresh.clear()
-                if not busy_poll:
+                if marked:  # the one test of marks a pass: fd-only use pays no more
+                    service_marks()
+                    events = poll(0)  # no sleep: they may have marked more, for the next pass
+                    if busy_poll:
+                        handled_at = clock()
+                elif not busy_poll:
                     events = poll()
                 else:
                     events = poll(0)
@@ -341,6 +375,16 @@ class PollHandler:
                 if ev & _IN:
                     self._service(handler)
 
+    def _service_marks(self) -> None:
+        """Service the handlers marked ready, each for what it is (still) registered for."""
+        interest = self._books.interest
+        for handler, marked in self._marks.take():
+            if interest.get(id(handler), 0) & marked & _WRITE:  # writing first, as for fds
+                self._service_write(handler)
+            if interest.get(id(handler), 0) & marked & _READ:  # unless the writer failed
+                self._service(handler)
+        self._books.join_fresh()  # registered meanwhile: in the lookup before the next poll
+
     def _service(self, handler: Pollable) -> None:
         try:
             keep = handler.on_readable()
@@ -369,6 +413,7 @@ class PollHandler:
         self._drain()
         self._final = True
         self._close_handlers()  # what is still owed now is dropped
+        self._marks.pending.clear()
         self._selector.close()
         self._wakeup.close()
 
@@ -388,6 +433,9 @@ class PollHandler:
         books = self._books
         books.join_fresh()
         while books.handlers and (left := deadline - time.monotonic()) > 0:
+            if self._marks.pending:  # virtual writers told they have room: no sleep before them
+                self._service_marks()
+                left = 0
             for fd, _ in self._poll(left):
                 handler = books.by_fd.get(fd)
                 if handler is self._wakeup:

@@ -8,6 +8,9 @@ next poll (``join_fresh``): registered on the fd number of one removed earlier i
 pass, it must not get the removed one's event of that pass. A handler registered for writing
 alone (``write_only``) is never read by the poll thread: any event on its fd is for its writer.
 
+A *virtual* handler (``virtual = True``: a multiplexed channel, see ``links._ready``) has no fd:
+its interest is kept here like any other, but it never reaches the selector, nor the lookup.
+
 Poll thread only, like the selector: nothing here locks.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import selectors
 from typing import Any
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "is_virtual"]
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -44,14 +47,17 @@ class Registry:
     def add_reading(self, handler: Any) -> None:
         """Register ``handler`` for reading (as well as writing, if it was registered for that)."""
         events = self.interest.get(id(handler), 0) | _READ
-        if events == _READ:
-            key = self.selector.register(handler, _READ, handler)
+        if is_virtual(handler):
+            fd = None
+        elif events == _READ:
+            fd = self.selector.register(handler, _READ, handler).fd
         else:  # registered for writing already: now read too
-            key = self.selector.modify(handler, events, handler)
+            fd = self.selector.modify(handler, events, handler).fd
         self.handlers[id(handler)] = handler
         self.interest[id(handler)] = events
-        self.write_only.discard(key.fd)
-        self.fresh[key.fd] = handler
+        if fd is not None:
+            self.write_only.discard(fd)
+            self.fresh[fd] = handler
 
     def add_writing(self, handler: Any) -> bool:
         """Register ``handler`` for writing too; False if it was already."""
@@ -59,15 +65,17 @@ class Registry:
         events = self.interest.get(ident, 0)
         if events & _WRITE:
             return False
-        if events:
-            key = self.selector.modify(handler, events | _WRITE, handler)
+        if is_virtual(handler):
+            fd = None
+        elif events:
+            fd = self.selector.modify(handler, events | _WRITE, handler).fd
         else:
-            key = self.selector.register(handler, _WRITE, handler)
+            fd = self.selector.register(handler, _WRITE, handler).fd
         self.handlers[ident] = handler
         self.interest[ident] = events | _WRITE
-        if not events:
-            self.write_only.add(key.fd)
-            self.fresh[key.fd] = handler
+        if fd is not None and not events:
+            self.write_only.add(fd)
+            self.fresh[fd] = handler
         return True
 
     def drop_writing(self, handler: Any) -> None:
@@ -81,13 +89,16 @@ class Registry:
             self.remove(handler)
             return
         self.interest[ident] = _READ
-        self.selector.modify(handler, _READ, handler)
+        if not is_virtual(handler):
+            self.selector.modify(handler, _READ, handler)
 
     def remove(self, handler: Any) -> int:
         """Forget ``handler``; the selector events it had (0: it was not registered)."""
         if self.handlers.pop(id(handler), None) is None:
             return 0
         events = self.interest.pop(id(handler), 0)
+        if is_virtual(handler):
+            return events
         try:
             key = self.selector.unregister(handler)
         except (KeyError, ValueError):
@@ -101,3 +112,8 @@ class Registry:
         """Before a poll: what was registered since the last one joins the lookup."""
         self.by_fd.update(self.fresh)
         self.fresh.clear()
+
+
+def is_virtual(handler: Any) -> bool:
+    """Whether ``handler`` has no fd: its readiness comes through ``PollHandler.ready()``."""
+    return bool(getattr(handler, "virtual", False))
