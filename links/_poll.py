@@ -1,9 +1,9 @@
 """``PollHandler``: one thread, one selector, every registered receiver and acceptor.
 
 Ownership
-    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``
-    and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread through a
-    ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
+    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``,
+    ``ready()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread
+    through a ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
 
 Level-triggered, a bounded batch per event
     An fd with unread bytes is reported on every poll until drained, so a handler does *one*
@@ -19,7 +19,18 @@ Failures stay local
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
-    ``closed`` and a ``poll_kind`` for log names, found by fd in a dict of the loop's own.
+    ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books
+    (``links._registry``); or, with ``virtual = True``, the same without ``fileno()`` (below).
+
+Handlers without a file descriptor
+    A multiplexed channel (one of many logical connections over one TCP connection) is read
+    and written on the poll thread like a socket, but no selector can watch it: the code
+    reading the TCP connection knows when it has input or room. A handler with ``virtual =
+    True`` is registered, removed and failed like any other but never reaches the selector;
+    that code marks it with ``ready(handler, readable=, writable=)`` instead, and the loop
+    services the marks each pass (``links._ready``: coalesced, never inside ``ready()``,
+    marks made meanwhile on the next pass), polling without sleeping while any are pending.
+    Its first service on ``add()`` and ``want_writable()`` comes as a mark too.
 
 Writing (``want_writable``)
     A connection whose socket would not take all it owes (a partly written frame, queued
@@ -61,6 +72,8 @@ from typing import Any, Protocol
 from ._clock import Clock, MonotonicClock
 from ._log import get_logger
 from ._readiness import fd_events
+from ._ready import ReadyMarks
+from ._registry import Registry, is_virtual
 from ._threads import runtime_thread
 from ._wakeup import WakeupSocketpair
 
@@ -74,7 +87,7 @@ _WRITE = selectors.EVENT_WRITE
 _IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool
+class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool; virtual: no fileno()
     poll_kind: str
     closed: bool
     def fileno(self) -> int: ...  # noqa: E301, E704
@@ -114,18 +127,10 @@ class PollHandler:
         self.clock = MonotonicClock() if clock is None else clock
         self._selector = selector()
         self._wakeup = WakeupSocketpair()
-        self._selector.register(self._wakeup, _READ, None)
+        self._books = Registry(self._selector, self._wakeup)  # who is registered, for what
+        self._marks = ReadyMarks()  # readiness told by ready(), for handlers without an fd
         self._poll = fd_events(self._selector)
         self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._handlers: dict[int, Any] = {}  # id(handler) -> handler
-        self._interest: dict[int, int] = {}  # id(handler) -> its selector events
-        self._write_only: set[int] = set()  # fds registered for writing alone: never read here
-        # fd -> handler, the loop's lookup: an fd whose handler was removed earlier in the
-        # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
-        self._by_fd: dict[int, Any] = {self._wakeup.fileno(): self._wakeup}
-        # Registered since the last poll, joining _by_fd before the next: a handler registered
-        # on the fd number of one removed earlier in the pass must not get the removed one's event.
-        self._fresh: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._ident: int | None = None
         self._start_lock = threading.Lock()
@@ -162,6 +167,16 @@ class PollHandler:
             raise RuntimeError(f"{self.name} is shut down")
         self._post(lambda: self._watch_writable(handler))
 
+    def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
+        """Tell the poll thread that ``handler``, one without a file descriptor (``virtual``), may
+        now read and/or write. Any thread, the poll thread too (inside a handler): serviced on a
+        pass of the loop, never inside this call; marks made before its turn make one call.
+        Ignored for a handler not registered for that (removed, never added), and after shutdown."""
+        events = (_READ if readable else 0) | (_WRITE if writable else 0)
+        if events and self._thread is not None:  # not started: nothing is registered
+            with suppress(RuntimeError):  # shut down: nothing is registered any more
+                self._post(lambda: self._marks.mark(handler, events))
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the poll thread (inline when already on it)."""
         self._post(fn)
@@ -182,7 +197,7 @@ class PollHandler:
     @property
     def handler_count(self) -> int:
         """How many receivers and acceptors are registered now."""
-        return len(self._handlers)
+        return len(self._books.handlers)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Close every handler, stop the thread, release the selector. Idempotent."""
@@ -209,7 +224,7 @@ class PollHandler:
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else ("running" if self._thread else "idle")
-        return f"PollHandler({self.name!r}, {state}, handlers={len(self._handlers)})"
+        return f"PollHandler({self.name!r}, {state}, handlers={len(self._books.handlers)})"
 
     def _post(self, command: Callable[[], None]) -> None:
         if self.in_poll_thread():
@@ -233,66 +248,40 @@ class PollHandler:
             # Closed between being handed to us and now: its fd may already be released
             # and even reused by another socket, so it must never reach the selector.
             return
-        events = self._interest.get(id(handler), 0) | _READ
         try:
-            if events == _READ:
-                key = self._selector.register(handler, _READ, handler)
-            else:  # registered for writing already: now read too
-                key = self._selector.modify(handler, events, handler)
+            self._books.add_reading(handler)
         except (KeyError, ValueError, OSError) as e:
             # The fd is closed already, or its number is still mapped to a handler whose
             # removal is queued behind us. Either way this handler cannot be serviced.
             _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
             handler.on_poll_failure(e)
             return
-        self._handlers[id(handler)] = handler
-        self._interest[id(handler)] = events
-        self._write_only.discard(key.fd)
-        self._fresh[key.fd] = handler
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
-        # its handshake, and no new readiness event would ever announce those.
-        self._service(handler)
+        # its handshake, and no new readiness event would ever announce those. A virtual one
+        # on the next marks pass: add() may come from inside its demultiplexer's own call.
+        if is_virtual(handler):
+            self._marks.mark(handler, _READ)
+        else:
+            self._service(handler)
 
     def _unregister(self, handler: Pollable, reason: str, then: Callable[[], None] | None) -> None:
-        if self._handlers.pop(id(handler), None) is not None:
-            events = self._interest.pop(id(handler), 0)
-            self._forget(handler)
-            if events & _READ:  # a writer alone came and went unannounced
-                _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
+        if self._books.remove(handler) & _READ:  # a writer alone came and went unannounced
+            _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
         if then is not None:
             then()
-
-    def _forget(self, handler: Any) -> None:
-        try:
-            key = self._selector.unregister(handler)
-        except (KeyError, ValueError):
-            return  # never made it into the selector
-        self._write_only.discard(key.fd)
-        if self._fresh.pop(key.fd, None) is None:
-            self._by_fd.pop(key.fd, None)
 
     def _watch_writable(self, handler: Any) -> None:
         if handler.closed:
             return  # its fd may be released already (see _register)
-        ident = id(handler)
-        events = self._interest.get(ident, 0)
-        if events & _WRITE:
-            return
         try:
-            if events:
-                key = self._selector.modify(handler, events | _WRITE, handler)
-            else:
-                key = self._selector.register(handler, _WRITE, handler)
+            added = self._books.add_writing(handler)
         except (KeyError, ValueError, OSError) as e:
             _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
             handler.on_poll_failure(e)
             return
-        self._handlers[ident] = handler
-        self._interest[ident] = events | _WRITE
-        if not events:
-            self._write_only.add(key.fd)
-            self._fresh[key.fd] = handler
+        if added and is_virtual(handler):  # it may have room already, and nothing else would say so
+            self._marks.mark(handler, _WRITE)
 
     def _service_write(self, handler: Any) -> None:
         try:
@@ -300,19 +289,11 @@ class PollHandler:
         except Exception as e:
             self._fail(handler, e)
             return
-        events = self._interest.get(id(handler), 0)
-        if more or not events & _WRITE:
-            return
-        if events == _WRITE:  # it was here only to write: gone quietly
-            self._handlers.pop(id(handler), None)
-            self._interest.pop(id(handler), None)
-            self._forget(handler)
-            return
-        self._interest[id(handler)] = _READ
-        try:
-            self._selector.modify(handler, _READ, handler)
-        except (KeyError, ValueError, OSError) as e:
-            self._fail(handler, e)
+        if not more:
+            try:
+                self._books.drop_writing(handler)  # read only now, or gone if it was here to write
+            except (KeyError, ValueError, OSError) as e:
+                self._fail(handler, e)
 
     def _stop(self) -> None:
         raise _Stop
@@ -335,8 +316,8 @@ class PollHandler:
 
     def _loop(self) -> None:
         self._ident = threading.get_ident()
-        poll, by_fd, fresh, dispatch = self._poll, self._by_fd, self._fresh, self._dispatch
-        no_commands = self._commands.empty
+        poll, by_fd, fresh, dispatch = self._poll, self._books.by_fd, self._books.fresh, self._dispatch
+        no_commands, marked, service_marks = self._commands.empty, self._marks.pending, self._service_marks
         busy_poll, clock, handled_at = self._busy_poll, self.clock.monotonic, float("-inf")
         try:
             while True:
@@ -352,7 +333,12 @@ class PollHandler:
                 if fresh:
                     by_fd.update(fresh)
                     fresh.clear()
-                if not busy_poll:
+                if marked:  # the one test of marks a pass: fd-only use pays no more
+                    service_marks()
+                    events = poll(0)  # no sleep: they may have marked more, for the next pass
+                    if busy_poll:
+                        handled_at = clock()
+                elif not busy_poll:
                     events = poll()
                 else:
                     events = poll(0)
@@ -375,7 +361,7 @@ class PollHandler:
 
     def _dispatch(self, events: list[tuple[int, int]]) -> None:
         """One pass's events, each to its handler (found by fd)."""
-        by_fd, wakeup, write_only = self._by_fd, self._wakeup, self._write_only
+        by_fd, wakeup, write_only = self._books.by_fd, self._wakeup, self._books.write_only
         for fd, ev in events:
             handler = by_fd.get(fd)
             if handler is wakeup:
@@ -388,6 +374,16 @@ class PollHandler:
                         continue
                 if ev & _IN:
                     self._service(handler)
+
+    def _service_marks(self) -> None:
+        """Service the handlers marked ready, each for what it is (still) registered for."""
+        interest = self._books.interest
+        for handler, marked in self._marks.take():
+            if interest.get(id(handler), 0) & marked & _WRITE:  # writing first, as for fds
+                self._service_write(handler)
+            if interest.get(id(handler), 0) & marked & _READ:  # unless the writer failed
+                self._service(handler)
+        self._books.join_fresh()  # registered meanwhile: in the lookup before the next poll
 
     def _service(self, handler: Pollable) -> None:
         try:
@@ -417,12 +413,13 @@ class PollHandler:
         self._drain()
         self._final = True
         self._close_handlers()  # what is still owed now is dropped
+        self._marks.pending.clear()
         self._selector.close()
         self._wakeup.close()
 
     def _close_handlers(self, but_writers: bool = False) -> None:
-        for handler in list(self._handlers.values()):
-            if but_writers and self._interest.get(id(handler)) == _WRITE:
+        for handler in list(self._books.handlers.values()):
+            if but_writers and self._books.interest.get(id(handler)) == _WRITE:
                 continue
             self._unregister(handler, "shutdown", None)
             try:
@@ -433,11 +430,14 @@ class PollHandler:
     def _drain(self) -> None:
         """Shutting down, every reader gone: service the writers left, for ``_drain_time``."""
         deadline = time.monotonic() + self._drain_time  # a real wait: the real clock
-        self._by_fd.update(self._fresh)
-        self._fresh.clear()
-        while self._handlers and (left := deadline - time.monotonic()) > 0:
+        books = self._books
+        books.join_fresh()
+        while books.handlers and (left := deadline - time.monotonic()) > 0:
+            if self._marks.pending:  # virtual writers told they have room: no sleep before them
+                self._service_marks()
+                left = 0
             for fd, _ in self._poll(left):
-                handler = self._by_fd.get(fd)
+                handler = books.by_fd.get(fd)
                 if handler is self._wakeup:
                     self._wakeup.drain()
                 elif handler is not None:

@@ -1,0 +1,119 @@
+"""``Registry``: the poll thread's books: each handler it services, what for, and how its events find it.
+
+A handler is registered for reading (``PollHandler.add``), for writing
+(``PollHandler.want_writable``) or both; the interest is kept here per handler and given to
+the selector, so that both always agree. Events come back by fd: ``by_fd`` is the loop's
+lookup. A handler registered during a pass waits in ``fresh`` and joins the lookup before the
+next poll (``join_fresh``): registered on the fd number of one removed earlier in the same
+pass, it must not get the removed one's event of that pass. A handler registered for writing
+alone (``write_only``) is never read by the poll thread: any event on its fd is for its writer.
+
+A *virtual* handler (``virtual = True``: a multiplexed channel, see ``links._ready``) has no fd:
+its interest is kept here like any other, but it never reaches the selector, nor the lookup.
+
+Poll thread only, like the selector: nothing here locks.
+"""
+
+from __future__ import annotations
+
+import selectors
+from typing import Any
+
+__all__ = ["Registry", "is_virtual"]
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+
+
+class Registry:
+    """The registered handlers, each one's selector events, and the fd lookup (see above).
+
+    ``add_reading``, ``add_writing`` and ``drop_writing`` raise what the selector raises
+    (``KeyError``, ``ValueError``, ``OSError``: the fd is closed, or its number is still
+    registered to another handler); the caller then fails the handler.
+    """
+
+    def __init__(self, selector: selectors.BaseSelector, wakeup: Any) -> None:
+        self.selector = selector
+        selector.register(wakeup, _READ, None)
+        self.handlers: dict[int, Any] = {}  # id(handler) -> handler
+        self.interest: dict[int, int] = {}  # id(handler) -> its selector events
+        self.write_only: set[int] = set()  # fds registered for writing alone: never read here
+        # fd -> handler, the loop's lookup: an fd whose handler was removed earlier in the
+        # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
+        self.by_fd: dict[int, Any] = {wakeup.fileno(): wakeup}
+        self.fresh: dict[int, Any] = {}  # registered since the last poll (see above)
+
+    def add_reading(self, handler: Any) -> None:
+        """Register ``handler`` for reading (as well as writing, if it was registered for that)."""
+        events = self.interest.get(id(handler), 0) | _READ
+        if is_virtual(handler):
+            fd = None
+        elif events == _READ:
+            fd = self.selector.register(handler, _READ, handler).fd
+        else:  # registered for writing already: now read too
+            fd = self.selector.modify(handler, events, handler).fd
+        self.handlers[id(handler)] = handler
+        self.interest[id(handler)] = events
+        if fd is not None:
+            self.write_only.discard(fd)
+            self.fresh[fd] = handler
+
+    def add_writing(self, handler: Any) -> bool:
+        """Register ``handler`` for writing too; False if it was already."""
+        ident = id(handler)
+        events = self.interest.get(ident, 0)
+        if events & _WRITE:
+            return False
+        if is_virtual(handler):
+            fd = None
+        elif events:
+            fd = self.selector.modify(handler, events | _WRITE, handler).fd
+        else:
+            fd = self.selector.register(handler, _WRITE, handler).fd
+        self.handlers[ident] = handler
+        self.interest[ident] = events | _WRITE
+        if fd is not None and not events:
+            self.write_only.add(fd)
+            self.fresh[fd] = handler
+        return True
+
+    def drop_writing(self, handler: Any) -> None:
+        """Its writer owes nothing more: keep it for reading, or forget it if it was here only
+        to write (quietly: a writer alone is never announced)."""
+        ident = id(handler)
+        events = self.interest.get(ident, 0)
+        if not events & _WRITE:
+            return
+        if events == _WRITE:
+            self.remove(handler)
+            return
+        self.interest[ident] = _READ
+        if not is_virtual(handler):
+            self.selector.modify(handler, _READ, handler)
+
+    def remove(self, handler: Any) -> int:
+        """Forget ``handler``; the selector events it had (0: it was not registered)."""
+        if self.handlers.pop(id(handler), None) is None:
+            return 0
+        events = self.interest.pop(id(handler), 0)
+        if is_virtual(handler):
+            return events
+        try:
+            key = self.selector.unregister(handler)
+        except (KeyError, ValueError):
+            return events  # never made it into the selector
+        self.write_only.discard(key.fd)
+        if self.fresh.pop(key.fd, None) is None:
+            self.by_fd.pop(key.fd, None)
+        return events
+
+    def join_fresh(self) -> None:
+        """Before a poll: what was registered since the last one joins the lookup."""
+        self.by_fd.update(self.fresh)
+        self.fresh.clear()
+
+
+def is_virtual(handler: Any) -> bool:
+    """Whether ``handler`` has no fd: its readiness comes through ``PollHandler.ready()``."""
+    return bool(getattr(handler, "virtual", False))
