@@ -21,6 +21,7 @@ from typing import Any
 
 import links
 from links.lowlevel import format_addr
+import links.mux
 from links.mux import Mux
 
 from ._args import address, at_least, port, positive
@@ -33,6 +34,10 @@ __all__ = ["register"]
 #: The largest echo frame either side takes (payload), well above the probe's largest.
 MAX_FRAME = 16 << 20
 KIB = 1024
+#: What one stream of the echo server may owe its peer: an echo is never refused for room
+#: (the poll thread cannot wait), and a peer that keeps sending without reading is cut off
+#: by the stall timeout, not by lost echoes.
+ECHO_BACKLOG = 64 << 20
 
 
 class Frames(links.Protocol):
@@ -106,7 +111,7 @@ def run_echo(args: argparse.Namespace) -> int:
     try:
         svc = links.Svc.bind(
             f"{args.host}:{args.port}", protocol=Echo, mux=True, max_channels=args.max_channels,
-            max_connections=args.max_connections, tls=tls, name="mux-echo",
+            max_connections=args.max_connections, tls=tls, name="mux-echo", max_outbound=ECHO_BACKLOG,
         )  # fmt: skip
     except OSError as e:
         print(f"links mux echo: cannot listen on {args.host}:{args.port}: {e.strerror or e}", flush=True)
@@ -172,7 +177,7 @@ def run_probe(args: argparse.Namespace) -> int:
     started = time.monotonic()
     tls_options = {"tls": tls, "tls_server_name": args.tls_server_name} if tls is not None else {}
     try:
-        mux = Mux.connect(args.addr, timeout=min(10.0, args.timeout), name="probe", **tls_options)
+        mux = links.mux.connect(args.addr, timeout=min(10.0, args.timeout), name="probe", **tls_options)
     except (links.LinksError, OSError) as e:
         print(f"links mux probe: cannot connect to {args.addr}: {e}", flush=True)
         return 1

@@ -99,6 +99,7 @@ class MuxLink(Protocol[Any, Any]):
         self.on_stream = on_stream
         self.on_driver = on_driver
         self.driver: MuxDriver | None = None
+        self.heartbeat_interval = settings.keepalive  # a PING that often
 
     def on_connect(self, con: Any) -> None:
         self.driver = MuxDriver(con, self.settings.engine(self.client), self.on_stream)
@@ -115,9 +116,6 @@ class MuxLink(Protocol[Any, Any]):
         if driver is not None:
             driver.lost(BrokenError(f"{con_id}: the connection under the channels was lost", "mux.connection_lost"))
             self.on_driver(None)
-
-    def heartbeat_interval(self) -> float | None:
-        return self.settings.keepalive
 
     def send_heartbeat(self, con: Any) -> None:
         if self.driver is not None:

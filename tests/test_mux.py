@@ -1,0 +1,76 @@
+"""Channels over one TCP connection (``links.mux``), on real loopback sockets."""
+
+from __future__ import annotations
+
+
+import pytest
+from helpers import Json
+
+import links
+from links.mux import Mux
+
+WAIT = 5.0
+
+
+class Echo(Json):
+    """Answers every message with itself, from the poll thread."""
+
+    def send_reply(self, msg, con):
+        con.send(msg)
+
+
+@pytest.fixture
+def echo_svc(poll, timer):
+    store = links.StoreCallback()
+    with links.Svc.bind("127.0.0.1:0", protocol=Echo, callback=store, poll_handler=poll, timer=timer, mux=True) as svc:
+        svc.into_sender_with_spawned_recver()
+        yield svc, store
+
+
+def dial(svc, poll, timer, **kwargs) -> Mux:
+    return links.mux.connect(f"127.0.0.1:{svc.local_addr[1]}", poll_handler=poll, timer=timer, timeout=WAIT, **kwargs)
+
+
+def test_channels_are_connections_over_one_tcp_connection(echo_svc, poll, timer):
+    svc, store = echo_svc
+    with dial(svc, poll, timer) as mux:
+        channels = [mux.open(protocol=Json, timeout=WAIT) for _ in range(3)]
+        for i, ch in enumerate(channels):
+            assert ch.send({"n": i}) is links.SendStatus.COMPLETED
+        for i, ch in enumerate(channels):
+            assert ch.recv(timeout=WAIT) == {"n": i}
+        assert svc.gate.in_use == 1  # one TCP connection
+        assert len(svc) == 3  # three channels in the pool
+        names = {str(ch.con_id) for ch in channels}
+        assert len(names) == 3 and all("#" in name for name in names)
+        assert channels[0].con_id.local == channels[1].con_id.local  # the same physical connection
+        for ch in channels:
+            ch.close()
+
+
+def test_a_closed_channel_leaves_the_pool_and_the_others_carry_on(echo_svc, poll, timer, logs):
+    svc, store = echo_svc
+    with dial(svc, poll, timer) as mux:
+        a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)
+        for ch, n in ((a, 1), (b, 2)):
+            ch.send({"x": n})
+            assert ch.recv(timeout=WAIT) == {"x": n}
+        assert len(svc) == 2
+        a_on_server = next(c for c in svc.con_ids() if c.name.endswith(f"#{a.con_id.name.split('#')[1]}"))
+        a.close()
+        logs.expect("clt.disconnected", con_id=str(a_on_server))
+        assert svc.con_ids() == [c for c in svc.con_ids() if c != a_on_server] and len(svc) == 1
+        b.send({"x": 3})
+        assert b.recv(timeout=WAIT) == {"x": 3}
+
+
+def test_spawned_channel_receivers_on_both_sides(echo_svc, poll, timer):
+    svc, store = echo_svc
+    got = links.StoreCallback()
+    with dial(svc, poll, timer) as mux:
+        ch = mux.open(protocol=Json, callback=got, timeout=WAIT)
+        sender = ch.into_sender_with_spawned_recver()
+        for i in range(100):
+            sender.send({"i": i})
+        assert got.find_recv(lambda m: m == {"i": 99}, timeout=WAIT) == {"i": 99}
+        assert got.recv_msgs() == [{"i": i} for i in range(100)]
