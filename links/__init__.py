@@ -87,7 +87,7 @@ __all__ = [
 
 # Layers built on links, imported on first attribute access (PEP 562) rather than here: each
 # imports pieces of links, so an eager import from this file would be a cycle.
-_LAZY_SUBMODULES = frozenset({"session", "soupbintcp"})
+_LAZY_SUBMODULES = frozenset({"mux", "session", "soupbintcp"})
 
 
 def __getattr__(name: str) -> object:

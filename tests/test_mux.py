@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 
 import pytest
 from helpers import Json
@@ -74,3 +76,136 @@ def test_spawned_channel_receivers_on_both_sides(echo_svc, poll, timer):
             sender.send({"i": i})
         assert got.find_recv(lambda m: m == {"i": 99}, timeout=WAIT) == {"i": 99}
         assert got.recv_msgs() == [{"i": i} for i in range(100)]
+
+
+# -- the pool per address -------------------------------------------------------------------
+
+
+def test_connect_shares_one_tcp_connection_per_address_and_counts_its_holders(echo_svc, poll, timer, logs):
+    svc, _ = echo_svc
+    a = dial(svc, poll, timer)
+    b = dial(svc, poll, timer)
+    assert a.con_id == b.con_id
+    ch = b.open(protocol=Json, timeout=WAIT)
+    a.close()
+    b.close()  # the channel still holds the connection
+    ch.send({"still": "up"})
+    assert ch.recv(timeout=WAIT) == {"still": "up"}
+    assert svc.gate.in_use == 1  # one TCP connection, accepted before the echo came
+    physical = a.con_id
+    ch.close()  # the last holder: the connection closes
+    logs.expect("clt.disconnected", con_id=str(physical))
+    c = dial(svc, poll, timer)  # a new one is dialed
+    assert c.con_id != physical
+    c.close()
+
+
+def test_other_options_make_another_connection(echo_svc, poll, timer, logs):
+    svc, _ = echo_svc
+    with dial(svc, poll, timer) as a, dial(svc, poll, timer, name="other") as b:
+        assert a.con_id != b.con_id
+        logs.expect("svc.accepted", count=2)
+
+
+def test_idle_timeout_keeps_the_connection_for_a_while_then_closes_it(echo_svc, poll, timer, logs):
+    svc, _ = echo_svc
+    a = dial(svc, poll, timer, idle_timeout=0.3)
+    physical = a.con_id
+    a.close()
+    b = dial(svc, poll, timer, idle_timeout=0.3)  # within the idle time: the same connection
+    assert b.con_id == physical
+    b.close()
+    logs.expect("clt.disconnected", con_id=str(physical))
+    with dial(svc, poll, timer, idle_timeout=0.3) as c:
+        assert c.con_id != physical
+
+
+def test_a_closed_handle_opens_nothing(echo_svc, poll, timer):
+    svc, _ = echo_svc
+    mux = dial(svc, poll, timer)
+    mux.close()
+    mux.close()  # idempotent
+    with pytest.raises(links.ClosedError):
+        mux.open(protocol=Json)
+
+
+# -- TLS, refs, reconnect -------------------------------------------------------------------
+
+
+def test_channels_over_mutual_tls_know_the_peer(poll, timer):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    ca.configure_trust(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    ca.issue_cert("client@example.com").configure_cert(client_ctx)
+    seen = []
+
+    class Who(Echo):
+        def on_connect(self, con):
+            seen.append(con.peer_certificate)
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Who, poll_handler=poll, timer=timer, mux=True, tls=server_ctx) as svc:
+        svc.into_sender_with_spawned_recver()
+        with dial(svc, poll, timer, tls=client_ctx, tls_server_name="localhost") as mux:
+            a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)
+            for ch in (a, b):
+                ch.send({"over": "tls"})
+                assert ch.recv(timeout=WAIT) == {"over": "tls"}
+                assert ch.peer_certificate is not None  # the server's, through the TCP connection
+            assert len(seen) == 2
+            assert all(("email", "client@example.com") in dict(c["subjectAltName"]).items() or
+                       any(v == "client@example.com" for _, v in c["subjectAltName"]) for c in seen)
+
+
+def test_a_channel_splits_into_refs_shared_by_threads(echo_svc, poll, timer):
+    svc, _ = echo_svc
+    with dial(svc, poll, timer) as mux:
+        recver, sender = mux.open(protocol=Json, timeout=WAIT).split_ref()
+        done = []
+
+        def send(n: int) -> None:
+            clone = sender.clone()
+            for i in range(50):
+                with clone.locked() as s:
+                    s.send({"t": n, "i": i})
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        with recver.locked() as r:
+            for _ in range(200):
+                done.append(r.recv(timeout=WAIT))
+        for n in range(4):
+            assert [m["i"] for m in done if m["t"] == n] == list(range(50))
+        with sender.locked() as s:
+            s.close()
+
+
+def test_a_cut_ends_every_channel_and_reconnect_brings_new_ones(echo_svc, poll, timer):
+    from links.testing._proxy import FaultProxy
+
+    svc, _ = echo_svc
+    with FaultProxy(svc.local_addr) as proxy:
+        mux = links.mux.connect(f"127.0.0.1:{proxy.addr[1]}", poll_handler=poll, timer=timer, timeout=WAIT,
+                                reconnect=links.Backoff(initial=0.01, maximum=0.05))  # fmt: skip
+        with mux:
+            a = mux.open(protocol=Json, timeout=WAIT)
+            a.send({"n": 1})
+            assert a.recv(timeout=WAIT) == {"n": 1}
+            proxy.reset()
+            with pytest.raises(links.BrokenError) as e:
+                a.recv(timeout=WAIT)
+            assert e.value.reason == "mux.connection_lost"
+            b = mux.open(protocol=Json, timeout=WAIT)  # on the redialed connection
+            b.send({"n": 2})
+            assert b.recv(timeout=WAIT) == {"n": 2}
+            b.close()
+            a.close()

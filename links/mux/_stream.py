@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._clock import deadline_after, time_left
 from .._core._conid import Addr
@@ -74,6 +74,12 @@ class StreamTransport(Transport):
 
     def getpeername(self) -> Addr | None:
         return self.driver.peer
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The TLS certificate the peer of the physical connection presented, if any: every
+        channel on it comes from that peer (authorize channels by it)."""
+        return self.driver.att.peer_certificate
 
     @property
     def holds_input(self) -> bool:  # type: ignore[override]
