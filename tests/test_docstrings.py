@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-PUBLIC_MODULES = ["links", "links.lowlevel", "links.session", "links.soupbintcp", "links.testing"]
+PUBLIC_MODULES = ["links", "links.lowlevel", "links.mux", "links.session", "links.soupbintcp", "links.testing"]
 
 MIN_WORDS = 4  # "Close the connection." is too little to use it; say what it returns and raises
 SEE_ONLY = re.compile(r"^\s*see\s+\S+\s*$", re.I)
@@ -82,7 +82,7 @@ API = list(api())
 def test_the_walk_sees_the_whole_surface():
     names = {name for name, _, _ in API}
     assert {"links.Clt.send", "links.Clt.con_id", "links.Callback.on_recv", "links.soupbintcp.MAX_FRAME_SIZE",
-            "links.testing.FaultProxy", "links.session.Resumable", "links.lowlevel.Link"} <= names  # fmt: skip
+            "links.testing.FaultProxy", "links.session.Resumable", "links.lowlevel.Link", "links.mux.Mux.open"} <= names  # fmt: skip
     assert len(API) > 300
 
 

@@ -137,6 +137,7 @@ class Carrier:
         self._physical._con.add_listener(lambda _con: fn())
 
     def is_connected(self) -> bool:
+        """Whether the TCP connection is up now (False while ``reconnect=`` redials). Never raises."""
         return self._physical is not None and self._physical.is_connected()
 
     def open(

@@ -382,6 +382,7 @@ class MuxEngine:
 
     @property
     def has_output(self) -> bool:
+        """Whether ``take_output`` has frames to give (control frames, or data queued)."""
         return bool(self._control or self._turns)
 
     def take_output(self, limit: int | None = None) -> bytes:

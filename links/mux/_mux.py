@@ -134,6 +134,7 @@ class Mux:
 
     @property
     def carrier(self) -> Carrier:
+        """The shared connection this handle holds (every handle on it sees the same one)."""
         return self._shared.carrier
 
     @property
@@ -142,6 +143,7 @@ class Mux:
         return self._shared.carrier.con_id
 
     def is_connected(self) -> bool:
+        """Whether this handle is open and its TCP connection is up now. Never raises."""
         return not self._closed and self._shared.carrier.is_connected()
 
     def open(

@@ -92,9 +92,11 @@ class YamuxFramer:
         return size if end - start >= size else None
 
     def payload(self, frame: memoryview) -> memoryview:
+        """The whole frame, header included: the engine reads the header itself."""
         return frame
 
     def encode(self, payload: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
+        """``payload`` as it is: the engine makes whole frames, header included."""
         return payload
 
     def __repr__(self) -> str:
