@@ -346,6 +346,20 @@ class Svc:
                     poller.register(fd, select.POLLIN)
             wait_fd(poller, remaining if remaining is None else min(remaining, 0.05))
 
+    def open_channel(self, con_id: ConId, *, protocol: ProtocolFactory, callback: Callback | None = None, timeout: float = 1.0) -> Clt:
+        """With ``mux``: open a channel towards a client, over the TCP connection of ``con_id``
+        (one of its channels), as a ``Clt`` (not pooled) whose handshake completed; the client
+        takes it if it serves channels (``links.mux.connect(..., protocol=...)``).
+
+        Raises:
+            ClosedError: the service is closed, or has no ``mux``. BrokenError: no such
+                connection (``unknown_connection``), or the client refused the channel.
+            ConnectTimeout: its handshake did not complete within ``timeout``.
+        """
+        if self._closed or self.mux is None:
+            raise ClosedError(f"{self.name}: {'closed' if self._closed else 'not a mux=True service'}")
+        return self.mux.open_channel(con_id, protocol=protocol, callback=callback, timeout=timeout)
+
     # -- into the poll thread -----------------------------------------------------------------
 
     def into_sender_with_spawned_recver(self) -> SvcSender:

@@ -209,3 +209,40 @@ def test_a_cut_ends_every_channel_and_reconnect_brings_new_ones(echo_svc, poll, 
             assert b.recv(timeout=WAIT) == {"n": 2}
             b.close()
             a.close()
+
+
+def test_either_side_opens_channels(echo_svc, poll, timer, logs):
+    svc, _ = echo_svc
+    taken = []
+    with dial(svc, poll, timer, protocol=Echo, accept=lambda clt: taken.append(clt.into_sender_with_spawned_recver())) as mux:
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        ch.send({"first": True})
+        assert ch.recv(timeout=WAIT) == {"first": True}
+        (pooled,) = svc.con_ids()
+        towards_client = svc.open_channel(pooled, protocol=Json, timeout=WAIT)
+        assert towards_client.con_id.local == pooled.local and towards_client.con_id.peer == pooled.peer
+        assert int(towards_client.con_id.name.split("#")[1]) % 2 == 0  # the server's stream ids are even
+        towards_client.send({"from": "server"})
+        assert towards_client.recv(timeout=WAIT) == {"from": "server"}  # echoed by the client's Echo
+        assert len(taken) == 1
+        towards_client.close()
+        ch.close()
+    physical = links.ConId(links.Role.ACCEPTOR, svc.name, pooled.local, pooled.peer)
+    logs.expect("clt.disconnected", con_id=str(physical))
+    with pytest.raises(links.BrokenError) as e:
+        svc.open_channel(pooled, protocol=Json, timeout=WAIT)
+    assert e.value.reason == "unknown_connection"
+
+
+def test_a_client_without_a_protocol_for_them_refuses_peer_channels(echo_svc, poll, timer):
+    svc, _ = echo_svc
+    with dial(svc, poll, timer) as mux:
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        ch.send({"x": 1})
+        ch.recv(timeout=WAIT)
+        (pooled,) = svc.con_ids()
+        refused = svc.open_channel(pooled, protocol=Json, timeout=WAIT)  # no handshake to wait for: opened
+        with pytest.raises(links.BrokenError) as e:
+            refused.recv(timeout=WAIT)
+        assert e.value.reason == "mux.stream_reset"
+        ch.close()

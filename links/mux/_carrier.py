@@ -24,10 +24,10 @@ from typing import Any
 from .._callbacks import Callback
 from .._clock import deadline_after, time_left
 from .._clt import Clt, ProtocolFactory
-from .._core._conid import Addr, ConId, Role
+from .._core._conid import Addr, ConId
 from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
-from ._channel import channel_connection, channel_over
+from ._channel import channel_over, open_channel
 from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
 from ._stream import StreamTransport
@@ -103,7 +103,7 @@ class Carrier:
     def _link(self) -> MuxLink:
         return MuxLink(True, self.settings, self._peer_opened, self._set_driver)
 
-    def _set_driver(self, driver: MuxDriver | None) -> None:
+    def _set_driver(self, driver: MuxDriver | None, gone: MuxDriver | None = None) -> None:
         with self._changed:
             self._driver = driver
             self._changed.notify_all()
@@ -167,18 +167,12 @@ class Carrier:
         """
         deadline = deadline_after(timeout)
         driver = self._wait_driver(deadline)
-        stream = driver.open_stream()
-        con = channel_connection(stream, Role.INITIATOR, name or self.name, protocol, callback, self._channel_args,
-                          idle_timeout=idle_timeout, stall_timeout=stall_timeout, max_outbound=max_outbound)  # fmt: skip
-        clt = Clt(con)
-        try:
-            att = con.open(stream, deadline)  # type: ignore[arg-type]
-        except TimeoutError as e:
-            raise ConnectTimeout(f"{con.con_id}: channel handshake did not complete within {timeout}s") from e
-        stream.attachment = att
-        con.publish(att)
-        con.log.info("mux.channel_opened", stream=stream.stream_id)
-        return clt
+        limits = {"idle_timeout": idle_timeout, "stall_timeout": stall_timeout, "max_outbound": max_outbound}
+        left = time_left(deadline)
+        return open_channel(
+            driver, name=name or self.name, protocol=protocol, callback=callback, timeout=0.0 if left is None else left,
+            runtime=self._channel_args, limits=limits,
+        )  # fmt: skip
 
     def _wait_driver(self, deadline: float | None) -> MuxDriver:
         with self._changed:

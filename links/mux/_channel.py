@@ -7,17 +7,22 @@ the channel and, by its addresses, the TCP connection it travels on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._callbacks import Callback, DevNullCallback
 from .._clt import Clt, ProtocolFactory
 from .._connection import Connection
+from .._clock import deadline_after
 from .._core._conid import Role
+from .._errors import ConnectTimeout
 from .._liveness import first_message_check
 from .._runtime import default_poll_handler, default_timer
 from ._stream import StreamTransport
 
-__all__ = ["channel_connection", "channel_over"]
+if TYPE_CHECKING:
+    from ._driver import MuxDriver
+
+__all__ = ["channel_connection", "channel_over", "open_channel"]
 
 
 def channel_connection(
@@ -59,4 +64,31 @@ def channel_over(
     stream.driver.accept(stream)
     con.publish(att)
     con.log.info("mux.channel_accepted", stream=stream.stream_id)
+    return clt
+
+
+def open_channel(
+    driver: MuxDriver, *, name: str, protocol: ProtocolFactory, callback: Callback | None, timeout: float,
+    runtime: dict[str, Any], limits: dict[str, Any],
+) -> Clt:  # fmt: skip
+    """A new channel of ours on ``driver``'s connection (SYN), as a ``Clt`` whose protocol's
+    ``on_connect`` ran and whose handshake (``is_connected()``) completed within ``timeout``.
+
+    Raises:
+        ConnectTimeout: the handshake did not complete in time. BrokenError, ClosedError: as
+            ``MuxDriver.open_stream``; whatever ``on_connect`` raised.
+    """
+    deadline = deadline_after(timeout)
+    stream = driver.open_stream()
+    con = channel_connection(stream, Role.INITIATOR, name, protocol, callback, runtime, **limits)
+    clt = Clt(con)
+    try:
+        att = con.open(stream, deadline)  # type: ignore[arg-type]
+    except TimeoutError as e:
+        if isinstance(e, ConnectTimeout):
+            raise
+        raise ConnectTimeout(f"{con.con_id}: channel handshake did not complete within {timeout}s") from e
+    stream.attachment = att
+    con.publish(att)
+    con.log.info("mux.channel_opened", stream=stream.stream_id)
     return clt

@@ -84,14 +84,15 @@ class MuxLink(Protocol[Any, Any]):
         settings: the engine's.
         on_stream: called (poll thread, no lock held) with each stream the peer opens; it
             makes a channel over it, or refuses it (``StreamTransport.abort``).
-        on_driver: called with each new driver, and with None when it is lost.
+        on_driver: called with each new driver (``(driver, None)``), and with the one lost
+            when its connection ends (``(None, driver)``).
     """
 
     messenger = _Frames()
 
     def __init__(
         self, client: bool, settings: MuxSettings, on_stream: Callable[[StreamTransport], None],
-        on_driver: Callable[[MuxDriver | None], None],
+        on_driver: Callable[[MuxDriver | None, MuxDriver | None], None],
     ) -> None:  # fmt: skip
         self.client = client
         self.settings = settings
@@ -103,7 +104,7 @@ class MuxLink(Protocol[Any, Any]):
 
     def on_connect(self, con: Any) -> None:
         self.driver = MuxDriver(con, self.settings.engine(self.client), self.on_stream)
-        self.on_driver(self.driver)
+        self.on_driver(self.driver, None)
         if self.client:
             self.driver.ping()  # something at once: a server's deadline for a first frame
 
@@ -115,7 +116,7 @@ class MuxLink(Protocol[Any, Any]):
         driver, self.driver = self.driver, None
         if driver is not None:
             driver.lost(BrokenError(f"{con_id}: the connection under the channels was lost", "mux.connection_lost"))
-            self.on_driver(None)
+            self.on_driver(None, driver)
 
     def send_heartbeat(self, con: Any) -> None:
         if self.driver is not None:

@@ -17,12 +17,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from .._clt import Clt
-from .._core._conid import Addr, Role, format_addr
+from .._core._conid import Addr, ConId, Role, format_addr
+from .._errors import BrokenError
 from .._gate import ConnectionGate, Permit
 from .._tls import peer_identity
 from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._carrier import DEFAULT_KEEPALIVE
-from ._channel import channel_over
+from ._channel import channel_over, open_channel
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
 from ._stream import StreamTransport
 from ._wire import INITIAL_WINDOW
@@ -45,6 +46,7 @@ class MuxServing:
         self.gate = ConnectionGate(max_channels)
         self._lock = threading.Lock()
         self._carriers: dict[int, Any] = {}  # id -> the sender of each TCP connection carrying channels
+        self._drivers: dict[tuple[Any, Any], MuxDriver] = {}  # (local, peer) address -> its yamux session
         self._runtime = {"timer": svc.timer, "poll_handler": svc.poll_handler}
 
     def carry(self, stream: Any, permit: Permit, peer: Addr) -> None:
@@ -75,7 +77,30 @@ class MuxServing:
             self._carriers.pop(id(con), None)
 
     def _link(self) -> MuxLink:
-        return MuxLink(False, self.settings, self._opened, _ignore)
+        return MuxLink(False, self.settings, self._opened, self._session)
+
+    def _session(self, driver: MuxDriver | None, gone: MuxDriver | None = None) -> None:
+        with self._lock:
+            if driver is not None:
+                self._drivers[(driver.local, driver.peer)] = driver
+            if gone is not None and self._drivers.get((gone.local, gone.peer)) is gone:
+                del self._drivers[(gone.local, gone.peer)]
+
+    def open_channel(self, con_id: ConId, *, protocol: Any, callback: Any, timeout: float, **limits: Any) -> Clt:
+        """A channel towards the client of ``con_id`` (any channel of it, or its TCP
+        connection), over the same TCP connection.
+
+        Raises:
+            BrokenError: no connection of this service has those addresses (any more).
+        """
+        with self._lock:
+            driver = self._drivers.get((con_id.local, con_id.peer))
+        if driver is None or driver.error is not None:
+            raise BrokenError(f"{con_id}: no connection carrying channels here", "unknown_connection")
+        return open_channel(
+            driver, name=self.svc.name, protocol=protocol, callback=callback, timeout=timeout, runtime=self._runtime,
+            limits={**self.svc.limits, **limits},
+        )  # fmt: skip
 
     def _opened(self, stream: StreamTransport) -> None:
         """Poll thread: a client opened ``stream``: a channel joins the service, or is refused."""
@@ -101,5 +126,3 @@ class MuxServing:
             sender.close()
 
 
-def _ignore(driver: MuxDriver | None) -> None:
-    pass
