@@ -24,7 +24,7 @@ from typing import Any
 from .._callbacks import Callback
 from .._clock import deadline_after, time_left
 from .._clt import Clt, ProtocolFactory
-from .._core._conid import Addr, ConId
+from .._core._conid import Addr, ConId, Role
 from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
 from ._channel import channel_over, open_channel
@@ -52,6 +52,7 @@ class Carrier:
         self._physical: Any = None  # the physical connection's CltSender
         self._channel_args: dict[str, Any] = {}
         self.timer: Any = None  # the timer given to connect, if any
+        self.client = True  # the yamux client (it dialed): odd stream ids
 
     @classmethod
     def connect(
@@ -88,20 +89,52 @@ class Carrier:
         Raises:
             As ``Clt.connect``.
         """
-        mux = cls(MuxSettings(window=window, max_streams=max_channels, chunk=chunk, keepalive=keepalive), name)
-        mux._serve = (protocol, callback, accept)
         if "session" in options:
             raise TypeError("links.mux.connect does not take session= (channels over a resumable session are not built yet)")
-        for key in ("timer", "poll_handler"):
-            if key in options:
-                mux._channel_args[key] = options[key]
-        mux.timer = options.get("timer")
+        mux = cls(MuxSettings(window=window, max_streams=max_channels, chunk=chunk, keepalive=keepalive), name)
+        mux._serve = (protocol, callback, accept)
+        mux._runtime(options)
         physical = Clt.connect(addr, protocol=mux._link, timeout=timeout, name=name, **options)
         mux._physical = physical.into_sender_with_spawned_recver()
         return mux
 
+    @classmethod
+    def from_socket(
+        cls,
+        sock: Any,
+        *,
+        client: bool = True,
+        name: str = "mux",
+        protocol: ProtocolFactory | None = None,
+        callback: Callback | None = None,
+        accept: Callable[[Clt], None] | None = None,
+        window: int = INITIAL_WINDOW,
+        max_channels: int = DEFAULT_MAX_STREAMS,
+        keepalive: float | None = DEFAULT_KEEPALIVE,
+        chunk: int = DEFAULT_CHUNK,
+        **options: Any,
+    ) -> Carrier:
+        """Carry channels over a connected socket (or a socket double from ``links.testing``),
+        as the yamux client (odd stream ids) or not. The options are ``connect``'s, and
+        ``Clt.from_socket``'s for the physical connection."""
+        mux = cls(MuxSettings(window=window, max_streams=max_channels, chunk=chunk, keepalive=keepalive), name)
+        mux._serve = (protocol, callback, accept)
+        mux.client = client
+        mux._runtime(options)
+        role = Role.INITIATOR if client else Role.ACCEPTOR
+        physical = Clt.from_socket(sock, role, protocol=mux._link, name=name, **options)
+        mux._physical = physical.into_sender_with_spawned_recver()
+        return mux
+
+    def _runtime(self, options: dict[str, Any]) -> None:
+        """The runtime threads the channels use: the connection's own."""
+        for key in ("timer", "poll_handler"):
+            if key in options:
+                self._channel_args[key] = options[key]
+        self.timer = options.get("timer")
+
     def _link(self) -> MuxLink:
-        return MuxLink(True, self.settings, self._peer_opened, self._set_driver)
+        return MuxLink(self.client, self.settings, self._peer_opened, self._set_driver)
 
     def _set_driver(self, driver: MuxDriver | None, gone: MuxDriver | None = None) -> None:
         with self._changed:
