@@ -147,13 +147,15 @@ class MuxDriver:
         """Write what the engine produced, wake the streams it unblocked, release the lock."""
         att = self.att
         try:
-            if self.engine.has_output and self.error is None:
+            engine = self.engine
+            if engine.has_output and self.error is None:
                 self._pump()
-            for stream_id in self.engine.unblocked():
-                stream = self.streams.get(stream_id)
-                if stream is not None:
-                    self._wake(stream, writable=True)
-            watch = not att.closed and att.outbound.needs_watch()
+            if engine.may_unblock:
+                for stream_id in engine.unblocked():
+                    stream = self.streams.get(stream_id)
+                    if stream is not None:
+                        self._wake(stream, writable=True)
+            watch = att.outbound.backlog and not att.closed and att.outbound.needs_watch()
         finally:
             self.lock.release()
         if watch:
@@ -222,7 +224,8 @@ class MuxDriver:
 
     def _wake(self, stream: StreamTransport, *, readable: bool = False, writable: bool = False) -> None:
         """Lock held: tell ``stream``'s waiters and its poll handler (if it has one)."""
-        stream.readable.notify_all()
+        if stream.waiters:
+            stream.readable.notify_all()
         att = stream.attachment
         if att is not None and att.poll is not None:
             try:

@@ -409,6 +409,11 @@ class MuxEngine:
                 self._fin_sent(stream_id, stream)
         return bytes(out)
 
+    @property
+    def may_unblock(self) -> bool:
+        """Whether ``unblocked()`` may name a stream now (cheap: asked after every change)."""
+        return bool(self._unblocked or self._starved)
+
     def unblocked(self) -> list[int]:
         """Streams whose writes were cut short and that can take more now, each named once
         per cut: by a window update, or by queued output taken (``max_queued``)."""

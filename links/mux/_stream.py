@@ -44,7 +44,7 @@ class StreamTransport(Transport):
     Every field but ``attachment`` is guarded by the driver's lock (``driver.lock``).
     """
 
-    __slots__ = ("driver", "stream_id", "inbound", "end", "readable", "attachment", "_head")
+    __slots__ = ("driver", "stream_id", "inbound", "end", "readable", "waiters", "attachment", "_head")
 
     virtual = True  # no fd: the poll thread is told of readiness (links._poll)
 
@@ -62,6 +62,7 @@ class StreamTransport(Transport):
         self._head = 0  # bytes of inbound[0] read already
         self.end: LinksError | None = None  # what reading raises once inbound is empty
         self.readable = threading.Condition(driver.lock)  # inbound, end, or room for writing
+        self.waiters = 0  # threads waiting on it (none: nobody to notify)
         self.attachment: Attachment | None = None  # the channel's, once it is made
 
     def __repr__(self) -> str:
@@ -137,8 +138,16 @@ class StreamTransport(Transport):
                 left = time_left(deadline)
                 if left == 0.0:
                     return False
-                self.readable.wait(left)
+                self._wait(left)
         return True
+
+    def _wait(self, left: float | None) -> None:
+        """Lock held: wait on ``readable``, counted, so the driver notifies only when someone waits."""
+        self.waiters += 1
+        try:
+            self.readable.wait(left)
+        finally:
+            self.waiters -= 1
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -165,7 +174,7 @@ class StreamTransport(Transport):
                 left = time_left(deadline)
                 if left == 0.0:
                     return False
-                self.readable.wait(left)
+                self._wait(left)
 
     # -- closing ----------------------------------------------------------------------------
 

@@ -91,6 +91,24 @@ class YamuxFramer:
         size = HEADER_SIZE + length
         return size if end - start >= size else None
 
+    def payloads(self, buf: bytearray, start: int, end: int, out: list[memoryview]) -> int:
+        """Every whole frame in ``buf[start:end]`` appended to ``out`` (views of ``buf``), in one
+        loop for a whole read; returns where the first incomplete or refused frame starts
+        (asked about again alone, which raises)."""
+        unpack, most, view, append = HEADER.unpack_from, self.max_data, memoryview(buf), out.append
+        while end - start >= HEADER_SIZE:
+            _, kind, _, _, length = unpack(buf, start)
+            size = HEADER_SIZE
+            if kind == DATA:
+                if length > most:
+                    break
+                size += length
+                if end - start < size:
+                    break
+            append(view[start : start + size])
+            start += size
+        return start
+
     def payload(self, frame: memoryview) -> memoryview:
         """The whole frame, header included: the engine reads the header itself."""
         return frame
