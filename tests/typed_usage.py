@@ -85,3 +85,15 @@ def callbacks() -> links.Callback:
     chained: links.ChainCallback = store + counter
     print(arrived)
     return chained
+
+
+def channels(addr: str) -> None:
+    import links.mux
+
+    with links.mux.connect(addr, timeout=2.0, name="orders") as mux:
+        chan: links.Clt = mux.open(protocol=Orders, timeout=1.0)
+        status: links.SendStatus = chan.send(1)
+        sender: links.CltSender = chan.into_sender_with_spawned_recver()
+        sender.close()
+        mux.open(protocol=Orders, timeout="soon")  # type: ignore[arg-type]
+        print(status, mux.con_id)
