@@ -214,6 +214,7 @@ def test_a_length_past_every_window_is_refused_on_its_header():
     with pytest.raises(MuxError) as e:
         s.feed(header(0, 0x1, 1, 0xFFFFFFFF))  # no payload needed to know
     assert e.value.reason == "mux.window_exceeded"
+    assert frames(s.take_output()) == [(3, 0, 0, 1, b"")]  # GO_AWAY, protocol error
 
 
 def test_a_window_past_two_to_the_32_is_a_protocol_error():

@@ -203,6 +203,8 @@ class MuxEngine:
             version, kind, flags, stream_id, length = _unpack(frame)
             if version != wire.VERSION:
                 raise MuxError(f"yamux version {version} (only 0 is defined)", "mux.bad_version")
+            if kind == DATA and len(frame) != HEADER_SIZE + length:  # its framer would not buffer it
+                raise MuxError(f"DATA frame of {length} bytes exceeds every window ({self.framer.max_data})", "mux.window_exceeded")
             if kind == DATA or kind == WINDOW_UPDATE:
                 return self._stream_frame(kind, flags, stream_id, length, frame)
             if kind == PING:
