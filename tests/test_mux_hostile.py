@@ -9,6 +9,7 @@ connections, carry on throughout.
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -18,6 +19,7 @@ from helpers_yamux import (
     DATA,
     FIN,
     GO_AWAY,
+    PING,
     PROTOCOL_ERROR,
     RST,
     SYN,
@@ -139,6 +141,28 @@ def test_a_data_header_past_every_window_is_refused_before_its_payload(poll, tim
         peer.send(header(DATA, 0, 1, 2**32 - 1), b"only this")
         assert [f[:4] for f in peer.rest()] == [(GO_AWAY, 0, 0, PROTOCOL_ERROR)]
         logs.expect("mux.protocol_error", reason="mux.window_exceeded")
+
+
+def test_a_peer_that_pings_and_never_reads_is_cut_before_the_answers_pile_up(poll, timer, logs):
+    """Each PING makes the server owe a frame; a peer that never reads would have it hold
+    them all (megabytes a second) until the stall timeout. The engine's bound cuts it."""
+    with serve(poll, timer) as svc, dial(svc, poll, timer) as mux:
+        healthy = mux.open(protocol=Json, timeout=WAIT)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect(svc.local_addr)
+        with RawPeer(sock) as peer:
+            pings = header(PING, SYN, 0, 7) * 10_000
+            for _ in range(2_000):  # 240 MB at most: far more than the kernel's buffers take
+                if logs.matching("mux.protocol_error"):
+                    break
+                try:
+                    peer.send(pings)
+                except OSError:  # cut meanwhile
+                    break
+            logs.expect("mux.protocol_error", reason="mux.control_flood")
+        round_trip(healthy, {"after": "the flood"})
+        healthy.close()
 
 
 # -- one channel ----------------------------------------------------------------------------
