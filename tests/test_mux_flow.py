@@ -180,8 +180,12 @@ def test_a_lost_tcp_connection_ends_every_channel_on_it_and_wakes_a_waiting_recv
                 for n, channel in enumerate((a, b, c)):
                     assert channel.send({"n": n}) is COMPLETED
                     assert channel.recv(timeout=WAIT) == {"n": n}
+                store = links.StoreCallback()
+                spawned = mux.open(protocol=Json, callback=store, timeout=WAIT).into_sender_with_spawned_recver()
+                spawned.send({"n": "spawned"})
+                assert store.find_recv(lambda m: m == {"n": "spawned"}, timeout=WAIT)
                 on_server = svc.con_ids()
-                assert len(on_server) == 3
+                assert len(on_server) == 4
                 waiter, raised = waiting_call(lambda: a.recv(timeout=60))
 
                 assert proxy.reset() == 1
@@ -194,7 +198,10 @@ def test_a_lost_tcp_connection_ends_every_channel_on_it_and_wakes_a_waiting_recv
                     with pytest.raises(links.BrokenError) as receiving:
                         channel.recv(timeout=WAIT)
                     assert sending.value.reason == receiving.value.reason == "mux.connection_lost"
-                for con_id in [ch.con_id for ch in (a, b, c)] + on_server:  # both ends of every channel
+                with pytest.raises(links.BrokenError) as sending:
+                    spawned.send({"after": "loss"}, timeout=0)  # read by the poll thread, not here
+                assert sending.value.reason == "mux.connection_lost"
+                for con_id in [ch.con_id for ch in (a, b, c, spawned)] + on_server:  # both ends of every channel
                     logs.expect("clt.disconnected", con_id=str(con_id), reason="mux.connection_lost")
                 poll.sync()  # the pool drops a channel once its close is done, on the poll thread
                 assert len(svc) == 0
