@@ -2,9 +2,9 @@
 
 A violation of the protocol for the whole TCP connection ends that connection alone, after a
 GO_AWAY saying "protocol error", and every channel it carried; a violation of one channel's
-own protocol ends that channel alone. Deadlines and ``max_channels`` hold against peers that
-open streams and say nothing, or open thousands. The service, and clients on other TCP
-connections, carry on throughout.
+own protocol ends that channel alone. Deadlines, ``max_channels`` and the bound on answers
+owed hold against peers that open streams and say nothing, open thousands, or ping without
+ever reading. The service, and clients on other TCP connections, carry on throughout.
 """
 
 from __future__ import annotations
