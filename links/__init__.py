@@ -7,9 +7,9 @@ connections of a service. See the README for a tour; every name in ``__all__`` i
 
 The engine's own pieces (``Link``, ``ReceiveBuffer``, ``NEED_DATA``, ...) live in
 ``links.lowlevel``, for those who build layers; they stay importable from here for
-compatibility but are not listed in ``__all__``. The layers ``links.session`` and
-``links.soupbintcp`` are loaded on first use (``links.soupbintcp`` after a plain
-``import links`` works), so importing ``links`` never imports a layer built on it.
+compatibility but are not listed in ``__all__``. The layers ``links.session``,
+``links.soupbintcp`` and ``links.mux`` are loaded on first use (``links.mux.connect`` after a
+plain ``import links`` works), so importing ``links`` never imports a layer built on it.
 """
 
 import importlib as _importlib
@@ -72,7 +72,7 @@ from .lowlevel import (
 )
 
 if _typing.TYPE_CHECKING:
-    from . import session as session, soupbintcp as soupbintcp
+    from . import mux as mux, session as session, soupbintcp as soupbintcp
 
 __version__ = "0.1.0"
 

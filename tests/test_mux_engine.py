@@ -214,6 +214,7 @@ def test_a_length_past_every_window_is_refused_on_its_header():
     with pytest.raises(MuxError) as e:
         s.feed(header(0, 0x1, 1, 0xFFFFFFFF))  # no payload needed to know
     assert e.value.reason == "mux.window_exceeded"
+    assert frames(s.take_output()) == [(3, 0, 0, 1, b"")]  # GO_AWAY, protocol error
 
 
 def test_a_window_past_two_to_the_32_is_a_protocol_error():
@@ -247,6 +248,34 @@ def test_connection_level_violations_raise_and_leave_a_go_away(data, reason):
         s.feed(data)
     assert e.value.reason == reason
     assert frames(s.take_output())[-1] == (3, 0, 0, 1, b"")
+
+
+def test_a_peer_that_provokes_answers_it_does_not_read_is_cut():
+    """PINGs and refused SYNs each make us owe a frame; a peer that keeps asking while our
+    output is not taken (it does not read) would grow it without end."""
+    s = MuxEngine(client=False, max_streams=1)
+    ping = header(2, 0x1, 0, 7)
+    with pytest.raises(MuxError) as e:
+        for _ in range(1_000_000):
+            s.feed(ping)
+    assert e.value.reason == "mux.control_flood"
+    out = s.take_output()
+    assert len(out) <= s.max_control + 2 * 12  # bounded: the answer that crossed it, then GO_AWAY
+    assert frames(out)[-1] == (3, 0, 0, 1, b"")
+
+    s = MuxEngine(client=False, max_streams=1)
+    with pytest.raises(MuxError) as e:
+        for sid in range(1, 2_000_000, 2):
+            s.feed(header(1, 0x1, sid, 0))  # the first is taken, every other refused (RST)
+    assert e.value.reason == "mux.control_flood"
+
+
+def test_answers_taken_as_they_come_are_no_flood():
+    s = MuxEngine(client=False, max_streams=1)
+    ping = header(2, 0x1, 0, 7)
+    for _ in range(3 * s.max_control // 12):
+        assert s.feed(ping) == []
+        assert s.take_output() == header(2, 0x2, 0, 7)
 
 
 def test_a_stream_id_closed_and_opened_again_is_reused():

@@ -29,7 +29,10 @@ Errors
     A violation of the protocol for the whole connection (a bad version or type, a SYN on a
     stream id already used or of the wrong parity, more data than the window, a window past
     2**32-1, a PING or GO_AWAY off stream 0) raises ``MuxError``, with a GO_AWAY (protocol
-    error) left in the output for the driver to write before it closes the connection.
+    error) left in the output for the driver to write before it closes the connection. So
+    does a peer that provokes answers (PINGs, refused SYNs) and does not read them: control
+    output is bounded (``max_control``: an ACK, two window updates and an end per stream, plus
+    ``CONTROL_SLACK``), and a frame that finds more untaken is ``mux.control_flood``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ DEFAULT_CHUNK = 16 * 1024
 DEFAULT_MAX_QUEUED = 4 * 1024 * 1024
 #: Streams open at once; a peer's SYN beyond it is refused (RST).
 DEFAULT_MAX_STREAMS = 4096
+CONTROL_SLACK = 64 * 1024  #: Bytes of control frames owed beyond what streams may owe (Errors).
 
 _unpack = HEADER.unpack_from
 _frame = wire.frame
@@ -157,6 +161,7 @@ class MuxEngine:
         self.chunk = chunk
         self.max_streams = max_streams
         self.max_queued = max_queued
+        self.max_control = CONTROL_SLACK + 4 * HEADER_SIZE * max_streams
         self.framer = wire.YamuxFramer(window)
         self.streams: dict[int, _Stream] = {}
         self.queued = 0  # bytes in every stream's ``out``
@@ -200,9 +205,13 @@ class MuxEngine:
                 (protocol error) is queued for the driver to write before it closes.
         """
         try:
+            if len(self._control) > self.max_control:  # the answers to its last frames are not taken
+                raise MuxError(f"{len(self._control)} bytes of answers not taken: the peer does not read", "mux.control_flood")
             version, kind, flags, stream_id, length = _unpack(frame)
             if version != wire.VERSION:
                 raise MuxError(f"yamux version {version} (only 0 is defined)", "mux.bad_version")
+            if kind == DATA and len(frame) != HEADER_SIZE + length:  # its framer would not buffer it
+                raise MuxError(f"DATA frame of {length} bytes exceeds every window ({self.framer.max_data})", "mux.window_exceeded")
             if kind == DATA or kind == WINDOW_UPDATE:
                 return self._stream_frame(kind, flags, stream_id, length, frame)
             if kind == PING:

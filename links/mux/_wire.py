@@ -14,7 +14,8 @@ stream starts with a 256 KiB window in each direction; only DATA payloads count 
 
 ``YamuxFramer`` cuts a byte stream into whole frames for the engine (``links.mux._engine``);
 its bound on a DATA frame's length is what keeps a hostile length field from making us
-buffer more than any window allows.
+buffer more than any window allows: such a header is handed on alone, and the engine
+refuses it (GO_AWAY, then the connection ends) without a byte of its payload read.
 """
 
 from __future__ import annotations
@@ -66,8 +67,10 @@ class YamuxFramer:
 
     Args:
         max_data: the largest DATA payload accepted, the largest window this side grants: a
-            peer that declares more has overrun any window (``MuxError``, ``mux.window_exceeded``)
-            and is refused on the header, before anything is buffered for it.
+            DATA header that declares more has overrun any window, and is handed on as a
+            frame alone, before anything is buffered for its payload, for the engine to
+            refuse (``mux.window_exceeded``). Raising here instead would end the connection
+            without the GO_AWAY that the engine leaves for the peer.
     """
 
     def __init__(self, max_data: int = INITIAL_WINDOW) -> None:
@@ -75,11 +78,8 @@ class YamuxFramer:
         self.max_frame_size = HEADER_SIZE + max_data
 
     def frame_length(self, buf: bytes | bytearray | memoryview, start: int, end: int) -> int | None:
-        """The whole frame's length once its header is in (a DATA frame's payload counted).
-
-        Raises:
-            MuxError: a DATA frame longer than any window (``mux.window_exceeded``).
-        """
+        """The whole frame's length once its header is in (a DATA frame's payload counted;
+        a DATA header longer than any window is a frame alone, for the engine to refuse)."""
         if end - start < HEADER_SIZE:
             return None
         kind = buf[start + 1]
@@ -87,7 +87,7 @@ class YamuxFramer:
             return HEADER_SIZE  # the rest is checked by the engine, which knows the rules
         length = HEADER.unpack_from(buf, start)[4]
         if length > self.max_data:
-            raise MuxError(f"DATA frame of {length} bytes exceeds every window ({self.max_data})", "mux.window_exceeded")
+            return HEADER_SIZE
         size = HEADER_SIZE + length
         return size if end - start >= size else None
 
