@@ -62,7 +62,7 @@ MODULES: dict[str, Path] = {module_name(p): p for p in sorted(LINKS_DIR.rglob("*
 
 CORE_DIR = LINKS_DIR / "_core"
 SESSION_ENGINE_PATHS = [LINKS_DIR / "session" / "_engine.py", LINKS_DIR / "session" / "_wire.py"]
-MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / "_engine.py", LINKS_DIR / "mux" / "_wire.py"]
+MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / name for name in ("_engine.py", "_events.py", "_wire.py")]
 SANS_IO_PATHS = sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS + MUX_ENGINE_PATHS
 
 # The connection engine: the top-level private modules (not __init__.py or __main__.py).

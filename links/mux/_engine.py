@@ -38,16 +38,15 @@ Errors
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from .._core._buffer import ReceiveBuffer
 from .._errors import BrokenError, ClosedError
 from . import _wire as wire
+from ._events import Event, GoAway, Pong, StreamAccepted, StreamData, StreamEnded, StreamOpened, StreamReset
 from ._wire import ACK, DATA, FIN, GO_AWAY, HEADER, HEADER_SIZE, PING, RST, SYN, WINDOW_UPDATE, MuxError
 
 __all__ = [
-    "MuxEngine", "Event", "StreamOpened", "StreamAccepted", "StreamData", "StreamEnded", "StreamReset", "Pong",
-    "GoAway", "DEFAULT_CHUNK", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_STREAMS",
+    "MuxEngine", "DEFAULT_CHUNK", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_STREAMS",
 ]  # fmt: skip
 
 #: Bytes of one stream's data per turn in ``take_output``: the unit of fairness.
@@ -60,59 +59,6 @@ CONTROL_SLACK = 64 * 1024  #: Bytes of control frames owed beyond what streams m
 
 _unpack = HEADER.unpack_from
 _frame = wire.frame
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The peer opened ``stream_id``: answer with ``accept`` or ``reset``."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamAccepted:
-    """The peer accepted ``stream_id``, which we opened (its ACK)."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamData:
-    """Bytes for ``stream_id``, in order; call ``consumed`` as the application takes them."""
-
-    stream_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The peer sent FIN on ``stream_id``: nothing more will come on it."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReset:
-    """The peer sent RST on ``stream_id`` (aborted, or refused when we opened it)."""
-
-    stream_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    """The answer to our ``ping`` with this ``opaque`` value."""
-
-    opaque: int
-
-
-@dataclass(frozen=True, slots=True)
-class GoAway:
-    """The peer will accept no new stream; ``code`` is 0 normal, 1 protocol error, 2 internal."""
-
-    code: int
-
-
-Event = StreamOpened | StreamAccepted | StreamData | StreamEnded | StreamReset | Pong | GoAway
 
 
 class _Stream:

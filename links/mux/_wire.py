@@ -93,15 +93,13 @@ class YamuxFramer:
 
     def payloads(self, buf: bytearray, start: int, end: int, out: list[memoryview]) -> int:
         """Every whole frame in ``buf[start:end]`` appended to ``out`` (views of ``buf``), in one
-        loop for a whole read; returns where the first incomplete or refused frame starts
-        (asked about again alone, which raises)."""
+        loop for a whole read, as ``frame_length`` cuts them; returns where the first incomplete
+        frame starts."""
         unpack, most, view, append = HEADER.unpack_from, self.max_data, memoryview(buf), out.append
         while end - start >= HEADER_SIZE:
             _, kind, _, _, length = unpack(buf, start)
             size = HEADER_SIZE
-            if kind == DATA:
-                if length > most:
-                    break
+            if kind == DATA and length <= most:  # longer: the header alone, for the engine to refuse
                 size += length
                 if end - start < size:
                     break
