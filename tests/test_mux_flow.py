@@ -43,13 +43,15 @@ class BulkEcho(Bulk):
 
 @contextmanager
 def raw_server(poll, timer) -> Iterator[tuple[links.mux.Mux, RawPeer]]:
-    """A links client (``links.mux.connect``) of a yamux server spoken by hand."""
+    """A links client (``links.mux.connect``) of a yamux server spoken by hand; the peer's
+    ``listener`` stays open for more connections."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(WAIT)
         mux = links.mux.connect(f"127.0.0.1:{listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT)
         try:
             sock, _ = listener.accept()
             with RawPeer(sock) as peer:
+                peer.listener = listener
                 yield mux, peer
         finally:
             mux.close()
@@ -164,6 +166,10 @@ def test_after_the_peers_go_away_open_raises_and_open_channels_carry_on(poll, ti
         assert frame.payload == json_frame({"still": "open"})
         peer.data(1, json_frame({"and": "answered"}))
         assert a.recv(timeout=WAIT) == {"and": "answered"}
+        # Asked for again, the pool dials a new connection: this one takes no new channel.
+        with links.mux.connect(f"127.0.0.1:{peer.listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT) as again:
+            assert again.con_id != mux.con_id
+            peer.listener.accept()[0].close()
         a.close()
 
 

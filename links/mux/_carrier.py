@@ -165,6 +165,13 @@ class Carrier:
         """Whether the connection is closed for good (no channel can be opened on it)."""
         return self._physical is None or self._physical._con.closed
 
+    @property
+    def shareable(self) -> bool:
+        """Whether a new handle may share it: open, and its peer has not said GO_AWAY (which
+        refuses new channels: a new connection is needed for those)."""
+        driver = self._driver
+        return not self.closed and not (driver is not None and driver.engine.peer_going_away)
+
     def on_closed(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` once the connection is closed for good (at once if it is)."""
         self._physical._con.add_listener(lambda _con: fn())

@@ -7,7 +7,8 @@ connection. The connection is reference counted: every handle holds it until its
 ``close()``, every channel opened through a handle holds it until the channel is closed; when
 the last lets go it is closed, at once or, with ``idle_timeout=``, after that many seconds with
 nobody holding it (someone asking again meanwhile takes it back). A connection that is lost
-for good (no ``reconnect=``) leaves the pool at once: the next ``connect`` dials a new one.
+for good (no ``reconnect=``) leaves the pool at once, and one whose peer said GO_AWAY (no new
+channel) is shared no more: the next ``connect`` dials a new one.
 
 Options are compared as given: the same ``tls=`` context object, the same ``reconnect=``
 object, and so on; a different context, even an equal one, is another connection.
@@ -93,13 +94,13 @@ def connect(addr: str | Addr, *, idle_timeout: float | None = None, **options: A
     key = (target, tuple(sorted((name, _same(value)) for name, value in options.items() if name != "timeout")))
     with _lock:
         shared = _shared.get(key)
-        if shared is not None and not shared.carrier.closed:
+        if shared is not None and shared.carrier.shareable:
             shared.hold()
             return Mux(shared)
     carrier = Carrier.connect(target, **options)  # outside the lock: dialing waits
     with _lock:
         existing = _shared.get(key)
-        if existing is not None and not existing.carrier.closed:  # another thread dialed too: use one
+        if existing is not None and existing.carrier.shareable:  # another thread dialed too: use one
             existing.hold()
             winner = existing
         else:
