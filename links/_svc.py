@@ -197,6 +197,8 @@ class Svc:
         deadline = deadline_after(timeout)
         poller = select.poll()
         poller.register(self._acceptor.sock, select.POLLIN)
+        if self.mux is not None:  # channels come from the poll thread, which reads their connections
+            poller.register(self.mux.arrivals, select.POLLIN)
         while True:
             try:
                 status, clt = self._acceptor.accept_once()
@@ -211,6 +213,8 @@ class Svc:
                 if admitted is not None:
                     return admitted
                 continue  # a resume (its Clt is already out there) or a failed handshake
+            if clt is None and self.mux is not None:
+                clt = self.mux.next_channel()
             if clt is not None:
                 return clt
             if status is AcceptStatus.REJECTED:
@@ -275,6 +279,8 @@ class Svc:
         (spawned), or goes to the ``accept()`` waiting for it."""
         if self._spawned_on is not None:
             self._pool_spawned(clt)
+        elif self.mux is not None:
+            self.mux.arrived(clt)  # a channel, for accept()
         else:
             self._admitted = clt
 

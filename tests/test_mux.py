@@ -247,3 +247,23 @@ def test_a_client_without_a_protocol_for_them_refuses_peer_channels(echo_svc, po
             refused.recv(timeout=WAIT)
         assert e.value.reason == "mux.stream_reset"
         ch.close()
+
+
+def test_a_service_on_user_threads_accepts_channels(poll, timer):
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, mux=True) as svc:
+        assert svc.accept(timeout=0) is None
+        with dial(svc, poll, timer) as mux:
+            a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)
+            first, second = svc.accept(timeout=WAIT), svc.accept(timeout=WAIT)
+            assert {first.con_id.name, second.con_id.name} == {f"svc#{a.con_id.name.split('#')[1]}", f"svc#{b.con_id.name.split('#')[1]}"}
+            a.send({"to": "server"})
+            by_a = first if first.con_id.name.endswith(a.con_id.name.split("#")[1]) else second
+            assert by_a.recv(timeout=WAIT) == {"to": "server"}
+            by_a.send({"to": "client"})
+            assert a.recv(timeout=WAIT) == {"to": "client"}
+            c = mux.open(protocol=Json, timeout=WAIT)
+            assert svc.accept_into_pool(timeout=WAIT) is not None
+            c.send({"pooled": True})
+            assert svc.recv(timeout=WAIT) == {"pooled": True}
+            for ch in (a, b, c, first, second):
+                ch.close()

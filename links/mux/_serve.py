@@ -14,6 +14,7 @@ message, within it is closed.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._clt import Clt
@@ -21,6 +22,7 @@ from .._core._conid import Addr, ConId, Role, format_addr
 from .._errors import BrokenError
 from .._gate import ConnectionGate, Permit
 from .._tls import peer_identity
+from .._wakeup import WakeupSocketpair
 from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._carrier import DEFAULT_KEEPALIVE
 from ._channel import channel_over, open_channel
@@ -48,6 +50,39 @@ class MuxServing:
         self._carriers: dict[int, Any] = {}  # id -> the sender of each TCP connection carrying channels
         self._drivers: dict[tuple[Any, Any], MuxDriver] = {}  # (local, peer) address -> its yamux session
         self._runtime = {"timer": svc.timer, "poll_handler": svc.poll_handler}
+        self._arrived: deque[Clt] = deque()  # channels for Svc.accept(), until it takes them
+        self._wakeup: WakeupSocketpair | None = None
+
+    @property
+    def arrivals(self) -> WakeupSocketpair:
+        """Readable while channels wait for ``Svc.accept()`` (made on first use)."""
+        with self._lock:
+            if self._wakeup is None:
+                self._wakeup = WakeupSocketpair()
+            return self._wakeup
+
+    def arrived(self, clt: Clt) -> None:
+        """A channel opened while the service is not spawned: ``Svc.accept()`` takes it."""
+        with self._lock:
+            if not self.svc._closed:
+                self._arrived.append(clt)
+                if self._wakeup is None:
+                    self._wakeup = WakeupSocketpair()
+                self._wakeup.wake()
+                return
+        clt.close()  # the service closed meanwhile
+
+    def next_channel(self) -> Clt | None:
+        """The oldest channel ``Svc.accept()`` has not taken yet, or None."""
+        with self._lock:
+            if self._wakeup is not None:
+                self._wakeup.drain()
+            if not self._arrived:
+                return None
+            clt = self._arrived.popleft()
+            if self._arrived and self._wakeup is not None:
+                self._wakeup.wake()  # more wait: stay readable
+            return clt
 
     def carry(self, stream: Any, permit: Permit, peer: Addr) -> None:
         """An accepted TCP connection: its yamux session starts, read by the poll thread."""
@@ -122,7 +157,13 @@ class MuxServing:
         """Close every TCP connection carrying channels (the channels were closed first)."""
         with self._lock:
             carriers, self._carriers = list(self._carriers.values()), {}
+            waiting, self._arrived = list(self._arrived), deque()
+            wakeup, self._wakeup = self._wakeup, None
+        for clt in waiting:
+            clt.close()
         for sender in carriers:
             sender.close()
+        if wakeup is not None:
+            wakeup.close()
 
 
