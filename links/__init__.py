@@ -72,7 +72,7 @@ from .lowlevel import (
 )
 
 if _typing.TYPE_CHECKING:
-    from . import session as session, soupbintcp as soupbintcp
+    from . import mux as mux, session as session, soupbintcp as soupbintcp
 
 __version__ = "0.1.0"
 
@@ -87,7 +87,7 @@ __all__ = [
 
 # Layers built on links, imported on first attribute access (PEP 562) rather than here: each
 # imports pieces of links, so an eager import from this file would be a cycle.
-_LAZY_SUBMODULES = frozenset({"session", "soupbintcp"})
+_LAZY_SUBMODULES = frozenset({"session", "soupbintcp", "mux"})
 
 
 def __getattr__(name: str) -> object:

@@ -4,7 +4,8 @@ is a deliberate edit here.
 ``links`` is the API an application uses; ``links.lowlevel`` holds the engine's own pieces
 for those who build layers. The names that moved to ``links.lowlevel`` stay importable from
 ``links`` (compatibility) without being listed in its ``__all__``. The layers
-``links.session`` and ``links.soupbintcp`` are imported on first use, not by ``import links``.
+``links.session``, ``links.soupbintcp`` and ``links.mux`` are imported on first use, not by
+``import links``.
 
 ``links.testing`` is still growing, so for it only consistency is checked (``__all__`` and the
 module's public attributes agree), not a fixed list.
@@ -39,7 +40,7 @@ LOWLEVEL_API = [
 MOVED = [name for name in LOWLEVEL_API if name not in ("format_addr", "parse_addr")]
 
 # Layers reachable as attributes of ``links`` but imported lazily (PEP 562 ``__getattr__``).
-LAZY_SUBMODULES = ["session", "soupbintcp"]
+LAZY_SUBMODULES = ["session", "soupbintcp", "mux"]
 
 MODULES = [links, links.lowlevel, links.testing]
 
@@ -113,9 +114,11 @@ def test_import_links_does_not_import_the_layers():
         "import sys, links\n"
         "assert 'links.soupbintcp' not in sys.modules, 'soupbintcp imported eagerly'\n"
         "assert 'links.session' not in sys.modules, 'session imported eagerly'\n"
+        "assert 'links.mux' not in sys.modules, 'mux imported eagerly'\n"
         "assert links.soupbintcp.CltProtocol.__name__ == 'CltProtocol'\n"
         "assert 'links.soupbintcp' in sys.modules\n"
         "assert links.session.Resumable.__name__ == 'Resumable'\n"
+        "assert links.mux.connect.__module__ == 'links.mux._mux'\n"
         "from links import Link, NEED_DATA\n"
         "from links.lowlevel import Link as L2\n"
         "assert Link is L2\n"
