@@ -4,10 +4,10 @@ from __future__ import annotations
 
 
 import pytest
-from helpers import Json
+from helpers import Json, waiting_call
 
 import links
-from links.mux import Mux
+from links.mux import Carrier, Mux
 
 WAIT = 5.0
 
@@ -74,3 +74,31 @@ def test_spawned_channel_receivers_on_both_sides(echo_svc, poll, timer):
             sender.send({"i": i})
         assert got.find_recv(lambda m: m == {"i": 99}, timeout=WAIT) == {"i": 99}
         assert got.recv_msgs() == [{"i": i} for i in range(100)]
+
+
+def test_a_connection_lost_before_it_is_pooled_never_hangs_connect(echo_svc, poll, timer, monkeypatch):
+    # A peer may end the connection as soon as it is dialed (a TLS server refusing a plaintext
+    # client does), before connect() has put it in the pool: connect() still returns, and
+    # opening a channel on it says why it cannot.
+    svc, _ = echo_svc
+    dial_as_usual = Carrier.connect
+
+    def dial_and_lose(*args, **kwargs):
+        carrier = dial_as_usual(*args, **kwargs)
+        carrier.close()
+        return carrier
+
+    monkeypatch.setattr(Carrier, "connect", dial_and_lose)
+    handles = []
+    thread, raised = waiting_call(lambda: handles.append(dial(svc, poll, timer)))
+    thread.join(WAIT)
+    assert not thread.is_alive(), "connect() hung"
+    assert not raised and len(handles) == 1
+    with handles[0] as mux, pytest.raises(links.ClosedError):
+        mux.open(protocol=Json, timeout=WAIT)
+    monkeypatch.undo()
+    with dial(svc, poll, timer) as mux:  # the lost one left the pool: a new connection
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        ch.send({"again": True})
+        assert ch.recv(timeout=WAIT) == {"again": True}
+        ch.close()
