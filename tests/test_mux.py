@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 
 import pytest
 from helpers import Json, waiting_call
@@ -102,3 +103,20 @@ def test_a_connection_lost_before_it_is_pooled_never_hangs_connect(echo_svc, pol
         ch.send({"again": True})
         assert ch.recv(timeout=WAIT) == {"again": True}
         ch.close()
+
+
+def test_open_while_redialing_fails_as_soon_as_the_redials_give_up(poll, timer, logs):
+    # open() waits for a connection while the carrier redials; when the redials give up, it
+    # must say so then, not when its own (long) timeout ends.
+    listener = socket.create_server(("127.0.0.1", 0))
+    addr = f"127.0.0.1:{listener.getsockname()[1]}"
+    retry = links.Backoff(initial=0.5, maximum=0.5, jitter=0.0, max_attempts=1)
+    with listener, links.mux.connect(addr, reconnect=retry, poll_handler=poll, timer=timer, timeout=WAIT) as mux:
+        peer, _ = listener.accept()
+        listener.close()  # the redial is refused
+        peer.close()
+        logs.expect("clt.reconnecting")
+        thread, raised = waiting_call(lambda: mux.open(protocol=Json, timeout=60.0))
+        thread.join(WAIT)
+        assert not thread.is_alive(), "open() waited on after the connection was closed for good"
+        assert len(raised) == 1 and isinstance(raised[0], links.BrokenError), raised
