@@ -1,11 +1,16 @@
-"""Shared test helpers: the everyday protocol, and waiting for log events other threads emit.
+"""Shared test helpers: the everyday protocol, waiting for log events other threads emit, and
+child processes whose output lines are waited for.
 
 Events come from the poll and timer threads, so a test cannot just look at the captured list
-right after acting: it waits on a condition, bounded, for the event to show up.
+right after acting: it waits on a condition, bounded, for the event to show up. A child's
+lines likewise.
 """
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -95,3 +100,69 @@ def waiting_call(call) -> tuple[threading.Thread, list[BaseException]]:
     thread = threading.Thread(target=run)
     thread.start()
     return thread, raised
+
+
+class Child:
+    """A child process (the installed ``links`` command, a peer in another language) whose
+    stdout and stderr lines are read by threads of their own as they come: a test waits for
+    the line it needs (bounded) instead of for the process to end. A context manager: leaving
+    it kills the process if it still runs and joins the readers."""
+
+    def __init__(self, argv: list[str], timeout: float = WAIT) -> None:
+        self.argv = argv
+        self.timeout = timeout
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._cond = threading.Condition()
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._open = 2  # pipes not yet at their end
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), name="child-stdout"),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), name="child-stderr"),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe, lines: list[str]) -> None:
+        for line in pipe:
+            with self._cond:
+                lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:  # the pipe closed: nothing more will come
+            self._open -= 1
+            self._cond.notify_all()
+
+    def wait_line(self, pattern: str, count: int = 1, stream: str = "out", timeout: float | None = None) -> re.Match:
+        """The ``count``-th line of ``stream`` ("out" or "err") that ``pattern`` matches (from its
+        start), waiting for it; fails the test, showing what came, if the process ended first or
+        it did not come in time."""
+        lines = self.out if stream == "out" else self.err
+        timeout = self.timeout if timeout is None else timeout
+
+        def found() -> list[re.Match]:
+            return [m for m in map(re.compile(pattern).match, lines) if m]
+
+        with self._cond:
+            self._cond.wait_for(lambda: len(found()) >= count or not self._open, timeout)
+            matches = found()
+            why = "timed out" if self._open else "output ended"
+        said = f"out {self.out}, err {self.err}"
+        assert len(matches) >= count, f"{self.argv[:3]}: no {count} x {pattern!r} ({why}); {said}"
+        return matches[count - 1]
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        """Send ``sig``; the exit status (the process must end within the timeout)."""
+        self.proc.send_signal(sig)
+        return self.proc.wait(self.timeout)
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(self.timeout)
+        for reader in self._readers:
+            reader.join(self.timeout)
+        self.proc.stdout.close()
+        self.proc.stderr.close()

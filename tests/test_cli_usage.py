@@ -69,6 +69,17 @@ CONNECT = ["connect", "soupbintcp", "127.0.0.1:9", *CREDENTIALS]
         ([*CONNECT, "--sequence", "-1"], "argument --sequence: must be at least 0"),
         (["demo", "--messages", "0"], "argument --messages: must be positive"),
         (["serve", "soupbintcp", "--port", "0"], "the following arguments are required: --username, --password"),
+        (["mux"], "links mux: a subcommand is needed: echo, probe"),
+        (["mux", "probe", "nohost"], "argument HOST:PORT: expected HOST:PORT, got 'nohost'"),
+        (["mux", "probe", "127.0.0.1:0"], "argument HOST:PORT: port out of range 1-65535"),
+        (["mux", "probe", "127.0.0.1:9", "--streams", "0"], "argument --streams: must be positive: 0"),
+        (["mux", "probe", "127.0.0.1:9", "--messages", "-1"], "argument --messages: must be positive"),
+        (["mux", "probe", "127.0.0.1:9", "--max-size", "0"], "argument --max-size:"),
+        (["mux", "probe", "127.0.0.1:9", "--timeout", "nan"], "argument --timeout: must be positive"),
+        (["mux", "probe", "127.0.0.1:9", "--tls-ca", "/nonexistent.pem"], "no readable file: /nonexistent.pem"),
+        (["mux", "echo", "--port", "70000"], "argument --port: port out of range 0-65535: 70000"),
+        (["mux", "echo", "--max-channels", "0"], "argument --max-channels: must be positive"),
+        (["mux", "echo", "--tls-cert", "/nonexistent.pem"], "argument --tls-cert: no readable file: /nonexistent.pem"),
         ([], "links: a command is needed: bench, chaos, connect, demo, mux, serve"),
         (["demo", "--foo"], "links demo: unrecognized arguments: --foo"),
         ([*SERVE, "--worker", "3"], "links serve soupbintcp: unrecognized arguments: 3"),
@@ -85,12 +96,13 @@ def test_a_usage_mistake_is_one_line_naming_the_option_and_exit_status_2(args, s
     assert done.stdout == ""  # nothing started: no "listening on", no benchmark header
 
 
-def test_a_port_in_use_names_the_address():
+@pytest.mark.parametrize("command", [SERVE, ["mux", "echo"]], ids=["serve", "mux-echo"])
+def test_a_port_in_use_names_the_address(command):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        done = links(*SERVE, "--port", str(port), "--log-level", "error")
+        done = links(*command, "--port", str(port), "--log-level", "error")
     assert done.returncode == 1
-    said = f"links serve soupbintcp: cannot listen on 127.0.0.1:{port}: Address already in use"
+    said = f"links {' '.join(command[:2])}: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert done.stderr.splitlines() == [said]
     assert done.stdout == ""
 
@@ -164,8 +176,10 @@ def test_every_command_has_a_description_and_every_option_a_help_with_its_defaul
 
 
 @pytest.mark.parametrize(
-    "command", [["bench"], ["chaos"], ["demo"], ["serve", "soupbintcp"], ["connect", "soupbintcp"]]
-)
+    "command",
+    [["bench"], ["chaos"], ["demo"], ["serve", "soupbintcp"], ["connect", "soupbintcp"],
+     ["mux", "echo"], ["mux", "probe"]],
+)  # fmt: skip
 def test_help_describes_the_command(command):
     done = links(*command, "--help")
     assert done.returncode == 0

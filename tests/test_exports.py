@@ -114,6 +114,7 @@ def test_import_links_does_not_import_the_layers():
         "import sys, links\n"
         "assert 'links.soupbintcp' not in sys.modules, 'soupbintcp imported eagerly'\n"
         "assert 'links.session' not in sys.modules, 'session imported eagerly'\n"
+        "assert 'links.mux' not in sys.modules, 'mux imported eagerly'\n"
         "assert links.soupbintcp.CltProtocol.__name__ == 'CltProtocol'\n"
         "assert 'links.soupbintcp' in sys.modules\n"
         "assert links.session.Resumable.__name__ == 'Resumable'\n"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 
-
 import pytest
-from helpers import Json
+from helpers import Json, waiting_call
 
 import links
-from links.mux import Mux
+from links.mux import Carrier, Mux
 
 WAIT = 5.0
 
@@ -267,3 +267,46 @@ def test_a_service_on_user_threads_accepts_channels(poll, timer):
             assert svc.recv(timeout=WAIT) == {"pooled": True}
             for ch in (a, b, c, first, second):
                 ch.close()
+def test_a_connection_lost_before_it_is_pooled_never_hangs_connect(echo_svc, poll, timer, monkeypatch):
+    # A peer may end the connection as soon as it is dialed (a TLS server refusing a plaintext
+    # client does), before connect() has put it in the pool: connect() still returns, and
+    # opening a channel on it says why it cannot.
+    svc, _ = echo_svc
+    dial_as_usual = Carrier.connect
+
+    def dial_and_lose(*args, **kwargs):
+        carrier = dial_as_usual(*args, **kwargs)
+        carrier.close()
+        return carrier
+
+    monkeypatch.setattr(Carrier, "connect", dial_and_lose)
+    handles = []
+    thread, raised = waiting_call(lambda: handles.append(dial(svc, poll, timer)))
+    thread.join(WAIT)
+    assert not thread.is_alive(), "connect() hung"
+    assert not raised and len(handles) == 1
+    with handles[0] as mux, pytest.raises(links.ClosedError):
+        mux.open(protocol=Json, timeout=WAIT)
+    monkeypatch.undo()
+    with dial(svc, poll, timer) as mux:  # the lost one left the pool: a new connection
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        ch.send({"again": True})
+        assert ch.recv(timeout=WAIT) == {"again": True}
+        ch.close()
+
+
+def test_open_while_redialing_fails_as_soon_as_the_redials_give_up(poll, timer, logs):
+    # open() waits for a connection while the carrier redials; when the redials give up, it
+    # must say so then, not when its own (long) timeout ends.
+    listener = socket.create_server(("127.0.0.1", 0))
+    addr = f"127.0.0.1:{listener.getsockname()[1]}"
+    retry = links.Backoff(initial=0.5, maximum=0.5, jitter=0.0, max_attempts=1)
+    with listener, links.mux.connect(addr, reconnect=retry, poll_handler=poll, timer=timer, timeout=WAIT) as mux:
+        peer, _ = listener.accept()
+        listener.close()  # the redial is refused
+        peer.close()
+        logs.expect("clt.reconnecting")
+        thread, raised = waiting_call(lambda: mux.open(protocol=Json, timeout=60.0))
+        thread.join(WAIT)
+        assert not thread.is_alive(), "open() waited on after the connection was closed for good"
+        assert len(raised) == 1 and isinstance(raised[0], links.BrokenError), raised

@@ -101,7 +101,6 @@ VIOLATIONS = {
     "unknown_type": (lambda p: p.send(header(7, 0, 0, 0)), "mux.bad_type"),
     "syn_on_an_open_stream": (lambda p: p.open(1), "mux.stream_reused"),
     "syn_of_the_server_parity": (lambda p: p.open(4), "mux.stream_reused"),
-    "syn_below_the_last": (lambda p: (p.open(7), p.open(5)), "mux.stream_reused"),
     "more_than_the_window": (more_than_the_window, "mux.window_exceeded"),
     "window_past_2_32": (lambda p: p.grant(1, 2**32 - 1), "mux.window_overflow"),
     "a_4_gib_data_header": (lambda p: p.send(header(DATA, 0, 1, 2**32 - 1)), "mux.window_exceeded"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -49,7 +50,12 @@ class Frames(links.Protocol):
 
 class Echo(Frames):
     def send_reply(self, msg: bytes, con: Any) -> None:
-        con.send(msg)
+        try:
+            con.send(msg)
+        except links.BrokenError:
+            # The peer left (its TCP connection, or this channel) with frames still on their way
+            # in: their echoes have nowhere to go. The channel's end is logged as it happens.
+            pass
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -114,7 +120,7 @@ def run_echo(args: argparse.Namespace) -> int:
             max_connections=args.max_connections, tls=tls, name="mux-echo", max_outbound=ECHO_BACKLOG,
         )  # fmt: skip
     except OSError as e:
-        print(f"links mux echo: cannot listen on {args.host}:{args.port}: {e.strerror or e}", flush=True)
+        print(f"links mux echo: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
         return 1
     with svc:
         svc.into_sender_with_spawned_recver()
@@ -132,13 +138,17 @@ def run_echo(args: argparse.Namespace) -> int:
 
 
 class _Expect(links.Callback):
-    """One stream's echoes, checked against what was sent, in order (poll thread)."""
+    """One stream's echoes, checked against what was sent, in order (poll thread); ``done``
+    once all came, one did not match, or the channel ended."""
 
     def __init__(self, expected: list[tuple[int, bytes]]) -> None:
         self.expected = expected  # (size, digest) of every frame sent, in order
         self.got = 0
         self.mismatch: str | None = None
         self.done = threading.Event()
+
+    def ended(self) -> None:
+        self.done.set()  # no more echoes will come: waiting on would only wait for the deadline
 
     def on_recv(self, con_id: Any, msg: bytes) -> None:
         if self.mismatch is None:
@@ -151,6 +161,16 @@ class _Expect(links.Callback):
         self.got += 1
         if self.mismatch is not None or self.got == len(self.expected):
             self.done.set()
+
+
+class _Probed(Frames):
+    """A probe stream's protocol: tells its ``_Expect`` when the channel ends."""
+
+    def __init__(self, expect: _Expect) -> None:
+        self.expect = expect
+
+    def on_disconnect(self, con_id: Any) -> None:
+        self.expect.ended()
 
 
 def _frames(seed: int, count: int, max_size: int) -> Iterator[bytes]:
@@ -179,7 +199,7 @@ def run_probe(args: argparse.Namespace) -> int:
     try:
         mux = links.mux.connect(args.addr, timeout=min(10.0, args.timeout), name="probe", **tls_options)
     except (links.LinksError, OSError) as e:
-        print(f"links mux probe: cannot connect to {args.addr}: {e}", flush=True)
+        print(f"links mux probe: cannot connect to {args.addr}: {e}", file=sys.stderr)
         return 1
     with mux:
         results = _probe(mux, args, seed, deadline)
@@ -205,7 +225,8 @@ def _probe(mux: Mux, args: argparse.Namespace, seed: int, deadline: float) -> li
         # Kept as digests: a hundred streams of a hundred 256 KiB frames would not fit in memory.
         expect = _Expect([(len(f), _digest(f)) for f in _frames(stream_seed, args.messages, args.max_size)])
         try:
-            ch = mux.open(protocol=Frames, callback=expect, timeout=max(0.1, deadline - time.monotonic()))
+            left = max(0.1, deadline - time.monotonic())
+            ch = mux.open(protocol=lambda: _Probed(expect), callback=expect, timeout=left)
             sender = ch.into_sender_with_spawned_recver()
             start.wait(timeout=max(0.1, deadline - time.monotonic()))
             for frame in _frames(stream_seed, args.messages, args.max_size):
@@ -217,8 +238,13 @@ def _probe(mux: Mux, args: argparse.Namespace, seed: int, deadline: float) -> li
                 results[i] = f"timed out: {expect.got} of {args.messages} echoes"
             elif expect.mismatch is not None:
                 results[i] = expect.mismatch
+            elif expect.got < args.messages:
+                results[i] = f"the channel ended after {expect.got} of {args.messages} echoes"
             sender.close()
-        except (links.LinksError, threading.BrokenBarrierError) as e:
+        except threading.BrokenBarrierError:
+            results[i] = "not started: the streams did not all open"
+        except links.LinksError as e:
+            start.abort()  # the probe has failed: streams still waiting to start need not wait on
             results[i] = f"{type(e).__name__}: {e}"
 
     threads = [threading.Thread(target=one, args=(i,), name=f"probe-{i + 1}") for i in range(args.streams)]

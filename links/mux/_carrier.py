@@ -96,6 +96,8 @@ class Carrier:
         mux._runtime(options)
         physical = Clt.connect(addr, protocol=mux._link, timeout=timeout, name=name, **options)
         mux._physical = physical.into_sender_with_spawned_recver()
+        # Closed for good comes after the driver is gone (a redial given up): ``open`` waits on both.
+        physical._con.add_listener(lambda _con: mux._set_driver(None))
         return mux
 
     @classmethod

@@ -7,7 +7,9 @@ writes what ``take_output`` gives; tests drive it with nothing at all.
 Streams
     ``open()`` starts one (a SYN, on a WINDOW_UPDATE, goes out first); a peer's SYN is reported
     (``StreamOpened``) and answered when the driver calls ``accept`` (ACK) or ``reset`` (RST:
-    refused). ``close`` half-closes (FIN, after what is still queued); once both sides said FIN,
+    refused). The peer's SYNs may come in any order (the reference implementation sends each
+    from the thread that opened the stream, so of two opened at once the higher id may come
+    first); only a SYN for one of our ids, or for a stream open now, breaks the protocol. ``close`` half-closes (FIN, after what is still queued); once both sides said FIN,
     or either said RST, the stream is forgotten, and frames still in flight for it are ignored.
 
 Flow control (the specification's, per stream; no window for the session as a whole)
@@ -27,7 +29,7 @@ Fairness
 
 Errors
     A violation of the protocol for the whole connection (a bad version or type, a SYN on a
-    stream id already used or of the wrong parity, more data than the window, a window past
+    stream open now or of the wrong parity, more data than the window, a window past
     2**32-1, a PING or GO_AWAY off stream 0) raises ``MuxError``, with a GO_AWAY (protocol
     error) left in the output for the driver to write before it closes the connection. So
     does a peer that provokes answers (PINGs, refused SYNs) and does not read them: control
@@ -115,7 +117,6 @@ class MuxEngine:
         self.peer_going_away = False  # the peer did
         self.ignored = 0  # frames for streams already forgotten (late, and harmless)
         self._next_id = 1 if client else 2
-        self._peer_last = 0  # the highest stream id the peer opened
         self._control = bytearray()  # frames without payload, written before any data
         self._turns: deque[int] = deque()  # streams with data queued, in turn order
         self._unblocked: list[int] = []
@@ -209,9 +210,8 @@ class MuxEngine:
 
     def _peer_opened(self, stream_id: int, stream: _Stream | None, events: list[Event]) -> _Stream | None:
         """A SYN: a new stream of the peer's, or a refusal (RST) when we take no more."""
-        if stream is not None or stream_id % 2 == self._next_id % 2 or stream_id <= self._peer_last:
-            raise MuxError(f"SYN on stream {stream_id}, already used or not the peer's to open", "mux.stream_reused")
-        self._peer_last = stream_id
+        if stream is not None or stream_id % 2 == self._next_id % 2:
+            raise MuxError(f"SYN on stream {stream_id}, open already or not the peer's to open", "mux.stream_reused")
         if self.going_away or len(self.streams) >= self.max_streams:
             self._control += _frame(WINDOW_UPDATE, RST, stream_id, 0)
             return None

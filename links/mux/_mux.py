@@ -106,9 +106,12 @@ def connect(addr: str | Addr, *, idle_timeout: float | None = None, **options: A
         else:
             winner = _shared[key] = _Shared(key, carrier, idle_timeout)
             winner.hold()
-            carrier.on_closed(lambda: _forget(winner))
     if winner.carrier is not carrier:
         carrier.close()
+    else:
+        # Outside the lock: a connection lost already (the peer may end it as soon as it is
+        # dialed) calls _forget, which takes the lock, at once.
+        carrier.on_closed(lambda: _forget(winner))
     return Mux(winner)
 
 

@@ -46,7 +46,7 @@ _pack = HEADER.pack
 
 class MuxError(ProtocolError):
     """The peer broke the yamux protocol for the whole connection (a bad version or type, a
-    stream id reused, more data than a window allows, a window past 2**32-1). ``reason`` is
+    SYN for a stream open now, more data than a window allows, a window past 2**32-1). ``reason`` is
     the log event, ``mux.<what>``; the connection is closed after a GO_AWAY saying why."""
 
     def __init__(self, message: str, reason: str) -> None:
