@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 
 import pytest
 from helpers import Json
@@ -74,3 +75,32 @@ def test_spawned_channel_receivers_on_both_sides(echo_svc, poll, timer):
             sender.send({"i": i})
         assert got.find_recv(lambda m: m == {"i": 99}, timeout=WAIT) == {"i": 99}
         assert got.recv_msgs() == [{"i": i} for i in range(100)]
+
+
+
+def test_what_a_channel_was_told_completed_arrives_when_the_last_holder_lets_go_at_once(poll, timer):
+    """The service reads nothing until the client has closed its channel and its last handle:
+    the channel still owes what the window did not let through, and the pooled connection
+    must stay open until that is delivered and read (as a TCP connection closed after
+    sending delivers it)."""
+    reading = threading.Event()
+
+    class Held(links.CounterCallback):
+        def on_recv(self, con_id, msg):
+            reading.wait(WAIT)
+            super().on_recv(con_id, msg)
+
+    counted = Held()
+    with links.PollHandler("test-svc-poll") as svc_poll, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=counted, poll_handler=svc_poll, timer=timer, mux=True
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        mux = dial(svc, poll, timer)
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        batch = [{"pad": "x" * 100}] * 100
+        for _ in range(35):  # about 400 KB: past the 256 KiB window, and within what a channel may owe
+            assert ch.send_many(batch, timeout=WAIT) is links.SendStatus.COMPLETED
+        mux.close()  # the channel still holds the connection
+        ch.close()  # the last holder
+        reading.set()
+        assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
