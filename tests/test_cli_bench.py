@@ -138,3 +138,39 @@ def test_over_tls_a_measurement_whose_client_reports_no_tls_connection_fails(tmp
 def test_a_tls_run_has_no_w4(tmp_path):
     with pytest.raises(ValueError, match="no TLS variants for w4"):
         bench.run(["w1", "w4"], [], rounds=1, scale=0.01, tls=str(tmp_path))
+
+
+def test_over_channels_each_row_compares_a_variant_with_the_same_variant_over_tcp():
+    """``run(..., mux=True)``: the peer ``tcp`` runs every variant links runs, and each row's
+    ratio pairs the two in the same variant (a peer of its own, plain, still in its one row)."""
+    records = [
+        {**_rec(0, "links", "send", 50.0), "workload": "w4"}, {**_rec(0, "tcp", "send", 100.0), "workload": "w4"},
+        {**_rec(0, "links", "one_thread", 900.0), "workload": "w4"}, {**_rec(0, "tcp", "one_thread", 300.0), "workload": "w4"},
+        {**_rec(0, "plain", "", 200.0), "workload": "w4"},
+    ]  # fmt: skip
+    rows = bench.summarize(records, [("w4", "split")], ["tcp", "plain"], batch=64, variants=bench.MUX_VARIANTS)
+    send_rate, _, one_thread_rate, _ = rows
+    assert send_rate["peers"]["tcp"] == {"value": 100.0, "ratio": 0.5, "rounds": 1}
+    assert one_thread_rate["peers"]["tcp"] == {"value": 300.0, "ratio": 3.0, "rounds": 1}
+    assert one_thread_rate["peers"]["plain"] == {"value": 200.0, "ratio": 4.5, "rounds": 1}
+
+
+def test_over_channels_a_measurement_whose_channels_took_more_than_one_tcp_connection_fails():
+    """The channels of a W4 run share one TCP connection, or its numbers are not the channels'."""
+    from links.bench._measure import check
+
+    params = bench.workload_params("w4", 0.01, "send", 64, mux=True)
+    marks = {"warm": {"count": params.warm_total}}
+    result = {"sent": params.total, "carriers": 1}
+    final = {"count": params.total, "bytes": params.total * params.size}
+    assert check(params, marks, result, final) == []
+    assert check(params, marks, {**result, "carriers": 100}, final) == [
+        "the client's channels travelled on 100 TCP connections, not one"
+    ]
+    over_tcp = bench.workload_params("w4", 0.01, "send", 64)
+    assert check(over_tcp, marks, {**result, "carriers": 100}, final) == []  # nothing asked of a TCP run
+
+
+def test_channels_are_not_measured_over_tls(tmp_path):
+    with pytest.raises(ValueError, match="tls= or mux=, not both"):
+        bench.run(["w1"], [], rounds=1, scale=0.01, tls=str(tmp_path), mux=True)

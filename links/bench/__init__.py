@@ -21,8 +21,14 @@ carries one pinned suite, with certificates made at run time (``_tls``: ``make_c
 ``tls_server_context``, ``tls_client_context``, ``tls_files`` for peers that are not built on
 the standard library's ``ssl``).
 
+Over channels (``run(..., mux=True)``, ``benchmarks/system/mux.py``) links' connections are
+channels of one TCP connection (``links.mux``), in ``MUX_VARIANTS``, each against the same
+variant over TCP connections of its own (``LINKS_TCP``). ``measure`` runs one server/client
+pair of any ``Impl`` with given ``Params``, for workloads a script defines beside W1-W4.
+
 The scripts in ``benchmarks/`` build on the same names, plus what they share beyond the
 harness (``_scripts``): ``quiet_logs``, the ``Raw`` and ``RawEcho`` protocols of the workloads,
+``let_go`` to end a client's channels without cutting them short,
 ``timed`` and ``ratio_table`` for the micro-benchmarks' loops and tables, and ``loopback_pair``
 to hand ``Clt.from_socket`` a connected socket. They use nothing else of links but its public API.
 
@@ -44,13 +50,16 @@ from ._child import (
     rtt_result as rtt_result,
     run_senders as run_senders,
 )
-from ._links import Raw as Raw, RawEcho as RawEcho, round_robin as round_robin
+from ._links import Raw as Raw, RawEcho as RawEcho, let_go as let_go, round_robin as round_robin
 from ._python import python_command as python_command
 from ._measure import (
     LINKS as LINKS,
+    LINKS_TCP as LINKS_TCP,
+    MUX_VARIANTS as MUX_VARIANTS,
     PLAIN as PLAIN,
     WORKLOADS as WORKLOADS,
     Impl as Impl,
+    measure as measure,
     workload_params as workload_params,
 )
 from ._run import (
@@ -78,9 +87,9 @@ from ._tls import (
 )
 
 __all__ = [
-    "CELLS_NOTE", "HEADER", "HOST", "LINKS", "MAX_FRAME", "PLAIN", "TLS_CIPHER", "TLS_SERVER_NAME", "TLS_VERSION", "WORKLOADS",
+    "CELLS_NOTE", "HEADER", "HOST", "LINKS", "LINKS_TCP", "MAX_FRAME", "MUX_VARIANTS", "PLAIN", "TLS_CIPHER", "TLS_SERVER_NAME", "TLS_VERSION", "WORKLOADS",
     "Control", "Go", "Impl", "Params", "Raw", "RawEcho", "Results", "Step", "Tally",
-    "describe_pins", "describe_record", "loopback_pair", "machine", "make_certificates", "payload", "percentile",
+    "describe_pins", "describe_record", "let_go", "loopback_pair", "machine", "make_certificates", "measure", "payload", "percentile",
     "pinning", "placements",
     "python_command", "quiet_logs", "ratio_table", "read_frames", "recv_exact", "render_table", "round_robin",
     "rtt_result", "run", "run_senders", "summarize", "timed", "tls_client_context", "tls_files", "tls_server_context",

@@ -21,7 +21,9 @@ The control channel
     its warm-up messages; it then waits for ``go``. At the end ``{"result": {"sent": ..,
     "bytes": .., "received": .., "t0": ..}}``, once its connections are closed; then it waits
     for ``exit``, so the harness can still read its CPU time. Over TLS (``Params.tls``) the
-    result also says the suite the client's connection negotiated: ``"tls": "ECDHE-..."``.
+    result also says the suite the client's connection negotiated: ``"tls": "ECDHE-..."``; over
+    channels (``Params.mux``), how many TCP connections its connections travelled on:
+    ``"carriers": 1``.
 
 How a one-way window is timed
     The client pauses after its warm-up; the harness says ``go`` only when the server has
@@ -70,6 +72,7 @@ class Params:
     variant: str = ""  # links only: "send", "send_many", "one_thread", "recv", "callback"
     batch: int = 64  # links send_many batch size
     tls: str = ""  # over TLS: the directory of the run's certificates (see ``_tls``); "" plaintext
+    mux: bool = False  # links only: every connection a channel, all over one TCP connection (``links.mux``)
 
     @property
     def per_client(self) -> int:

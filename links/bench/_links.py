@@ -25,6 +25,13 @@ Over TLS (``Params.tls``) the service binds with ``tls=`` and every client conne
 links does not say which suite a connection negotiated: the client reports ``TLS_CIPHER``
 once the server's certificate is verified (``peer_certificate``), the only suite its
 context allows.
+
+Over channels (``Params.mux``, ``links.mux``) the service binds with ``mux=True`` and every
+client connection is a channel: the client holds one ``links.mux.connect`` handle for its
+whole run and opens each connection on it with ``open()``, so all of them (W4's 100) travel
+on one TCP connection. The client reports over how many TCP connections its connections
+went (``"carriers"``: distinct ``con_id.local``, which for a channel is its TCP
+connection's address); the completion check holds a channel run to one.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 import links
+import links.mux
 
 from ._child import BUSY_POLL_S, HOST, MAX_FRAME, Control, Go, Params, Tally, payload, rtt_result, run_senders
 from ._scripts import quiet_logs
@@ -71,8 +79,9 @@ def serve(ctl: Control, params: Params) -> None:
     protocol = RawEcho if params.workload == "w2" else Raw
     poll = links.PollHandler("links-busy-poll", busy_poll=BUSY_POLL_S) if params.variant.endswith("_busy") else None
     tls = tls_server_context(params.tls) if params.tls else None
+    channels = {"mux": True, "max_channels": params.clients + 16} if params.mux else {}
     svc = links.Svc.bind(f"{HOST}:0", protocol=protocol, callback=Counting(tally),
-                         max_connections=params.clients + 16, poll_handler=poll, tls=tls)  # fmt: skip
+                         max_connections=params.clients + 16, poll_handler=poll, tls=tls, **channels)  # fmt: skip
     svc.into_sender_with_spawned_recver()
     ctl.send(port=svc.local_addr[1])
     ctl.wait_for("stop")
@@ -84,19 +93,28 @@ def serve(ctl: Control, params: Params) -> None:
 
 
 def _connect(port: int, params: Params, callback: links.Callback | None = None) -> links.Clt:
+    if params.mux:  # the client's own handle keeps the shared connection open (``client``)
+        with links.mux.connect(f"{HOST}:{port}", timeout=10) as mux:
+            return mux.open(protocol=Raw, callback=callback, timeout=10)
     tls = {"tls": tls_client_context(params.tls), "tls_server_name": TLS_SERVER_NAME} if params.tls else {}
     return links.Clt.connect(f"{HOST}:{port}", protocol=Raw, callback=callback, timeout=10, **tls)
 
 
-def _negotiated(con: links.Clt | links.CltSender) -> str:
-    """``result["tls"]``: see the module docstring."""
-    return TLS_CIPHER if con.peer_certificate is not None else ""
+def _seen(con: links.Clt | links.CltSender) -> tuple[str, Any]:
+    """What the result says of a connection: its TLS suite and its TCP connection (see the
+    module docstring)."""
+    return TLS_CIPHER if con.peer_certificate is not None else "", con.con_id.local
 
 
-def _sender(port: int, params: Params, data: bytes, negotiated: list[str]) -> Callable[[Go], None]:
+def _about(seen: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``result["tls"]`` ("" if any connection was not over TLS) and ``result["carriers"]``."""
+    return {"tls": min((tls for tls, _ in seen), default=""), "carriers": len({local for _, local in seen})}
+
+
+def _sender(port: int, params: Params, data: bytes, seen: list[tuple[str, Any]]) -> Callable[[Go], None]:
     def send(go: Go) -> None:
         with _connect(port, params) as clt:
-            negotiated.append(_negotiated(clt))
+            seen.append(_seen(clt))
             _send(clt, params, data, params.warm)
             go.warmed()
             _send(clt, params, data, params.count)
@@ -122,6 +140,7 @@ def _send(clt: links.Clt, params: Params, data: bytes, n: int) -> None:
 def _one_thread(ctl: Control, params: Params, port: int, data: bytes) -> dict[str, float]:
     """All connections driven from this one thread, a batch to each in turn."""
     clts = [_connect(port, params) for _ in range(params.clients)]
+    seen = [_seen(clt) for clt in clts]
     try:
         round_robin(clts, data, params.warm, params.batch)
         ctl.send(warmed=True)
@@ -131,7 +150,7 @@ def _one_thread(ctl: Control, params: Params, port: int, data: bytes) -> dict[st
     finally:
         for clt in clts:
             clt.close()
-    return {"sent": params.total, "bytes": params.total * params.size, "received": 0, "t0": t0}
+    return {"sent": params.total, "bytes": params.total * params.size, "received": 0, "t0": t0, **_about(seen)}
 
 
 def round_robin(clts: list[links.Clt], data: bytes, n: int, batch: int) -> None:
@@ -164,7 +183,7 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, Any]:
         replies = _Replies()
         clt = _connect(port, params, replies)
         sender = clt.into_sender_with_spawned_recver()
-        negotiated = _negotiated(sender)
+        seen = _seen(sender)
         send, wait, clear = sender.send, replies.event.wait, replies.event.clear
         for i in range(params.total):
             t0 = clock()
@@ -180,7 +199,7 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, Any]:
         sender.close()
     else:
         with _connect(port, params) as clt:
-            negotiated = _negotiated(clt)
+            seen = _seen(clt)
             send, recv = clt.send, clt.recv
             for i in range(params.total):
                 t0 = clock()
@@ -193,20 +212,40 @@ def _ping_pong(port: int, params: Params, data: bytes) -> dict[str, Any]:
                 received += len(msg) == len(data)
                 if i >= params.warm:
                     rtts.append((t1 - t0) / 1000)
-    return {**rtt_result(rtts or [float("nan")], completed, completed * params.size, received), "tls": negotiated}
+    return {**rtt_result(rtts or [float("nan")], completed, completed * params.size, received), **_about([seen])}
+
+
+def let_go(mux: links.mux.Mux) -> None:
+    """Close the last handle on a ``links.mux`` connection and wait until the connection is
+    closed: it closes once its channels have delivered what they owe (``Carrier.finish``),
+    which ``links.shutdown()`` would cut short (it stops the connection's reader under
+    channels still writing). A client calls it before ``links.shutdown()``.
+
+    Raises:
+        TimeoutError: not closed within ``WAIT_S``.
+    """
+    closed = threading.Event()
+    mux.carrier.on_closed(closed.set)
+    mux.close()
+    if not closed.wait(WAIT_S):
+        raise TimeoutError(f"the channels' connection did not finish within {WAIT_S} s")
 
 
 def client(ctl: Control, params: Params, port: int) -> None:
     quiet_logs()
     data = payload(params.size)
+    # Over channels: one connection for the whole run, dialed here, before any sender thread.
+    held = links.mux.connect(f"{HOST}:{port}", timeout=10) if params.mux else None
     if params.workload == "w2":
         result = _ping_pong(port, params, data)
     elif params.variant == "one_thread":
         result = _one_thread(ctl, params, port, data)
     else:
-        negotiated: list[str] = []
-        result = run_senders(ctl, params, _sender(port, params, data, negotiated))
-        result["tls"] = min(negotiated, default="")  # "" if any connection was not over TLS
+        seen: list[tuple[str, Any]] = []
+        result = run_senders(ctl, params, _sender(port, params, data, seen))
+        result.update(_about(seen))
+    if held is not None:
+        let_go(held)
     links.shutdown()
     ctl.send(result=result)
     ctl.wait_for("exit")

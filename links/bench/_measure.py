@@ -24,7 +24,8 @@ Implementations
     built-in ones, ``LINKS`` and ``PLAIN``, are modules of this package; a caller registers
     more by passing ``Impl(name, "/path/to/module.py")`` to the harness, and may subclass
     ``Impl`` to run something that is not Python (``command``), as the C floor in
-    ``benchmarks/`` does.
+    ``benchmarks/`` does. ``LINKS_TCP`` is links again under another name: the peer of links
+    over channels (``Params.mux``), run in each of the subject's variants.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from ._python import python_command
 from ._tls import TLS_CIPHER
 
 __all__ = [
-    "GRACE_S", "LINKS", "LINKS_VARIANTS", "METRICS", "PLAIN", "TLS_VARIANTS", "VARIANT_LABEL", "WORKLOADS",
+    "GRACE_S", "LINKS", "LINKS_TCP", "LINKS_VARIANTS", "METRICS", "MUX_VARIANTS", "PLAIN", "TLS_VARIANTS", "VARIANT_LABEL",
+    "WORKLOADS",
     "Impl", "check", "measure", "metrics", "workload_params",
 ]  # fmt: skip
 
@@ -61,6 +63,15 @@ TLS_VARIANTS = {
     "w1": ("send", "send_many"),
     "w2": ("recv", "callback"),
     "w3": ("send",),
+}
+#: links' variants over channels (``Params.mux``), each measured against the same variant over
+#: TCP connections of its own (``LINKS_TCP``): W1 batches, W2 ``send`` + ``recv``, W3, and W4's
+#: 100 senders as 100 threads and as one thread
+MUX_VARIANTS = {
+    "w1": ("send_many",),
+    "w2": ("recv",),
+    "w3": ("send",),
+    "w4": ("send", "one_thread"),
 }
 VARIANT_LABEL = {
     "send": "send()",
@@ -113,28 +124,31 @@ class Impl:
 
 
 LINKS = Impl("links", "links.bench._links")
+#: links over TCP, as the peer of links over channels: it runs the subject's variant of each row
+LINKS_TCP = Impl("tcp", "links.bench._links")
 PLAIN = Impl("plain", "links.bench._plain")
 
 
-def workload_params(workload: str, scale: float, variant: str, batch: int, tls: str = "") -> Params:
+def workload_params(workload: str, scale: float, variant: str, batch: int, tls: str = "", mux: bool = False) -> Params:
     """Sizes at ``scale`` 1: W1 200,000 x 100 B; W2 20,000 round trips; W3 200 x 1 MiB;
     W4 100 clients x 1,000 x 100 B. Warm-up: a tenth more, with floors so tiny scales still
-    measure something. ``tls``: the certificates' directory, for a run over TLS."""
+    measure something. ``tls``: the certificates' directory, for a run over TLS; ``mux``:
+    links' connections are channels over one TCP connection."""
 
     def scaled(n: int, least: int) -> int:
         return max(least, round(n * scale))
 
     if workload == "w1":
         count = scaled(200_000, 1_000)
-        return Params("w1", 100, max(1_000, count // 10), count, 1, variant, batch, tls)
+        return Params("w1", 100, max(1_000, count // 10), count, 1, variant, batch, tls, mux)
     if workload == "w2":
         count = scaled(20_000, 200)
-        return Params("w2", 100, max(200, count // 10), count, 1, variant, batch, tls)
+        return Params("w2", 100, max(200, count // 10), count, 1, variant, batch, tls, mux)
     if workload == "w3":
         count = scaled(200, 10)
-        return Params("w3", 1 << 20, max(2, count // 10), count, 1, variant, batch, tls)
+        return Params("w3", 1 << 20, max(2, count // 10), count, 1, variant, batch, tls, mux)
     count = scaled(1_000, 10)
-    return Params("w4", 100, max(1, count // 10), count, 100, variant, batch, tls)
+    return Params("w4", 100, max(1, count // 10), count, 100, variant, batch, tls, mux)
 
 
 class Failed(Exception):
@@ -301,6 +315,8 @@ def check(params: Params, marks: dict[str, Any], result: dict[str, Any], final: 
         problems.append(f"client got {result.get('received')} whole replies of {params.total}")
     if params.tls and result.get("tls") != TLS_CIPHER:
         problems.append(f"the client reported no TLS connection with {TLS_CIPHER} (it said {result.get('tls')!r})")
+    if params.mux and result.get("carriers") != 1:
+        problems.append(f"the client's channels travelled on {result.get('carriers')} TCP connections, not one")
     if params.workload != "w2" and marks.get("warm", {}).get("count") != params.warm_total:
         problems.append(
             f"server counted {marks.get('warm', {}).get('count')} at the warm mark, expected {params.warm_total}"

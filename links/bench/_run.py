@@ -14,8 +14,15 @@ Placement
     processes run changes results 2-4x on a small VM (a wake-up across CPUs is expensive),
     so every row says which placement it used.
 
+Channels
+    ``run(..., mux=True)`` measures links with every connection a channel, all of a client's
+    over one TCP connection (``links.mux``), in ``MUX_VARIANTS``, against the same variants
+    over TCP connections of their own (the peer ``tcp``, ``LINKS_TCP``): the ratio of each
+    row is channel / TCP, for the same client code, in the same rounds.
+
 Both ``links bench`` and ``benchmarks/system/vs_peers.py`` call ``run`` and print what it returns;
-they differ only in which peers they pass and how they show progress.
+they differ only in which peers they pass and how they show progress. ``benchmarks/system/mux.py``
+runs it with ``mux=True``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._measure import LINKS, LINKS_VARIANTS, METRICS, TLS_VARIANTS, VARIANT_LABEL, Impl, measure, workload_params
+from ._measure import (
+    LINKS,
+    LINKS_TCP,
+    LINKS_VARIANTS,
+    METRICS,
+    MUX_VARIANTS,
+    TLS_VARIANTS,
+    VARIANT_LABEL,
+    Impl,
+    measure,
+    workload_params,
+)
 from ._tls import TLS_CIPHER, TLS_VERSION
 
 __all__ = [
@@ -142,40 +160,47 @@ def run(
     timeout: float | None = None,
     progress: Callable[[Step, dict[str, Any] | None], None] | None = None,
     tls: str = "",
+    mux: bool = False,
 ) -> Results:
     """Measure links (every variant) and each of ``peers`` on ``workloads``, ``rounds`` times.
 
     ``progress(step, None)`` is called before each measurement and ``progress(step, record)``
     after it. ``timeout`` bounds each measurement (default 20 + 30 x scale seconds). ``tls``
     (a directory from ``make_certificates``): every connection over TLS, links in its
-    ``TLS_VARIANTS``, on W1-W3 only; every peer must then speak TLS (see ``_tls``).
+    ``TLS_VARIANTS``, on W1-W3 only; every peer must then speak TLS (see ``_tls``). ``mux``:
+    links over channels in its ``MUX_VARIANTS``, and the peer ``tcp`` (links over TCP) in each
+    of them, before ``peers`` (see the module docstring).
     """
-    variants = TLS_VARIANTS if tls else LINKS_VARIANTS
+    if tls and mux:
+        raise ValueError("channels over TLS are not measured here: tls= or mux=, not both")
+    variants = TLS_VARIANTS if tls else MUX_VARIANTS if mux else LINKS_VARIANTS
     unknown = [w for w in workloads if w not in variants]
     if unknown:
-        raise ValueError(f"no {'TLS ' if tls else ''}variants for {', '.join(unknown)}")
+        raise ValueError(f"no {'TLS ' if tls else 'channel ' if mux else ''}variants for {', '.join(unknown)}")
+    paired = [LINKS_TCP] if mux else []  # peers run in the subject's variant
     timeout = timeout if timeout is not None else 20 + 30 * scale
     pins, notes = pinning()
     cases = [(w, pl) for w in workloads for pl in placements(placement, w)]
-    units_per_round = sum(len(variants[w]) + len(peers) for w, _ in cases)
+    units_per_round = sum(len(variants[w]) * (1 + len(paired)) + len(peers) for w, _ in cases)
     meta = {
         "machine": machine(), "rounds": rounds, "scale": scale, "batch": batch, "timeout_s": timeout,
         "placements": {k: {"server_cpus": sorted(v[0]), "client_cpus": sorted(v[1])} for k, v in pins.items()},
         "params": {w: workload_params(w, scale, "", batch).__dict__ for w in workloads},
-        "peers": [p.name for p in peers], "notes": notes,
-        "tls": {"version": TLS_VERSION, "cipher": TLS_CIPHER} if tls else None,
+        "peers": [p.name for p in paired + list(peers)], "notes": notes,
+        "tls": {"version": TLS_VERSION, "cipher": TLS_CIPHER} if tls else None, "mux": mux,
     }  # fmt: skip
     records: list[dict[str, Any]] = []
     started = time.monotonic()
     for r in range(rounds):
         for workload, where in cases:
-            units = [(LINKS, v) for v in variants[workload]] + [(p, "") for p in peers]
+            units = [(LINKS, v) for v in variants[workload]] + [(p, v) for v in variants[workload] for p in paired]
+            units += [(p, "") for p in peers]
             k = r % len(units)
             for impl, variant in units[k:] + units[:k]:  # a different implementation goes first each round
                 step = Step(len(records), rounds * units_per_round, r, rounds, workload, where, impl.name, variant)
                 if progress is not None:
                     progress(step, None)
-                params = workload_params(workload, scale, variant, batch, tls)
+                params = workload_params(workload, scale, variant, batch, tls, mux and impl is LINKS)
                 rec = measure(impl, params, pins[where], timeout)
                 rec.update(round=r, workload=workload, placement=where)
                 records.append(rec)
@@ -183,7 +208,7 @@ def run(
                     progress(step, rec)
     meta["wall_s"] = round(time.monotonic() - started, 1)
     meta["machine"]["loadavg_end"] = os.getloadavg()
-    return Results(records, cases, [p.name for p in peers], batch, meta, variants)
+    return Results(records, cases, [p.name for p in paired + list(peers)], batch, meta, variants)
 
 
 def summarize(
@@ -198,7 +223,8 @@ def summarize(
     A value is the median over the rounds that succeeded; a ratio is the median of the
     per-round ratios, over rounds where links and that peer both succeeded (so a peer that
     failed one round does not shift links' number). ``links`` is None when every links
-    measurement of the row failed; a peer's ``value`` likewise.
+    measurement of the row failed; a peer's ``value`` likewise. A peer measured in links'
+    variants (``tcp``) is compared in the row's variant.
     """
     med = statistics.median
     by: dict[tuple[str, str, str, str], dict[int, dict[str, Any]]] = {}
@@ -214,7 +240,7 @@ def summarize(
                 row = {"workload": workload, "variant": variant, "placement": placement, "metric": metric, "unit": unit,
                        "label": label, "links": med([r[metric] for r in mine.values()]) if mine else None, "peers": {}}  # fmt: skip
                 for peer in peers:
-                    theirs = by.get((workload, placement, peer, ""), {})
+                    theirs = by.get((workload, placement, peer, variant)) or by.get((workload, placement, peer, ""), {})
                     value = med([r[metric] for r in theirs.values()]) if theirs else None
                     pairs = [
                         mine[k][metric] / theirs[k][metric] for k in mine.keys() & theirs.keys() if theirs[k][metric]

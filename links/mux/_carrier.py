@@ -25,8 +25,10 @@ from .._callbacks import Callback
 from .._clock import deadline_after, time_left
 from .._clt import Clt, ProtocolFactory
 from .._core._conid import Addr, ConId, Role
+from .._core._status import TaskStatus
 from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
+from .._runtime import default_timer
 from ._channel import channel_over, open_channel
 from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
@@ -227,6 +229,32 @@ class Carrier:
                 if left == 0.0:
                     raise ConnectTimeout(f"{self.name}: no connection to open a channel on")
                 self._changed.wait(left)
+
+    def finish(self) -> None:
+        """Close once every channel on the connection has finished: GO_AWAY now (no new channel
+        either way), the close when each stream has ended both ways, so what its channel was
+        told was COMPLETED reached the peer, which read it (``MuxDriver.finish``). A peer that
+        leaves a channel unfinished is closed on after the connection's ``stall_timeout``."""
+        driver, physical = self._driver, self._physical
+        if driver is None or physical is None:
+            self.close()
+            return
+        limit = physical._con.stall_timeout
+        try:
+            task = (self.timer or default_timer()).schedule(f"mux finish {self.name}", limit, self._close_now, delay=limit)
+        except RuntimeError:  # the timer shut down: nothing could bound the wait
+            self.close()
+            return
+
+        def close() -> None:
+            task.cancel()
+            self.close()
+
+        driver.finish(close)
+
+    def _close_now(self) -> TaskStatus:
+        self.close()
+        return TaskStatus.TERMINATE
 
     def close(self) -> None:
         """Close the physical connection (GO_AWAY first): every channel on it ends. Idempotent."""

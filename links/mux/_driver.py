@@ -21,6 +21,13 @@ Readiness
     and marks the channel's handler ready on the poll thread (``PollHandler.ready``), which
     reads or writes it on a later pass, never from inside this one.
 
+Finishing
+    ``finish`` closes the physical connection only once every stream has ended both ways: the
+    peer read each to its end before it closed its side, so nothing a channel was told was
+    COMPLETED is still in flight. Closing earlier would cut off what channels still owe, and
+    the peer's window updates, arriving at a closed socket, would make the kernel reset the
+    connection under bytes the peer had not read yet.
+
 Failure
     A frame that breaks yamux for the whole connection (``MuxError``) is logged
     (``mux.protocol_error``, its reason), answered with GO_AWAY, and ends the physical
@@ -136,6 +143,7 @@ class MuxDriver:
         self.streams: dict[int, StreamTransport] = {}
         self.error: LinksError | None = None  # the physical connection is gone: every stream ends so
         self._failed: LinksError | None = None  # a write failed under the lock: ended after it
+        self._then: Callable[[], None] | None = None  # finish(): called once every stream is done
         att.on_drained = self._drained
 
     def __repr__(self) -> str:
@@ -156,10 +164,15 @@ class MuxDriver:
                     if stream is not None:
                         self._wake(stream, writable=True)
             watch = att.outbound.backlog and not att.closed and att.outbound.needs_watch()
+            then = self._then if not (engine.streams or engine.has_output) else None
+            if then is not None:
+                self._then = None
         finally:
             self.lock.release()
         if watch:
             att.watch_writable()
+        if then is not None:
+            then()
         failed, self._failed = self._failed, None
         if failed is not None:
             self.connection.lost(att, getattr(failed, "reason", "broken"), failed if isinstance(failed, BrokenError) else None)
@@ -285,6 +298,20 @@ class MuxDriver:
         finally:
             self.release()
 
+    def finish(self, close: Callable[[], None]) -> None:
+        """GO_AWAY now; ``close()`` once every stream has ended both ways and the engine's
+        output is handed on (at once if so already, or if the connection is lost)."""
+        self.lock.acquire()
+        try:
+            lost = self.error is not None
+            if not lost:
+                self.engine.go_away()
+                self._then = close
+        finally:
+            self.release()
+        if lost:
+            close()
+
     def lost(self, error: LinksError) -> None:
         """The physical connection ended: every stream ends with ``error`` once read out."""
         self.lock.acquire()
@@ -294,5 +321,8 @@ class MuxDriver:
                 if stream.end is None:
                     stream.end = error
                 self._wake(stream, readable=True, writable=True)
+            then, self._then = self._then, None
         finally:
             self.lock.release()
+        if then is not None:
+            then()

@@ -6,9 +6,11 @@ of dialing again, so a process that opens a thousand channels to one server make
 connection. The connection is reference counted: every handle holds it until its
 ``close()``, every channel opened through a handle holds it until the channel is closed; when
 the last lets go it is closed, at once or, with ``idle_timeout=``, after that many seconds with
-nobody holding it (someone asking again meanwhile takes it back). A connection that is lost
-for good (no ``reconnect=``) leaves the pool at once, and one whose peer said GO_AWAY (no new
-channel) is shared no more: the next ``connect`` dials a new one.
+nobody holding it (someone asking again meanwhile takes it back); closed once its channels
+have finished (``Carrier.finish``: what they were told was COMPLETED is delivered and read
+first, within the connection's ``stall_timeout``). A connection that is lost for good (no
+``reconnect=``) leaves the pool at once, and one whose peer said GO_AWAY (no new channel) is
+shared no more: the next ``connect`` dials a new one.
 
 Options are compared as given: the same ``tls=`` context object, the same ``reconnect=``
 object, and so on; a different context, even an equal one, is another connection.
@@ -61,7 +63,7 @@ class _Shared:
                 timer = self.carrier.timer or default_timer()
                 self.idle_task = timer.schedule(f"mux idle {self.carrier.name}", self.idle_timeout, self._idle, delay=self.idle_timeout)
                 return
-        self.carrier.close()
+        self.carrier.finish()
 
     def _idle(self) -> Any:
         from .._core._status import TaskStatus
@@ -71,7 +73,7 @@ class _Shared:
                 return TaskStatus.TERMINATE
             self.idle_task = None
             self._drop()
-        self.carrier.close()
+        self.carrier.finish()
         return TaskStatus.TERMINATE
 
     def _drop(self) -> None:

@@ -84,7 +84,9 @@ class StreamTransport(Transport):
 
     @property
     def holds_input(self) -> bool:  # type: ignore[override]
-        return bool(self.inbound)
+        # The end too: it comes with the last bytes (one wake for both), and nothing signals
+        # it again, so the poll thread's reader must read on into it.
+        return bool(self.inbound) or self.end is not None
 
     def has_unread_data(self) -> bool:
         return bool(self.inbound)
