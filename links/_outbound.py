@@ -163,6 +163,13 @@ class Outbound:
         self._watching = False
         return bool(self.backlog)
 
+    @property
+    def watching(self) -> bool:
+        """Whether the poll thread was asked to finish what is owed and has not found it all
+        written yet. The poll thread may read it without the lock: it is the one that ends a
+        watch (``on_writable``)."""
+        return self._watching
+
     def on_writable(self) -> bool:
         """Poll thread, socket writable: write what is owed; True while more remains."""
         if self.flush():

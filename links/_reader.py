@@ -129,6 +129,9 @@ class AttachmentReader:
         if error is None:
             if not more and att.on_drained is not None:
                 att.on_drained()  # a layer with output of its own hands on more (links.mux)
+                # What the socket did not take of it is owed, and its watch was asked for from
+                # here, where it is still on: dropping it now would leave those bytes unwritten.
+                more = out.watching
             return more
         att.connection.lost(att, getattr(error, "reason", "closed"), error if isinstance(error, BrokenError) else None)
         return False

@@ -1,9 +1,9 @@
 """The in-memory socket pair: socket semantics, each fault hook, and ``Clt`` over it.
 
-The double's reading is driven with ``recv`` on user threads only: its fd never becomes
-readable, so a receiver spawned into a ``PollHandler`` is not fed by it. Its fd's WRITE
-readiness follows the double's own writability, so the poll thread finishes owed bytes
-without spinning (the last section); see ``links.testing._memory``.
+The double's fd is readable and writable exactly when the double is (what ``links_wait``
+says), so a selector serves it like a real socket: a receiver spawned into a ``PollHandler``
+is woken to read, and the poll thread finishes owed bytes without spinning (the last
+sections); see ``links.testing._memory``.
 """
 
 from __future__ import annotations
@@ -252,6 +252,35 @@ def test_clt_pair_exchanges_messages_on_user_threads(timer, chunk_size):
     assert not echoer.is_alive()
 
 
+class EchoChat(Chat):
+    def send_reply(self, msg, con):
+        con.send({"echo": msg})
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("chunk_size", [None, 1], ids=["whole", "chunk1"])
+def test_clt_pair_with_receivers_spawned_into_a_poll_handler_gets_every_message(poll, timer, chunk_size):
+    """Both ends read on the poll thread, woken by their fds alone: the client's sends reach
+    the echoing server and every echo reaches the client's callback, in order."""
+    a, b = memory_socket_pair(capacity=1024, chunk_size=chunk_size)
+    store = links.StoreCallback()
+    runtime = {"poll_handler": poll, "timer": timer}
+    client = links.Clt.from_socket(a, links.Role.INITIATOR, protocol=Chat, callback=store, **runtime)
+    server = links.Clt.from_socket(b, links.Role.ACCEPTOR, protocol=EchoChat, **runtime)
+    sender = client.into_sender_with_spawned_recver()
+    echoer = server.into_sender_with_spawned_recver()
+    try:
+        msgs = [{"n": i, "pad": "x" * (i % 300)} for i in range(200)]  # some span the 1 KiB buffer
+        for msg in msgs:
+            assert sender.send(msg, timeout=5.0) is links.SendStatus.COMPLETED
+        last = {"echo": msgs[-1]}
+        assert store.find_recv(lambda m: m == last, timeout=10.0) == last
+        assert store.recv_msgs() == [{"echo": m} for m in msgs]
+    finally:
+        sender.close()
+        echoer.close()
+
+
 # -- the fd's readiness, as a selector sees it -------------------------------------------------
 
 _IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
@@ -301,7 +330,13 @@ def watch(request):
         w.close()
 
 
-NOT_WRITABLE, WRITABLE = (False, False), (False, True)  # never readable: see the module docstring
+NOT_WRITABLE, WRITABLE = (False, False), (False, True)  # (readable, writable), nothing to read
+READABLE, BLOCKED = (True, True), (False, False)  # with room; and held back by would_block
+
+
+def _wanted(sock) -> tuple[bool, bool]:
+    """(readable, writable) as the double itself reports it, without waiting."""
+    return sock.links_wait(True, 0), sock.links_wait(False, 0)
 
 
 def test_fd_is_writable_only_while_the_peers_buffer_has_room(pair, watch):
@@ -310,7 +345,7 @@ def test_fd_is_writable_only_while_the_peers_buffer_has_room(pair, watch):
     assert wa.ready() == WRITABLE
     assert a.send(b"x" * 1024) == 1024  # the peer's buffer is full
     assert wa.ready() == NOT_WRITABLE
-    assert wb.ready() == WRITABLE  # the other direction is untouched
+    assert wb.ready() == READABLE  # the other direction has room
     assert b.recv(100) == b"x" * 100
     assert wa.ready() == NOT_WRITABLE  # under half free: links_wait(False) would wait too
     assert not a.links_wait(False, 0)
@@ -321,7 +356,9 @@ def test_fd_is_writable_only_while_the_peers_buffer_has_room(pair, watch):
     assert wa.ready() == NOT_WRITABLE
     assert len(b.recv(2048)) == 524
     assert wa.ready() == WRITABLE
-    assert wb.ready() == WRITABLE
+    assert wb.ready() == WRITABLE  # all read: nothing left to read
+    for sock, w in ((a, wa), (b, wb)):
+        assert w.ready() == _wanted(sock)
 
 
 def test_fd_is_not_writable_while_would_block_is_set(pair, watch):
@@ -341,6 +378,39 @@ def test_fd_is_not_writable_while_would_block_is_set(pair, watch):
     a.would_block = True
     a.would_block = False  # cleared, but the peer's buffer is still full
     assert wa.ready() == NOT_WRITABLE
+    assert wa.ready() == _wanted(a)
+
+
+def test_fd_is_readable_while_bytes_wait_and_at_the_end_of_the_stream(pair, watch):
+    a, b = pair
+    wb = watch(b)
+    assert wb.ready() == WRITABLE
+    a.send(b"hi")
+    assert wb.ready() == READABLE == _wanted(b)
+    b.would_block = True  # the hook hides the bytes, from the fd as from recv and links_wait
+    assert wb.ready() == BLOCKED == _wanted(b)
+    a.send(b"!")
+    assert wb.ready() == BLOCKED
+    b.would_block = False
+    assert wb.ready() == READABLE
+    assert b.recv(2) == b"hi"
+    assert wb.ready() == READABLE  # one byte left
+    assert b.recv(10) == b"!"
+    assert wb.ready() == WRITABLE == _wanted(b)  # drained
+    a.shutdown(socket.SHUT_WR)
+    assert wb.ready() == READABLE == _wanted(b)  # the end of the stream reads at once, as EOF
+    assert b.recv(10) == b""
+    assert wb.ready() == READABLE  # and stays readable
+    b.would_block = True
+    assert wb.ready() == BLOCKED == _wanted(b)
+
+
+def test_fd_turns_readable_after_the_own_shut_rd(pair, watch):
+    a, b = pair
+    wb = watch(b)
+    b.shutdown(socket.SHUT_RD)
+    assert wb.ready() == READABLE == _wanted(b)
+    assert b.recv(10) == b""
 
 
 _ENDINGS = {
@@ -351,6 +421,8 @@ _ENDINGS = {
     "own_eof": lambda a, b: a.eof(),
     "own_shut_writing": lambda a, b: a.shutdown(socket.SHUT_WR),
 }
+# Whether the ending leaves this end with something to read at once: EOF, or the reset's error.
+_READS_AFTER = {"peer_closes": True, "peer_resets": True, "own_reset": True}
 
 
 @pytest.mark.parametrize("ending", list(_ENDINGS))
@@ -365,22 +437,30 @@ def test_fd_turns_writable_when_the_connection_ends_and_send_then_fails(pair, wa
     assert wa.ready() == NOT_WRITABLE
     _ENDINGS[ending](a, b)
     if stuck == "would_block" and "reset" not in ending:
-        # The hook comes before EPIPE, in send() as in waits: nothing to report yet.
-        assert wa.ready() == NOT_WRITABLE
-        assert not a.links_wait(False, 0)
+        # The hook comes before EPIPE and EOF, in send() and recv() as in waits: nothing yet.
+        assert wa.ready() == BLOCKED == _wanted(a)
         with pytest.raises(BlockingIOError):
             a.send(b"more")
         a.would_block = False
-    assert wa.ready() == WRITABLE  # like a real socket: the next send fails at once
-    assert a.links_wait(False, 0)
+    # Like a real socket: the next send fails at once, and so does a read that has an end to see.
+    assert wa.ready() == (_READS_AFTER.get(ending, False), True) == _wanted(a)
     with pytest.raises((BrokenPipeError, ConnectionResetError)):
         a.send(b"more")
 
 
-@pytest.mark.parametrize("seed", range(3))
+_ENDS = (
+    lambda end: end.shutdown(socket.SHUT_RD),
+    lambda end: end.shutdown(socket.SHUT_WR),
+    lambda end: end.eof(),
+    lambda end: end.reset(),
+)
+
+
+@pytest.mark.parametrize("seed", range(4))
 def test_fd_readiness_agrees_with_links_wait_through_random_operations(watch, seed):
     rng = random.Random(seed)
     a, b = memory_socket_pair(capacity=64)
+    seen: set[tuple[bool, bool]] = set()
     with a, b:
         ends = {a: watch(a), b: watch(b)}
         for step in range(1500):
@@ -393,12 +473,16 @@ def test_fd_readiness_agrees_with_links_wait_through_random_operations(watch, se
                     end.recv(rng.randint(1, 80))
                 elif op < 0.95:
                     end.would_block = not end.would_block
-                else:
+                elif op < 0.998:
                     end.chunk_size = rng.choice((None, 1, 7))
-            except BlockingIOError:
+                else:  # now and then the stream (or a direction of it) ends for good
+                    rng.choice(_ENDS)(end)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
                 pass
             for sock, w in ends.items():
-                assert w.ready() == (False, sock.links_wait(False, 0)), f"step {step}: {sock!r}"
+                assert w.ready() == _wanted(sock), f"step {step}: {sock!r}"
+                seen.add(w.ready())
+    assert seen == {NOT_WRITABLE, WRITABLE, READABLE, BLOCKED, (True, False)}  # every state met
 
 
 @pytest.mark.timeout(20)
@@ -416,6 +500,23 @@ def test_a_thread_waiting_in_a_selector_wakes_when_room_appears(pair):
         waiter = _Waiter(lambda: sel.select(10.0))
         a.would_block = False
         assert [mask for _, mask in waiter.result()] == [selectors.EVENT_WRITE]
+
+
+@pytest.mark.timeout(20)
+def test_a_thread_waiting_in_a_selector_wakes_to_read_when_the_peer_sends(pair):
+    a, b = pair
+    with selectors.DefaultSelector() as sel:
+        sel.register(b.fileno(), selectors.EVENT_READ)
+        assert sel.select(0) == []
+        waiter = _Waiter(lambda: sel.select(10.0))
+        a.send(b"hello")
+        assert [mask for _, mask in waiter.result()] == [selectors.EVENT_READ]
+        assert b.recv(10) == b"hello"
+        assert sel.select(0) == []  # drained: quiet again
+        waiter = _Waiter(lambda: sel.select(10.0))
+        a.close()  # the end of the stream wakes it too
+        assert [mask for _, mask in waiter.result()] == [selectors.EVENT_READ]
+        assert b.recv(10) == b""
 
 
 @pytest.mark.timeout(20)

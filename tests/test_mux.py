@@ -378,3 +378,33 @@ def read_frames(raw: socket.socket, until_fin_on: int) -> list[tuple[int, int, i
             got.append((kind, flags, sid))
             buf = buf[size:]
     return got
+
+
+def test_channels_the_peer_opens_take_the_limits_given_to_the_connection(echo_svc, poll, timer):
+    # As on a service: a client serving its server's channels bounds what each may owe.
+    svc, _ = echo_svc
+    taken, arrived = [], threading.Event()
+
+    def accept(clt):
+        taken.append(clt)
+        arrived.set()
+
+    with dial(svc, poll, timer, protocol=Json, accept=accept, max_outbound=0) as mux:
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        ch.send({"x": 1})
+        assert ch.recv(timeout=WAIT) == {"x": 1}
+        (pooled,) = svc.con_ids()
+        towards_client = svc.open_channel(pooled, protocol=Json, timeout=WAIT)  # read below only
+        assert arrived.wait(WAIT)
+        (peer_channel,) = taken
+        chunk = {"pad": "x" * 60_000}
+        for _ in range(5):  # 300 KB: the 256 KiB window is full, the rest is owed
+            assert peer_channel.send(chunk, timeout=0) is links.SendStatus.COMPLETED
+        # max_outbound=0: nothing more is taken while bytes are owed (the default would take it).
+        assert peer_channel.send(chunk, timeout=0) is links.SendStatus.WOULD_BLOCK
+        for _ in range(5):
+            assert towards_client.recv(timeout=WAIT) == chunk  # reading opens the window again
+        assert peer_channel.send({"last": True}, timeout=WAIT) is links.SendStatus.COMPLETED
+        assert towards_client.recv(timeout=WAIT) == {"last": True}
+        for c in (peer_channel, towards_client, ch):
+            c.close()

@@ -7,8 +7,10 @@ channel: a ``Clt`` whose transport is a yamux stream, with everything a ``Clt`` 
 protocol instance, framer, messenger, callback, ``split``, refs, spawned receiver, heartbeats).
 Its ``con_id`` names the channel (``name#stream id``) and the physical connection's addresses.
 
-Channels the peer opens are refused (RST) unless ``accept=`` is given: a function that
-receives each as a ``Clt`` (on the poll thread) and owns it from then on.
+Channels the peer opens are refused (RST) without ``protocol=``; with it, each is spawned, or
+given to ``accept=`` (a function that receives it as a ``Clt`` on the poll thread and owns it
+from then on). They take the limits given to the connection (``idle_timeout``,
+``stall_timeout``, ``max_outbound``), as a service's channels take the service's.
 
 With ``reconnect=``, a cut ends every channel of the lost connection (``BrokenError``,
 ``mux.connection_lost``: a new TCP connection is a new yamux session) and ``open`` waits, within
@@ -53,6 +55,7 @@ class Carrier:
         self._changed = threading.Condition()
         self._physical: Any = None  # the physical connection's CltSender
         self._channel_args: dict[str, Any] = {}
+        self._peer_limits: dict[str, Any] = {}  # of the channels the peer opens
         self.timer: Any = None  # the timer given to connect, if any
         self.client = True  # the yamux client (it dialed): odd stream ids
 
@@ -80,7 +83,8 @@ class Carrier:
                 (``tls=``, ``tls_server_name=``, ``reconnect=``, ``poll_handler=``, ``timer=``,
                 ``idle_timeout=``, ``stall_timeout=``, ``max_outbound=`` ...).
             protocol, callback: for channels the *peer* opens; without ``protocol`` they are
-                refused (RST).
+                refused (RST). They take this connection's ``idle_timeout``, ``stall_timeout``
+                and ``max_outbound``.
             accept: receives each channel the peer opens as a ``Clt`` (poll thread), to own;
                 without it, the channel's receiver is spawned (its messages reach ``callback``).
             window: the receive window granted to each channel (256 KiB at least).
@@ -131,10 +135,14 @@ class Carrier:
         return mux
 
     def _runtime(self, options: dict[str, Any]) -> None:
-        """The runtime threads the channels use: the connection's own."""
+        """The runtime threads the channels use: the connection's own; and the limits of the
+        channels the peer opens: the connection's too (as a service's channels take its own)."""
         for key in ("timer", "poll_handler"):
             if key in options:
                 self._channel_args[key] = options[key]
+        for key in ("idle_timeout", "stall_timeout", "max_outbound"):
+            if key in options:
+                self._peer_limits[key] = options[key]
         self.timer = options.get("timer")
 
     def _link(self) -> MuxLink:
@@ -151,7 +159,9 @@ class Carrier:
             stream.abort()
             stream.close()
             return
-        clt = channel_over(stream, name=self.name, protocol=protocol, callback=callback, runtime=self._channel_args, limits={})
+        clt = channel_over(
+            stream, name=self.name, protocol=protocol, callback=callback, runtime=self._channel_args, limits=self._peer_limits
+        )
         if clt is None:
             return
         if accept is not None:

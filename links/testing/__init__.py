@@ -1,7 +1,8 @@
 """``links.testing``: the test kit users get with the library.
 
 * ``memory_socket_pair()``: in-memory nonblocking sockets with fault hooks (chunking,
-  would-block, EOF, reset), for driving ``Transport``/``Clt`` without the network;
+  would-block, EOF, reset), for driving ``Transport``/``Clt`` without the network, on user
+  threads or a poll thread (each end's fd reports its readiness);
 * ``check_transport(make_pair)``: the conformance suite that proves a socket-like (the
   in-memory double, or your own) behaves like a real socket;
 * ``FakeClock``: time that moves only when the test says so;

@@ -46,24 +46,31 @@ Why ``fileno()`` is a real fd, and what a selector sees on it
     them), and a made-up number could collide with a real fd of the process. So each end
     holds a real ``socket.socketpair()`` of its own (two fds, both closed in ``close()``) and
     ``fileno()`` returns one end of it, the *placeholder*: the number is unique while the
-    double is open and freed with it.
+    double is open and freed with it. The other end, the *drain*, is seen by nobody else; with
+    it the placeholder is kept readable and writable exactly when this end is, so a
+    ``PollHandler`` (or any selector) serves the double as it would a real socket: a receiver
+    spawned into a poll thread is woken to read, and owed bytes are written as room comes.
+    The placeholder is kept in step under the double's lock at every change that may flip
+    either readiness, and only a flip costs a system call.
 
-    Writing: a ``PollHandler`` registers a connection's fd for WRITE readiness while it owes
-    bytes the socket did not take, so the placeholder is writable exactly when this end is
-    (``links_wait(False, ...)`` would return at once): room in the peer's buffer (half of it,
-    as above) and ``would_block`` not set. An ended connection counts as writable, as on a
-    real socket whose next ``send`` then fails: closed or reset at once; this end's sending
-    shut down (its ``SHUT_WR``, the peer's ``SHUT_RD`` or close) once ``would_block`` is
-    clear. While this end is not writable the placeholder's tiny send buffer is kept full of
-    filler bytes (written until ``EAGAIN``); every change that may make room (the peer's
-    ``recv``, ``would_block`` cleared, a shutdown, ``close``, ``reset``) drains the pair's
-    other end, which nobody else sees. So a poll thread waits for room as it would on a real
-    socket, instead of spinning.
+    Reading: the placeholder is readable exactly when ``links_wait(True, 0)`` would return
+    True: bytes buffered, or the end of the stream reached (the peer's ``SHUT_WR``, ``eof()``
+    or close, our own ``SHUT_RD``), and ``would_block`` not set; closed or reset at once. While
+    it is, the drain end has sent it one byte, read back off the placeholder when it stops
+    being readable (our ``recv`` took the last byte, ``would_block`` set). The placeholder is
+    closed before the drain end, so it never sees its other end hang up (which would read as
+    readable for good).
 
-    Reading: the placeholder never becomes readable (filler only flows away from it), so a
-    selector never sees this double as readable: drive its reading with ``recv`` on your own
-    threads. A receiver spawned into a poll thread is never woken to read by this fd (that
-    needs a real selectable socket); its writing is serviced as above.
+    Writing: the placeholder is writable exactly when ``links_wait(False, 0)`` would return
+    True: room in the peer's buffer (half of it, as above) and ``would_block`` not set. An
+    ended connection counts as writable, as on a real socket whose next ``send`` then fails:
+    closed or reset at once; this end's sending shut down (its ``SHUT_WR``, the peer's
+    ``SHUT_RD`` or close) once ``would_block`` is clear. While this end is not writable the
+    placeholder's tiny send buffer is kept full of filler bytes (written until ``EAGAIN``);
+    every change that may make room (the peer's ``recv``, ``would_block`` cleared, a shutdown,
+    ``close``, ``reset``) empties it by reading the drain end. So a poll thread waits for room
+    as it would on a real socket, instead of spinning. (The two directions of the socketpair
+    are independent: filler only flows to the drain end, the readable byte only from it.)
 """
 
 from __future__ import annotations
@@ -90,8 +97,8 @@ def _error(cls: type[OSError], code: int) -> OSError:
 
 
 def _placeholder_pair() -> tuple[socket.socket, socket.socket]:
-    """A nonblocking socketpair: the placeholder (``fileno()``) and the end that drains it,
-    with buffers as small as the kernel allows, so a few KiB fill the placeholder."""
+    """A nonblocking socketpair: the placeholder (``fileno()``) and the drain end, which sets
+    its readiness, with buffers as small as the kernel allows, so a few KiB fill the placeholder."""
     placeholder, drain = socket.socketpair()
     try:
         for sock in (placeholder, drain):
@@ -124,10 +131,11 @@ class MemorySocket:
     def __init__(self, shared: _Shared, capacity: int, chunk_size: int | None) -> None:
         self._shared = shared
         self._cond = shared.cond
-        # The real fd behind fileno(), writable exactly when this end is (see the module
-        # docstring), and the other end of its socketpair, which drains it.
+        # The real fd behind fileno(), readable and writable exactly when this end is (see the
+        # module docstring), and the other end of its socketpair, which drives it.
         self._placeholder, self._drain = _placeholder_pair()
         self._placeholder_writable = True  # whether the placeholder's send buffer has room
+        self._placeholder_readable = False  # whether the drain end's byte waits in it
         self._capacity = capacity
         # Writers waiting for room wake once half the buffer is free, not at every byte read
         # (real sockets do the same), so a writer and a reader do not trade the lock per byte.
@@ -248,7 +256,9 @@ class MemorySocket:
                 free = self._capacity - len(inbound)
                 if free - n < self._low_water <= free:
                     self._cond.notify_all()  # the peer's writers have room now
-                    self.peer._follow()
+                    self.peer._follow_writable()
+                if not inbound:
+                    self._follow_readable()  # drained: not readable any more (unless at EOF)
                 return n
             if self._rd_shut or self.peer._wr_shut or not limit:
                 return 0
@@ -291,11 +301,13 @@ class MemorySocket:
             if free <= 0:
                 raise _error(BlockingIOError, errno.EAGAIN)
             n = min(len(view), free, self._chunk_size or free)
-            if not peer._inbound:
-                self._cond.notify_all()  # the peer's readers have data now
+            was_empty = not peer._inbound
             peer._inbound += view[:n]
+            if was_empty:
+                self._cond.notify_all()  # the peer's readers have data now
+                peer._follow_readable()  # and so has its fd
             if self._placeholder_writable:
-                self._follow()  # under half of the peer's buffer free: not writable any more
+                self._follow_writable()  # under half of the peer's buffer free: not writable any more
             return n
 
     def shutdown(self, how: int) -> None:
@@ -322,7 +334,7 @@ class MemorySocket:
             self._closed = self._rd_shut = self._wr_shut = True
             self._inbound.clear()
             self._cond.notify_all()
-            self.peer._follow()  # sending to us fails now: the peer is writable
+            self.peer._follow()  # the peer reads EOF and its sends fail now: readable and writable
             # Under the lock, so no _follow() on another thread touches them half closed; the
             # placeholder first, so it never sees its other end hang up (which reads as readable).
             self._placeholder.close()
@@ -366,6 +378,25 @@ class MemorySocket:
         self.peer._follow()
 
     def _follow(self) -> None:
+        """Make the placeholder's readiness match ``_readable()`` and ``_writable()`` (lock held)."""
+        self._follow_writable()
+        self._follow_readable()
+
+    def _follow_readable(self) -> None:
+        """Make the placeholder's READ readiness match ``_readable()`` (lock held): one byte
+        from the drain end waits in it while this end is readable, read back when it stops."""
+        if self._closed:
+            return  # its sockets are closed (or closing, under this lock)
+        readable = self._readable()
+        if readable == self._placeholder_readable:
+            return
+        if readable:
+            self._drain.send(b"r")
+        else:
+            self._placeholder.recv(1)
+        self._placeholder_readable = readable
+
+    def _follow_writable(self) -> None:
         """Make the placeholder's WRITE readiness match ``_writable()`` (lock held)."""
         if self._closed:
             return  # its sockets are closed (or closing, under this lock)
