@@ -70,16 +70,18 @@ class MuxSettings:
 
 
 class _Frames(Messenger[Any, Any]):
-    """Whole yamux frames both ways, uncopied: the engine reads each during its dispatch."""
+    """Whole yamux frames both ways, uncopied: the engine reads each during its dispatch. A
+    read's frames are one message, a list, so the driver routes them under one lock and
+    wakes each stream once per read, not once per frame."""
 
     def serialize(self, msg: Any) -> Any:
         return msg
 
     def deserialize(self, payload: Any) -> Any:
-        return payload
+        return [payload]
 
     def deserialize_many(self, payloads: list[Any]) -> list[Any]:
-        return payloads
+        return [payloads]
 
 
 class MuxLink(Protocol[Any, Any]):
@@ -193,33 +195,39 @@ class MuxDriver:
 
     # -- what the poll thread read ----------------------------------------------------------
 
-    def received(self, frame: Any) -> None:
-        """Poll thread: one yamux frame off the physical connection."""
+    def received(self, frames: list[Any]) -> None:
+        """Poll thread: the yamux frames of one read off the physical connection, under one
+        lock; each stream they touched is woken once, at the end."""
         opened: list[StreamTransport] = []
+        woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
+        receive, apply = self.engine.receive, self._apply
         self.lock.acquire()
         try:
-            try:
-                events = self.engine.receive(frame)
-            except MuxError as e:
-                self.connection.log.warning("mux.protocol_error", reason=e.reason, error=str(e))
-                self._failed = BrokenError(str(e), e.reason)
-                return
-            for event in events:
-                self._apply(event, opened)
+            for frame in frames:
+                try:
+                    events = receive(frame)
+                except MuxError as e:
+                    self.connection.log.warning("mux.protocol_error", reason=e.reason, error=str(e))
+                    self._failed = BrokenError(str(e), e.reason)
+                    break
+                for event in events:
+                    apply(event, opened, woken)
+            for stream, writable in woken.items():
+                self._wake(stream, readable=True, writable=writable)
         finally:
             self.release()
         for stream in opened:
             self.on_stream(stream)
 
-    def _apply(self, event: Any, opened: list[StreamTransport]) -> None:
-        """Lock held: one event, onto its stream's transport."""
+    def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
+        """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
         if isinstance(event, StreamData):
             stream = self.streams.get(event.stream_id)
             if stream is None or stream._shut:  # closed here: credited back, dropped
                 self.engine.consumed(event.stream_id, len(event.data))
                 return
             stream.inbound.append(event.data)
-            self._wake(stream, readable=True)
+            woken.setdefault(stream, False)
         elif isinstance(event, StreamOpened):
             stream = self.streams[event.stream_id] = StreamTransport(self, event.stream_id)
             opened.append(stream)
@@ -230,7 +238,7 @@ class MuxDriver:
                 reason = "peer_closed" if ended else "mux.stream_reset"
                 what = "ended" if ended else "reset"
                 stream.end = BrokenError(f"the peer {what} channel {event.stream_id}", reason)
-                self._wake(stream, readable=True, writable=True)
+                woken[stream] = True
         elif isinstance(event, GoAway):
             self.connection.log.info("mux.go_away_received", code=event.code)
         # StreamAccepted: nothing to do (data may flow before the ACK); Pong: liveness only.

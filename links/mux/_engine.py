@@ -52,7 +52,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: Bytes of one stream's data per turn in ``take_output``: the unit of fairness.
-DEFAULT_CHUNK = 16 * 1024
+DEFAULT_CHUNK = 64 * 1024
 #: Bytes queued across all streams beyond each stream's first chunk (see Fairness).
 DEFAULT_MAX_QUEUED = 4 * 1024 * 1024
 #: Streams open at once; a peer's SYN beyond it is refused (RST).
@@ -340,7 +340,7 @@ class MuxEngine:
         """Whether ``take_output`` has frames to give (control frames, or data queued)."""
         return bool(self._control or self._turns)
 
-    def take_output(self, limit: int | None = None) -> bytes:
+    def take_output(self, limit: int | None = None) -> bytearray:
         """The frames to write next: control frames, then data a chunk per stream in turn,
         until about ``limit`` bytes (None: everything queued). Whole frames only."""
         out = self._control
@@ -362,7 +362,7 @@ class MuxEngine:
                 turns.append(stream_id)
             elif flags:
                 self._fin_sent(stream_id, stream)
-        return bytes(out)
+        return out  # a fresh bytearray each call: the caller may keep it
 
     @property
     def may_unblock(self) -> bool:
