@@ -63,7 +63,7 @@ class Attachment:
             unwatch=self._end_stall_check, max_outbound=connection.max_outbound,
         )  # fmt: skip
         self.protocol = protocol
-        self.link = Link(protocol, session=connection.session)
+        self.link = Link(protocol, session=connection.session, read_size=self.transport.read_size)
         self.permit = permit
         self.closed = False
         self.tasks: list[TimerHandle] = []

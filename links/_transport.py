@@ -143,6 +143,8 @@ class Transport:
 
     #: Whether bytes read off the socket wait inside this transport (a layer's: TLS).
     holds_input = False
+    #: The free space a connection's receive buffer offers its first read (it grows with use).
+    read_size = 1 << 12
     #: Whether it has no fd of its own (a multiplexed stream): the poll thread is told of
     #: its readiness instead of asking the kernel (links._poll).
     virtual = False

@@ -56,7 +56,7 @@ class Link:
         # used): a message over it is refused before it is numbered (``_payload_of``).
         self._limit = protocol.framer.max_frame_size
         self.messenger = protocol.messenger
-        self.buffer = ReceiveBuffer(read_size=read_size)
+        self.buffer = ReceiveBuffer(capacity=read_size, read_size=read_size)
         self.stamps = overrides(protocol, "on_send")  # False: stamp() can be skipped
         # Bound once: the per-frame paths below are the hottest code in the library, and each
         # attribute lookup saved there is saved per message (benchmarks/RESULTS.md).
@@ -71,7 +71,7 @@ class Link:
         #: Whether ``next_messages`` gives a whole read at once (else one message per call).
         self.batches = session is None and self._deserialize_many is not None
         # Payloads cut but not yet deserialized, after a batch that failed to decode.
-        self._queue: deque[Any] = deque()
+        self._queue: deque[Any] | tuple[()] = ()  # a deque once needed: most links never do
 
     # -- receive --------------------------------------------------------------------------
 
@@ -134,6 +134,8 @@ class Link:
     def _requeue(self, payloads: list[Any]) -> list[Any]:
         """Queue ``payloads`` (copied: their views die with the next read); return the first
         message in a list."""
+        if not self._queue:
+            self._queue = deque()
         self._queue.extend(map(bytes, payloads))
         return [self._dequeue()]
 

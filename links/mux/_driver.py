@@ -245,8 +245,7 @@ class MuxDriver:
 
     def _wake(self, stream: StreamTransport, *, readable: bool = False, writable: bool = False) -> None:
         """Lock held: tell ``stream``'s waiters and its poll handler (if it has one)."""
-        if stream.waiters:
-            stream.readable.notify_all()
+        stream._notify()
         att = stream.attachment
         if att is not None and att.poll is not None:
             try:

@@ -47,6 +47,9 @@ class StreamTransport(Transport):
     __slots__ = ("driver", "stream_id", "inbound", "end", "readable", "waiters", "attachment", "_head")
 
     virtual = True  # no fd: the poll thread is told of readiness (links._poll)
+    #: A channel's receive buffer starts small (it grows with what comes): an idle channel
+    #: should cost little more than its state.
+    read_size = 256
 
     def __init__(self, driver: MuxDriver, stream_id: int, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
         # Not Transport.__init__: there is no socket to configure.
@@ -61,8 +64,10 @@ class StreamTransport(Transport):
         self.inbound: deque[bytes] = deque()  # received, not yet read
         self._head = 0  # bytes of inbound[0] read already
         self.end: LinksError | None = None  # what reading raises once inbound is empty
-        self.readable = threading.Condition(driver.lock)  # inbound, end, or room for writing
-        self.waiters = 0  # threads waiting on it (none: nobody to notify)
+        # Waited on for inbound, the end, or room for writing; made by the first waiter (an
+        # idle channel keeps no condition): the driver notifies only while ``waiters``.
+        self.readable: threading.Condition | None = None
+        self.waiters = 0
         self.attachment: Attachment | None = None  # the channel's, once it is made
 
     def __repr__(self) -> str:
@@ -135,7 +140,7 @@ class StreamTransport(Transport):
 
     def wait_readable(self, timeout: float | None) -> bool:
         deadline = deadline_after(timeout)
-        with self.readable:
+        with self.driver.lock:
             while not (self.inbound or self.end is not None or self._shut):
                 left = time_left(deadline)
                 if left == 0.0:
@@ -143,8 +148,15 @@ class StreamTransport(Transport):
                 self._wait(left)
         return True
 
+    def _notify(self) -> None:
+        """Lock held: wake every thread waiting here."""
+        if self.waiters and self.readable is not None:
+            self.readable.notify_all()
+
     def _wait(self, left: float | None) -> None:
         """Lock held: wait on ``readable``, counted, so the driver notifies only when someone waits."""
+        if self.readable is None:
+            self.readable = threading.Condition(self.driver.lock)
         self.waiters += 1
         try:
             self.readable.wait(left)
@@ -168,7 +180,7 @@ class StreamTransport(Transport):
     def wait_writable(self, timeout: float | None) -> bool:
         deadline = deadline_after(timeout)
         streams = self.driver.engine.streams
-        with self.readable:
+        with self.driver.lock:
             while True:
                 stream = streams.get(self.stream_id)
                 if stream is None or not stream.blocked or self._shut_both or self.driver.error is not None:
@@ -181,9 +193,9 @@ class StreamTransport(Transport):
     # -- closing ----------------------------------------------------------------------------
 
     def shutdown_read(self) -> None:
-        with self.readable:
+        with self.driver.lock:
             self._shut = True
-            self.readable.notify_all()
+            self._notify()
 
     def shutdown(self) -> None:
         """End both directions: FIN after what is queued (the peer reads to the end)."""
@@ -206,7 +218,7 @@ class StreamTransport(Transport):
                 engine.reset(sid)
             else:
                 engine.close(sid)
-            self.readable.notify_all()
+            self._notify()
         finally:
             driver.release()
 
