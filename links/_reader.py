@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._core._status import NEED_DATA
-from ._errors import BrokenError, LinksError, ProtocolError
+from ._errors import BrokenError, ClosedError, LinksError, ProtocolError
 
 if TYPE_CHECKING:
     from ._attachment import Attachment
@@ -44,6 +44,16 @@ class AttachmentReader:
         return self.attachment.transport.virtual
 
     def on_readable(self) -> bool:
+        try:
+            return self._read()
+        except (BrokenError, ClosedError):
+            if self.attachment.closed:
+                # A hook's send (a reply) found the connection gone: the send ended it, as
+                # broken, and logged why. The peer's doing, not a bug of the handler's.
+                return True
+            raise
+
+    def _read(self) -> bool:
         att = self.attachment
         while not att.closed:  # closed: its removal is already queued
             try:

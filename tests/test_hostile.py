@@ -178,3 +178,31 @@ def test_peers_that_say_nothing_lose_their_slot_after_the_handshake_timeout(poll
         with links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Json, timer=timer, timeout=WAIT) as clt:
             assert clt.send({"hi": 1}) is links.SendStatus.COMPLETED
         assert logs.wait("svc.accepted", 3) is not None
+
+
+def test_a_reply_to_a_peer_that_vanished_ends_its_connection_quietly(poll, timer, logs):
+    """A peer that sends requests and then stops reading (gone) makes the replies fail: that
+    is the peer's doing, not a handler's bug. Its connection ends as broken, with no
+    ``poll.handler_failed``, and the poll thread carries on."""
+    from links.testing import memory_socket_pair
+
+    class Echo(links.Protocol):
+        framer = links.LengthPrefixFramer(header_size=4)
+
+        def send_reply(self, msg, con):
+            con.send(msg)
+
+    client, server_end = memory_socket_pair()
+    clt = links.Clt.from_socket(server_end, links.Role.ACCEPTOR, protocol=Echo, poll_handler=poll, timer=timer)
+    hold, held = threading.Event(), threading.Event()
+    poll.call_soon(lambda: (held.set(), hold.wait(5)))  # the poll thread busy: requests pile up
+    assert held.wait(5)
+    clt.into_sender_with_spawned_recver()
+    for _ in range(3):
+        client.send(struct.pack(">I", 5) + b"hello")
+    client.shutdown(socket.SHUT_RD)  # gone for replies: every send to it fails now
+    hold.set()
+    logs.expect("clt.disconnected", reason="broken")
+    poll.sync()  # what the poll thread does after it is done
+    assert not logs.matching("poll.handler_failed")
+    client.close()
