@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._clock import deadline_after, time_left
 from .._core._conid import Addr
-from .._errors import BrokenError, ClosedError, LinksError
+from .._errors import BrokenError, ClosedError, LinksError, raised_again
 from .._transport import DEFAULT_STALL_TIMEOUT, Transport
 
 if TYPE_CHECKING:
@@ -102,11 +102,15 @@ class StreamTransport(Transport):
         driver = self.driver
         driver.lock.acquire()
         try:
-            n = self._take(view)
-            if n:
-                driver.engine.consumed(self.stream_id, n)
+            return self._read(view)
         finally:
             driver.release()
+
+    def _read(self, view: memoryview) -> int:
+        """Lock held: ``_take``, and the window given back for what was taken."""
+        n = self._take(view)
+        if n:
+            self.driver.engine.consumed(self.stream_id, n)
         return n
 
     def _take(self, view: memoryview) -> int:
@@ -130,13 +134,23 @@ class StreamTransport(Transport):
             else:
                 self._head = head + n
         if not taken and self.end is not None:
-            raise self.end
+            raise raised_again(self.end, False, "channel closed")  # fresh: a stored one's traceback grows
         return taken
 
     def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
-        if not self.wait_readable(timeout):
-            return 0
-        return self.recv_into(view)
+        # The wait and the read in one pass under the lock: the reply a waiting thread is
+        # woken for is taken at once.
+        driver, deadline = self.driver, deadline_after(timeout)
+        driver.lock.acquire()
+        try:
+            while not (self.inbound or self.end is not None or self._shut):
+                left = time_left(deadline)
+                if left == 0.0:
+                    return 0
+                self._wait(left)
+            return self._read(view)
+        finally:
+            driver.release()
 
     def wait_readable(self, timeout: float | None) -> bool:
         deadline = deadline_after(timeout)
