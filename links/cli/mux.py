@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import links
@@ -104,13 +105,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # -- echo ---------------------------------------------------------------------------------------
 
 
-def run_echo(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace, context: Callable[[Any], ssl.SSLContext | None]) -> ssl.SSLContext | None:
+    """Logging and signals as every long-running command has them; the TLS context asked for
+    (a bad certificate file is a usage mistake: one line, status 2)."""
     configure_logging(args.log_level)
     interrupt_on_signals()
     try:
-        tls = server_context(args)
+        return context(args)
     except TlsSetupError as e:
         args._parser.error(str(e))
+
+
+def run_echo(args: argparse.Namespace) -> int:
+    tls = _start(args, server_context)
     try:
         svc = links.Svc.bind(
             f"{args.host}:{args.port}", protocol=Echo, mux=True, max_channels=args.max_channels,
@@ -182,12 +189,7 @@ def _digest(frame: bytes) -> bytes:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
-    interrupt_on_signals()
-    try:
-        tls = client_context(args)
-    except TlsSetupError as e:
-        args._parser.error(str(e))
+    tls = _start(args, client_context)
     seed = random.randrange(1 << 32) if args.seed is None else args.seed
     print(f"probe {args.addr}: {args.streams} streams x {args.messages} frames of 1..{args.max_size} bytes, seed {seed}", flush=True)
     deadline = time.monotonic() + args.timeout
