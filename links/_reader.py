@@ -44,33 +44,30 @@ class AttachmentReader:
         return self.attachment.transport.virtual
 
     def on_readable(self) -> bool:
-        try:
-            return self._read()
-        except (BrokenError, ClosedError):
-            if self.attachment.closed:
-                # A hook's send (a reply) found the connection gone: the send ended it, as
-                # broken, and logged why. The peer's doing, not a bug of the handler's.
-                return True
-            raise
-
-    def _read(self) -> bool:
         att = self.attachment
-        while not att.closed:  # closed: its removal is already queued
-            try:
-                att.read_once()
-            except LinksError as e:
-                # Frames already buffered came before the end (a user-thread recv may have read
-                # them just before the receiver was spawned): they are still delivered.
-                if self._deliver(att):
-                    att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
-                return True
-            if self._deliver(att) and att.connection.session is not None:
-                att.connection.flush_session(att)
-            if not att.transport.holds_input:
-                break
-            # A layer (TLS) holds bytes already read off the socket, which will not signal
-            # them again: read on now rather than wait for readiness that may never come. A
-            # loop, not a call: one socket read can hold thousands of small records.
+        try:
+            while not att.closed:  # closed: its removal is already queued
+                try:
+                    att.read_once()
+                except LinksError as e:
+                    # Frames already buffered came before the end (a user-thread recv may have
+                    # read them just before the receiver was spawned): they are still delivered.
+                    if self._deliver(att):
+                        att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
+                    return True
+                if self._deliver(att) and att.connection.session is not None:
+                    att.connection.flush_session(att)
+                if not att.transport.holds_input:
+                    break
+                # A layer (TLS) holds bytes already read off the socket, which will not signal
+                # them again: read on now rather than wait for readiness that may never come.
+                # A loop, not a call: one socket read can hold thousands of small records.
+        except (BrokenError, ClosedError):
+            if not att.closed:
+                raise
+            # A hook's send (a reply) found the connection gone: the send ended it, as broken,
+            # and logged why. The peer's doing, not a bug of the handler's. (A try costs
+            # nothing here until something raises: no extra call on the read path.)
         return True
 
     @staticmethod
