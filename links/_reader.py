@@ -24,6 +24,8 @@ class AttachmentReader:
     """What the poll thread services for a spawned attachment: one read, then the frames it
     completed (a bounded batch; level-triggered polling reports the rest next pass)."""
 
+    __slots__ = ("attachment", "con_id")
+
     poll_kind = "recver"
 
     def __init__(self, attachment: Attachment) -> None:

@@ -46,15 +46,16 @@ class Registry:
 
     def add_reading(self, handler: Any) -> None:
         """Register ``handler`` for reading (as well as writing, if it was registered for that)."""
-        events = self.interest.get(id(handler), 0) | _READ
+        ident = id(handler)  # one int for both maps' keys (an id is a 32-byte int of its own)
+        events = self.interest.get(ident, 0) | _READ
         if is_virtual(handler):
             fd = None
         elif events == _READ:
             fd = self.selector.register(handler, _READ, handler).fd
         else:  # registered for writing already: now read too
             fd = self.selector.modify(handler, events, handler).fd
-        self.handlers[id(handler)] = handler
-        self.interest[id(handler)] = events
+        self.handlers[ident] = handler
+        self.interest[ident] = events
         if fd is not None:
             self.write_only.discard(fd)
             self.fresh[fd] = handler

@@ -31,6 +31,7 @@ from ._threads import on_runtime_thread
 
 if TYPE_CHECKING:
     from ._attachment import Attachment
+    from ._condition import LazyCondition
     from ._callbacks import Callback
     from ._core._conid import ConId
     from ._core._backoff import Backoff
@@ -51,6 +52,8 @@ LOCK_WAIT = 0.1
 class Sending:
     """The outbound half of ``Connection`` (which defines the state used here)."""
 
+    __slots__ = ("_spare_link",)  # Connection's slots hold the rest
+
     # Defined by Connection.
     con_id: ConId
     callback: Callback
@@ -59,12 +62,12 @@ class Sending:
     reconnect: Backoff | None
     attachment: Attachment | None
     write_lock: threading.Lock
-    changed: threading.Condition
+    changed: LazyCondition
     _fast_path: bool  # no session, not closing: ``send`` may take its spelled-out common case
     _error: LinksError | None
     _protocol: Protocol | None
-    _spare_link: Link | None
     _handshaking: Attachment | None
+    _spare_link: Link | None  # a slot of this class (the rest are Connection's)
 
     def error(self) -> LinksError: ...
 

@@ -102,6 +102,7 @@ class Svc:
         self.log = get_logger("svc", svc=name)
         self._acceptor = Acceptor(self, sock)
         self._pool = Pool()
+        self._leave_pool = self._left  # bound once: every pooled connection's close listener
         self._sender = SvcSender(self._pool, self.close, name)
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
@@ -331,7 +332,7 @@ class Svc:
         self._check_usable()
         deadline = deadline_after(timeout)
         while True:
-            recvers = [r for r, _ in self._pool.rotation() if r is not None]
+            recvers = self._pool.recvers()
             for recver in recvers:
                 try:
                     msg = recver.recv(0)
@@ -376,10 +377,8 @@ class Svc:
         self._check_usable()
         poll = self.poll_or_default()
         self._spawned_on = poll
-        for recver, sender in self._pool.rotation():
-            if recver is not None:  # already pooled, not yet spawned
-                self._pool.add(None, sender)
-                recver._con.spawn()
+        for recver in self._pool.take_recvers():  # already pooled, not yet spawned
+            recver._con.spawn()
         poll.add(self._acceptor)
         return self._sender
 
@@ -393,10 +392,14 @@ class Svc:
         spawned (so a callback answering its first message with ``send_to`` finds it)."""
         clt._spawn(lambda sender: self._join(clt._con, None, sender))
 
+    def _left(self, con: Connection) -> None:
+        """A pooled connection was closed for good: it leaves the pool."""
+        self._pool.remove(con.con_id)
+
     def _join(self, con: Connection, recver: Any, sender: Any) -> None:
         """Pool a connection; it leaves the pool when it is closed for good."""
         self._pool.add(recver, sender)
-        con.add_listener(lambda c: self._pool.remove(c.con_id))
+        con.add_listener(self._leave_pool)
         if self._closed:
             con.close("svc_closed")
 
