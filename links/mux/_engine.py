@@ -72,7 +72,7 @@ class _Stream:
         self.send_window = wire.INITIAL_WINDOW  # what the peer lets us send, minus what we queued
         self.recv_window = recv_window  # what we let the peer send
         self.unacked = 0  # consumed by the application, not yet given back to the peer
-        self.out = bytearray()  # queued data, not yet in a frame
+        self.out: bytearray | bytes = b""  # queued data, not yet in a frame (a bytearray once there is some)
         self.fin_queued = False  # close() was called: FIN once ``out`` is out
         self.fin_sent = False
         self.fin_received = False
@@ -298,9 +298,11 @@ class MuxEngine:
             if taken == shared:
                 self._starved.add(stream_id)
         if taken:
-            if not stream.out:
+            if stream.out:
+                stream.out += data[:taken] if taken < len(data) else data
+            else:
                 self._turns.append(stream_id)
-            stream.out += data[:taken] if taken < len(data) else data
+                stream.out = bytearray(data[:taken] if taken < len(data) else data)
             stream.send_window -= taken
             self.queued += taken
         return taken
@@ -356,7 +358,7 @@ class MuxEngine:
             flags = FIN if last and stream.fin_queued else 0
             out += _frame(DATA, flags, stream_id, n)
             out += stream.out[:n] if not last else stream.out
-            del stream.out[:n]
+            del stream.out[:n]  # type: ignore[union-attr]  # a bytearray: it holds data
             self.queued -= n
             if not last:
                 turns.append(stream_id)
@@ -395,6 +397,6 @@ class MuxEngine:
 
     def _forget(self, stream_id: int, stream: _Stream) -> None:
         self.queued -= len(stream.out)
-        stream.out = bytearray()
+        stream.out = b""
         self.streams.pop(stream_id, None)
         self._starved.discard(stream_id)
