@@ -36,6 +36,9 @@ class ChannelsAtExit:
     A connection is tracked for that on its own (``Clt``); a channel is not: one entry per TCP
     connection stands for all its channels (the open ones are its driver's streams), as an
     entry of its own costs about 0.1 KB and thousands of channels may idle on one connection.
+    It is closed with the services, before any connection (``links._exit``): each channel's
+    close is then a local one over a connection that still works (its goodbye goes out, a
+    thread waiting in its ``recv`` gets ``ClosedError``), not the loss of the connection.
     """
 
     __slots__ = ("_driver", "__weakref__")
@@ -52,9 +55,9 @@ class ChannelsAtExit:
         with cls._lock:
             if driver not in cls._made:
                 cls._made[driver] = closer = cls(driver)
-                track(closer, "interpreter_exit")
+                track(closer)  # no close arguments: closed first, with the services
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str = "interpreter_exit") -> None:
         """Close every channel still open on the connection, as ``Clt.close`` does (locally)."""
         driver = self._driver()
         if driver is None:
