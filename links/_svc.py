@@ -34,7 +34,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,7 @@ class Svc:
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
+        self.joined: Callable[[Connection, Any], None] | None = None  # (con, sender) as one joins, before it is read: links.aio
         # Channels (links.mux): loaded on first use, as links loads every layer.
         self.mux = importlib.import_module("links.mux._serve").MuxServing(self, **({} if max_channels is None else {"max_channels": max_channels})) if mux else None
         track(self)  # closed at interpreter exit, ending a wait in accept() (links._exit)
@@ -397,6 +398,8 @@ class Svc:
         """Pool a connection; it leaves the pool when it is closed for good."""
         self._pool.add(recver, sender)
         con.add_listener(lambda c: self._pool.remove(c.con_id))
+        if self.joined is not None:
+            self.joined(con, sender)
         if self._closed:
             con.close("svc_closed")
 
