@@ -77,6 +77,9 @@ class Attachment:
         # Told (poll thread, no lock held) when the poll thread wrote all the socket was owed:
         # a layer that keeps output of its own (the multiplexer) hands on more then.
         self.on_drained: Callable[[], None] | None = None
+        # Told (poll thread) after each readiness event's messages were dispatched: links.aio
+        # wakes its event loop once per read there, not once per message.
+        self.after_read: Callable[[], None] | None = None
         self.last_recv = connection.clock()
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
         self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None

@@ -231,7 +231,7 @@ def test_pause_reading_of_a_removed_handler_is_ignored(poll: links.PollHandler) 
 
 # -- the Inbox, against a model --------------------------------------------------------------
 
-ops = st.lists(st.sampled_from(["push", "take", "wait", "woken", "close"]), max_size=300)
+ops = st.lists(st.sampled_from(["push", "append", "take", "wait", "woken", "close"]), max_size=300)
 
 
 @settings(max_examples=300, deadline=None)
@@ -243,8 +243,12 @@ def test_inbox_against_a_model(ops: list[str], high: int, low_gap: int) -> None:
     n = 0
     paused = waiting = pending = ended = False
     for op in ops:
-        if op == "push" and not ended:
-            orders = inbox.push(n)
+        if op in ("push", "append") and not ended:
+            if op == "push":
+                orders = inbox.push(n)
+            else:  # the driver's way: append without the lock, then orders only if needed
+                inbox.queue.append(n)
+                orders = inbox.pushed() if inbox.needs_orders() else 0
             queue.append(n)
             n += 1
             expect_wake = waiting and not pending
@@ -262,8 +266,9 @@ def test_inbox_against_a_model(ops: list[str], high: int, low_gap: int) -> None:
             expect_resume = paused and len(queue) <= low and not ended
             paused = paused and not expect_resume
             assert bool(orders & RESUME) == expect_resume
-        elif op == "wait":
-            inbox.wait()
+        elif op == "wait":  # a last look after saying so: what came meanwhile is taken
+            msg = inbox.wait()
+            assert msg == (queue.pop(0) if queue else EMPTY)
             waiting = True
         elif op == "woken":
             inbox.woken()

@@ -1,9 +1,11 @@
 """``Bridge``: one connection's crossing between links' poll thread and an asyncio event loop.
 
 Receiving: the bridge is the connection's ``Callback``; on the poll thread its ``on_recv``
-pushes each message into an ``Inbox`` (``links.aio._inbox``, the state, under ``lock``), and
-the loop takes them. A coroutine that finds the inbox empty waits on a future; the poll thread
-wakes the loop with ``call_soon_threadsafe`` only then, and once per batch (``wake_pending``).
+appends each message to an ``Inbox`` (``links.aio._inbox``, the state; its orders under
+``lock``), and the loop takes them. A coroutine that finds the inbox empty waits on a future;
+the poll thread wakes the loop with ``call_soon_threadsafe`` only then, once the read's
+messages are all queued (``Attachment.after_read``), and once until the loop ran it
+(``wake_pending``): one wake-up per read, whatever the read held.
 The future carries nothing: messages are only ever taken off the queue by a running ``recv``,
 so a ``recv`` cancelled while it waits (``asyncio.timeout``, ``wait_for``, a task cancelled)
 cannot lose one.
@@ -20,8 +22,9 @@ and looks again every ``ROOM_CHECK`` seconds in any case (the attachment may cha
 ``reconnect=``, or the backlog be written by another thread's send).
 
 The end: the bridge listens for the connection's close (``Connection.add_listener``) and wakes
-every waiter. A loop that is closed already drops the wake-up (``call_soon_threadsafe``
-raises ``RuntimeError``: caught here, never on the poll thread).
+every waiter. Wake-ups go through the loop's ``LoopWaker`` (``links.aio._waker``): coalesced
+across the loop's connections, and dropped, never raised on the poll thread, once the loop
+is closed.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from .._callbacks import Callback
 from .._core._conid import ConId
 from ._inbox import EMPTY, PAUSE, RESUME, WAKE, Inbox
+from ._waker import waker_for
 
 if TYPE_CHECKING:
     from .._attachment import Attachment
@@ -52,12 +56,14 @@ class Bridge(Callback):
         self.loop = loop
         self.con = con
         self.inbox = Inbox(max_queue)
+        self._waker = waker_for(loop)
         self.lock = threading.Lock()
         self._waiters: list[asyncio.Future[None]] = []  # loop only
         self._room: list[asyncio.Future[None]] = []  # loop only
         self._want_room = False  # under lock: a send waits for room
         self._paused: list[Any] = []  # under lock: handlers paused, to resume
         self._hooked: Attachment | None = None  # the attachment whose on_drained tells us
+        self._wake_due = False  # poll thread: a wake-up to post once the current read is dispatched
 
     def attach(self) -> None:
         """Start: listen for the connection's end (at once if it ended already)."""
@@ -66,12 +72,34 @@ class Bridge(Callback):
     # -- the poll thread ------------------------------------------------------------------
 
     def on_recv(self, con_id: ConId, msg: Any) -> None:
-        """Poll thread: queue ``msg``; wake the loop (once per batch) or pause reading."""
+        """Poll thread: queue ``msg``; wake the loop (once per read) or pause reading. The
+        append needs no lock (a deque's is atomic); the orders do (``Inbox.needs_orders``)."""
+        inbox = self.inbox
+        inbox.queue.append(msg)
+        if not inbox.needs_orders():
+            return
         with self.lock:
-            orders = self.inbox.push(msg)
-            if orders & PAUSE or (self.inbox.paused and len(self.inbox) >= self.inbox.high):
+            orders = inbox.pushed()
+            if orders & PAUSE or (inbox.paused and len(inbox) >= inbox.high):
                 self._pause()  # also a new attachment's reader, after a reconnect
         if orders & WAKE:
+            self._wake_after_read()
+
+    def _wake_after_read(self) -> None:
+        """Poll thread: post the wake-up once the reader has dispatched this whole read
+        (``Attachment.after_read``): posting it at once would let the loop take the GIL at
+        the pipe write and drain the queue message by message as the read is dispatched."""
+        att = self.con.attachment
+        if att is None:
+            self._post(self._woken)
+            return
+        if att.after_read is not self._after_read:
+            att.after_read = self._after_read
+        self._wake_due = True
+
+    def _after_read(self) -> None:
+        if self._wake_due:
+            self._wake_due = False
             self._post(self._woken)
 
     def _pause(self) -> None:
@@ -98,7 +126,8 @@ class Bridge(Callback):
         with self.lock:
             orders = self.inbox.close(con.error())
             room, self._want_room = self._want_room, False
-        if orders & WAKE:
+        if orders & WAKE or self._wake_due:  # a wake-up due after a read that ended it: now
+            self._wake_due = False
             self._post(self._woken)
         if room:
             self._post(self._room_ready)
@@ -111,10 +140,7 @@ class Bridge(Callback):
             self._post(self._room_ready)
 
     def _post(self, fn: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # the loop is closed: nobody waits there any more
-            pass
+        self._waker.wake(fn)  # coalesced with other connections' (a closed loop drops it)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -124,23 +150,19 @@ class Bridge(Callback):
         Raises:
             LinksError: the queue is empty and the connection ended (fresh each call).
         """
+        inbox = self.inbox
+        if not inbox.paused:  # the common case, without the lock (see Inbox.take)
+            try:
+                return inbox.queue.popleft()
+            except IndexError:
+                pass
         with self.lock:
-            msg, orders = self.inbox.take()
+            msg, orders = inbox.take()
             if msg is EMPTY:
-                if self.inbox.ended:
+                if inbox.ended:
                     raise self.con.error()
-                self.inbox.wait()
+                msg = inbox.wait()
             elif orders & RESUME:
-                self._resume()
-        return msg
-
-    def take_nowait(self) -> Any:
-        """The next queued message or ``EMPTY``, never marking a waiter (raises as ``take``)."""
-        with self.lock:
-            msg, orders = self.inbox.take()
-            if msg is EMPTY and self.inbox.ended:
-                raise self.con.error()
-            if orders & RESUME:
                 self._resume()
         return msg
 

@@ -125,8 +125,13 @@ class AsyncClt:
 
     async def __anext__(self) -> Any:
         """The next message; the iteration ends when the connection does."""
+        bridge = self._bridge  # recv() spelled out: one coroutine per message, not two
         try:
-            return await self.recv()
+            while True:
+                msg = bridge.take()
+                if msg is not EMPTY:
+                    return msg
+                await bridge.wait()
         except (BrokenError, ClosedError):
             raise StopAsyncIteration from None
 

@@ -62,13 +62,17 @@ class Inbox:
 
     def push(self, msg: Any) -> int:
         """Poll thread: ``msg`` arrived; the orders for the driver (``WAKE``, ``PAUSE``)."""
-        queue = self.queue
-        queue.append(msg)
+        self.queue.append(msg)
+        return self.pushed()
+
+    def pushed(self) -> int:
+        """The orders after a message was appended to ``queue`` (``push`` without the append:
+        a driver may append without its lock and come here only when ``needs_orders()``)."""
         orders = 0
         if self.waiting and not self.wake_pending:
             self.wake_pending = True
             orders = WAKE
-        n = len(queue)
+        n = len(self.queue)
         if n >= self.high:
             if n > self.peak:
                 self.peak = n
@@ -76,6 +80,12 @@ class Inbox:
                 self.paused = True
                 orders |= PAUSE
         return orders
+
+    def needs_orders(self) -> bool:
+        """Whether a message just appended may call for orders (read *after* the append: a
+        taker that is about to wait sets ``waiting`` before it looks at the queue again, so
+        one of the two always sees the other)."""
+        return self.waiting or len(self.queue) >= self.high
 
     def close(self, error: BaseException | None) -> int:
         """The connection ended (``error``: what a take raises once the queue is empty);
@@ -90,7 +100,9 @@ class Inbox:
         return 0
 
     def take(self) -> tuple[Any, int]:
-        """Loop: the next message (or ``EMPTY``) and the orders for the driver (``RESUME``)."""
+        """Loop: the next message (or ``EMPTY``) and the orders for the driver (``RESUME``).
+        While not ``paused`` a driver may ``queue.popleft()`` without its lock instead: no
+        order can come of that take."""
         queue = self.queue
         if not queue:
             return EMPTY, 0
@@ -100,9 +112,11 @@ class Inbox:
             return msg, RESUME
         return msg, 0
 
-    def wait(self) -> None:
-        """Loop: a coroutine is about to wait for a message (the queue was empty)."""
+    def wait(self) -> Any:
+        """Loop: a coroutine is about to wait, the queue being empty; look once more after
+        saying so (a message appended meanwhile without the lock): it, or ``EMPTY``."""
         self.waiting = True
+        return self.queue.popleft() if self.queue else EMPTY
 
     def woken(self) -> None:
         """Loop: the posted wake-up ran; the waiters look again (and ``wait`` again if need be)."""

@@ -59,7 +59,7 @@ class AsyncServer:
     @property
     def handlers(self) -> int:
         """How many handlers run now."""
-        return len(self._tasks)
+        return sum(not task.done() for task in self._tasks)
 
     def con_ids(self) -> list[ConId]:
         """The connections open now, in the order they joined."""
@@ -123,11 +123,12 @@ class AsyncServer:
         cancel the handlers still running, and await them. Idempotent."""
         self._closed = True
         await off_loop(self.svc.close, name="links-aio-close")
-        tasks = [t for t in self._tasks if not t.done()]
+        tasks = list(self._tasks)
         for task in tasks:
-            task.cancel()
+            task.cancel()  # a handler already ending on the close finishes as it was
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)
 
     async def __aenter__(self) -> AsyncServer:
         return self
@@ -136,7 +137,7 @@ class AsyncServer:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"AsyncServer({self.svc!r}, handlers={len(self._tasks)})"
+        return f"AsyncServer({self.svc!r}, handlers={self.handlers})"
 
 
 async def serve(
