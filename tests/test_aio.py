@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -30,13 +31,13 @@ def addr(svc_or_server: object) -> str:
     return f"{host}:{port}"
 
 
-async def until(check, what: str = "condition") -> None:
-    """Let the loop run until ``check()`` holds (each turn yields; bounded by the test timeout)."""
-    for _ in range(200_000):
-        if check():
-            return
+async def until(check, what: str = "condition", within: float = 10.0) -> None:
+    """Let the loop run (a turn at a time, no timed sleep) until ``check()`` holds, at most ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def echo(conn: links.aio.AsyncClt) -> None:
@@ -515,3 +516,34 @@ def test_interpreter_exits_with_connections_open_after_the_loop_closed(loop_name
     assert proc.returncode == 0, proc.stderr
     assert "done" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+# -- reconnect --------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_recv_carries_on_across_a_reconnect() -> None:
+    from links.testing import FaultProxy
+
+    svc, sender = threaded_svc()
+    try:
+        with FaultProxy(svc.local_addr) as proxy:
+            host, port = proxy.addr
+            clt = await links.aio.connect(
+                f"{host}:{port}", protocol=Chat, timeout=2.0,
+                reconnect=links.Backoff(initial=0.01, maximum=0.05, factor=2.0, jitter=0.0),
+            )  # fmt: skip
+            await wait_pooled(svc)
+            sender.send({"before": 1})
+            assert await clt.recv() == {"before": 1}
+            waiter = asyncio.ensure_future(clt.recv())
+            await until(lambda: clt._bridge.inbox.waiting, "recv waiting")
+            before = svc.con_ids()
+            proxy.reset()  # the cut: the client redials through the proxy
+            await until(lambda: svc.con_ids() not in ([], before), "reconnected")
+            assert sender.send({"after": 2}, timeout=2.0) is links.SendStatus.COMPLETED
+            assert await asyncio.wait_for(waiter, 10.0) == {"after": 2}
+            await clt.send({"up": 3})
+            clt.close()
+    finally:
+        svc.close()
