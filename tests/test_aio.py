@@ -6,6 +6,8 @@ side waking every waiter, serve with handlers and broadcast, wrapping a threaded
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -547,3 +549,32 @@ async def test_recv_carries_on_across_a_reconnect() -> None:
             clt.close()
     finally:
         svc.close()
+
+
+@pytest.mark.asyncio
+async def test_a_hostile_frame_ends_only_that_connection() -> None:
+    """A raw peer sends a frame over ``max_frame_size``: that connection's recv raises
+    ``BrokenError`` (reason ``frame.too_large``) after the good message before it; another
+    connection on the same loop carries on."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        accepting = loop.run_in_executor(None, listener.accept)
+        clt = await links.aio.connect(f"127.0.0.1:{port}", protocol=Chat, timeout=2.0)
+        peer, _ = await accepting
+        with peer:
+            good = Chat.messenger.serialize({"ok": 1})
+            peer.sendall(struct.pack("!I", len(good)) + good + struct.pack("!I", (1 << 20) + 1) + b"x" * 64)
+            assert await clt.recv() == {"ok": 1}
+            with pytest.raises(links.BrokenError) as raised:
+                await clt.recv()
+            assert raised.value.reason == "frame.too_large"
+            assert [m async for m in clt] == []
+        async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=echo) as server:
+            other = await links.aio.connect(addr(server), protocol=Chat, timeout=2.0)
+            await other.send("still")
+            assert await other.recv() == "still"
+            other.close()
+    finally:
+        listener.close()

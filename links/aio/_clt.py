@@ -109,9 +109,10 @@ class AsyncClt:
         message stays for the next ``recv``.
 
         Raises:
-            BrokenError: the peer closed or broke the connection (after every message it sent
-                before that was received). ClosedError: it was closed on this side.
-            FrameTooLarge, DecodeError: the peer sent a hostile frame (as ``BrokenError``s).
+            BrokenError: the peer closed or broke the connection, after every message it sent
+                before that was received (``.reason``: ``peer_closed``, or ``frame.too_large``
+                and ``frame.decode_failed`` for a hostile frame, ...).
+            ClosedError: it was closed on this side.
         """
         bridge = self._bridge
         while True:
