@@ -578,3 +578,24 @@ async def test_a_hostile_frame_ends_only_that_connection() -> None:
             other.close()
     finally:
         listener.close()
+
+
+@pytest.mark.asyncio
+async def test_serve_and_connect_over_tls_with_private_runtime_threads(poll: links.PollHandler, timer: links.Timer) -> None:
+    """Options reach Svc.bind and Clt.connect unchanged: TLS both ways (the server's handshake
+    on the poll thread, the client's off the loop), and a poll handler and timer of one's own."""
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    runtime = {"poll_handler": poll, "timer": timer}
+    async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=echo, tls=server_ctx, **runtime) as server:
+        port = server.local_addr[1]
+        async with await links.aio.connect(f"127.0.0.1:{port}", protocol=Chat, timeout=5.0, tls=client_ctx, **runtime) as clt:
+            await clt.send_many([{"n": i} for i in range(100)])
+            assert [await clt.recv() for _ in range(100)] == [{"n": i} for i in range(100)]
+            assert clt.sender.peer_certificate is not None
