@@ -54,8 +54,8 @@ class Attachment:
 
     __slots__ = (
         "transport", "connection", "con_id", "outbound", "protocol", "link", "permit", "closed", "tasks", "poll",
-        "handler", "reading", "lingering", "first_deadline", "stall_task", "on_drained", "last_recv", "_on_recv",
-        "_send_reply", "_on_sent", "notify_sent",
+        "handler", "reading", "lingering", "first_deadline", "stall_task", "on_drained", "after_read", "last_recv",
+        "_on_recv", "_send_reply", "_on_sent", "notify_sent",
     )  # fmt: skip
 
     def __init__(self, connection: Connection, sock: Any, protocol: Protocol, permit: Permit | None) -> None:
@@ -82,6 +82,9 @@ class Attachment:
         # Told (poll thread, no lock held) when the poll thread wrote all the socket was owed:
         # a layer that keeps output of its own (the multiplexer) hands on more then.
         self.on_drained: Callable[[], None] | None = None
+        # Told (poll thread) after each readiness event's messages were dispatched: links.aio
+        # wakes its event loop once per read there, not once per message.
+        self.after_read: Callable[[], None] | None = None
         # When it last heard from the peer: every read sets it, and the idle check when it
         # starts (links._liveness); no clock read, and no float kept, for one that never checks.
         self.last_recv = 0.0

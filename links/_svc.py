@@ -34,7 +34,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +107,7 @@ class Svc:
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
+        self.joined: Callable[[Connection, Any], None] | None = None  # (con, sender) before its first read: links.aio
         # Channels (links.mux): loaded on first use, as links loads every layer.
         self.mux = importlib.import_module("links.mux._serve").MuxServing(self, **({} if max_channels is None else {"max_channels": max_channels})) if mux else None
         track(self)  # closed at interpreter exit, ending a wait in accept() (links._exit)
@@ -392,14 +393,15 @@ class Svc:
         spawned (so a callback answering its first message with ``send_to`` finds it)."""
         clt._spawn(lambda sender: self._join(clt._con, None, sender))
 
-    def _left(self, con: Connection) -> None:
-        """A pooled connection was closed for good: it leaves the pool."""
+    def _left(self, con: Connection) -> None:  # a pooled connection was closed for good: it leaves the pool
         self._pool.remove(con.con_id)
 
     def _join(self, con: Connection, recver: Any, sender: Any) -> None:
         """Pool a connection; it leaves the pool when it is closed for good."""
         self._pool.add(recver, sender)
         con.add_listener(self._leave_pool)
+        if self.joined is not None:
+            self.joined(con, sender)
         if self._closed:
             con.close("svc_closed")
 

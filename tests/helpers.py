@@ -166,3 +166,18 @@ class Child:
             reader.join(self.timeout)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+def loop_factories() -> dict:
+    """The event loops links.aio is tested on, by name: asyncio's, and uvloop's when installed
+    (it is in the ``test`` extra). A module that sets ``LOOP_FACTORIES`` to this runs its
+    asyncio tests on each (``pytest_asyncio_loop_factories`` in ``conftest.py``)."""
+    import asyncio
+
+    factories = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

@@ -45,6 +45,7 @@ RUNS = [
     ("micro/send_path.py", ["--rounds", "1", "--count", "200"], False),
     ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
     ("system/mux.py", ["--rounds", "1", "--scale", "0.001", "--channels", "50", "--placement", "split", "--json", "{tmp}/mux.json"], False),
+    ("system/aio.py", ["--rounds", "1", "--scale", "0.001", "--json", "{tmp}/aio.json"], False),
     ("system/soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
     ("system/vs_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", ",".join(PEERS), "--json", "{tmp}/peers.json"], False),
     ("system/vs_peers.py", ["--tls", "--rounds", "1", "--scale", "0.001", "--placement", "split", "--peers", ",".join(TLS_PEERS), "--json", "{tmp}/tls.json"], False),

@@ -13,6 +13,11 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 # Lines (or fragments) each example must print: the point it demonstrates.
 EXPECTED = {
+    "aio_chat.py": [
+        "ann heard: ['ann', 'bob', 'cy']",
+        "cy heard: ['ann', 'bob', 'cy']",
+        "bob heard: bye cy",
+    ],
     "spawned_recver.py": [
         "on thread 'links-poll'",  # messages reach the callback on the poll thread
         "echoes in order: [0, 1, 2]",

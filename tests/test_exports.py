@@ -40,7 +40,7 @@ LOWLEVEL_API = [
 MOVED = [name for name in LOWLEVEL_API if name not in ("format_addr", "parse_addr")]
 
 # Layers reachable as attributes of ``links`` but imported lazily (PEP 562 ``__getattr__``).
-LAZY_SUBMODULES = ["mux", "session", "soupbintcp"]
+LAZY_SUBMODULES = ["aio", "mux", "session", "soupbintcp"]
 
 MODULES = [links, links.lowlevel, links.testing]
 

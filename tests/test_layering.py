@@ -39,7 +39,7 @@ PACKAGE = LINKS_DIR.name  # "links"
 # Everything under links/ except these is the library proper (size and complexity limits).
 NOT_LIBRARY_PROPER = {"cli", "testing", "bench"}
 # The layers built on the connection engine.
-LAYERS = (f"{PACKAGE}.session", f"{PACKAGE}.soupbintcp", f"{PACKAGE}.mux")
+LAYERS = (f"{PACKAGE}.session", f"{PACKAGE}.soupbintcp", f"{PACKAGE}.mux", f"{PACKAGE}.aio")
 
 MAX_LINES = 450
 MAX_COMPLEXITY = 15
@@ -63,7 +63,8 @@ MODULES: dict[str, Path] = {module_name(p): p for p in sorted(LINKS_DIR.rglob("*
 CORE_DIR = LINKS_DIR / "_core"
 SESSION_ENGINE_PATHS = [LINKS_DIR / "session" / "_engine.py", LINKS_DIR / "session" / "_wire.py"]
 MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / name for name in ("_engine.py", "_events.py", "_wire.py")]
-SANS_IO_PATHS = sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS + MUX_ENGINE_PATHS
+AIO_SANS_IO_PATHS = [LINKS_DIR / "aio" / "_inbox.py"]  # the queue's state; the loop and threads are its driver's
+SANS_IO_PATHS = sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS + MUX_ENGINE_PATHS + AIO_SANS_IO_PATHS
 
 # The connection engine: the top-level private modules (not __init__.py or __main__.py).
 ENGINE_PATHS = sorted(p for p in LINKS_DIR.glob("_*.py") if not p.name.startswith("__"))
