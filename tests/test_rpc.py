@@ -124,6 +124,17 @@ def test_what_msgpack_cannot_encode_fails_at_the_caller_or_as_an_error_reply(pol
         assert e.value.type == "EncodeError"
 
 
+def test_call_many_writes_a_batch_and_gives_a_future_per_call(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_in_flight=100) as rpc:
+        futures = rpc.call_many([("add", (i, i)) for i in range(100)], timeout=WAIT)
+        assert [f.result(WAIT) for f in futures] == [2 * i for i in range(100)]
+        with pytest.raises(TypeError):
+            rpc.call_many([("add", (1, 1)), ("echo", (object(),))])
+        with pytest.raises(ValueError, match="max_in_flight"):
+            rpc.call_many([("add", (1, 1))] * 101)
+        assert rpc.in_flight == 0
+
+
 def test_many_threads_pipelining_get_their_own_results(poll, timer):
     errors: list = []
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:

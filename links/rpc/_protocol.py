@@ -84,9 +84,11 @@ class RpcProtocol(Protocol[Any, Any]):
         self.server = server
         self.con: Handle | None = None
         self.closing = False  # on_close ran: this side ended it
+        self.ended = False  # on_disconnect ran
         self.batch_left = 0
         self._replies: list[bytes] = []
         self._complete = peer.calls.complete
+        self._packer = msgpack.Packer()  # replies made on the receiving thread only
         self._bad = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -211,8 +213,13 @@ class RpcProtocol(Protocol[Any, Any]):
         self._send_alone(self._pack(msgid, error_value(exc), None) if exc is not None else self._pack(msgid, None, future.result()))
 
     def reply(self, msgid: int, error: Any, result: Any) -> None:
-        """Answer request ``msgid``: with the batch being dispatched, or at once outside one."""
-        data = self._pack(msgid, error, result)
+        """Answer request ``msgid`` (on the receiving thread): with the batch being dispatched,
+        or at once outside one."""
+        try:
+            data = self._packer.pack([1, msgid, error, result])
+        except Exception:
+            self._packer = msgpack.Packer()  # a failed pack may leave bytes behind in it
+            data = self._pack(msgid, error, result)
         if self.batch_left > 0:
             self._replies.append(data)
         else:
