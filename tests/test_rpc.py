@@ -222,7 +222,8 @@ def test_a_timeout_retires_the_call_and_its_late_reply_is_dropped(logs, poll, ti
         assert held.wait_for(2)
         held.release("late", "too late")
         held.release("late-async", "too late")
-        logs.expect("rpc.late_reply", count=2)
+        late = logs.expect("rpc.late_reply", count=2)
+        assert late["con_id"] == str(rpc.con_id) and isinstance(late["msgid"], int) and late["log_level"] == "debug"
         assert rpc.call("echo", "mine", timeout=WAIT) == "mine"  # never another call's reply
         assert not logs.matching("rpc.unknown_reply")
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._core._messenger import Messenger
 from .._errors import DecodeError, FrameTooLarge
@@ -111,7 +111,7 @@ class MsgpackFramer:
             raise FrameTooLarge(end - start, self.max_frame_size) from None
         except Exception as e:  # FormatError, StackError: the stream is lost
             raise MsgpackError(f"not a msgpack stream: {type(e).__name__} {e}".rstrip()) from e
-        size = base + unpacker.tell() - start
+        size: int = base + unpacker.tell() - start
         if size > self.max_frame_size:
             raise FrameTooLarge(size, self.max_frame_size)
         return size
@@ -265,7 +265,8 @@ class MsgpackMessenger(Messenger[Any, Any]):
         """
         if type(msg) is bytes:
             return msg
-        return self._packer.pack(msg)
+        data: bytes = self._packer.pack(msg)
+        return data
 
     def deserialize(self, payload: Buffer) -> Any:
         """The msgpack value in one whole frame, or ``Undecodable(reason)``. Never raises."""

@@ -23,11 +23,11 @@ Threads: ``call`` waits on a lock of its own, so it must not run on the poll or 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._clock import deadline_after
 from .._clt import Clt
@@ -178,7 +178,7 @@ class Peer:
         calls = list(calls)
         if len(calls) > table.table.max_in_flight:
             raise ValueError(f"{len(calls)} calls at once, more than max_in_flight={table.table.max_in_flight}")
-        opened: list[tuple[int, Future[Any]]] = []
+        opened: list[tuple[Hashable, Future[Any]]] = []
         try:
             requests = []
             for method, params in calls:

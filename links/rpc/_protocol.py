@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._core._protocol import Handle, Protocol
 from .._core._status import SendStatus
@@ -135,9 +135,9 @@ class RpcProtocol(Protocol[Any, Any]):
             if type(msg) in (list, tuple) and len(msg) == 4 and msg[0] == 0 and type(msg[1]) is int:
                 self.reply(msg[1], ["BadRequest", str(e)], None)  # its id is usable: answer it
             return
-        if type(envelope) is Request:
+        if isinstance(envelope, Request):
             self._request(*envelope)
-        elif type(envelope) is Notification:
+        elif isinstance(envelope, Notification):
             self._notification(envelope.method, envelope.params)
         else:  # a response with a bool kind or a tuple: completed the general way
             error = envelope.error
@@ -228,9 +228,10 @@ class RpcProtocol(Protocol[Any, Any]):
     @staticmethod
     def _pack(msgid: int, error: Any, result: Any) -> bytes:
         try:
-            return _packb([1, msgid, error, result])
+            data: bytes = _packb([1, msgid, error, result])
         except Exception as e:  # a result msgpack cannot encode: the caller learns why
-            return _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+            data = _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+        return data
 
     def _send_alone(self, data: bytes) -> None:
         con = self.con
