@@ -135,6 +135,35 @@ def test_call_many_writes_a_batch_and_gives_a_future_per_call(poll, timer):
         assert rpc.in_flight == 0
 
 
+def test_a_call_over_max_frame_size_is_refused_at_the_caller(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_frame_size=1000) as rpc:
+        with pytest.raises(links.FrameTooLarge):
+            rpc.call("echo", "x" * 2000, timeout=WAIT)
+        assert rpc.in_flight == 0 and rpc.call("echo", "small", timeout=WAIT) == "small"
+
+
+def test_a_failing_notification_is_logged_on_either_thread(logs, poll, timer):
+    with ThreadPoolExecutor(1) as pool, service(poll, timer, executor=pool) as (svc, _, _):
+        with connect(svc, poll, timer) as rpc:
+            rpc.notify("fail", "quietly")
+            entry = logs.expect("rpc.notification_failed")
+            assert entry["method"] == "fail" and "quietly" in entry["error"]
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
+        rpc.notify("fail", "inline")
+        logs.expect("rpc.notification_failed", count=2)
+
+
+def test_a_peer_serves_one_connection_a_service_takes_server_protocol(logs, poll, timer):
+    peer = links.rpc.Peer(server=make_server()[0])
+    with links.Svc.bind("127.0.0.1:0", protocol=peer.protocol, poll_handler=poll, timer=timer) as svc:
+        svc.into_sender_with_spawned_recver()
+        with connect(svc, poll, timer) as first:
+            assert first.call("add", 1, 1, timeout=WAIT) == 2
+            with pytest.raises(links.LinksError):
+                with connect(svc, poll, timer) as second:
+                    second.call("add", 1, 1, timeout=WAIT)
+
+
 def test_many_threads_pipelining_get_their_own_results(poll, timer):
     errors: list = []
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:

@@ -197,11 +197,18 @@ class RpcProtocol(Protocol[Any, Any]):
         executor = self.server.executor if self.server is not None else None
         try:
             if executor is not None:
-                executor.submit(fn, *params)
+                executor.submit(fn, *params).add_done_callback(partial(self._notified, method))
             else:
                 fn(*params)
         except Exception as e:
-            _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(e))
+            self._notified(method, None, e)
+
+    def _notified(self, method: str, future: Future[Any] | None, error: BaseException | None = None) -> None:
+        """A notification's handler finished: a failure is logged, as nobody else can hear of it."""
+        if future is not None and not future.cancelled():
+            error = future.exception()
+        if error is not None:
+            _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(error))
 
     def _reply_done(self, msgid: int, future: Future[Any]) -> None:
         """A handler's future finished (any thread): send its outcome now, on its own."""
