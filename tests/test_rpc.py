@@ -102,7 +102,7 @@ def test_a_handler_that_raises_gives_a_remote_error_with_its_type_and_message(po
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
         with pytest.raises(RemoteError) as e:
             rpc.call("fail", "no way", timeout=WAIT)
-        assert (e.value.type, e.value.message) == ("ValueError", "no way")
+        assert (e.value.type, e.value.message, e.value.error) == ("ValueError", "no way", "ValueError: no way")
         assert rpc.call("add", 1, 2, timeout=WAIT) == 3  # the connection stayed
 
 

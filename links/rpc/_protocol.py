@@ -38,7 +38,7 @@ from .._errors import LinksError
 from .._log import get_logger
 from ._errors import BadEnvelope, RemoteError
 from ._msgpack import MsgpackFramer, MsgpackMessenger
-from ._wire import Notification, Request, Undecodable, decode, error_value
+from ._wire import Notification, Request, Undecodable, decode, error_text, error_value
 
 if TYPE_CHECKING:
     from .._core._conid import ConId
@@ -133,7 +133,7 @@ class RpcProtocol(Protocol[Any, Any]):
         except BadEnvelope as e:
             self._complain("rpc.bad_envelope", str(e))
             if type(msg) in (list, tuple) and len(msg) == 4 and msg[0] == 0 and type(msg[1]) is int:
-                self.reply(msg[1], ["BadRequest", str(e)], None)  # its id is usable: answer it
+                self.reply(msg[1], error_text("BadRequest", str(e)), None)  # its id is usable: answer it
             return
         if isinstance(envelope, Request):
             self._request(*envelope)
@@ -170,7 +170,7 @@ class RpcProtocol(Protocol[Any, Any]):
             return
         fn = self._handler(method)
         if fn is None:
-            self.reply(msgid, ["NoSuchMethod", f"no method {method!r}"], None)
+            self.reply(msgid, error_text("NoSuchMethod", f"no method {method!r}"), None)
             return
         executor = self.server.executor if self.server is not None else None
         if executor is not None:
@@ -213,7 +213,7 @@ class RpcProtocol(Protocol[Any, Any]):
     def _reply_done(self, msgid: int, future: Future[Any]) -> None:
         """A handler's future finished (any thread): send its outcome now, on its own."""
         if future.cancelled():
-            error: Any = ["CancelledError", "the call was cancelled on the server"]
+            error: Any = error_text("CancelledError", "the call was cancelled on the server")
             self._send_alone(self._pack(msgid, error, None))
             return
         exc = future.exception()
@@ -237,7 +237,7 @@ class RpcProtocol(Protocol[Any, Any]):
         try:
             data: bytes = _packb([1, msgid, error, result])
         except Exception as e:  # a result msgpack cannot encode: the caller learns why
-            data = _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+            data = _packb([1, msgid, error_text("EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"), None])
         return data
 
     def _send_alone(self, data: bytes) -> None:

@@ -4,7 +4,7 @@ A handler is any callable; a request's params are its positional arguments. What
 decides the reply:
 
 * returns a value: the reply, sent at once (with the other replies of the same read);
-* raises: an error reply ``[type name, message]`` (the caller gets ``RemoteError`` with both);
+* raises: an error reply ``"TypeName: message"`` (the caller gets ``RemoteError`` with both);
 * returns a ``concurrent.futures.Future``: the reply is sent when the future is done, from
   the thread that completes it, so slow work never holds the other calls back.
 
@@ -19,7 +19,7 @@ Handlers run on the receiving thread (the poll thread, on a service) unless the 
   every connection of the process meanwhile. Calls then run concurrently and their replies go
   out as they finish, in any order (the ids match them up).
 
-A method the server does not have gets the error reply ``["NoSuchMethod", ...]``; the
+A method the server does not have gets the error reply ``"NoSuchMethod: no method '...'"``; the
 connection stays up.
 """
 
