@@ -50,6 +50,8 @@ class Server:
         executor: where handlers run (None: on the receiving thread, the poll thread).
         max_in_flight: the most calls the server's side may have pending on one connection
             (calls it makes to its clients through ``peers()``).
+        max_running: the most calls of one connection on the executor (queued or running) at
+            once; beyond it a call is answered ``"Busy: ..."`` at once.
         max_frame_size: the largest message accepted or sent, in bytes.
         max_depth: the deepest nesting accepted in a message.
     """
@@ -60,11 +62,15 @@ class Server:
         *,
         executor: Executor | None = None,
         max_in_flight: int = 10_000,
+        max_running: int = 10_000,
         max_frame_size: int = 1 << 20,
         max_depth: int = 32,
     ) -> None:
+        if max_running < 1:
+            raise ValueError("max_running must be at least 1")
         self.methods: dict[str, Callable[..., Any]] = dict(methods or {})
         self.executor = executor
+        self.max_running = max_running
         self._options: dict[str, Any] = {
             "max_in_flight": max_in_flight, "max_frame_size": max_frame_size, "max_depth": max_depth,
         }  # fmt: skip
