@@ -65,6 +65,7 @@ def make_server(**kwargs) -> tuple[links.rpc.Server, Held]:
 
     server.add("hold", held.hold)
     server.add("echo", lambda x: x)
+    server.add("big", lambda n: "x" * n)
     server.add("unsendable", lambda: object())
     return server, held
 
@@ -140,6 +141,15 @@ def test_a_call_over_max_frame_size_is_refused_at_the_caller(poll, timer):
         with pytest.raises(links.FrameTooLarge):
             rpc.call("echo", "x" * 2000, timeout=WAIT)
         assert rpc.in_flight == 0 and rpc.call("echo", "small", timeout=WAIT) == "small"
+
+
+def test_a_result_over_max_frame_size_is_an_error_reply_and_the_others_go_out(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_frame_size=1 << 21) as rpc:
+        futures = rpc.call_many([("echo", ("small",)), ("big", (1 << 20,)), ("echo", ("also small",))])
+        assert futures[0].result(WAIT) == "small" and futures[2].result(WAIT) == "also small"
+        with pytest.raises(RemoteError) as e:
+            futures[1].result(WAIT)
+        assert e.value.type == "EncodeError" and "max_frame_size" in e.value.message
 
 
 def test_a_failing_notification_is_logged_on_either_thread(logs, poll, timer):
