@@ -456,3 +456,29 @@ def test_a_correlator_matches_replies_of_a_protocol_of_ones_own(logs, poll, time
             assert correlator.fail_all(links.BrokenError("gone"), end=True) == 1
             with pytest.raises(links.BrokenError):
                 correlator.call({"id": "a6", "a": 0, "b": 0})
+
+
+def test_a_correlator_fed_by_a_protocol_fails_its_pending_calls_when_the_connection_ends(poll, timer):
+    class Silent(Json):  # takes requests, never answers
+        pass
+
+    box: list = []
+
+    class Calling(Json):
+        def on_recv(self, msg):
+            box[0].feed(msg)
+
+        def on_disconnect(self, con_id):
+            box[0].fail_all(lambda: links.BrokenError(f"{con_id} ended", "peer_closed"), end=True)
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Silent, poll_handler=poll, timer=timer) as svc:
+        svc.into_sender_with_spawned_recver()
+        clt = links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Calling, poll_handler=poll, timer=timer)
+        sender = clt.into_sender_with_spawned_recver()
+        box.append(links.rpc.Correlator(sender.send, request_id=lambda m: m["id"], reply_id=lambda m: m.get("re")))
+        pending = [box[0].call_async({"id": i}) for i in range(3)]
+    for future in pending:  # the service closed: every call failed at once
+        assert isinstance(future.exception(WAIT), links.BrokenError)
+    with pytest.raises(links.BrokenError):
+        box[0].call({"id": 9})
+    sender.close()
