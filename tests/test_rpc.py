@@ -482,3 +482,54 @@ def test_a_correlator_fed_by_a_protocol_fails_its_pending_calls_when_the_connect
     with pytest.raises(links.BrokenError):
         box[0].call({"id": 9})
     sender.close()
+
+
+def test_random_timeouts_cancels_and_reply_orders_never_cross_calls(poll, timer):
+    # Replies come after random delays (in any order); callers give random timeouts and cancel
+    # some calls: each call ends once, with its own result or its own timeout or cancel.
+    import random
+
+    server = links.rpc.Server()
+
+    def delayed(x, delay):
+        future: Future = Future()
+
+        def answer():
+            future.set_result(x)
+            return links.TaskStatus.TERMINATE
+
+        timer.schedule("delayed reply", 1.0, answer, delay=delay)
+        return future
+
+    server.add("delayed", delayed)
+    errors: list = []
+    with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc, connect(svc, poll, timer) as rpc:
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for i in range(60):
+                    x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
+                    if rng.random() < 0.5:
+                        try:
+                            assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
+                        except CallTimeout:
+                            assert timeout is not None
+                        continue
+                    future = rpc.call_async("delayed", x, delay, timeout=timeout)
+                    if rng.random() < 0.3 and future.cancel():
+                        continue
+                    try:
+                        assert tuple(future.result(WAIT)) == x
+                    except CallTimeout:
+                        assert timeout is not None
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 4)
+        assert not errors, errors
+        assert rpc.in_flight == 0
