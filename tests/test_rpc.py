@@ -533,3 +533,27 @@ def test_random_timeouts_cancels_and_reply_orders_never_cross_calls(poll, timer)
             thread.join(WAIT * 4)
         assert not errors, errors
         assert rpc.in_flight == 0
+
+
+def test_connect_call_close_cycles_leave_no_fd_thread_or_peer_behind(poll, timer):
+    import psutil
+
+    server, _ = make_server()
+    process = psutil.Process()
+    with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc:
+
+        def cycle() -> None:
+            with connect(svc, poll, timer) as rpc:
+                assert rpc.call_async("add", 1, 1, timeout=WAIT).result(WAIT) == 2
+
+        cycle()
+        poll.sync()
+        fds, threads = process.num_fds(), threading.active_count()
+        for _ in range(200):
+            cycle()
+        for _ in range(100):  # the server drops each connection on its poll thread, a moment later
+            poll.sync()
+            if not server.peers():
+                break
+        assert server.peers() == []
+        assert process.num_fds() == fds and threading.active_count() == threads
