@@ -204,13 +204,13 @@ def nesting_depth(data: bytes, limit: int) -> int:
     end = len(data)
     while pos < end:
         count, pos = _count(data[pos], data, pos)
+        if count >= 0 and depth + 1 > deepest:  # a container, empty or not: one level more
+            deepest = depth + 1
+            if deepest > limit:
+                return deepest
         if count > 0:
             left.append(count)
             depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
             continue
         # a scalar or an empty container: it completes one element of each container it ends
         while left:
@@ -221,7 +221,7 @@ def nesting_depth(data: bytes, limit: int) -> int:
             depth -= 1
         if not left:
             break
-    return max(deepest, 1 if data and (0x80 <= data[0] <= 0x9F or data[0] in _CONTAINERS) else 0)
+    return deepest
 
 
 class MsgpackMessenger(Messenger[Any, Any]):

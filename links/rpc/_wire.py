@@ -84,6 +84,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _call(method: Any, params: Any) -> tuple[str, list[Any]]:
+    """A request's or notification's method and params, checked."""
+    if not isinstance(method, str):
+        raise BadEnvelope(f"method must be a string, not {_short(method)}")
+    if type(params) not in (list, tuple):
+        raise BadEnvelope(f"params must be an array, not {_short(params)}")
+    return method, list(params)
+
+
 def decode(obj: Any) -> Request | Response | Notification:
     """The envelope ``obj`` (a decoded msgpack value) is.
 
@@ -94,20 +103,12 @@ def decode(obj: Any) -> Request | Response | Notification:
     if type(obj) not in (list, tuple) or not obj:
         raise BadEnvelope(f"a msgpack-rpc message is a non-empty array, not {_short(obj)}")
     kind, n = obj[0], len(obj)
-    if kind == REQUEST and type(kind) is int and n == 4:
-        if not isinstance(obj[2], str):
-            raise BadEnvelope(f"method must be a string, not {_short(obj[2])}")
-        if type(obj[3]) not in (list, tuple):
-            raise BadEnvelope(f"params must be an array, not {_short(obj[3])}")
-        return Request(_msgid(obj[1]), obj[2], list(obj[3]))
-    if kind == RESPONSE and type(kind) is int and n == 4:
+    if type(kind) is int and kind == REQUEST and n == 4:
+        return Request(_msgid(obj[1]), *_call(obj[2], obj[3]))
+    if type(kind) is int and kind == RESPONSE and n == 4:
         return Response(_msgid(obj[1]), obj[2], obj[3])
-    if kind == NOTIFICATION and type(kind) is int and n == 3:
-        if not isinstance(obj[1], str):
-            raise BadEnvelope(f"method must be a string, not {_short(obj[1])}")
-        if type(obj[2]) not in (list, tuple):
-            raise BadEnvelope(f"params must be an array, not {_short(obj[2])}")
-        return Notification(obj[1], list(obj[2]))
+    if type(kind) is int and kind == NOTIFICATION and n == 3:
+        return Notification(*_call(obj[1], obj[2]))
     raise BadEnvelope(f"not a msgpack-rpc message (kind {_short(kind)}, {n} fields)")
 
 
