@@ -32,7 +32,8 @@ class Json(links.Protocol):
 
 class LogWatch:
     """A ``capture_logs`` processor that tests can wait on. Each entry also gets ``t``, the
-    ``time.monotonic()`` at which it was logged, for tests that measure between events."""
+    ``time.monotonic()`` at which it was logged, for tests that measure between events, and
+    ``log_level`` (``"warning"``, ``"debug"``, ...)."""
 
     def __init__(self, timeout: float = WAIT) -> None:
         self._cond = threading.Condition()
@@ -41,7 +42,7 @@ class LogWatch:
 
     def __call__(self, logger, method, event_dict):
         with self._cond:
-            self.entries.append({**event_dict, "t": time.monotonic()})
+            self.entries.append({"log_level": method, **event_dict, "t": time.monotonic()})
             self._cond.notify_all()
         return event_dict
 
