@@ -5,6 +5,8 @@ answer ``[error, result]`` (REQ/REP allows one request at a time, which is this 
 ``pipe``: a DEALER socket sends ``[msgid, method, params]``, up to ``Params.batch`` at once;
 the ROUTER server answers ``[msgid, error, result]`` to the sender's identity and the client
 matches each answer to its call by ``msgid`` (a dict of pending calls, as a user would).
+Both sockets have no high-water mark (``SNDHWM``/``RCVHWM`` 0): at the default 1,000 a ROUTER
+drops the replies it cannot queue, and 1,000 calls in flight reach it.
 The server looks the method up by name in a dict, as every peer here does.
 """
 
@@ -33,6 +35,7 @@ def serve(ctl: Control, params: Params) -> None:
     methods = {"echo": echo}
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REP if params.variant == "seq" else zmq.ROUTER)
+    sock.sndhwm = sock.rcvhwm = 0  # no high-water mark: a ROUTER drops replies past it
     sock.rcvtimeo = 100  # wake up now and then to notice "stop"
     sock.linger = 0
     sock.bind(f"tcp://{HOST}:*")
@@ -65,6 +68,7 @@ def serve(ctl: Control, params: Params) -> None:
 def client(ctl: Control, params: Params, port: int) -> None:
     ctx = zmq.Context()
     sock = ctx.socket(zmq.REQ if params.variant == "seq" else zmq.DEALER)
+    sock.sndhwm = sock.rcvhwm = 0  # as the server's: the window bounds what is queued
     sock.linger = 0
     sock.rcvtimeo = int(WAIT_S * 1000)
     sock.connect(f"tcp://{HOST}:{port}")
