@@ -30,6 +30,13 @@ EXPECTED = {
         "clt.disconnected       6",
         "svc.accepted           3",
     ],
+    "rpc_calls.py": [
+        "add(2, 3) = 5",
+        "100 sums in flight, in order: True",
+        "16 slow squares: [169, 196, 225]",
+        "slow_square(7) with a 10 ms deadline: CallTimeout",
+        "the server asks its client whoami: a client on links-poll",
+    ],
     "handshake_heartbeat.py": [
         "alice: connected and logged in: True",
         "alice: received login_ok, then ['hb', 'hb', 'hb']",

@@ -43,7 +43,7 @@ MOVED = [name for name in LOWLEVEL_API if name not in ("format_addr", "parse_add
 LAZY_SUBMODULES = ["mux", "rpc", "session", "soupbintcp"]
 
 RPC_API = [
-    "BadEnvelope", "CallIndeterminate", "CallTable", "CallTimeout", "Calls", "Correlator", "DuplicateId", "InFlightLimit",
+    "BadEnvelope", "CallIndeterminate", "CallTable", "CallTimeout", "Correlator", "DuplicateId", "InFlightLimit",
     "MsgpackError", "MsgpackFramer", "MsgpackMessenger", "Notification", "Peer", "RemoteError", "Request", "Response",
     "RpcError", "RpcProtocol", "Server", "TableFull", "Undecodable", "connect", "decode", "serve",
 ]  # fmt: skip

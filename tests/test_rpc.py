@@ -124,6 +124,46 @@ def test_what_msgpack_cannot_encode_fails_at_the_caller_or_as_an_error_reply(pol
         assert e.value.type == "EncodeError"
 
 
+def test_call_many_writes_a_batch_and_gives_a_future_per_call(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_in_flight=100) as rpc:
+        futures = rpc.call_many([("add", (i, i)) for i in range(100)], timeout=WAIT)
+        assert [f.result(WAIT) for f in futures] == [2 * i for i in range(100)]
+        with pytest.raises(TypeError):
+            rpc.call_many([("add", (1, 1)), ("echo", (object(),))])
+        with pytest.raises(ValueError, match="max_in_flight"):
+            rpc.call_many([("add", (1, 1))] * 101)
+        assert rpc.in_flight == 0
+
+
+def test_a_call_over_max_frame_size_is_refused_at_the_caller(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_frame_size=1000) as rpc:
+        with pytest.raises(links.FrameTooLarge):
+            rpc.call("echo", "x" * 2000, timeout=WAIT)
+        assert rpc.in_flight == 0 and rpc.call("echo", "small", timeout=WAIT) == "small"
+
+
+def test_a_failing_notification_is_logged_on_either_thread(logs, poll, timer):
+    with ThreadPoolExecutor(1) as pool, service(poll, timer, executor=pool) as (svc, _, _):
+        with connect(svc, poll, timer) as rpc:
+            rpc.notify("fail", "quietly")
+            entry = logs.expect("rpc.notification_failed")
+            assert entry["method"] == "fail" and "quietly" in entry["error"]
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
+        rpc.notify("fail", "inline")
+        logs.expect("rpc.notification_failed", count=2)
+
+
+def test_a_peer_serves_one_connection_a_service_takes_server_protocol(logs, poll, timer):
+    peer = links.rpc.Peer(server=make_server()[0])
+    with links.Svc.bind("127.0.0.1:0", protocol=peer.protocol, poll_handler=poll, timer=timer) as svc:
+        svc.into_sender_with_spawned_recver()
+        with connect(svc, poll, timer) as first:
+            assert first.call("add", 1, 1, timeout=WAIT) == 2
+            with pytest.raises(links.LinksError):
+                with connect(svc, poll, timer) as second:
+                    second.call("add", 1, 1, timeout=WAIT)
+
+
 def test_many_threads_pipelining_get_their_own_results(poll, timer):
     errors: list = []
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
@@ -211,7 +251,8 @@ def test_a_timeout_retires_the_call_and_its_late_reply_is_dropped(logs, poll, ti
         assert held.wait_for(2)
         held.release("late", "too late")
         held.release("late-async", "too late")
-        logs.expect("rpc.late_reply", count=2)
+        late = logs.expect("rpc.late_reply", count=2)
+        assert late["con_id"] == str(rpc.con_id) and isinstance(late["msgid"], int) and late["log_level"] == "debug"
         assert rpc.call("echo", "mine", timeout=WAIT) == "mine"  # never another call's reply
         assert not logs.matching("rpc.unknown_reply")
 

@@ -91,7 +91,10 @@ def test_a_well_framed_bad_message_is_logged_and_the_connection_stays(logs, poll
         assert replies[-1] == [1, 2, None, 4]
         if answer:
             assert replies[0] == answer
-        logs.expect(event)
+        entry = logs.expect(event)
+        assert {"con_id", "error", "count"} <= entry.keys() and entry["con_id"].startswith("Acceptor(")
+        if event == "rpc.unknown_reply":
+            assert entry["msgid"] == 4242
 
 
 def test_bad_utf8_in_a_request_is_undecodable_not_fatal(logs, poll, timer):
@@ -124,7 +127,7 @@ def test_a_client_that_never_reads_its_replies_costs_only_its_own_connection(log
                     sent += 1
                 except BlockingIOError:
                     logs.wait("rpc.replies_dropped")
-            logs.expect("rpc.replies_dropped")
+            assert logs.expect("rpc.replies_dropped")["count"] >= 1
             still_served(svc, poll, timer)  # the poll thread never waited on it
         finally:
             sock.close()

@@ -20,7 +20,6 @@ Log events (logger ``links.rpc``): ``rpc.bad_envelope``, ``rpc.bad_message``,
 ``rpc.late_reply``, ``rpc.reply_lost`` (debug). See the README's "Request/response".
 """
 
-from ._calls import Calls as Calls
 from ._correlator import Correlator as Correlator
 from ._errors import (
     BadEnvelope as BadEnvelope,
@@ -47,5 +46,5 @@ __all__ = [
     "connect", "serve", "Peer", "Server", "Correlator", "RpcProtocol",
     "RpcError", "RemoteError", "CallTimeout", "CallIndeterminate", "InFlightLimit", "BadEnvelope", "MsgpackError",
     "MsgpackFramer", "MsgpackMessenger", "Request", "Response", "Notification", "Undecodable", "decode",
-    "CallTable", "DuplicateId", "TableFull", "Calls",
+    "CallTable", "DuplicateId", "TableFull",
 ]  # fmt: skip

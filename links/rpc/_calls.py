@@ -39,7 +39,7 @@ from .._timer import Timer, TimerHandle
 from ._errors import CallTimeout, InFlightLimit
 from ._table import CallTable
 
-__all__ = ["Calls", "Waiter"]
+__all__ = ["Calls", "Waiter", "CallFuture"]
 
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
@@ -56,6 +56,25 @@ class Waiter:
         self.lock.acquire()
         self.error: BaseException | None = None
         self.value: Any = None
+
+
+class CallFuture(Future):  # type: ignore[type-arg]
+    """The future of a call: cancelling it retires the call (no done-callback per call)."""
+
+    _call: tuple[Calls, Hashable] | None = None
+
+    def cancel(self) -> bool:
+        """Stop waiting for the reply: the call's id is retired, a late reply dropped.
+
+        Returns:
+            False if the call is done already (as ``Future.cancel``), else True.
+        """
+        if not super().cancel():
+            return False
+        if self._call is not None:
+            calls, call_id = self._call
+            calls.retire(call_id, self)
+        return True
 
 
 def _settle(token: Any, error: BaseException | None, value: Any) -> None:
@@ -132,7 +151,7 @@ class Calls:
         Raises:
             What ``admit`` raises; ``DuplicateId``: ``call_id`` is pending already.
         """
-        future: Future[Any] = Future()
+        future = CallFuture()
         deadline = None
         if timeout is not None:
             timer = self.timer_or_default()
@@ -145,7 +164,7 @@ class Calls:
                 self.table.add(call_id, future, deadline)
             if deadline is not None and (self._alarm_at is None or deadline < self._alarm_at):
                 self._arm(deadline)
-        future.add_done_callback(lambda f: f.cancelled() and self.retire(call_id, f))
+        future._call = (self, call_id)
         return call_id, future
 
     def open_waiter(self, call_id: Hashable | None, timeout: float | None) -> tuple[Hashable, Waiter]:

@@ -95,8 +95,8 @@ class Correlator(Generic[ReqT, RepT]):
         Raises:
             As ``call``, when ``msg`` cannot be sent.
         """
-        deadline_after(timeout)
-        call_id, future = self.calls.open_future(self._request_id(msg), timeout)
+        limit = None if deadline_after(timeout) is None else timeout
+        call_id, future = self.calls.open_future(self._request_id(msg), limit)
         self._send_or_retire(msg, timeout, call_id, future)
         return future
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._core._messenger import Messenger
 from .._errors import DecodeError, FrameTooLarge
@@ -111,7 +111,7 @@ class MsgpackFramer:
             raise FrameTooLarge(end - start, self.max_frame_size) from None
         except Exception as e:  # FormatError, StackError: the stream is lost
             raise MsgpackError(f"not a msgpack stream: {type(e).__name__} {e}".rstrip()) from e
-        size = base + unpacker.tell() - start
+        size: int = base + unpacker.tell() - start
         if size > self.max_frame_size:
             raise FrameTooLarge(size, self.max_frame_size)
         return size
@@ -253,6 +253,9 @@ class MsgpackMessenger(Messenger[Any, Any]):
             max_ext_len=max_ext_len, max_array_len=max_container_len, max_map_len=max_container_len,
         )  # fmt: skip
         self._packer = msgpack.Packer()  # serialize runs under the connection's write lock
+        # One unpacker fed one whole payload at a time: half the cost of ``unpackb`` with
+        # limits, which builds a new one per call. Only the receiving thread decodes.
+        self._unpacker = _Unpacker(**self._limits)
 
     def serialize(self, msg: Any) -> Buffer:
         """``msg`` packed (a ``bytes`` message is sent as it is: already packed).
@@ -262,20 +265,17 @@ class MsgpackMessenger(Messenger[Any, Any]):
         """
         if type(msg) is bytes:
             return msg
-        return self._packer.pack(msg)
+        data: bytes = self._packer.pack(msg)
+        return data
 
     def deserialize(self, payload: Buffer) -> Any:
         """The msgpack value in one whole frame, or ``Undecodable(reason)``. Never raises."""
-        try:
-            if len(payload) > self.max_depth and payload_is_deep(payload, self.max_depth):
-                return Undecodable(f"nested deeper than max_depth={self.max_depth}")
-            return msgpack.unpackb(payload, **self._limits)
-        except Exception as e:  # bad UTF-8, a limit, an unhashable map key, ...
-            return Undecodable(f"{type(e).__name__}: {e}")
+        return self.deserialize_many([payload])[0]
 
     def deserialize_many(self, payloads: list[Buffer]) -> list[Any]:
         """``deserialize`` for a whole read at once. Never raises."""
-        unpackb, limits, most = msgpack.unpackb, self._limits, self.max_depth
+        unpacker, most = self._unpacker, self.max_depth
+        feed, unpack = unpacker.feed, unpacker.unpack
         out: list[Any] = []
         append = out.append
         for payload in payloads:
@@ -283,9 +283,13 @@ class MsgpackMessenger(Messenger[Any, Any]):
                 append(Undecodable(f"nested deeper than max_depth={most}"))
                 continue
             try:
-                append(unpackb(payload, **limits))
-            except Exception as e:
+                feed(payload)
+                append(unpack())
+            except Exception as e:  # bad UTF-8, a limit, an unhashable map key, ...
                 append(Undecodable(f"{type(e).__name__}: {e}"))
+                # whatever it left half-read must not prefix the next payload
+                unpacker = self._unpacker = _Unpacker(**self._limits)
+                feed, unpack = unpacker.feed, unpacker.unpack
         return out
 
     def __repr__(self) -> str:

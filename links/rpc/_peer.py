@@ -23,10 +23,11 @@ Threads: ``call`` waits on a lock of its own, so it must not run on the poll or 
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._clock import deadline_after
 from .._clt import Clt
@@ -93,6 +94,7 @@ class Peer:
         self.server = server
         self._limits: dict[str, Any] = {"max_frame_size": max_frame_size, "max_depth": max_depth}
         self._send: Any = None
+        self._send_many: Any = None
         self._con: Any = None
         self._protocol: RpcProtocol | None = None
         self._owner: Any = None  # what close() closes when connect() made the connection
@@ -145,9 +147,9 @@ class Peer:
             InFlightLimit, CallTimeout (no room in time: not sent), ClosedError, BrokenError,
             TypeError: as ``call``, when the request cannot be sent.
         """
-        deadline_after(timeout)  # refuses nan, negative, non-numbers
+        limit = None if deadline_after(timeout) is None else timeout  # refuses nan, negative, non-numbers
         calls = self.calls
-        msgid, future = calls.open_future(None, timeout)
+        msgid, future = calls.open_future(None, limit)
         try:
             send = self._send or _fail_send
             status = send(_packb([0, msgid, method, params]), timeout)
@@ -158,6 +160,42 @@ class Peer:
             calls.retire(msgid, future)
             raise CallTimeout(f"{method}: not sent, the connection had no room in time")
         return future
+
+    def call_many(self, calls: Iterable[tuple[str, Sequence[Any]]], *, timeout: float | None = None) -> list[Future[Any]]:
+        """Send many calls in one write: ``call_async`` for each ``(method, params)``, with the
+        requests written together (one system call instead of one per call).
+
+        Returns:
+            A future per call, in order.
+
+        Raises:
+            As ``call_async``; then none of the calls was sent. With fewer than
+            ``len(calls)`` free places under ``max_in_flight`` it waits for them as one call does.
+            ValueError: more calls than ``max_in_flight``.
+        """
+        limit = None if deadline_after(timeout) is None else timeout
+        table = self.calls
+        calls = list(calls)
+        if len(calls) > table.table.max_in_flight:
+            raise ValueError(f"{len(calls)} calls at once, more than max_in_flight={table.table.max_in_flight}")
+        opened: list[tuple[Hashable, Future[Any]]] = []
+        try:
+            requests = []
+            for method, params in calls:
+                msgid, future = table.open_future(None, limit)
+                opened.append((msgid, future))
+                requests.append(_packb([0, msgid, method, params]))
+            send_many = self._send_many or _fail_send
+            status = send_many(requests, timeout)
+        except BaseException:
+            for msgid, future in opened:
+                table.retire(msgid, future)
+            raise
+        if status is _WOULD_BLOCK:
+            for msgid, future in opened:
+                table.retire(msgid, future)
+            raise CallTimeout(f"{len(opened)} calls not sent: the connection had no room in time")
+        return [future for _, future in opened]
 
     def notify(self, method: str, *params: Any, timeout: float | None = None) -> SendStatus:
         """Send a notification of ``method(*params)``: the peer runs it and never answers.
@@ -207,14 +245,23 @@ class Peer:
     # -- told by the protocol instance ----------------------------------------------------
 
     def attached(self, protocol: RpcProtocol, con: Handle) -> None:
-        """A connection is up (``on_connect``): send through it from now on."""
+        """A connection is up (``on_connect``): send through it from now on.
+
+        Raises:
+            RuntimeError: the peer serves another connection now (``peer.protocol`` given to
+                a service, or to two connections): use ``Server.protocol`` there.
+        """
+        if self._protocol is not None and not self._protocol.ended:
+            raise RuntimeError("a Peer serves one connection at a time: give a service server.protocol, not peer.protocol")
         connection = _connection_of(con)
         if connection is not None and connection.session is None and connection.reconnect is not None:
             # Through the logical connection, not this TCP connection alone: a call made while
             # it redials then waits for the next one, as any send does with reconnect=.
             self._send = connection.send
+            self._send_many = lambda msgs, timeout: connection.write(None, list(msgs), timeout)
         else:
             self._send = con.send
+            self._send_many = con.send_many
         self._con = con
         self._protocol = protocol
         if self.calls.timer is None:
@@ -226,6 +273,7 @@ class Peer:
         """The connection of ``protocol`` ended (``on_disconnect``): fail what was pending."""
         if protocol is not self._protocol:
             return
+        protocol.ended = True
         con_id = self.con_id
         connection = _connection_of(self._con)
         if protocol.closing:
@@ -250,7 +298,7 @@ class Peer:
             self.server.left(self)
 
 
-def _fail_send(data: bytes, timeout: float | None) -> SendStatus:
+def _fail_send(data: Any, timeout: float | None) -> SendStatus:
     raise _not_connected()
 
 

@@ -30,7 +30,7 @@ from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._core._protocol import Handle, Protocol
 from .._core._status import SendStatus
@@ -84,9 +84,11 @@ class RpcProtocol(Protocol[Any, Any]):
         self.server = server
         self.con: Handle | None = None
         self.closing = False  # on_close ran: this side ended it
+        self.ended = False  # on_disconnect ran
         self.batch_left = 0
         self._replies: list[bytes] = []
         self._complete = peer.calls.complete
+        self._packer = msgpack.Packer()  # replies made on the receiving thread only
         self._bad = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -133,9 +135,9 @@ class RpcProtocol(Protocol[Any, Any]):
             if type(msg) in (list, tuple) and len(msg) == 4 and msg[0] == 0 and type(msg[1]) is int:
                 self.reply(msg[1], ["BadRequest", str(e)], None)  # its id is usable: answer it
             return
-        if type(envelope) is Request:
+        if isinstance(envelope, Request):
             self._request(*envelope)
-        elif type(envelope) is Notification:
+        elif isinstance(envelope, Notification):
             self._notification(envelope.method, envelope.params)
         else:  # a response with a bool kind or a tuple: completed the general way
             error = envelope.error
@@ -195,11 +197,18 @@ class RpcProtocol(Protocol[Any, Any]):
         executor = self.server.executor if self.server is not None else None
         try:
             if executor is not None:
-                executor.submit(fn, *params)
+                executor.submit(fn, *params).add_done_callback(partial(self._notified, method))
             else:
                 fn(*params)
         except Exception as e:
-            _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(e))
+            self._notified(method, None, e)
+
+    def _notified(self, method: str, future: Future[Any] | None, error: BaseException | None = None) -> None:
+        """A notification's handler finished: a failure is logged, as nobody else can hear of it."""
+        if future is not None and not future.cancelled():
+            error = future.exception()
+        if error is not None:
+            _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(error))
 
     def _reply_done(self, msgid: int, future: Future[Any]) -> None:
         """A handler's future finished (any thread): send its outcome now, on its own."""
@@ -211,8 +220,13 @@ class RpcProtocol(Protocol[Any, Any]):
         self._send_alone(self._pack(msgid, error_value(exc), None) if exc is not None else self._pack(msgid, None, future.result()))
 
     def reply(self, msgid: int, error: Any, result: Any) -> None:
-        """Answer request ``msgid``: with the batch being dispatched, or at once outside one."""
-        data = self._pack(msgid, error, result)
+        """Answer request ``msgid`` (on the receiving thread): with the batch being dispatched,
+        or at once outside one."""
+        try:
+            data = self._packer.pack([1, msgid, error, result])
+        except Exception:
+            self._packer = msgpack.Packer()  # a failed pack may leave bytes behind in it
+            data = self._pack(msgid, error, result)
         if self.batch_left > 0:
             self._replies.append(data)
         else:
@@ -221,9 +235,10 @@ class RpcProtocol(Protocol[Any, Any]):
     @staticmethod
     def _pack(msgid: int, error: Any, result: Any) -> bytes:
         try:
-            return _packb([1, msgid, error, result])
+            data: bytes = _packb([1, msgid, error, result])
         except Exception as e:  # a result msgpack cannot encode: the caller learns why
-            return _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+            data = _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+        return data
 
     def _send_alone(self, data: bytes) -> None:
         con = self.con

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from ._errors import BadEnvelope
 
@@ -118,7 +118,8 @@ def encode_request(msgid: int, method: str, params: Any) -> bytes:
     Raises:
         TypeError: an argument msgpack cannot encode; ValueError: one too large for it.
     """
-    return _packb([REQUEST, msgid, method, params])
+    data: bytes = _packb([REQUEST, msgid, method, params])
+    return data
 
 
 def encode_response(msgid: int, error: Any, result: Any) -> bytes:
@@ -127,7 +128,8 @@ def encode_response(msgid: int, error: Any, result: Any) -> bytes:
     Raises:
         TypeError: a result msgpack cannot encode; ValueError: one too large for it.
     """
-    return _packb([RESPONSE, msgid, error, result])
+    data: bytes = _packb([RESPONSE, msgid, error, result])
+    return data
 
 
 def encode_notification(method: str, params: Any) -> bytes:
@@ -136,7 +138,8 @@ def encode_notification(method: str, params: Any) -> bytes:
     Raises:
         TypeError: an argument msgpack cannot encode; ValueError: one too large for it.
     """
-    return _packb([NOTIFICATION, method, params])
+    data: bytes = _packb([NOTIFICATION, method, params])
+    return data
 
 
 def error_value(error: BaseException) -> list[str]:
