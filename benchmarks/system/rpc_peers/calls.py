@@ -7,7 +7,8 @@ the server and checks the result on the client: a reply that is not the bytes se
 count as received, and the harness's completion check then fails the measurement.
 
 ``Params.variant`` is the figure: ``seq`` (one thread, one call at a time: ``sequential``) or
-``pipe`` (``Params.batch`` calls in flight: ``Window``). The server's ``Tally`` counts every
+``pipe`` (``Params.batch`` calls in flight: ``Window``); links also runs ``pipe_many``, the
+same window refilled in batches (``pipelined_batches``). The server's ``Tally`` counts every
 call it answers, under a lock where the library calls handlers from more than one thread.
 """
 
@@ -86,6 +87,25 @@ def pipelined_futures(submit: Callable[[bytes], Any], params: Params) -> dict[st
         pending.append(submit(data))
     while pending:
         window.reply(pending.popleft().result(WAIT_S))
+    return window.result()
+
+
+def pipelined_batches(submit_many: Callable[[int, bytes], list[Any]], params: Params) -> dict[str, Any]:
+    """``params.batch`` calls in flight, made in batches: every reply already in at the front
+    of the window is taken (waiting for the oldest if none is), then as many calls as left
+    the window are made with one ``submit_many(count, data)``, which returns their futures."""
+    window = Window(params)
+    data, depth, total = window.data, params.batch, params.total
+    pending: deque[Any] = deque()
+    issued = 0
+    while issued < total or pending:
+        room = min(depth - len(pending), total - issued)
+        if room > 0:
+            pending.extend(submit_many(room, data))
+            issued += room
+        window.reply(pending.popleft().result(WAIT_S))
+        while pending and pending[0].done():
+            window.reply(pending.popleft().result())
     return window.result()
 
 

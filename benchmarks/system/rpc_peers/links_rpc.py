@@ -4,7 +4,9 @@ Server: ``links.rpc.serve`` (the acceptor and every receiver on the poll thread)
 registered with ``@server.method`` and run there (it never blocks: the default, and what the
 README says to use for such handlers). Client: ``links.rpc.connect``; ``seq`` makes each call
 with ``call`` on the calling thread, ``pipe`` keeps ``Params.batch`` calls in flight with
-``call_async`` and the same window as grpcio's futures (``calls.pipelined_futures``).
+``call_async`` and the same window as grpcio's futures (``calls.pipelined_futures``), and
+``pipe_many`` refills that window with ``call_many``, whose requests go out in one write
+(``calls.pipelined_batches``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import links.rpc
 from links.bench import HOST, Control, Params, Tally, quiet_logs
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from calls import pipelined_futures, sequential  # noqa: E402
+from calls import pipelined_batches, pipelined_futures, sequential  # noqa: E402
 
 
 def serve(ctl: Control, params: Params) -> None:
@@ -45,8 +47,11 @@ def client(ctl: Control, params: Params, port: int) -> None:
         # No timeout on the calls, as grpcio's are made: the harness bounds the measurement.
         if params.variant == "seq":
             result = sequential(partial(rpc.call, "echo"), params)
-        else:
+        elif params.variant == "pipe":
             result = pipelined_futures(partial(rpc.call_async, "echo"), params)
+        else:  # pipe_many: the window refilled with one call_many (one write) per batch
+            call_many = rpc.call_many
+            result = pipelined_batches(lambda count, data: call_many([("echo", (data,))] * count), params)
     links.shutdown()
     ctl.send(result=result)
     ctl.wait_for("exit")
