@@ -126,15 +126,15 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def table(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
-    lines = ["| figure | unit | links | " + " | ".join(f"{n} (links / {n})" for n in names) + " | targets |",
-             "|---|---|---:|" + "---:|" * len(names) + "---|"]  # fmt: skip
+    header = ["figure", "unit", "links", *(f"{n} (links / {n})" for n in names), "targets"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---:|" + "---:|" * len(names) + "---|"]
     for row in rows:
         cells = []
         for name in names:
             cell = row["peers"][name]
             ratio = "" if cell["ratio"] is None else f" ({cell['ratio']:.2f})"
             cells.append("FAILED" if cell["value"] is None else _num(cell["value"]) + ratio)
-        lines.append(f"| {row['label']} | {row['unit']} | {_num(row['links'])} | " + " | ".join(cells) + f" | {_verdict(row)} |")
+        lines.append("| " + " | ".join([row["label"], row["unit"], _num(row["links"]), *cells, _verdict(row)]) + " |")
     return lines
 
 
