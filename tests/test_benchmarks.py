@@ -41,6 +41,7 @@ TLS_PEERS = ["plain", "asyncio"] + (["uvloop"] if installed("uvloop") else []) +
 RUNS = [
     ("micro/echo_server.py", ["--rounds", "1", "--count", "200"], True),
     ("micro/recv_path.py", ["--rounds", "1", "--reads", "2", "--count", "200"], False),
+    ("micro/rpc_path.py", ["--rounds", "1", "--batch", "50"], False),
     ("micro/ref_lock.py", ["--rounds", "1", "--scale", "0.001"], False),
     ("micro/send_path.py", ["--rounds", "1", "--count", "200"], False),
     ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),

@@ -97,6 +97,12 @@ def test_a_well_framed_bad_message_is_logged_and_the_connection_stays(logs, poll
             assert entry["msgid"] == 4242
 
 
+def test_a_method_name_sent_as_binary_is_taken_as_utf8(poll, timer):
+    with service(poll, timer) as svc, raw(svc) as sock:
+        sock.sendall(msgpack.packb([0, 3, b"add", [1, 2]], use_bin_type=True) + msgpack.packb([2, b"echo", [1]]))
+        assert read_values(sock, 1) == [[1, 3, None, 3]]
+
+
 def test_bad_utf8_in_a_request_is_undecodable_not_fatal(logs, poll, timer):
     with service(poll, timer) as svc, raw(svc) as sock:
         sock.sendall(b"\x94\x00\x03\xa4echo\x91\xa2\xff\xfe" + msgpack.packb([0, 4, "echo", ["ok"]]))

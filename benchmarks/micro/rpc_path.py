@@ -16,6 +16,8 @@ collect what they are given. What is timed, per message, medians over the rounds
 Times are this thread's CPU time (``time.thread_time``), so other processes on a shared host
 weigh less than on a wall clock.
 
+Prints a table: medians over the rounds, and each against the msgpack floor of the same run.
+
 Run: python benchmarks/micro/rpc_path.py [--rounds 7] [--batch 1000]
 """
 
@@ -118,8 +120,12 @@ def main() -> None:
             floor_once()
     finally:
         timer.shutdown()
+    floor = statistics.median(results["msgpack floor"])
+    print("| path | µs per message | × msgpack floor |")
+    print("|---|---:|---:|")
     for name, values in results.items():
-        print(f"{name:20} {statistics.median(values):6.2f} us/message")
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} | {median / floor:.2f} |")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,9 @@ class MsgpackFramer:
         # An incomplete frame's unpacker: (buffer, frame start, bytes fed up to, its first
         # byte, unpacker, the buffer offset of the unpacker's position 0).
         self._partial: tuple[Any, int, int, int, Any, int] | None = None
+        # An unpacker that read everything it was fed, without error: the next read's (making
+        # one costs more than skipping a small value).
+        self._idle: Any = None
 
     def _unpacker(self, buf: Buffer, start: int, end: int) -> tuple[Any, int]:
         """An unpacker fed with ``buf[start:end]`` whose next value starts at ``start``, and
@@ -87,9 +90,11 @@ class MsgpackFramer:
                 if fed < end:
                     unpacker.feed(memoryview(buf)[fed:end])
                 return unpacker, base
-        unpacker = _Unpacker(max_buffer_size=2 * self.max_frame_size + (1 << 19))
+        unpacker, self._idle = self._idle, None
+        if unpacker is None:
+            unpacker = _Unpacker(max_buffer_size=2 * self.max_frame_size + (1 << 19))
         unpacker.feed(memoryview(buf)[start:end])
-        return unpacker, start
+        return unpacker, start - unpacker.tell()
 
     def frame_length(self, buf: Buffer, start: int, end: int) -> int | None:
         """The length of the msgpack value that starts at ``buf[start]``, or None while it is
@@ -151,6 +156,8 @@ class MsgpackFramer:
                 break
             append(view[start:stop])
             start = stop
+        else:
+            self._idle = unpacker  # all of it read: it is clean for the next read
         return start
 
     def encode(self, payload: Buffer) -> bytes:

@@ -85,7 +85,14 @@ def _short(value: Any) -> str:
 
 
 def _call(method: Any, params: Any) -> tuple[str, list[Any]]:
-    """A request's or notification's method and params, checked."""
+    """A request's or notification's method and params, checked. A method name sent as
+    binary (msgpack's old raw type, as some implementations still write it) is taken as
+    UTF-8."""
+    if isinstance(method, bytes):
+        try:
+            method = method.decode()
+        except UnicodeDecodeError:
+            raise BadEnvelope(f"method is not UTF-8: {_short(method)}") from None
     if not isinstance(method, str):
         raise BadEnvelope(f"method must be a string, not {_short(method)}")
     if type(params) not in (list, tuple):
