@@ -71,7 +71,7 @@ def make_server(**kwargs) -> tuple[links.rpc.Server, Held]:
 
 @contextmanager
 def service(poll, timer, **kwargs):
-    server_kwargs = {k: kwargs.pop(k) for k in ("executor", "max_in_flight") if k in kwargs}
+    server_kwargs = {k: kwargs.pop(k) for k in ("executor", "max_in_flight", "max_running") if k in kwargs}
     server, held = make_server(**server_kwargs)
     with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer, **kwargs) as svc:
         yield svc, server, held
@@ -102,7 +102,7 @@ def test_a_handler_that_raises_gives_a_remote_error_with_its_type_and_message(po
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
         with pytest.raises(RemoteError) as e:
             rpc.call("fail", "no way", timeout=WAIT)
-        assert (e.value.type, e.value.message) == ("ValueError", "no way")
+        assert (e.value.type, e.value.message, e.value.error) == ("ValueError", "no way", "ValueError: no way")
         assert rpc.call("add", 1, 2, timeout=WAIT) == 3  # the connection stayed
 
 
@@ -210,6 +210,20 @@ def test_blocking_handlers_on_an_executor_run_side_by_side(poll, timer):
             assert blocked.result(WAIT) is True
             with pytest.raises(RemoteError):
                 rpc.call("fail", "x", timeout=WAIT)
+
+
+def test_work_queued_on_the_executor_per_connection_is_bounded_by_max_running(poll, timer):
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as pool, service(poll, timer, executor=pool, max_running=2) as (svc, server, _):
+        server.add("wait", lambda: gate.wait(WAIT))
+        with connect(svc, poll, timer) as rpc:
+            first, second = rpc.call_async("wait"), rpc.call_async("wait")  # one runs, one queued
+            with pytest.raises(RemoteError) as e:
+                rpc.call("wait", timeout=WAIT)
+            assert e.value.type == "Busy"
+            gate.set()
+            assert first.result(WAIT) is True and second.result(WAIT) is True
+            assert rpc.call("add", 1, 1, timeout=WAIT) == 2  # room again
 
 
 def test_the_server_calls_its_client_back_over_the_same_connection(poll, timer):

@@ -78,7 +78,7 @@ def test_a_broken_stream_closes_that_connection_alone(logs, poll, timer, garbage
 
 @pytest.mark.parametrize(
     ("value", "event", "answer"),
-    [([0, 7, 5, []], "rpc.bad_envelope", [1, 7, ["BadRequest", "method must be a string, not 5"], None]),
+    [([0, 7, 5, []], "rpc.bad_envelope", [1, 7, "BadRequest: method must be a string, not 5", None]),
      ([0, 8, "echo", "not an array"], "rpc.bad_envelope", None), ([9, 9], "rpc.bad_envelope", None),
      ("just a string", "rpc.bad_envelope", None), ([1, 4242, None, 1], "rpc.unknown_reply", None),
      ([0, 9, "echo", [[[[[[[[[[1]]]]]]]]]]], "rpc.bad_message", None)],
@@ -165,3 +165,12 @@ def test_a_server_sending_replies_of_the_wrong_shape_or_for_no_call(logs, poll, 
             with pytest.raises(links.rpc.RemoteError) as e:
                 pending.result(WAIT)
             assert (e.value.type, e.value.message) == ("", "plain text error")
+            for error, parts in [(["KeyError", "k"], ("KeyError", "k")), ({"code": 3}, ("", "{'code': 3}")),
+                                 ("pkg.Mod.Err: bad: worse", ("pkg.Mod.Err", "bad: worse")),
+                                 ("not an id: text", ("", "not an id: text"))]:  # fmt: skip
+                pending = rpc.call_async("add", 1, 2, timeout=WAIT)
+                (request,) = read_values(conn, 1)
+                conn.sendall(msgpack.packb([1, request[1], error, None]))
+                with pytest.raises(links.rpc.RemoteError) as e:
+                    pending.result(WAIT)
+                assert (e.value.type, e.value.message) == parts and e.value.error == error

@@ -48,12 +48,16 @@ class RemoteError(RpcError):
 
     @classmethod
     def from_wire(cls, error: Any) -> RemoteError:
-        """The ``RemoteError`` for a response's error field: links' ``[type, message]``, or
-        anything another implementation sends (a string, a map, ...)."""
+        """The ``RemoteError`` for a response's error field: links' ``"TypeName: message"``
+        (split back when the part before ``": "`` is a dotted identifier), a ``[type, message]``
+        pair, or anything else another implementation sends (a plain string, a map, ...)."""
+        if isinstance(error, str):
+            name, sep, message = error.partition(": ")
+            if sep and all(part.isidentifier() for part in name.split(".")):
+                return cls(name, message, error)
+            return cls("", error, error)
         if type(error) is list and len(error) == 2 and isinstance(error[0], str) and isinstance(error[1], str):
             return cls(error[0], error[1], error)
-        if isinstance(error, str):
-            return cls("", error, error)
         return cls("", repr(error), error)
 
 

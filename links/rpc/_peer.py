@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
-from .._clock import deadline_after
+from .._clock import deadline_after, time_left
 from .._clt import Clt
 from .._connection import Connection
 from .._core._status import SendStatus
@@ -126,7 +126,8 @@ class Peer:
         msgid, waiter = calls.open_waiter(None, timeout)
         try:
             send = self._send or _fail_send
-            status = send(_packb([0, msgid, method, params]), timeout)
+            # One budget for all of it: what waiting for room took is not given again to the send.
+            status = send(_packb([0, msgid, method, params]), timeout if deadline is None else time_left(deadline))
         except BaseException:
             calls.retire(msgid, waiter)
             raise
@@ -147,12 +148,12 @@ class Peer:
             InFlightLimit, CallTimeout (no room in time: not sent), ClosedError, BrokenError,
             TypeError: as ``call``, when the request cannot be sent.
         """
-        limit = None if deadline_after(timeout) is None else timeout  # refuses nan, negative, non-numbers
+        deadline = deadline_after(timeout)  # refuses nan, negative, non-numbers
         calls = self.calls
-        msgid, future = calls.open_future(None, limit)
+        msgid, future = calls.open_future(None, None if deadline is None else timeout)
         try:
             send = self._send or _fail_send
-            status = send(_packb([0, msgid, method, params]), timeout)
+            status = send(_packb([0, msgid, method, params]), timeout if deadline is None else time_left(deadline))
         except BaseException:
             calls.retire(msgid, future)
             raise

@@ -14,6 +14,13 @@ Receiving (the receiving thread: the poll thread when spawned; it never waits he
     decodable within the limits), ``rpc.unknown_reply`` (an id never pending), and at debug
     ``rpc.late_reply`` (a call retired already: timed out, cancelled or failed).
 
+Bounded work per connection
+    Calls handed to the server's executor count as running until they are done; past the
+    server's ``max_running`` a request is answered ``"Busy: ..."`` at once (a notification is
+    dropped, logged ``rpc.busy`` at debug), so one client cannot queue unbounded work, nor
+    memory, in the executor. (A handler that returns a future started that work itself: it
+    bounds its own.)
+
 Answering
     Replies made while a read's batch of messages is dispatched are gathered and written
     together once the batch is done (one ``send_many``: one write for a whole pipelined read,
@@ -38,7 +45,7 @@ from .._errors import LinksError
 from .._log import get_logger
 from ._errors import BadEnvelope, RemoteError
 from ._msgpack import MsgpackFramer, MsgpackMessenger
-from ._wire import Notification, Request, Undecodable, decode, error_value
+from ._wire import Notification, Request, Undecodable, decode, error_text, error_value
 
 if TYPE_CHECKING:
     from .._core._conid import ConId
@@ -90,6 +97,9 @@ class RpcProtocol(Protocol[Any, Any]):
         self._complete = peer.calls.complete
         self._packer = msgpack.Packer()  # replies made on the receiving thread only
         self._bad = 0
+        # Calls handed to the executor, not done yet: bounded by the server's max_running, so a
+        # client cannot queue unbounded work on it.
+        self._running: set[object] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -133,7 +143,7 @@ class RpcProtocol(Protocol[Any, Any]):
         except BadEnvelope as e:
             self._complain("rpc.bad_envelope", str(e))
             if type(msg) in (list, tuple) and len(msg) == 4 and msg[0] == 0 and type(msg[1]) is int:
-                self.reply(msg[1], ["BadRequest", str(e)], None)  # its id is usable: answer it
+                self.reply(msg[1], error_text("BadRequest", str(e)), None)  # its id is usable: answer it
             return
         if isinstance(envelope, Request):
             self._request(*envelope)
@@ -170,13 +180,20 @@ class RpcProtocol(Protocol[Any, Any]):
             return
         fn = self._handler(method)
         if fn is None:
-            self.reply(msgid, ["NoSuchMethod", f"no method {method!r}"], None)
+            self.reply(msgid, error_text("NoSuchMethod", f"no method {method!r}"), None)
             return
-        executor = self.server.executor if self.server is not None else None
-        if executor is not None:
+        server = self.server
+        assert server is not None  # fn came from it
+        if server.executor is not None:
+            if len(self._running) >= server.max_running:
+                self.reply(msgid, error_text("Busy", f"{server.max_running} calls of this connection on the executor"), None)
+                return
+            token = object()
+            self._running.add(token)
             try:
-                executor.submit(fn, *params).add_done_callback(partial(self._reply_done, msgid))
+                server.executor.submit(fn, *params).add_done_callback(partial(self._reply_done, msgid, token))
             except RuntimeError as e:  # the executor was shut down
+                self._running.discard(token)
                 self.reply(msgid, error_value(e), None)
             return
         try:
@@ -185,7 +202,7 @@ class RpcProtocol(Protocol[Any, Any]):
             self.reply(msgid, error_value(e), None)
             return
         if isinstance(result, Future):
-            result.add_done_callback(partial(self._reply_done, msgid))
+            result.add_done_callback(partial(self._reply_done, msgid, None))
         else:
             self.reply(msgid, None, result)
 
@@ -194,26 +211,34 @@ class RpcProtocol(Protocol[Any, Any]):
         if fn is None:
             self._complain("rpc.unknown_method", f"notification of unknown method {method!r:.60}")
             return
-        executor = self.server.executor if self.server is not None else None
+        server = self.server
+        assert server is not None  # fn came from it
+        token = object()
         try:
-            if executor is not None:
-                executor.submit(fn, *params).add_done_callback(partial(self._notified, method))
+            if server.executor is not None:
+                if len(self._running) >= server.max_running:
+                    _log.debug("rpc.busy", con_id=str(self._con_id()), method=method)
+                    return
+                self._running.add(token)
+                server.executor.submit(fn, *params).add_done_callback(partial(self._notified, method, token))
             else:
                 fn(*params)
         except Exception as e:
-            self._notified(method, None, e)
+            self._notified(method, token, None, e)
 
-    def _notified(self, method: str, future: Future[Any] | None, error: BaseException | None = None) -> None:
+    def _notified(self, method: str, token: object, future: Future[Any] | None, error: BaseException | None = None) -> None:
         """A notification's handler finished: a failure is logged, as nobody else can hear of it."""
+        self._running.discard(token)
         if future is not None and not future.cancelled():
             error = future.exception()
         if error is not None:
             _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(error))
 
-    def _reply_done(self, msgid: int, future: Future[Any]) -> None:
+    def _reply_done(self, msgid: int, token: object | None, future: Future[Any]) -> None:
         """A handler's future finished (any thread): send its outcome now, on its own."""
+        self._running.discard(token)  # set.discard: one C call, safe from any thread
         if future.cancelled():
-            error: Any = ["CancelledError", "the call was cancelled on the server"]
+            error: Any = error_text("CancelledError", "the call was cancelled on the server")
             self._send_alone(self._pack(msgid, error, None))
             return
         exc = future.exception()
@@ -237,7 +262,7 @@ class RpcProtocol(Protocol[Any, Any]):
         try:
             data: bytes = _packb([1, msgid, error, result])
         except Exception as e:  # a result msgpack cannot encode: the caller learns why
-            data = _packb([1, msgid, ["EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"], None])
+            data = _packb([1, msgid, error_text("EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"), None])
         return data
 
     def _send_alone(self, data: bytes) -> None:

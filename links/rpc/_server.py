@@ -4,7 +4,7 @@ A handler is any callable; a request's params are its positional arguments. What
 decides the reply:
 
 * returns a value: the reply, sent at once (with the other replies of the same read);
-* raises: an error reply ``[type name, message]`` (the caller gets ``RemoteError`` with both);
+* raises: an error reply ``"TypeName: message"`` (the caller gets ``RemoteError`` with both);
 * returns a ``concurrent.futures.Future``: the reply is sent when the future is done, from
   the thread that completes it, so slow work never holds the other calls back.
 
@@ -19,7 +19,7 @@ Handlers run on the receiving thread (the poll thread, on a service) unless the 
   every connection of the process meanwhile. Calls then run concurrently and their replies go
   out as they finish, in any order (the ids match them up).
 
-A method the server does not have gets the error reply ``["NoSuchMethod", ...]``; the
+A method the server does not have gets the error reply ``"NoSuchMethod: no method '...'"``; the
 connection stays up.
 """
 
@@ -50,6 +50,8 @@ class Server:
         executor: where handlers run (None: on the receiving thread, the poll thread).
         max_in_flight: the most calls the server's side may have pending on one connection
             (calls it makes to its clients through ``peers()``).
+        max_running: the most calls of one connection on the executor (queued or running) at
+            once; beyond it a call is answered ``"Busy: ..."`` at once.
         max_frame_size: the largest message accepted or sent, in bytes.
         max_depth: the deepest nesting accepted in a message.
     """
@@ -60,11 +62,15 @@ class Server:
         *,
         executor: Executor | None = None,
         max_in_flight: int = 10_000,
+        max_running: int = 10_000,
         max_frame_size: int = 1 << 20,
         max_depth: int = 32,
     ) -> None:
+        if max_running < 1:
+            raise ValueError("max_running must be at least 1")
         self.methods: dict[str, Callable[..., Any]] = dict(methods or {})
         self.executor = executor
+        self.max_running = max_running
         self._options: dict[str, Any] = {
             "max_in_flight": max_in_flight, "max_frame_size": max_frame_size, "max_depth": max_depth,
         }  # fmt: skip

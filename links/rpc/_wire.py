@@ -5,7 +5,7 @@ Three kinds of message, each one msgpack array:
 * request ``[0, msgid, method, params]``: ``msgid`` a u32 chosen by the caller, ``method`` a
   string, ``params`` an array (positional arguments);
 * response ``[1, msgid, error, result]``: ``error`` nil on success (then ``result`` is the
-  value), anything else on failure (links sends ``[type_name, message]``);
+  value), anything else on failure (links sends one string, ``"TypeName: message"``);
 * notification ``[2, method, params]``: no reply is ever sent.
 
 ``decode`` checks a decoded value's shape and returns a typed envelope or raises
@@ -28,7 +28,7 @@ from ._errors import BadEnvelope
 
 __all__ = [
     "REQUEST", "RESPONSE", "NOTIFICATION", "MAX_MSGID", "Request", "Response", "Notification", "Undecodable",
-    "decode", "encode_request", "encode_response", "encode_notification", "error_value",
+    "decode", "encode_request", "encode_response", "encode_notification", "error_value", "error_text",
 ]  # fmt: skip
 
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
@@ -149,6 +149,12 @@ def encode_notification(method: str, params: Any) -> bytes:
     return data
 
 
-def error_value(error: BaseException) -> list[str]:
-    """The error field links sends for an exception a handler raised: ``[type name, message]``."""
-    return [type(error).__name__, str(error)]
+def error_value(error: BaseException) -> str:
+    """The error field links sends for an exception a handler raised: one string,
+    ``"TypeName: message"`` (the form common msgpack-rpc clients read, Go's among them)."""
+    return error_text(type(error).__name__, str(error))
+
+
+def error_text(type_name: str, message: str) -> str:
+    """An error field of links' own: ``"TypeName: message"``."""
+    return f"{type_name}: {message}"
