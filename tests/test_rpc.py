@@ -65,6 +65,7 @@ def make_server(**kwargs) -> tuple[links.rpc.Server, Held]:
 
     server.add("hold", held.hold)
     server.add("echo", lambda x: x)
+    server.add("big", lambda n: "x" * n)
     server.add("unsendable", lambda: object())
     return server, held
 
@@ -140,6 +141,15 @@ def test_a_call_over_max_frame_size_is_refused_at_the_caller(poll, timer):
         with pytest.raises(links.FrameTooLarge):
             rpc.call("echo", "x" * 2000, timeout=WAIT)
         assert rpc.in_flight == 0 and rpc.call("echo", "small", timeout=WAIT) == "small"
+
+
+def test_a_result_over_max_frame_size_is_an_error_reply_and_the_others_go_out(poll, timer):
+    with service(poll, timer) as (svc, _, _), connect(svc, poll, timer, max_frame_size=1 << 21) as rpc:
+        futures = rpc.call_many([("echo", ("small",)), ("big", (1 << 20,)), ("echo", ("also small",))])
+        assert futures[0].result(WAIT) == "small" and futures[2].result(WAIT) == "also small"
+        with pytest.raises(RemoteError) as e:
+            futures[1].result(WAIT)
+        assert e.value.type == "EncodeError" and "max_frame_size" in e.value.message
 
 
 def test_a_failing_notification_is_logged_on_either_thread(logs, poll, timer):
@@ -446,3 +456,104 @@ def test_a_correlator_matches_replies_of_a_protocol_of_ones_own(logs, poll, time
             assert correlator.fail_all(links.BrokenError("gone"), end=True) == 1
             with pytest.raises(links.BrokenError):
                 correlator.call({"id": "a6", "a": 0, "b": 0})
+
+
+def test_a_correlator_fed_by_a_protocol_fails_its_pending_calls_when_the_connection_ends(poll, timer):
+    class Silent(Json):  # takes requests, never answers
+        pass
+
+    box: list = []
+
+    class Calling(Json):
+        def on_recv(self, msg):
+            box[0].feed(msg)
+
+        def on_disconnect(self, con_id):
+            box[0].fail_all(lambda: links.BrokenError(f"{con_id} ended", "peer_closed"), end=True)
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Silent, poll_handler=poll, timer=timer) as svc:
+        svc.into_sender_with_spawned_recver()
+        clt = links.Clt.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Calling, poll_handler=poll, timer=timer)
+        sender = clt.into_sender_with_spawned_recver()
+        box.append(links.rpc.Correlator(sender.send, request_id=lambda m: m["id"], reply_id=lambda m: m.get("re")))
+        pending = [box[0].call_async({"id": i}) for i in range(3)]
+    for future in pending:  # the service closed: every call failed at once
+        assert isinstance(future.exception(WAIT), links.BrokenError)
+    with pytest.raises(links.BrokenError):
+        box[0].call({"id": 9})
+    sender.close()
+
+
+def test_random_timeouts_cancels_and_reply_orders_never_cross_calls(poll, timer):
+    # Replies come after random delays (in any order); callers give random timeouts and cancel
+    # some calls: each call ends once, with its own result or its own timeout or cancel.
+    import random
+
+    server = links.rpc.Server()
+
+    def delayed(x, delay):
+        future: Future = Future()
+
+        def answer():
+            future.set_result(x)
+            return links.TaskStatus.TERMINATE
+
+        timer.schedule("delayed reply", 1.0, answer, delay=delay)
+        return future
+
+    server.add("delayed", delayed)
+    errors: list = []
+    with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc, connect(svc, poll, timer) as rpc:
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for i in range(60):
+                    x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
+                    if rng.random() < 0.5:
+                        try:
+                            assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
+                        except CallTimeout:
+                            assert timeout is not None
+                        continue
+                    future = rpc.call_async("delayed", x, delay, timeout=timeout)
+                    if rng.random() < 0.3 and future.cancel():
+                        continue
+                    try:
+                        assert tuple(future.result(WAIT)) == x
+                    except CallTimeout:
+                        assert timeout is not None
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 4)
+        assert not errors, errors
+        assert rpc.in_flight == 0
+
+
+def test_connect_call_close_cycles_leave_no_fd_thread_or_peer_behind(poll, timer):
+    import psutil
+
+    server, _ = make_server()
+    process = psutil.Process()
+    with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc:
+
+        def cycle() -> None:
+            with connect(svc, poll, timer) as rpc:
+                assert rpc.call_async("add", 1, 1, timeout=WAIT).result(WAIT) == 2
+
+        cycle()
+        poll.sync()
+        fds, threads = process.num_fds(), threading.active_count()
+        for _ in range(200):
+            cycle()
+        for _ in range(100):  # the server drops each connection on its poll thread, a moment later
+            poll.sync()
+            if not server.peers():
+                break
+        assert server.peers() == []
+        assert process.num_fds() == fds and threading.active_count() == threads

@@ -275,3 +275,53 @@ def test_expire_hands_back_calls_in_deadline_order():
     assert table.expire(2.0) == ["sooner"]
     assert table.expire(5.0) == ["later"]
     assert table.next_deadline is None and list(table.pending.values()) == ["never"]
+
+
+# -- the runtime's deadlines, on a fake clock ------------------------------------------------------
+
+
+class Collect:
+    """A stand-in connection: what is sent is kept."""
+
+    con_id = "fake"
+
+    def __init__(self, timer) -> None:
+        self.timer = timer
+        self.sent: list = []
+
+    def send(self, msg, timeout=None):
+        self.sent.append(msgpack.unpackb(msg))
+        return links.SendStatus.COMPLETED
+
+    def send_many(self, msgs, timeout=None):
+        for msg in msgs:
+            self.send(msg)
+        return links.SendStatus.COMPLETED
+
+
+def test_call_async_deadlines_expire_on_the_timers_clock_earliest_first():
+    from links.rpc import CallTimeout, Peer
+    from links.testing import FakeClock
+
+    clock = FakeClock()
+    timer = links.Timer(clock=clock, thread=False)
+    peer = Peer(timer=timer)
+    proto = peer.protocol()
+    con = Collect(timer)
+    proto.on_connect(con)
+    slow = peer.call_async("m", timeout=10.0)
+    quick = peer.call_async("m", timeout=1.0)  # earlier than the alarm set: the alarm moves
+    answered = peer.call_async("m", timeout=1.0)
+    proto.on_recv([1, con.sent[2][1], None, "yes"])
+    clock.advance(0.5)
+    timer.run_due()
+    assert not quick.done() and answered.result(0) == "yes"
+    clock.advance(0.6)
+    timer.run_due()
+    assert isinstance(quick.exception(0), CallTimeout) and not slow.done()
+    clock.advance(9.0)
+    timer.run_due()
+    assert isinstance(slow.exception(0), CallTimeout) and peer.in_flight == 0
+    proto.on_recv([1, con.sent[0][1], None, "late"])  # a late reply finds nothing
+    assert peer.calls.table.was_retired(con.sent[0][1])
+    timer.shutdown()

@@ -2,8 +2,8 @@
 cancellation and pipelining.
 
 ``connect("host:port", ...)`` gives a ``Peer``: ``call(method, *params, timeout=)`` waits for
-the result, ``call_async`` returns a ``concurrent.futures.Future``, ``notify`` expects no
-answer. ``Server`` holds the methods one side answers; ``serve("host:port", server, ...)``
+the result, ``call_async`` returns a ``concurrent.futures.Future``, ``call_many`` sends a
+batch in one write, ``notify`` expects no answer. ``Server`` holds the methods one side answers; ``serve("host:port", server, ...)``
 puts them on a ``links.Svc``. Both are links protocols underneath (``Peer.protocol``,
 ``Server.protocol``), so they run on every kind of connection: TLS, ``reconnect=``,
 ``session=``, a channel of ``links.mux``; either side may call the other.
@@ -17,7 +17,7 @@ envelopes (``decode``, ``Request``, ...) and ``CallTable``.
 Log events (logger ``links.rpc``): ``rpc.bad_envelope``, ``rpc.bad_message``,
 ``rpc.unknown_reply``, ``rpc.unknown_method`` (a notification), ``rpc.notification_failed``,
 ``rpc.replies_dropped`` (warning; a connection's first ten bad messages, then debug);
-``rpc.late_reply``, ``rpc.reply_lost`` (debug). See the README's "Request/response".
+``rpc.late_reply``, ``rpc.reply_lost``, ``rpc.busy`` (debug). See the README's "Request/response".
 """
 
 from ._correlator import Correlator as Correlator

@@ -252,17 +252,27 @@ class RpcProtocol(Protocol[Any, Any]):
         except Exception:
             self._packer = msgpack.Packer()  # a failed pack may leave bytes behind in it
             data = self._pack(msgid, error, result)
+        if len(data) > self.framer.max_frame_size:
+            data = self._too_large(msgid, len(data))
         if self.batch_left > 0:
             self._replies.append(data)
         else:
             self._send_alone(data)
 
-    @staticmethod
-    def _pack(msgid: int, error: Any, result: Any) -> bytes:
+    def _pack(self, msgid: int, error: Any, result: Any) -> bytes:
         try:
             data: bytes = _packb([1, msgid, error, result])
         except Exception as e:  # a result msgpack cannot encode: the caller learns why
             data = _packb([1, msgid, error_text("EncodeError", f"the result cannot be sent: {type(e).__name__}: {e}"), None])
+        if len(data) > self.framer.max_frame_size:
+            data = self._too_large(msgid, len(data))
+        return data
+
+    def _too_large(self, msgid: int, size: int) -> bytes:
+        """The error reply for a result over ``max_frame_size`` (sent as it is, it would fail
+        the write of every reply beside it)."""
+        text = error_text("EncodeError", f"the reply is {size} bytes, over max_frame_size={self.framer.max_frame_size}")
+        data: bytes = _packb([1, msgid, text, None])
         return data
 
     def _send_alone(self, data: bytes) -> None:
