@@ -15,7 +15,8 @@ same`` puts both on one). Two figures:
 The implementations (``rpc_peers/`` beside this script; each the way a user of the library
 writes it, kept small): links (a ``links.rpc`` server on a ``Svc``, ``call`` and ``call_async``
 from a client), grpcio (generic handlers with msgpack serializers, a thread-pool server; the
-blocking unary call and ``.future()``), pyzmq (REQ/REP for ``seq``, DEALER/ROUTER with msgids
+blocking unary call and ``.future()``), grpcio-aio (the same service, both sides on
+``grpc.aio``), pyzmq (REQ/REP for ``seq``, DEALER/ROUTER with msgids
 for ``pipe``, msgpack bodies) and Twisted AMP (``callRemote``). Every reply is checked against
 what was sent and the server counts every call: a measurement whose counts do not add up is a
 failed one, never a number (the harness of ``links.bench``: ``measure``).
@@ -23,17 +24,17 @@ failed one, never a number (the harness of ``links.bench``: ``measure``).
 Rounds run every (figure, implementation) once, a different one first each round; cells are
 medians over rounds and the ratio is links / peer, the median of the per-round ratios. The
 issue's targets: links p50 <= 0.5x grpcio and <= 1.0x every other peer; pipelined >= 3x grpcio
-and >= 1.0x every other peer.
+and >= 1.0x every other peer (grpcio-aio is held to grpcio's).
 
-Run: python benchmarks/system/rpc.py [--rounds 5] [--scale 1] [--peers grpcio,zmq,amp]
+Run: python benchmarks/system/rpc.py [--rounds 5] [--scale 1] [--peers grpcio,grpcio-aio,zmq,amp]
      [--figures seq,pipe] [--in-flight 1000] [--placement split|same] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import statistics
 import sys
 import tempfile
