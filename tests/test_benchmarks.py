@@ -4,7 +4,7 @@ Speed is never asserted here (tiny runs measure nothing): these catch a benchmar
 change in links, a failed measurement, a nan, a column name printed twice or a row that does
 not fit its header, before a full run. Every script in ``benchmarks/system`` and
 ``benchmarks/micro`` has its run here (a test checks the list), and every peer of
-``system/vs_peers.py`` whose library is installed runs through it. Scripts that pin a server and a client to CPUs 0 and
+``system/vs_peers.py`` and of ``system/rpc.py`` whose library is installed runs through it. Scripts that pin a server and a client to CPUs 0 and
 1 with ``taskset`` need both, and ``taskset``.
 """
 
@@ -47,6 +47,7 @@ RUNS = [
     ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
     ("system/mux.py", ["--rounds", "1", "--scale", "0.001", "--channels", "50", "--placement", "split", "--json", "{tmp}/mux.json"], False),
     ("system/aio.py", ["--rounds", "1", "--scale", "0.001", "--json", "{tmp}/aio.json"], False),
+    ("system/rpc.py", ["--rounds", "1", "--scale", "0.001", "--in-flight", "100", "--json", "{tmp}/rpc.json"], False),
     ("system/soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
     ("system/vs_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", ",".join(PEERS), "--json", "{tmp}/peers.json"], False),
     ("system/vs_peers.py", ["--tls", "--rounds", "1", "--scale", "0.001", "--placement", "split", "--peers", ",".join(TLS_PEERS), "--json", "{tmp}/tls.json"], False),

@@ -80,7 +80,14 @@ CONNECT = ["connect", "soupbintcp", "127.0.0.1:9", *CREDENTIALS]
         (["mux", "echo", "--port", "70000"], "argument --port: port out of range 0-65535: 70000"),
         (["mux", "echo", "--max-channels", "0"], "argument --max-channels: must be positive"),
         (["mux", "echo", "--tls-cert", "/nonexistent.pem"], "argument --tls-cert: no readable file: /nonexistent.pem"),
-        ([], "links: a command is needed: bench, chaos, connect, demo, mux, serve"),
+        (["rpc"], "links rpc: a subcommand is needed: call, serve"),
+        (["rpc", "call", "nohost", "echo"], "argument HOST:PORT: expected HOST:PORT, got 'nohost'"),
+        (["rpc", "call", "127.0.0.1:9"], "the following arguments are required: METHOD"),
+        (["rpc", "call", "127.0.0.1:9", "add", "2", "three"], "links rpc call: argument 2 is not JSON"),
+        (["rpc", "call", "127.0.0.1:9", "echo", "1", "--timeout", "0"], "argument --timeout: must be positive: 0"),
+        (["rpc", "serve", "--port", "70000"], "argument --port: port out of range 0-65535: 70000"),
+        (["rpc", "serve", "--max-connections", "0"], "argument --max-connections: must be positive"),
+        ([], "links: a command is needed: bench, chaos, connect, demo, mux, rpc, serve"),
         (["demo", "--foo"], "links demo: unrecognized arguments: --foo"),
         ([*SERVE, "--worker", "3"], "links serve soupbintcp: unrecognized arguments: 3"),
     ],
@@ -96,7 +103,7 @@ def test_a_usage_mistake_is_one_line_naming_the_option_and_exit_status_2(args, s
     assert done.stdout == ""  # nothing started: no "listening on", no benchmark header
 
 
-@pytest.mark.parametrize("command", [SERVE, ["mux", "echo"]], ids=["serve", "mux-echo"])
+@pytest.mark.parametrize("command", [SERVE, ["mux", "echo"], ["rpc", "serve"]], ids=["serve", "mux-echo", "rpc-serve"])
 def test_a_port_in_use_names_the_address(command):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
@@ -178,7 +185,7 @@ def test_every_command_has_a_description_and_every_option_a_help_with_its_defaul
 @pytest.mark.parametrize(
     "command",
     [["bench"], ["chaos"], ["demo"], ["serve", "soupbintcp"], ["connect", "soupbintcp"],
-     ["mux", "echo"], ["mux", "probe"]],
+     ["mux", "echo"], ["mux", "probe"], ["rpc", "call"], ["rpc", "serve"]],
 )  # fmt: skip
 def test_help_describes_the_command(command):
     done = links(*command, "--help")

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 __all__ = ["main"]
 
 #: Modules of this package that add subcommands, in help order.
-SUBCOMMANDS = ["demo", "soupbintcp", "mux", "chaos", "bench"]
+SUBCOMMANDS = ["demo", "soupbintcp", "mux", "rpc", "chaos", "bench"]
 
 
 class Parser(argparse.ArgumentParser):
