@@ -52,8 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MuxDriver", "MuxLink", "MuxSettings"]
 
-#: Bytes of engine output handed to the physical outbound path per step.
-_PUMP = 64 * 1024
+#: Bytes of engine output handed to the physical outbound path per step (one ``sendmsg``).
+_PUMP = 256 * 1024
 
 
 class MuxSettings:
@@ -184,7 +184,7 @@ class MuxDriver:
         engine, out = self.engine, self.att.outbound
         try:
             while engine.has_output and out.has_room():
-                out.take(engine.take_output(_PUMP))
+                out.take_parts(engine.take_parts(_PUMP))
         except LinksError as e:
             self._failed = e
 
