@@ -12,7 +12,7 @@ engine makes, with the same meanings:
 * ``send_some`` gives bytes to the engine, as many as the peer's window for this stream lets
   it take, and has the physical connection write them; the rest is owed by the channel's own
   outbound path, which the demultiplexer wakes when the window opens again.
-* Waiting happens on a condition of the physical connection's lock, never on a socket: the
+* Waiting happens on a condition of the driver's lock, never on a socket: the
   one reader of the physical socket is the poll thread (a thread reading it for one channel
   would starve the others, or wait on them).
 
