@@ -188,13 +188,11 @@ class MuxDriver:
             if not write_lock.acquire(False):
                 return  # its holder writes ours too: it looks at the engine again once it lets go
             try:
-                while out.has_room():
+                while engine.has_output and out.has_room():
                     with lock:
                         parts = engine.take_parts(_PUMP)
                         if engine.may_unblock:  # max_queued has room again
                             self._wake_unblocked()
-                    if not parts:
-                        break
                     out.take_parts(parts)
             except LinksError as e:
                 self._failed = e
