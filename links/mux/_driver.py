@@ -161,13 +161,15 @@ class MuxDriver:
 
     def release(self) -> None:
         """Wake the streams the engine unblocked, release the lock, write what it produced."""
+        # The engine's may_unblock and has_output, read inline: every send and read asks both,
+        # and the two property calls were a quarter of a channel send's Python calls.
         engine = self.engine
         try:
-            if engine.may_unblock:
+            if engine._unblocked or engine._starved:
                 self._wake_unblocked()
         finally:
             self.lock.release()
-        if engine.has_output and self.error is None:
+        if (engine._control or engine._turns) and self.error is None:
             self._flush()
         if self._then is not None or self._failed is not None:
             self._settle()
@@ -182,20 +184,13 @@ class MuxDriver:
     def _flush(self) -> None:
         """No lock held: the engine's output into the physical outbound path, while it has
         room, unless another thread is writing it (it looks again after; see Locks)."""
-        engine, att, lock, write_lock = self.engine, self.att, self.lock, self.write_lock
+        engine, att, write_lock = self.engine, self.att, self.write_lock
         out = att.outbound
-        while engine.has_output and self.error is None:
+        while (engine._control or engine._turns) and self.error is None:  # has_output, inline
             if not write_lock.acquire(False):
                 return  # its holder writes ours too: it looks at the engine again once it lets go
             try:
-                while engine.has_output and out.has_room():
-                    with lock:
-                        parts = engine.take_parts(_PUMP)
-                        if engine.may_unblock:  # max_queued has room again
-                            self._wake_unblocked()
-                    out.take_parts(parts)
-            except LinksError as e:
-                self._failed = e
+                self._write_out()
             finally:
                 watch = out.backlog and not att.closed and out.needs_watch()
                 write_lock.release()
@@ -203,6 +198,20 @@ class MuxDriver:
                 att.watch_writable()
             if out.backlog or self._failed is not None:
                 return  # the poll thread writes the rest once the socket has room (``_drained``)
+
+    def _write_out(self) -> None:
+        """The physical write lock held: hand on the engine's output while the outbound path
+        has room (a failed write is kept in ``_failed``, for ``_settle``)."""
+        engine, out, lock = self.engine, self.att.outbound, self.lock
+        try:
+            while (engine._control or engine._turns) and out.has_room():
+                with lock:
+                    parts = engine.take_parts(_PUMP)
+                    if engine._unblocked or engine._starved:  # may_unblock (max_queued has room again)
+                        self._wake_unblocked()
+                out.take_parts(parts)
+        except LinksError as e:
+            self._failed = e
 
     def _settle(self) -> None:
         """No lock held: end the connection after a failed write; run ``finish``'s close once
