@@ -75,3 +75,28 @@ def test_threads_sending_on_their_own_channels_at_once_get_every_message_through
             assert got == {i: list(range(MESSAGES)) for i in range(THREADS)}
             for ch in channels:
                 ch.close()
+
+
+class Echo(Big):
+    def send_reply(self, msg, con):
+        con.send(msg)
+
+
+def test_a_send_that_finds_another_writer_leaves_its_frame_to_it_without_waiting(poll, timer):
+    # Another thread is writing to the TCP connection (here: the test holds its write lock).
+    # A send on a channel is taken at once, COMPLETED without waiting for that writer, and its
+    # frame goes out, in order, with the next write once the writer lets go.
+    with links.Svc.bind("127.0.0.1:0", protocol=Echo, poll_handler=poll, timer=timer, mux=True) as svc:
+        svc.into_sender_with_spawned_recver()
+        with links.mux.connect(f"127.0.0.1:{svc.local_addr[1]}", poll_handler=poll, timer=timer, timeout=WAIT) as mux:
+            a, b = mux.open(protocol=Big, timeout=WAIT), mux.open(protocol=Big, timeout=WAIT)
+            driver = mux.carrier._driver
+            with driver.write_lock:
+                for k in range(3):
+                    assert a.send({"k": k}, timeout=0) is links.SendStatus.COMPLETED
+                assert driver.engine.has_output  # queued for the writer, not written
+            assert b.send({"k": "next"}, timeout=WAIT) is links.SendStatus.COMPLETED  # writes all queued
+            assert [a.recv(timeout=WAIT) for _ in range(3)] == [{"k": 0}, {"k": 1}, {"k": 2}]
+            assert b.recv(timeout=WAIT) == {"k": "next"}
+            a.close()
+            b.close()
