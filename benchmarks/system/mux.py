@@ -29,7 +29,7 @@ sender is a thread of B's process on both sides of the comparison, so both pay t
 contention for the interpreter.
 
 Run: python benchmarks/system/mux.py [--rounds 5] [--scale 1] [--channels 2000]
-     [--parts throughput,fairness,memory] [--placement auto] [--json PATH]
+     [--parts throughput,fairness,memory] [--workloads w1,w2,w3,w4] [--placement auto] [--json PATH]
 """
 
 from __future__ import annotations
