@@ -126,7 +126,8 @@ class StreamTransport(Transport):
             chunk = inbound[0]
             head = self._head
             n = min(size - taken, len(chunk) - head)
-            view[taken : taken + n] = chunk[head : head + n] if head or n < len(chunk) else chunk
+            # A view of the part taken: a slice of the bytes would be one more copy of it.
+            view[taken : taken + n] = memoryview(chunk)[head : head + n] if head or n < len(chunk) else chunk
             taken += n
             if head + n == len(chunk):
                 inbound.popleft()
