@@ -8,8 +8,9 @@ connections of a service. See the README for a tour; every name in ``__all__`` i
 The engine's own pieces (``Link``, ``ReceiveBuffer``, ``NEED_DATA``, ...) live in
 ``links.lowlevel``, for those who build layers; they stay importable from here for
 compatibility but are not listed in ``__all__``. The layers ``links.session``,
-``links.soupbintcp`` and ``links.mux`` are loaded on first use (``links.mux.connect`` after a
-plain ``import links`` works), so importing ``links`` never imports a layer built on it.
+``links.soupbintcp``, ``links.mux``, ``links.rpc`` and ``links.aio`` are loaded on first use
+(``links.mux.connect`` after a plain ``import links`` works), so importing ``links`` never imports a
+layer built on it.
 """
 
 import importlib as _importlib
@@ -72,7 +73,7 @@ from .lowlevel import (
 )
 
 if _typing.TYPE_CHECKING:
-    from . import mux as mux, session as session, soupbintcp as soupbintcp
+    from . import aio as aio, mux as mux, rpc as rpc, session as session, soupbintcp as soupbintcp
 
 __version__ = "0.1.0"
 
@@ -87,7 +88,7 @@ __all__ = [
 
 # Layers built on links, imported on first attribute access (PEP 562) rather than here: each
 # imports pieces of links, so an eager import from this file would be a cycle.
-_LAZY_SUBMODULES = frozenset({"mux", "session", "soupbintcp"})
+_LAZY_SUBMODULES = frozenset({"aio", "mux", "rpc", "session", "soupbintcp"})
 
 
 def __getattr__(name: str) -> object:

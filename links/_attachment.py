@@ -52,6 +52,12 @@ WATCH_AGAIN = 0.002
 class Attachment:
     """One TCP connection of a logical ``Connection``; also the ``con`` given to protocol hooks."""
 
+    __slots__ = (
+        "transport", "connection", "con_id", "outbound", "protocol", "link", "permit", "closed", "tasks", "poll",
+        "handler", "reading", "lingering", "first_deadline", "stall_task", "on_drained", "after_read", "last_recv",
+        "_on_recv", "_send_reply", "_on_sent", "notify_sent",
+    )  # fmt: skip
+
     def __init__(self, connection: Connection, sock: Any, protocol: Protocol, permit: Permit | None) -> None:
         # A socket, or a byte-stream layer over one already (a ``links._tls.TlsTransport``).
         self.transport = sock if isinstance(sock, Transport) else Transport(sock)
@@ -59,14 +65,13 @@ class Attachment:
         self.connection = connection
         self.con_id = ConId(connection.role, connection.name, local, peer)
         self.outbound = Outbound(
-            self.transport, lock=connection.write_lock, clock=connection.clock, watch=self.watch_writable,
-            unwatch=self._end_stall_check, max_outbound=connection.max_outbound,
-        )  # fmt: skip
+            self.transport, lock=connection.write_lock, clock=connection.clock, owner=self, max_outbound=connection.max_outbound
+        )
         self.protocol = protocol
         self.link = Link(protocol, session=connection.session, read_size=self.transport.read_size)
         self.permit = permit
         self.closed = False
-        self.tasks: list[TimerHandle] = []
+        self.tasks: tuple[TimerHandle, ...] = ()  # a tuple: most attachments have none
         self.poll: PollHandler | None = None  # set once the poll thread services it
         self.handler = AttachmentReader(self)  # what the poll thread services
         self.reading = False  # whether the poll thread reads it (spawned)
@@ -77,7 +82,12 @@ class Attachment:
         # Told (poll thread, no lock held) when the poll thread wrote all the socket was owed:
         # a layer that keeps output of its own (the multiplexer) hands on more then.
         self.on_drained: Callable[[], None] | None = None
-        self.last_recv = connection.clock()
+        # Told (poll thread) after each readiness event's messages were dispatched: links.aio
+        # wakes its event loop once per read there, not once per message.
+        self.after_read: Callable[[], None] | None = None
+        # When it last heard from the peer: every read sets it, and the idle check when it
+        # starts (links._liveness); no clock read, and no float kept, for one that never checks.
+        self.last_recv = 0.0
         self._on_recv = protocol.on_recv if overrides(protocol, "on_recv") else None
         self._send_reply = protocol.send_reply if overrides(protocol, "send_reply") else None
         self._on_sent = protocol.on_sent if overrides(protocol, "on_sent") else None
@@ -112,10 +122,17 @@ class Attachment:
         handle = self.connection.timer.schedule(name, interval, task, delay=delay)
         with self.connection.changed:
             if not self.closed:
-                self.tasks.append(handle)
+                self.tasks += (handle,)
                 return handle
         handle.cancel()
         return handle
+
+    def keep_tasks(self, handles: Iterable[TimerHandle]) -> None:
+        """Keep ``handles`` (its liveness tasks) to cancel when this attachment ends."""
+        handles = tuple(handles)
+        if handles:
+            with self.connection.changed:
+                self.tasks += handles
 
     def send(self, msg: Any, timeout: float | None = None) -> SendStatus:
         """Send on this very TCP connection (a protocol's login, heartbeat or reply)."""
@@ -152,11 +169,13 @@ class Attachment:
         Raises:
             BrokenError, ClosedError: the socket ended.
         """
-        buffer = self.link.buffer
+        buffer, transport = self.link.buffer, self.transport
         if wait:
-            n = self.transport.recv_into_waiting(buffer.writable(), timeout)
+            n = transport.recv_into_waiting(buffer.writable(), timeout)
+        elif transport.virtual and not transport.holds_input:
+            return 0  # a channel holding nothing (the poll thread's first look): no buffer made for it
         else:
-            n = self.transport.recv_into(buffer.writable())
+            n = transport.recv_into(buffer.writable())
         if n:
             buffer.commit(n)
             self.last_recv = self.connection.clock()
@@ -261,6 +280,10 @@ class Attachment:
             watch = out.handed_over()
         if watch:
             self.watch_writable()
+
+    def unwatch(self) -> None:
+        """``outbound`` owes nothing any more (its lock held): the stall check ends."""
+        self._end_stall_check()
 
     def _start_stall_check(self) -> None:
         self._end_stall_check()  # one at a time

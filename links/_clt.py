@@ -71,12 +71,15 @@ ProtocolFactory = Callable[[], Protocol]
 class Clt:
     """A connection: send, receive, split, or spawn its receiver into the poll thread."""
 
-    def __init__(self, connection: Connection) -> None:
+    __slots__ = ("_con", "_sender", "_recver", "__weakref__")
+
+    def __init__(self, connection: Connection, *, tracked: bool = True) -> None:
         self._con = connection
         self._sender: CltSender | None = CltSender(connection)
         self._recver: CltRecver | None = CltRecver(connection)
         connection.sender = self._sender
-        track(connection, "interpreter_exit")  # closed at interpreter exit, ending any wait on it (links._exit)
+        if tracked:  # else closed at exit by whoever made it (links.mux: a channel, by its connection's driver)
+            track(connection, "interpreter_exit")  # closed at interpreter exit, ending any wait on it (links._exit)
 
     # -- construction ---------------------------------------------------------------------
 

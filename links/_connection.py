@@ -66,7 +66,8 @@ from ._core._status import NEED_DATA
 from ._errors import BrokenError, ClosedError, LinksError, raised_again
 from ._gate import Permit
 from . import _liveness as liveness
-from ._log import get_logger
+from ._condition import LazyCondition
+from ._log import Logger, get_logger
 from ._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT, check_limits
 from ._reader import AttachmentReader
 from ._redial import Redialer
@@ -76,7 +77,6 @@ from ._timer import Timer, TimerHandle
 
 if TYPE_CHECKING:
     import socket
-
     from ._poll import PollHandler
 
 __all__ = ["Connection", "Attachment", "AttachmentReader", "ConnState"]
@@ -88,30 +88,22 @@ _CONNECTED = ConnState.CONNECTED
 class Connection(Sending):
     """A logical connection: the handles' view, across any number of attachments."""
 
+    # Slots, and what an idle one never uses made on first use (links.mux: thousands idle at once).
+    __slots__ = ("con_id", "protocol_factory", "callback", "timer", "_poll", "session", "reconnect", "_redialer",
+                 "handshake_timeout", "idle_timeout", "stall_timeout", "max_outbound", "clock", "write_lock", "changed",
+                 "state", "attachment", "pending", "spawned", "sender", "_fast_path", "_error", "_closed_here",
+                 "_listeners", "_tasks", "_protocol", "_handshaking", "__weakref__")  # fmt: skip
+
     def __init__(
-        self,
-        role: Role,
-        name: str,
-        *,
-        protocol_factory: Callable[[], Protocol],
-        callback: Callback,
-        timer: Timer,
-        poll: Callable[[], PollHandler],
-        session: Any = None,
-        reconnect: Backoff | None = None,
-        redial: Callable[[], socket.socket] | None = None,
-        handshake_timeout: float = 5.0,
-        idle_timeout: float | None = None,
-        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-        max_outbound: int = DEFAULT_MAX_OUTBOUND,
-    ) -> None:
-        # Refused before any socket opens.
-        if idle_timeout is not None and not idle_timeout > 0:
+        self, role: Role, name: str, *, protocol_factory: Callable[[], Protocol], callback: Callback, timer: Timer,
+        poll: Callable[[], PollHandler], session: Any = None, reconnect: Backoff | None = None,
+        redial: Callable[[], socket.socket] | None = None, handshake_timeout: float = 5.0,
+        idle_timeout: float | None = None, stall_timeout: float = DEFAULT_STALL_TIMEOUT, max_outbound: int = DEFAULT_MAX_OUTBOUND,
+    ) -> None:  # fmt: skip
+        if idle_timeout is not None and not idle_timeout > 0:  # refused before any socket opens
             raise ValueError(f"idle_timeout must be a positive number of seconds, not {idle_timeout!r}")
         check_limits(stall_timeout, max_outbound)
-        self.role = role
-        self.name = name
-        self.con_id = ConId(role, name)
+        self.con_id = ConId(role, name)  # its role and name are the connection's
         self.protocol_factory = protocol_factory
         self.callback = callback
         self.timer = timer
@@ -124,27 +116,30 @@ class Connection(Sending):
         self.idle_timeout = idle_timeout
         self.stall_timeout = stall_timeout
         self.max_outbound = max_outbound
-        self.clock = timer.clock.monotonic  # every time in the engine: fake in tests
-        self.log = get_logger("clt", con_id=str(self.con_id))
+        self.clock = timer._monotonic  # every time in the engine: fake in tests
         self.write_lock = threading.Lock()
-        self.changed = threading.Condition()  # attach, detach, close, session space
+        self.changed = LazyCondition()  # attach, detach, close, session space
         self.state = ConnState.OPENING
         self.attachment: Attachment | None = None
-        self.pending: deque[Any] = deque()  # dispatched during a handshake, kept for recv()
+        self.pending: deque[Any] | tuple[()] = ()  # see keep()
         self.spawned = False
         self.sender: Any = None  # the CltSender facade (hook handle in session mode)
         self._fast_path = session is None
         self._error: LinksError | None = None
         self._closed_here = False  # close() was called, maybe after the peer ended it
-        self._listeners: list[Callable[[Connection], None]] = []
-        self._tasks: list[TimerHandle] = []  # schedule()d for the whole logical connection
+        self._listeners: Any = ()  # none, one listener, or a tuple of them: see add_listener
+        self._tasks: tuple[TimerHandle, ...] = ()  # schedule()d for the whole logical connection
         self._protocol: Protocol | None = None  # session mode: the one protocol instance
         self._spare_link: Link | None = None
         self._handshaking: Attachment | None = None  # a session client's attachment in HANDSHAKING
-        self.attached_at = 0.0  # when the current attachment was published (timer clock)
 
     def __repr__(self) -> str:
         return f"Connection({self.con_id}, {self.state.value})"
+
+    # Read off ``con_id``; the logger made per use (a few events per life: kept, it costs 0.4 KB).
+    role: Role = property(lambda self: self.con_id.role)  # type: ignore[assignment]
+    name: str = property(lambda self: self.con_id.name)  # type: ignore[assignment]
+    log: Logger = property(lambda self: get_logger("clt", con_id=str(self.con_id)))  # type: ignore[assignment]
 
     # -- state ------------------------------------------------------------------------------
 
@@ -171,7 +166,7 @@ class Connection(Sending):
         handle = self.timer.schedule(name, interval, task, delay=delay)
         with self.changed:
             if not self.closed:
-                self._tasks.append(handle)
+                self._tasks += (handle,)
                 return handle
         handle.cancel()
         return handle
@@ -183,16 +178,15 @@ class Connection(Sending):
         """Call ``fn(self)`` once the connection is closed for good (at once if it is)."""
         with self.changed:
             if not self.closed:
-                self._listeners.append(fn)
+                held = self._listeners  # kept bare when alone (most have one; a tuple costs 48 B more)
+                self._listeners = fn if not held else (*held, fn) if isinstance(held, tuple) else (held, fn)
                 return
         fn(self)
 
     def wait_attached(self, deadline: float | None) -> Attachment | None:
         """The current attachment, waiting for one until ``deadline``; None on timeout.
 
-        Raises:
-            ClosedError, BrokenError: the connection is closed for good.
-        """
+        Raises: ClosedError, BrokenError: the connection is closed for good."""
         att = self.attachment
         if att is not None and self.state is _CONNECTED:
             # The common case, without the lock: publish() sets both together, and a close
@@ -238,7 +232,6 @@ class Connection(Sending):
         self._begin_handshake(att, permit)
         if self.con_id.local is None:
             self.con_id = att.con_id
-            self.log = get_logger("clt", con_id=str(self.con_id))
         try:
             if self.session is not None and self.role is Role.INITIATOR:
                 if wait:
@@ -286,7 +279,13 @@ class Connection(Sending):
             if msg is None:
                 raise TimeoutError(f"{att.con_id}: handshake did not complete in time")
             if msg is not NEED_DATA and not self.spawned:  # spawned: its callback saw it; nobody calls recv
-                self.pending.append(msg)
+                self.keep(msg)
+
+    def keep(self, msg: Any) -> None:
+        """Keep ``msg``, dispatched during a handshake, for ``recv`` (``pending`` made for the first)."""
+        if isinstance(self.pending, tuple):
+            self.pending = deque()
+        self.pending.append(msg)
 
     def publish(self, att: Attachment, replay: Callable[[], bytes] | None = None) -> None:
         """Make ``att`` the current attachment: write ``replay()`` first, then let senders in.
@@ -311,7 +310,8 @@ class Connection(Sending):
                     closed = False
                     self.attachment = att
                     self._move(_CONNECTED)
-                    self.attached_at = self.clock()
+                    if self._redialer is not None:  # when it came up: the backoff starts over after long enough
+                        self._redialer.attached_at = self.clock()
                     self.changed.notify_all()
         finally:
             self._unlock(att)
@@ -327,7 +327,7 @@ class Connection(Sending):
         sees messages: the ones kept from a handshake were dispatched to it already)."""
         with self.changed:
             self.spawned = True
-            self.pending.clear()
+            self.pending = ()
             att = self.attachment
         if att is not None:
             self._spawn(att)
@@ -342,7 +342,7 @@ class Connection(Sending):
         poll.add(att.handler)
 
     def _start_tasks(self, att: Attachment) -> None:
-        att.tasks.extend(liveness.start(self, att))
+        att.keep_tasks(liveness.start(self, att))
 
     # -- ending -----------------------------------------------------------------------------
 
@@ -408,7 +408,7 @@ class Connection(Sending):
         self._closed_for_good(listeners)
         return True
 
-    def _claim_for_close(self, orderly: bool, error: LinksError | None) -> tuple[Attachment | None, list[Callable[[Connection], None]]]:
+    def _claim_for_close(self, orderly: bool, error: LinksError | None) -> tuple[Attachment | None, Any]:
         """Mark the connection closed; the attachment to end (None: none, or lost() has it)
         and the listeners to call. Under the write lock when it can be had soon: no sender
         is then halfway through handing a frame over, so what ``_end`` sees owed is all, and
@@ -428,8 +428,8 @@ class Connection(Sending):
                     att = None
                 if att is not None:
                     att.closed = True
-                listeners, self._listeners = self._listeners, []
-                tasks, self._tasks = self._tasks, []
+                listeners, self._listeners = self._listeners, ()
+                tasks, self._tasks = self._tasks, ()
                 self.changed.notify_all()
         finally:
             if locked:
@@ -438,13 +438,13 @@ class Connection(Sending):
             task.cancel()
         return att, listeners
 
-    def _closed_for_good(self, listeners: list[Callable[[Connection], None]]) -> None:
+    def _closed_for_good(self, listeners: Any) -> None:
         if self.session is not None and self._protocol is not None:
             try:
                 self._protocol.on_disconnect(self.con_id)
             except Exception as e:
                 self.log.error("clt.on_disconnect_failed", error=repr(e))
-        for fn in listeners:
+        for fn in listeners if isinstance(listeners, tuple) else (listeners,):
             fn(self)
         if self.session is not None:
             self.session.closed(self)

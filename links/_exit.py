@@ -28,12 +28,14 @@ __all__ = ["track", "close_everything"]
 # forgotten drops out by itself (weak references), and closing twice is harmless.
 _open: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_ARGS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
 def track(closeable: Any, *close_args: str) -> None:
     """Call ``closeable.close(*close_args)`` at interpreter exit."""
     with _lock:
-        _open[closeable] = close_args
+        # One tuple per kind, not per connection: thousands of channels each keep an entry.
+        _open[closeable] = _ARGS.setdefault(close_args, close_args)
 
 
 def close_everything() -> None:

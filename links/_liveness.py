@@ -101,7 +101,9 @@ def silence_check(att: Attachment, limit: float, event: str, reason: str) -> Cal
     silence can tell. Bytes waiting unread count as hearing from it: then our reader is behind
     (a busy poll thread, or no thread in ``recv``), not the peer gone. The task runs again
     exactly when the limit could next be reached, so detection lags by timer latency only.
+    The silence is counted from now (the check's start), then from each read.
     """
+    att.last_recv = att.connection.clock()
 
     def check() -> Any:
         if att.closed:

@@ -2,60 +2,57 @@
 
 Ownership
     Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``,
-    ``ready()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and wake the thread
-    through a ``WakeupSocketpair``; called on the poll thread itself, the command runs inline.
+    ``ready()``, ``pause_reading()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and
+    wake the thread (``WakeupSocketpair``); called on the poll thread, the command runs inline.
 
 Level-triggered, a bounded batch per event
     An fd with unread bytes is reported on every poll until drained, so a handler does *one*
-    bounded unit of work per event (a receiver: one ``recv_into`` and the frames it
-    completed; an acceptor: a bounded batch of ``accept``) and returns; the rest is reported
-    next pass, after every other ready fd had its turn. One chatty peer cannot starve the
-    rest. (Edge-triggered, each fd would have to be drained to ``EAGAIN``: that starvation.)
+    bounded unit of work per event (a receiver: one ``recv_into`` and the frames it completed;
+    an acceptor: a bounded batch of ``accept``) and returns; the rest is reported next pass,
+    after every other ready fd had its turn. One chatty peer cannot starve the rest.
+    (Edge-triggered, each fd would have to be drained to ``EAGAIN``: that starvation.)
 
 Failures stay local
-    Each handler call is wrapped: if it raises, the failure is logged
-    (``poll.handler_failed``), the handler is removed and told to close itself, and the loop
-    carries on with every other connection.
+    Each handler call is wrapped: if it raises, the failure is logged (``poll.handler_failed``),
+    the handler is removed and told to close itself, and the loop carries on with the others.
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
     ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books
-    (``links._registry``); or, with ``virtual = True``, the same without ``fileno()`` (below).
+    (``links._registry``, which also pauses reading); or, ``virtual``, without ``fileno()``.
 
 Handlers without a file descriptor
-    A multiplexed channel (one of many logical connections over one TCP connection) is read
-    and written on the poll thread like a socket, but no selector can watch it: the code
-    reading the TCP connection knows when it has input or room. A handler with ``virtual =
-    True`` is registered, removed and failed like any other but never reaches the selector;
-    that code marks it with ``ready(handler, readable=, writable=)`` instead, and the loop
-    services the marks each pass (``links._ready``: coalesced, never inside ``ready()``,
-    marks made meanwhile on the next pass), polling without sleeping while any are pending.
-    Its first service on ``add()`` and ``want_writable()`` comes as a mark too.
+    A multiplexed channel (one of many logical connections over one TCP connection) is read and
+    written on the poll thread like a socket, but no selector can watch it: the code reading the
+    TCP connection knows when it has input or room. A handler with ``virtual = True`` is
+    registered, removed and failed like any other but never reaches the selector; that code
+    marks it with ``ready(handler, readable=, writable=)`` instead, and the loop services the
+    marks each pass (``links._ready``: coalesced, never inside ``ready()``, marks made meanwhile
+    on the next pass), polling without sleeping while any are pending. Its first service on
+    ``add()`` and ``want_writable()`` comes as a mark too.
 
 Writing (``want_writable``)
-    A connection whose socket would not take all it owes (a partly written frame, queued
-    replies) asks for ``on_writable() -> bool`` (True: still owing) once the socket has room:
-    the poll thread writes what it can, never waiting, so a frame gets finished without
-    anybody sending again. The interest is dropped once nothing is owed. A connection read
-    on a user thread is registered for writing only: its reading is never touched here.
+    A connection whose socket would not take all it owes (a partly written frame, queued replies)
+    asks for ``on_writable() -> bool`` (True: still owing) once the socket has room: the poll
+    thread writes what it can, never waiting, so a frame gets finished without anybody sending
+    again. The interest is dropped once nothing is owed. A connection read on a user thread is
+    registered for writing only: its reading is never touched here.
 
 Closing fds
-    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket) on
-    the poll thread: closing first would let the fd number be reused under the old handler.
+    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket) on the
+    poll thread: closing first would let the fd number be reused under the old handler.
 
 Busy polling (opt-in)
-    A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a
-    VM). ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last
-    events (or command), then sleeps: a busy connection finds it awake, an idle one costs
-    nothing. The price: a core and the GIL kept busy while traffic flows
-    (``benchmarks/RESULTS.md``, "Busy polling").
+    A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a VM).
+    ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last events
+    (or command), then sleeps: a busy connection finds it awake, an idle one costs nothing. The
+    price: a core and the GIL kept busy while traffic flows (``benchmarks/RESULTS.md``).
 
 Lifecycle
-    The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` removes every
-    handler (closing its connection), gives closed connections that still owe bytes half of
-    ``timeout`` to write them (``COMPLETED`` sends are not dropped by a shutdown right after
-    a close), stops the thread and closes the selector. It is idempotent and runs at
-    interpreter exit for the default instance (``links._runtime``).
+    The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` removes every handler
+    (closing its connection), gives closed connections that still owe bytes half of ``timeout``
+    to write them (``COMPLETED`` sends are not dropped by a shutdown right after a close), stops
+    the thread and closes the selector. Idempotent; it runs at interpreter exit for the default.
 """
 
 from __future__ import annotations
@@ -168,15 +165,18 @@ class PollHandler:
         self._post(lambda: self._watch_writable(handler))
 
     def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
-        """Tell the poll thread that ``handler`` (``virtual``: no fd) may now read and/or write. Any
-        thread, the poll thread too (inside a handler): serviced on a pass of the loop, never inside
-        this call (marks before its turn make one call); ignored if not registered, or shut down."""
+        """Tell the poll thread that ``handler`` (``virtual``: no fd) may now read and/or write, from any
+        thread: serviced on a pass of the loop, never inside this call; ignored if not registered."""
         events = (_READ if readable else 0) | (_WRITE if writable else 0)
         if events and threading.get_ident() == self._ident:  # the usual caller: a demultiplexer here
             self._marks.mark(handler, events)
         elif events and self._thread is not None:  # not started: nothing is registered
             with suppress(RuntimeError):  # shut down: nothing is registered any more
                 self._post(lambda: self._marks.mark(handler, events))
+
+    def pause_reading(self, handler: Any, paused: bool = True) -> None:
+        """Stop reading ``handler`` (registered still, writing still: TCP holds its peer), or resume."""
+        self._post(lambda: self._books.pause(handler, paused, self._marks))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the poll thread (inline when already on it)."""

@@ -34,24 +34,43 @@ class Pool:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._entries: dict[ConId, tuple[CltRecver | None, CltSender]] = {}
+        self._entries: dict[ConId, CltSender] = {}
+        # The receivers of pooled connections not spawned yet (read by Svc.recv); a spawned
+        # one has none, and keeps no pair either (thousands of channels pool at once).
+        self._recvers: dict[ConId, CltRecver] = {}
         self._cursor = 0
         self._closed = False
 
     def add(self, recver: CltRecver | None, sender: CltSender) -> None:
         with self._cond:
-            self._entries[sender.con_id] = (recver, sender)
+            con_id = sender.con_id
+            self._entries[con_id] = sender
+            if recver is not None:
+                self._recvers[con_id] = recver
+            else:
+                self._recvers.pop(con_id, None)
             self._cond.notify_all()
 
     def remove(self, con_id: ConId) -> None:
         with self._cond:
             self._entries.pop(con_id, None)
+            self._recvers.pop(con_id, None)
             self._cond.notify_all()
 
     def get(self, con_id: ConId) -> CltSender | None:
         with self._cond:
-            entry = self._entries.get(con_id)
-            return entry[1] if entry else None
+            return self._entries.get(con_id)
+
+    def recvers(self) -> list[CltRecver]:
+        """The receivers not spawned yet, in round-robin order (the cursor then moves on by one)."""
+        with self._cond:
+            return self._rotated(list(self._recvers.values()))
+
+    def take_recvers(self) -> list[CltRecver]:
+        """The receivers not spawned yet, forgotten here: the caller spawns them."""
+        with self._cond:
+            recvers, self._recvers = list(self._recvers.values()), {}
+            return recvers
 
     def con_ids(self) -> list[ConId]:
         with self._cond:
@@ -59,17 +78,20 @@ class Pool:
 
     def senders(self) -> list[CltSender]:
         with self._cond:
-            return [s for _, s in self._entries.values()]
+            return list(self._entries.values())
 
-    def rotation(self) -> list[tuple[CltRecver | None, CltSender]]:
-        """Every entry, starting at the round-robin cursor (which then moves on by one)."""
+    def rotation(self) -> list[CltSender]:
+        """Every sender, starting at the round-robin cursor (which then moves on by one)."""
         with self._cond:
-            entries = list(self._entries.values())
-            if not entries:
-                return entries
-            start = self._cursor % len(entries)
-            self._cursor = start + 1
-            return entries[start:] + entries[:start]
+            return self._rotated(list(self._entries.values()))
+
+    def _rotated(self, items: list[Any]) -> list[Any]:
+        """Lock held: ``items`` from the cursor on, moving the cursor on by one."""
+        if not items:
+            return items
+        start = self._cursor % len(items)
+        self._cursor = start + 1
+        return items[start:] + items[:start]
 
     def wait_nonempty(self, deadline: float | None) -> bool:
         with self._cond:
@@ -84,7 +106,8 @@ class Pool:
         """Mark closed (waiters return) and hand back every sender for closing."""
         with self._cond:
             self._closed = True
-            senders = [s for _, s in self._entries.values()]
+            senders = list(self._entries.values())
+            self._recvers = {}
             self._cond.notify_all()
         return senders
 
@@ -232,11 +255,11 @@ def _try(sender: CltSender, msg: Any, timeout: float | None) -> SendStatus | Non
         return None
 
 
-def _live_first(rotation: list[tuple[CltRecver | None, CltSender]]) -> Iterator[CltSender]:
+def _live_first(rotation: list[CltSender]) -> Iterator[CltSender]:
     """The rotation's senders, the connected ones first: a session waiting detached for its
     client (its sends only go to a replay buffer) is picked only when no live one is left."""
     later = []
-    for _, sender in rotation:
+    for sender in rotation:
         if sender.is_connected():
             yield sender
         else:

@@ -24,6 +24,8 @@ class AttachmentReader:
     """What the poll thread services for a spawned attachment: one read, then the frames it
     completed (a bounded batch; level-triggered polling reports the rest next pass)."""
 
+    __slots__ = ("attachment", "con_id")
+
     poll_kind = "recver"
 
     def __init__(self, attachment: Attachment) -> None:
@@ -68,6 +70,9 @@ class AttachmentReader:
             # A hook's send (a reply) found the connection gone: the send ended it, as broken,
             # and logged why. The peer's doing, not a bug of the handler's. (A try costs
             # nothing here until something raises: no extra call on the read path.)
+        finally:
+            if att.after_read is not None:  # whatever ended the read: what it delivered is told
+                att.after_read()
         return True
 
     @staticmethod

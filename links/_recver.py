@@ -34,6 +34,8 @@ __all__ = ["CltRecver"]
 class CltRecver:
     """Receives and dispatches messages for one connection."""
 
+    __slots__ = ("_con", "_busy", "__weakref__")
+
     def __init__(self, connection: Connection) -> None:
         self._con = connection
         self._busy = threading.Lock()  # held by the one thread inside recv (a try-lock, never waited on)

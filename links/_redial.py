@@ -50,13 +50,14 @@ class Redialer:
         # transport over a connected socket (``links._tls``), or None.
         self.secure: Callable[[socket.socket], Any] | None = None
         self.attempts = 0  # since the last connection that stayed up
+        self.attached_at = 0.0  # when the connection last came up (timer clock; Connection.publish)
         self._rng = random.Random()
 
     def schedule(self) -> None:
         """The current attachment was lost: plan the next attempt (or give up)."""
         con, backoff = self.connection, self.backoff
         now = con.clock()
-        if now - con.attached_at >= backoff.reset_after:
+        if now - self.attached_at >= backoff.reset_after:
             self.attempts = 0  # it stayed up long enough: start the schedule over
         self.attempts += 1
         attempt = self.attempts
@@ -159,7 +160,7 @@ class Attempt:
                 if msg is None:
                     return True  # nothing more for now
                 if msg is not NEED_DATA and not con.spawned:  # kept for recv, as a waiting handshake keeps them
-                    con.pending.append(msg)
+                    con.keep(msg)
         except Exception as e:  # noqa: BLE001 - every way out of a handshake is this attempt's failure
             self._fail(e)
             return True

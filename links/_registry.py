@@ -11,6 +11,12 @@ alone (``write_only``) is never read by the poll thread: any event on its fd is 
 A *virtual* handler (``virtual = True``: a multiplexed channel, see ``links._ready``) has no fd:
 its interest is kept here like any other, but it never reaches the selector, nor the lookup.
 
+Reading can be *paused* (``pause_reading``: a consumer's queue is full, links.aio): the
+handler stays registered (a shutdown still closes it, its writer still writes) but loses its
+read interest, so the kernel's buffer fills and TCP flow control stops the peer (a channel's
+stream stops granting window); ``resume_reading`` gives it back. A paused handler with no
+writer left keeps interest 0 and no selector registration.
+
 Poll thread only, like the selector: nothing here locks.
 """
 
@@ -43,18 +49,21 @@ class Registry:
         # same pass is no longer here and is skipped. The wakeup fd maps to the wakeup.
         self.by_fd: dict[int, Any] = {wakeup.fileno(): wakeup}
         self.fresh: dict[int, Any] = {}  # registered since the last poll (see above)
+        self.paused: set[int] = set()  # id(handler) of those whose reading is paused
 
     def add_reading(self, handler: Any) -> None:
         """Register ``handler`` for reading (as well as writing, if it was registered for that)."""
-        events = self.interest.get(id(handler), 0) | _READ
+        ident = id(handler)  # one int for both maps' keys (an id is a 32-byte int of its own)
+        self.paused.discard(ident)
+        events = self.interest.get(ident, 0) | _READ
         if is_virtual(handler):
             fd = None
         elif events == _READ:
             fd = self.selector.register(handler, _READ, handler).fd
         else:  # registered for writing already: now read too
             fd = self.selector.modify(handler, events, handler).fd
-        self.handlers[id(handler)] = handler
-        self.interest[id(handler)] = events
+        self.handlers[ident] = handler
+        self.interest[ident] = events
         if fd is not None:
             self.write_only.discard(fd)
             self.fresh[fd] = handler
@@ -86,27 +95,83 @@ class Registry:
         if not events & _WRITE:
             return
         if events == _WRITE:
-            self.remove(handler)
+            if ident in self.paused:  # paused, not gone: registered, with no interest for now
+                self.interest[ident] = 0
+                self._forget_fd(handler)
+            else:
+                self.remove(handler)
             return
         self.interest[ident] = _READ
         if not is_virtual(handler):
             self.selector.modify(handler, _READ, handler)
 
     def remove(self, handler: Any) -> int:
-        """Forget ``handler``; the selector events it had (0: it was not registered)."""
+        """Forget ``handler``; the selector events it had (0: it was not registered).
+        A paused reader counts as reading."""
         if self.handlers.pop(id(handler), None) is None:
             return 0
         events = self.interest.pop(id(handler), 0)
+        if id(handler) in self.paused:
+            self.paused.discard(id(handler))
+            events |= _READ
+        if not is_virtual(handler):
+            self._forget_fd(handler)
+        return events
+
+    def pause_reading(self, handler: Any) -> None:
+        """Stop reading ``handler`` (registered for reading, not paused; else nothing), keeping
+        it registered and its writer serviced."""
+        ident = id(handler)
+        events = self.interest.get(ident, 0)
+        if not events & _READ:
+            return
+        self.paused.add(ident)
+        self.interest[ident] = events & ~_READ
         if is_virtual(handler):
-            return events
+            return
+        if events & _WRITE:  # its writer alone now: any event is for it (see write_only)
+            self.write_only.add(self.selector.modify(handler, _WRITE, handler).fd)
+        else:
+            self._forget_fd(handler)
+
+    def resume_reading(self, handler: Any) -> bool:
+        """Read ``handler`` again after ``pause_reading``; False if it was not paused (removed
+        meanwhile, say)."""
+        ident = id(handler)
+        if ident not in self.paused:
+            return False
+        self.paused.discard(ident)
+        events = self.interest.get(ident, 0)
+        self.interest[ident] = events | _READ
+        if not is_virtual(handler):
+            if events:
+                fd = self.selector.modify(handler, events | _READ, handler).fd
+                self.write_only.discard(fd)
+            else:
+                self.fresh[self.selector.register(handler, _READ, handler).fd] = handler
+        return True
+
+    def pause(self, handler: Any, paused: bool, marks: Any) -> None:
+        """``pause_reading`` or ``resume_reading`` (``PollHandler.pause_reading``); a resumed
+        virtual handler is marked readable in ``marks``: what it holds would announce nothing.
+        An fd closed meanwhile is left alone: its removal is queued."""
+        try:
+            if paused:
+                self.pause_reading(handler)
+            elif self.resume_reading(handler) and is_virtual(handler):
+                marks.mark(handler, _READ)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _forget_fd(self, handler: Any) -> None:
+        """Take ``handler``'s fd out of the selector and the lookup (if it is there)."""
         try:
             key = self.selector.unregister(handler)
         except (KeyError, ValueError):
-            return events  # never made it into the selector
+            return  # never made it into the selector
         self.write_only.discard(key.fd)
         if self.fresh.pop(key.fd, None) is None:
             self.by_fd.pop(key.fd, None)
-        return events
 
     def join_fresh(self) -> None:
         """Before a poll: what was registered since the last one joins the lookup."""

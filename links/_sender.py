@@ -35,6 +35,8 @@ __all__ = ["CltSender"]
 class CltSender:
     """Sends messages over one connection; safe to call from several threads."""
 
+    __slots__ = ("_con", "__weakref__")
+
     def __init__(self, connection: Connection) -> None:
         self._con = connection
 

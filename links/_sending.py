@@ -31,6 +31,7 @@ from ._threads import on_runtime_thread
 
 if TYPE_CHECKING:
     from ._attachment import Attachment
+    from ._condition import LazyCondition
     from ._callbacks import Callback
     from ._core._conid import ConId
     from ._core._backoff import Backoff
@@ -51,6 +52,8 @@ LOCK_WAIT = 0.1
 class Sending:
     """The outbound half of ``Connection`` (which defines the state used here)."""
 
+    __slots__ = ("_spare_link",)  # Connection's slots hold the rest
+
     # Defined by Connection.
     con_id: ConId
     callback: Callback
@@ -59,12 +62,12 @@ class Sending:
     reconnect: Backoff | None
     attachment: Attachment | None
     write_lock: threading.Lock
-    changed: threading.Condition
+    changed: LazyCondition
     _fast_path: bool  # no session, not closing: ``send`` may take its spelled-out common case
     _error: LinksError | None
     _protocol: Protocol | None
-    _spare_link: Link | None
     _handshaking: Attachment | None
+    _spare_link: Link | None  # a slot of this class (the rest are Connection's)
 
     def error(self) -> LinksError: ...
 
@@ -77,7 +80,7 @@ class Sending:
             return self.send_now(msg, att, held)
         return self.write(att, [msg], timeout, held)
 
-    def send_now(self, msg: Any, att: Attachment | None = None, held: Any = None) -> SendStatus:
+    def send_now(self, msg: Any, att: Attachment | None = None, held: Any = None, timeout: float | None = None) -> SendStatus:
         """``send(msg, None)``, its common case spelled out (a plain connection with its
         attachment up and nothing owed, no ``on_send``): per-message ``send()`` is one syscall
         plus this Python, and the Python is what links can cut. Measured: the Python per call
@@ -85,6 +88,7 @@ class Sending:
         (``benchmarks/micro/send_path.py``), and W1 ``send()`` from 0.82-0.83x plain blocking
         sockets to 0.88-0.91x in the same runs (RESULTS.md, "Send path"). Any other case goes
         the general way (``write``); so does a failed write that waits for the next attachment.
+        ``timeout=0`` (links.aio's ``send_nowait``): the same, where nothing waits.
         """
         if self._fast_path:
             lock = self.write_lock
@@ -92,8 +96,8 @@ class Sending:
             done: Attachment | None = None
             # Not "with": acquire and release cost half as much. The poll and timer threads never
             # wait for it (a hook may run under it): busy, they go the general, bounded way.
-            if not lock.acquire(False) and not _may_wait_for(lock):
-                return self.write(att, [msg], None, held)
+            if not _lock_now(lock, timeout):
+                return self.write(att, [msg], timeout, held)
             try:
                 target = self.attachment if att is None else att
                 if target is not None and not target.closed and not target.link.stamps and not target.outbound.backlog:
@@ -115,7 +119,7 @@ class Sending:
                 if done.notify_sent:  # hooks run outside the lock: the poll thread never waits on them
                     done.sent(msg)
                 return _COMPLETED
-        return self.write(att, [msg], None, held)
+        return self.write(att, [msg], timeout, held)
 
     def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: Exception) -> None:
         """``send_now``'s encode or write raised ``e``: raise what the caller should see, or
@@ -337,6 +341,12 @@ class Sending:
                 self.owe(att, out)
         finally:
             self._unlock(att)
+
+
+def _lock_now(lock: threading.Lock, timeout: float | None) -> bool:
+    """Take the write lock for ``send_now``: free, or by waiting if the sender may (not with
+    ``timeout`` 0, nor on the poll and timer threads: those go the general, bounded way)."""
+    return lock.acquire(False) or (timeout != 0 and _may_wait_for(lock))
 
 
 def _may_wait_for(lock: threading.Lock) -> bool:

@@ -34,7 +34,7 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -102,10 +102,12 @@ class Svc:
         self.log = get_logger("svc", svc=name)
         self._acceptor = Acceptor(self, sock)
         self._pool = Pool()
+        self._leave_pool = self._left  # bound once: every pooled connection's close listener
         self._sender = SvcSender(self._pool, self.close, name)
         self._spawned_on: PollHandler | None = None
         self._admitted: Clt | None = None  # accept(): the Clt a HELLO just started
         self._closed = False
+        self.joined: Callable[[Connection, Any], None] | None = None  # (con, sender) before its first read: links.aio
         # Channels (links.mux): loaded on first use, as links loads every layer.
         self.mux = importlib.import_module("links.mux._serve").MuxServing(self, **({} if max_channels is None else {"max_channels": max_channels})) if mux else None
         track(self)  # closed at interpreter exit, ending a wait in accept() (links._exit)
@@ -331,7 +333,7 @@ class Svc:
         self._check_usable()
         deadline = deadline_after(timeout)
         while True:
-            recvers = [r for r, _ in self._pool.rotation() if r is not None]
+            recvers = self._pool.recvers()
             for recver in recvers:
                 try:
                     msg = recver.recv(0)
@@ -376,10 +378,8 @@ class Svc:
         self._check_usable()
         poll = self.poll_or_default()
         self._spawned_on = poll
-        for recver, sender in self._pool.rotation():
-            if recver is not None:  # already pooled, not yet spawned
-                self._pool.add(None, sender)
-                recver._con.spawn()
+        for recver in self._pool.take_recvers():  # already pooled, not yet spawned
+            recver._con.spawn()
         poll.add(self._acceptor)
         return self._sender
 
@@ -393,10 +393,15 @@ class Svc:
         spawned (so a callback answering its first message with ``send_to`` finds it)."""
         clt._spawn(lambda sender: self._join(clt._con, None, sender))
 
+    def _left(self, con: Connection) -> None:  # a pooled connection was closed for good: it leaves the pool
+        self._pool.remove(con.con_id)
+
     def _join(self, con: Connection, recver: Any, sender: Any) -> None:
         """Pool a connection; it leaves the pool when it is closed for good."""
         self._pool.add(recver, sender)
-        con.add_listener(lambda c: self._pool.remove(c.con_id))
+        con.add_listener(self._leave_pool)
+        if self.joined is not None:
+            self.joined(con, sender)
         if self._closed:
             con.close("svc_closed")
 

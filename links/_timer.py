@@ -91,6 +91,7 @@ class Timer:
 
     def __init__(self, clock: Clock | None = None, *, thread: bool = True, name: str = "links-timer") -> None:
         self.clock = MonotonicClock() if clock is None else clock
+        self._monotonic = self.clock.monotonic  # bound once: every connection's clock (links._connection)
         self.name = name
         self._use_thread = thread
         self._heap: list[tuple[float, int, TimerHandle]] = []

@@ -377,6 +377,8 @@ def socket_addrs(sock: Any) -> tuple[Addr | None, Addr | None]:
             a = get()
         except OSError:
             return None
-        return (a[0], a[1]) if isinstance(a, tuple) else None
+        if not isinstance(a, tuple):
+            return None
+        return a if len(a) == 2 else (a[0], a[1])  # a pair as it is: a channel's, shared by all on its connection
 
     return addr(sock.getsockname), addr(sock.getpeername)

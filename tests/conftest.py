@@ -64,3 +64,10 @@ def _no_thread_leaks():
         if thread.is_alive():
             leaked.append(thread.name)
     assert not leaked, f"threads outlived the test: {leaked}"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object] | None:
+    """The event loops a module's asyncio tests run on: those it names in ``LOOP_FACTORIES``
+    (``tests/test_aio*.py``: asyncio and uvloop), else pytest-asyncio's default."""
+    module = getattr(item, "module", None)
+    return getattr(module, "LOOP_FACTORIES", None)

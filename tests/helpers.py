@@ -32,7 +32,8 @@ class Json(links.Protocol):
 
 class LogWatch:
     """A ``capture_logs`` processor that tests can wait on. Each entry also gets ``t``, the
-    ``time.monotonic()`` at which it was logged, for tests that measure between events."""
+    ``time.monotonic()`` at which it was logged, for tests that measure between events, and
+    ``log_level`` (``"warning"``, ``"debug"``, ...)."""
 
     def __init__(self, timeout: float = WAIT) -> None:
         self._cond = threading.Condition()
@@ -41,7 +42,7 @@ class LogWatch:
 
     def __call__(self, logger, method, event_dict):
         with self._cond:
-            self.entries.append({**event_dict, "t": time.monotonic()})
+            self.entries.append({"log_level": method, **event_dict, "t": time.monotonic()})
             self._cond.notify_all()
         return event_dict
 
@@ -166,3 +167,18 @@ class Child:
             reader.join(self.timeout)
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+def loop_factories() -> dict:
+    """The event loops links.aio is tested on, by name: asyncio's, and uvloop's when installed
+    (it is in the ``test`` extra). A module that sets ``LOOP_FACTORIES`` to this runs its
+    asyncio tests on each (``pytest_asyncio_loop_factories`` in ``conftest.py``)."""
+    import asyncio
+
+    factories = {"asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

@@ -41,10 +41,12 @@ TLS_PEERS = ["plain", "asyncio"] + (["uvloop"] if installed("uvloop") else []) +
 RUNS = [
     ("micro/echo_server.py", ["--rounds", "1", "--count", "200"], True),
     ("micro/recv_path.py", ["--rounds", "1", "--reads", "2", "--count", "200"], False),
+    ("micro/rpc_path.py", ["--rounds", "1", "--batch", "50"], False),
     ("micro/ref_lock.py", ["--rounds", "1", "--scale", "0.001"], False),
     ("micro/send_path.py", ["--rounds", "1", "--count", "200"], False),
     ("system/scale_out.py", ["--rounds", "1", "--clients", "2", "--count", "100", "--warm", "10", "--generator", "links"], False),
     ("system/mux.py", ["--rounds", "1", "--scale", "0.001", "--channels", "50", "--placement", "split", "--json", "{tmp}/mux.json"], False),
+    ("system/aio.py", ["--rounds", "1", "--scale", "0.001", "--json", "{tmp}/aio.json"], False),
     ("system/soupbintcp.py", ["--rounds", "1", "--messages", "200", "--round-trips", "20"], False),
     ("system/vs_peers.py", ["--rounds", "1", "--scale", "0.001", "--peers", ",".join(PEERS), "--json", "{tmp}/peers.json"], False),
     ("system/vs_peers.py", ["--tls", "--rounds", "1", "--scale", "0.001", "--placement", "split", "--peers", ",".join(TLS_PEERS), "--json", "{tmp}/tls.json"], False),

@@ -13,6 +13,11 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 # Lines (or fragments) each example must print: the point it demonstrates.
 EXPECTED = {
+    "aio_chat.py": [
+        "ann heard: ['ann', 'bob', 'cy']",
+        "cy heard: ['ann', 'bob', 'cy']",
+        "bob heard: bye cy",
+    ],
     "spawned_recver.py": [
         "on thread 'links-poll'",  # messages reach the callback on the poll thread
         "echoes in order: [0, 1, 2]",
@@ -29,6 +34,13 @@ EXPECTED = {
         "'reason': 'peer_closed'",
         "clt.disconnected       6",
         "svc.accepted           3",
+    ],
+    "rpc_calls.py": [
+        "add(2, 3) = 5",
+        "100 sums in flight, in order: True",
+        "16 slow squares: [169, 196, 225]",
+        "slow_square(7) with a 10 ms deadline: CallTimeout",
+        "the server asks its client whoami: a client on links-poll",
     ],
     "handshake_heartbeat.py": [
         "alice: connected and logged in: True",

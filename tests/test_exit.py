@@ -68,6 +68,28 @@ def test_a_thread_in_recv_on_a_silent_peer_does_not_keep_the_interpreter_alive(t
 
 
 @pytest.mark.timeout(60)
+def test_a_thread_in_recv_on_a_channel_is_closed_at_exit_before_its_connection(tmp_path):
+    # Channels are closed at exit through their connection's driver (links.mux._channel), and
+    # before any connection: the channel's close is local (ClosedError), not the connection lost.
+    done = run(
+        """
+        import links.mux
+
+        silent = socket.create_server(("127.0.0.1", 0))  # the peer: accepts, never a byte back
+        mux = links.mux.connect(f"127.0.0.1:{silent.getsockname()[1]}", timeout=5)
+        peer, _ = silent.accept()
+        channel = mux.open(protocol=Json, timeout=5)  # opening waits for no answer
+        wait_in("reader", channel.recv)
+        print("main done", flush=True)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["main done", "reader ended: ClosedError"]
+    assert "mux#1" in done.stderr and "reason=interpreter_exit" in done.stderr
+
+
+@pytest.mark.timeout(60)
 def test_a_thread_waiting_to_send_through_a_redial_does_not_keep_the_interpreter_alive(tmp_path):
     done = run(
         """

@@ -4,7 +4,7 @@ is a deliberate edit here.
 ``links`` is the API an application uses; ``links.lowlevel`` holds the engine's own pieces
 for those who build layers. The names that moved to ``links.lowlevel`` stay importable from
 ``links`` (compatibility) without being listed in its ``__all__``. The layers
-``links.session``, ``links.soupbintcp`` and ``links.mux`` are imported on first use, not by
+``links.session``, ``links.soupbintcp``, ``links.mux`` and ``links.rpc`` are imported on first use, not by
 ``import links``.
 
 ``links.testing`` is still growing, so for it only consistency is checked (``__all__`` and the
@@ -40,9 +40,22 @@ LOWLEVEL_API = [
 MOVED = [name for name in LOWLEVEL_API if name not in ("format_addr", "parse_addr")]
 
 # Layers reachable as attributes of ``links`` but imported lazily (PEP 562 ``__getattr__``).
-LAZY_SUBMODULES = ["mux", "session", "soupbintcp"]
+LAZY_SUBMODULES = ["aio", "mux", "rpc", "session", "soupbintcp"]
+
+RPC_API = [
+    "BadEnvelope", "CallIndeterminate", "CallTable", "CallTimeout", "Correlator", "DuplicateId", "InFlightLimit",
+    "MsgpackError", "MsgpackFramer", "MsgpackMessenger", "Notification", "Peer", "RemoteError", "Request", "Response",
+    "RpcError", "RpcProtocol", "Server", "TableFull", "Undecodable", "connect", "decode", "serve",
+]  # fmt: skip
 
 MODULES = [links, links.lowlevel, links.testing]
+
+
+def test_the_rpc_api_is_pinned():
+    import links.rpc
+
+    assert sorted(links.rpc.__all__) == RPC_API
+    assert public_attributes(links.rpc) - set(links.rpc.__all__) == set()
 
 
 def public_attributes(module: types.ModuleType) -> set[str]:
@@ -120,6 +133,8 @@ def test_import_links_does_not_import_the_layers():
         "assert links.session.Resumable.__name__ == 'Resumable'\n"
         "assert 'links.mux' not in sys.modules, 'mux imported eagerly'\n"
         "assert links.mux.connect.__module__ == 'links.mux._mux'\n"
+        "assert 'links.rpc' not in sys.modules, 'rpc imported eagerly'\n"
+        "assert links.rpc.connect.__module__ == 'links.rpc._peer'\n"
         "from links import Link, NEED_DATA\n"
         "from links.lowlevel import Link as L2\n"
         "assert Link is L2\n"

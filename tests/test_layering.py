@@ -1,7 +1,9 @@
 """The shape of the library, guarded by reading its source.
 
-* **Sans-I/O.** The core (every module under ``links/_core``) and the session engine
-  (``links/session/_engine.py``, ``links/session/_wire.py``) import no socket, selector,
+* **Sans-I/O.** The core (every module under ``links/_core``), the session engine
+  (``links/session/_engine.py``, ``links/session/_wire.py``), the mux engine and the rpc
+  wire, msgpack framing and call table (``links/rpc/_wire.py``, ``_msgpack.py``,
+  ``_table.py``, ``_errors.py``) import no socket, selector,
   thread or clock module, directly or through the ``links`` modules they import. Time and
   bytes enter as arguments; that is what lets them be tested (and simulated) without a
   network or a real clock.
@@ -39,7 +41,7 @@ PACKAGE = LINKS_DIR.name  # "links"
 # Everything under links/ except these is the library proper (size and complexity limits).
 NOT_LIBRARY_PROPER = {"cli", "testing", "bench"}
 # The layers built on the connection engine.
-LAYERS = (f"{PACKAGE}.session", f"{PACKAGE}.soupbintcp", f"{PACKAGE}.mux")
+LAYERS = (f"{PACKAGE}.session", f"{PACKAGE}.soupbintcp", f"{PACKAGE}.mux", f"{PACKAGE}.rpc", f"{PACKAGE}.aio")
 
 MAX_LINES = 450
 MAX_COMPLEXITY = 15
@@ -63,7 +65,11 @@ MODULES: dict[str, Path] = {module_name(p): p for p in sorted(LINKS_DIR.rglob("*
 CORE_DIR = LINKS_DIR / "_core"
 SESSION_ENGINE_PATHS = [LINKS_DIR / "session" / "_engine.py", LINKS_DIR / "session" / "_wire.py"]
 MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / name for name in ("_engine.py", "_events.py", "_wire.py")]
-SANS_IO_PATHS = sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS + MUX_ENGINE_PATHS
+RPC_ENGINE_PATHS = [LINKS_DIR / "rpc" / name for name in ("_errors.py", "_msgpack.py", "_table.py", "_wire.py")]
+AIO_SANS_IO_PATHS = [LINKS_DIR / "aio" / "_inbox.py"]  # the queue's state; the loop and threads are its driver's
+SANS_IO_PATHS = (
+    sorted(CORE_DIR.rglob("*.py")) + SESSION_ENGINE_PATHS + MUX_ENGINE_PATHS + RPC_ENGINE_PATHS + AIO_SANS_IO_PATHS
+)
 
 # The connection engine: the top-level private modules (not __init__.py or __main__.py).
 ENGINE_PATHS = sorted(p for p in LINKS_DIR.glob("_*.py") if not p.name.startswith("__"))

@@ -15,11 +15,14 @@ def python_blocks() -> list[str]:
 def test_every_python_block_runs_in_order_and_prints_what_it_says(capsys):
     namespace: dict = {}
     blocks = python_blocks()
-    assert len(blocks) == 3  # the tour, sessions, SoupBinTCP
+    assert len(blocks) == 5  # the tour, sessions, request/response, SoupBinTCP, asyncio
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md (python block {i + 1})", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "{'hi': 'back'}"
     assert printed[1] == "{'n': 2}"
-    assert printed[2].startswith("LoginAccepted(")
-    assert printed[3].startswith("SequencedData(") and "b'hello'" in printed[3]
+    assert printed[2:5] == ["5", "ABC", "NoSuchMethod no method 'divide'"]
+    assert printed[5].startswith("LoginAccepted(")
+    assert printed[6].startswith("SequencedData(") and "b'hello'" in printed[6]
+    assert printed[7] == "{'echo': 'HELLO'}"
+    assert printed[8] == "{'to': 'all'}"

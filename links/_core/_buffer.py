@@ -11,8 +11,9 @@ Why this shape:
   CPython allows while views exist.
 * Frame views are valid until the next ``writable()`` or ``feed()``. Messengers copy what
   they keep (``bytes(view)``, ``json.loads`` of it); that is their documented contract.
-* The read size adapts. A connection starts with a small buffer (4 KiB), so ten thousand idle
-  connections cost 40 MB rather than 640 MB; each read that fills all the space offered
+* The array is made by the first read (``writable``, ``feed``): a connection that never
+  receives (thousands of idle channels) holds none. It starts small (4 KiB), so ten thousand
+  busy-once connections cost 40 MB rather than 640 MB; each read that fills all the space offered
   doubles the next offer, up to ``max_read_size`` (256 KiB), so a busy stream soon reads in
   large gulps (one syscall per many frames). It never shrinks: a connection that was busy
   once is likely to be busy again.
@@ -26,6 +27,11 @@ from typing import Any
 from ._framer import Framer
 
 __all__ = ["ReceiveBuffer"]
+
+# Every buffer's array until its first read. Never written: a buffer asked for room replaces
+# it (it has none), and the view exported here keeps it from ever being resized.
+_NO_BYTES = bytearray()
+_NO_VIEW = memoryview(_NO_BYTES)
 
 
 class ReceiveBuffer:
@@ -41,13 +47,15 @@ class ReceiveBuffer:
     __slots__ = ("_buf", "_view", "_start", "_end", "_read_size", "_max_read_size", "_offered")
 
     def __init__(self, capacity: int = 1 << 12, read_size: int = 1 << 12, max_read_size: int = 1 << 18) -> None:
-        self._buf = bytearray(max(capacity, read_size))
-        self._view = memoryview(self._buf)
+        self._buf = _NO_BYTES  # until the first read: see the module docstring
+        self._view = _NO_VIEW
         self._start = 0  # first unread byte
         self._end = 0  # one past the last received byte
         self._read_size = read_size
         self._max_read_size = max(max_read_size, read_size)
-        self._offered = 0  # free bytes the last writable() offered
+        # Free bytes the last writable() offered; until the first, the first array's size
+        # (``_make_room`` takes it as a floor, which the array's doubling exceeds from then on).
+        self._offered = max(capacity, read_size)
 
     def __len__(self) -> int:
         return self._end - self._start
@@ -130,7 +138,7 @@ class ReceiveBuffer:
             # Enough room once the unread tail moves to the front.
             self._buf[:pending] = self._buf[self._start : self._end]
         else:
-            bigger = bytearray(max(2 * len(self._buf), pending + want))
+            bigger = bytearray(max(2 * len(self._buf), pending + want, self._offered))
             bigger[:pending] = self._view[self._start : self._end]
             self._buf = bigger
             self._view = memoryview(bigger)

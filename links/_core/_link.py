@@ -20,16 +20,29 @@ or a whole read at a time, as the poll thread does (``next_messages``, below)::
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import DecodeError, FrameTooLarge, ProtocolError
 from ._buffer import ReceiveBuffer
 from ._framer import split_payloads
 from ._protocol import Protocol, batch_form, overrides
 from ._status import NEED_DATA
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._framer import Buffer, Framer
+    from ._messenger import Messenger
+
+    #: Encode, serialize, payload, deserialize, payloads, deserialize_many (None: none).
+    Codec = tuple[
+        Callable[[Buffer], bytes], Callable[[Any], Buffer], Callable[[memoryview], Buffer], Callable[[Buffer], Any],
+        Callable[[bytearray, int, int, list[Any]], int], Any,  # Callable[[list[Any]], Iterable[Any]] | None
+    ]  # fmt: skip
 
 __all__ = ["Link"]
 
@@ -43,7 +56,7 @@ class Link:
     """
 
     __slots__ = (
-        "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize", "_next_frame",
+        "protocol", "framer", "messenger", "buffer", "session", "stamps", "_frame", "_serialize",
         "_payload", "_deserialize", "_payloads", "_deserialize_many", "_queue", "batches", "_limit",
     )  # fmt: skip
 
@@ -60,14 +73,8 @@ class Link:
         self.stamps = overrides(protocol, "on_send")  # False: stamp() can be skipped
         # Bound once: the per-frame paths below are the hottest code in the library, and each
         # attribute lookup saved there is saved per message (benchmarks/RESULTS.md).
-        self._frame = self.framer.encode
-        self._serialize = self.messenger.serialize
-        self._next_frame = self.buffer.next_frame
-        self._payload = self.framer.payload
-        self._deserialize = self.messenger.deserialize
-        # The batch forms when the framer and messenger have them (see their modules).
-        self._payloads = batch_form(self.framer, "payloads", "frame_length", "payload") or partial(split_payloads, self.framer)
-        self._deserialize_many = batch_form(self.messenger, "deserialize_many", "deserialize")
+        codec = _codec(protocol, self.framer, self.messenger) if session is None else _bind(self.framer, self.messenger)
+        self._frame, self._serialize, self._payload, self._deserialize, self._payloads, self._deserialize_many = codec
         #: Whether ``next_messages`` gives a whole read at once (else one message per call).
         self.batches = session is None and self._deserialize_many is not None
         # Payloads cut but not yet deserialized, after a batch that failed to decode.
@@ -85,7 +92,7 @@ class Link:
             return self._dequeue()
         session, framer = self.session, self.framer
         while True:
-            frame = self._next_frame(framer)
+            frame = self.buffer.next_frame(framer)
             if frame is None:
                 return NEED_DATA
             if session is None:
@@ -187,6 +194,32 @@ class Link:
             return stamped, b"".join([wrap(p) for p in payloads])
         frame = self._frame
         return stamped, b"".join([frame(serialize(m)) for m in stamped])
+
+
+# Per protocol class whose framer and messenger are its own class attributes (the usual case,
+# shared by all its instances): their bound methods, made once and shared by every link of it,
+# not bound again per connection (eight bound methods cost 0.5 KB; an idle channel has ~2 KB).
+_CODECS: weakref.WeakKeyDictionary[type, tuple[Codec, Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _codec(protocol: Protocol, framer: Framer, messenger: Messenger[Any, Any]) -> Codec:
+    """``_bind(framer, messenger)``, shared when both are ``protocol``'s class's own."""
+    cls = type(protocol)
+    known = _CODECS.get(cls)
+    if known is not None and known[1] is framer and known[2] is messenger:
+        return known[0]
+    codec = _bind(framer, messenger)
+    if getattr(cls, "framer", None) is framer and getattr(cls, "messenger", None) is messenger:
+        _CODECS[cls] = (codec, framer, messenger)
+    return codec
+
+
+def _bind(framer: Framer, messenger: Messenger[Any, Any]) -> Codec:
+    """What ``Link`` calls per frame: encode, serialize, payload, deserialize and the batch
+    forms when the framer and messenger have them (see their modules)."""
+    payloads = batch_form(framer, "payloads", "frame_length", "payload") or partial(split_payloads, framer)
+    many = batch_form(messenger, "deserialize_many", "deserialize")
+    return framer.encode, messenger.serialize, framer.payload, messenger.deserialize, payloads, many
 
 
 def _decode_error(messenger: Any, error: Exception) -> ProtocolError:

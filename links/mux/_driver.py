@@ -41,6 +41,7 @@ Failure
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -266,7 +267,10 @@ class MuxDriver:
             if stream is None or stream._shut:  # closed here: credited back, dropped
                 self.engine.consumed(event.stream_id, len(event.data))
                 return
-            stream.inbound.append(event.data)
+            inbound = stream.inbound
+            if isinstance(inbound, tuple):  # its first bytes: see StreamTransport.inbound
+                inbound = stream.inbound = deque()
+            inbound.append(event.data)
             woken.setdefault(stream, False)
         elif isinstance(event, StreamOpened):
             stream = self.streams[event.stream_id] = StreamTransport(self, event.stream_id)

@@ -66,17 +66,23 @@ _unpack = HEADER.unpack_from
 _frame = wire.frame
 
 
+class _Queued(list):  # type: ignore[type-arg]
+    """A stream's queued data: the writers' buffers themselves (see ``MuxEngine.write``),
+    ``size`` bytes in all. Made by a first write; a stream with nothing queued holds ``()``."""
+
+    __slots__ = ("size",)
+
+
 class _Stream:
     """One stream's state (kept small: an idle stream costs this alone)."""
 
-    __slots__ = ("send_window", "recv_window", "unacked", "out", "pending", "fin_queued", "fin_sent", "fin_received", "blocked")
+    __slots__ = ("send_window", "recv_window", "unacked", "out", "fin_queued", "fin_sent", "fin_received", "blocked")
 
     def __init__(self, recv_window: int) -> None:
         self.send_window = wire.INITIAL_WINDOW  # what the peer lets us send, minus what we queued
         self.recv_window = recv_window  # what we let the peer send
         self.unacked = 0  # consumed by the application, not yet given back to the peer
-        self.out: list[bytes | memoryview] = []  # queued, not yet in a frame: the writers' buffers (write)
-        self.pending = 0  # bytes in ``out``
+        self.out: _Queued | tuple[()] = ()  # queued, not yet in a frame (a _Queued once there is some)
         self.fin_queued = False  # close() was called: FIN once ``out`` is out
         self.fin_sent = False
         self.fin_received = False
@@ -224,7 +230,7 @@ class MuxEngine:
         return stream
 
     def _credit(self, stream_id: int, stream: _Stream, credit: int) -> None:
-        window = stream.send_window + stream.pending + credit  # the peer's whole grant now
+        window = stream.send_window + (stream.out.size if stream.out else 0) + credit  # the peer's whole grant now
         if window > wire.MAX_WINDOW:
             raise MuxError(f"stream {stream_id}: window grew to {window}, past 2**32-1", "mux.window_overflow")
         stream.send_window += credit
@@ -295,23 +301,26 @@ class MuxEngine:
             raise BrokenError(f"stream {stream_id} was reset", "mux.stream_reset")
         if stream.fin_queued:
             raise ClosedError(f"stream {stream_id} is closed for sending")
-        shared = max(self.max_queued - self.queued, 0 if stream.pending else self.chunk)
+        shared = max(self.max_queued - self.queued, 0 if stream.out else self.chunk)
         taken = min(len(data), stream.send_window, shared)
         if taken < len(data):
             stream.blocked = True
             if taken == shared:
                 self._starved.add(stream_id)
         if taken:
-            if not stream.pending:
+            out = stream.out
+            if not out:
                 self._turns.append(stream_id)
+                out = stream.out = _Queued()
+                out.size = 0
             # Kept, not copied, when it cannot change under us (bytes, or a read-only view of
             # them: what the layers above hand down); anything mutable is copied, as a socket would.
             if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
                 data = bytes(memoryview(data)[:taken])
             elif taken < len(data):
                 data = memoryview(data)[:taken]
-            stream.out.append(data)
-            stream.pending += taken
+            out.append(data)
+            out.size += taken
             stream.send_window -= taken
             self.queued += taken
         return taken
@@ -323,7 +332,7 @@ class MuxEngine:
         if stream is None or stream.fin_queued:
             return
         stream.fin_queued = True
-        if not stream.pending:
+        if not stream.out:
             self._send_fin(stream_id, stream, WINDOW_UPDATE)
 
     def reset(self, stream_id: int) -> None:
@@ -368,18 +377,19 @@ class MuxEngine:
         while turns and (limit is None or size < limit) and len(parts) < max_parts:
             stream_id = turns.popleft()
             stream = self.streams.get(stream_id)
-            if stream is None or not stream.pending:
+            out = stream.out if stream is not None else ()
+            if not out:
                 continue  # reset meanwhile
-            n = min(stream.pending, chunk)
-            last = n == stream.pending
-            flags = FIN if last and stream.fin_queued else 0
+            n = min(out.size, chunk)
+            last = n == out.size
+            flags = FIN if last and stream.fin_queued else 0  # type: ignore[union-attr]
             parts.append(_frame(DATA, flags, stream_id, n))
             if last:
-                parts += stream.out
-                stream.out = []
+                parts += out
+                stream.out = ()  # type: ignore[union-attr]
             else:
-                _cut(stream.out, n, parts)
-            stream.pending -= n
+                _cut(out, n, parts)
+                out.size -= n
             self.queued -= n
             size += HEADER_SIZE + n
             if not last:
@@ -418,9 +428,8 @@ class MuxEngine:
             self._forget(stream_id, stream)
 
     def _forget(self, stream_id: int, stream: _Stream) -> None:
-        self.queued -= stream.pending
-        stream.out = []
-        stream.pending = 0
+        self.queued -= stream.out.size if stream.out else 0
+        stream.out = ()
         self.streams.pop(stream_id, None)
         self._starved.discard(stream_id)
 

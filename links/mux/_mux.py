@@ -44,6 +44,11 @@ class _Shared:
         self.idle_timeout = idle_timeout
         self.holders = 0
         self.idle_task: Any = None
+        # Bound once: every channel's close listener (one per channel would cost 0.2 KB each).
+        self.channel_closed = self._channel_closed
+
+    def _channel_closed(self, _con: Any) -> None:
+        self.let_go()
 
     def hold(self) -> None:
         self.holders += 1
@@ -182,7 +187,7 @@ class Mux:
         except BaseException:
             shared.let_go()
             raise
-        clt._con.add_listener(lambda _con: shared.let_go())
+        clt._con.add_listener(shared.channel_closed)
         return clt
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from links.bench import Impl, Params
 
-__all__ = ["EXTRA", "TLS_REQUIRES", "Floor", "build_floor"]
+__all__ = ["AIO_SUBJECT", "EXTRA", "TLS_REQUIRES", "Floor", "build_floor"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,6 +30,8 @@ EXTRA: dict[str, Impl] = {
     "zmq": Impl("zmq", HERE / "zmq_peer.py", requires=("zmq",)),
     "twisted": Impl("twisted", HERE / "twisted_peer.py", requires=("twisted",)),
 }
+#: links.aio, the subject of ``benchmarks/system/aio.py`` (its peers there: asyncio and uvloop above)
+AIO_SUBJECT = Impl("links.aio", HERE / "links_aio.py")
 #: what a peer needs beyond its ``requires`` to speak TLS (``vs_peers.py --tls``): Twisted's TLS
 #: is pyOpenSSL, and its client checks the server's name with service_identity
 TLS_REQUIRES: dict[str, tuple[str, ...]] = {"twisted": ("OpenSSL", "service_identity")}

@@ -1,0 +1,20 @@
+"""links.aio: links connections from asyncio code, the poll thread still doing the I/O.
+
+* ``clt = await links.aio.connect("host:port", protocol=Chat, ...)`` (every option of
+  ``links.Clt.connect``): ``await clt.send(msg)``, ``clt.send_nowait(msg)``, ``await
+  clt.recv()``, ``async for msg in clt``, ``async with clt``, ``await clt.aclose()``.
+* ``server = await links.aio.serve("host:port", protocol=Chat, handler=handle, ...)``: ``async
+  def handle(conn)`` runs once per connection; ``server.broadcast(msg)``, ``await server.aclose()``.
+* ``links.aio.wrap(clt)``: the awaitable face of a ``links.Clt`` (or a ``links.mux`` channel)
+  made with the threaded API; threads keep sending through ``.sender``.
+
+Messages reach the loop in order, one wake-up per batch; a ``recv`` cancelled while it waits
+loses nothing; a coroutine that stops reading makes links stop reading its socket once
+``max_queue`` messages wait (TCP then holds the peer), and read again at half that. Works
+under uvloop as under asyncio. Request/response (``links.rpc``) from asyncio is not here yet.
+"""
+
+from ._clt import DEFAULT_MAX_QUEUE, AsyncClt, connect, wrap
+from ._server import AsyncServer, serve
+
+__all__ = ["AsyncClt", "AsyncServer", "DEFAULT_MAX_QUEUE", "connect", "serve", "wrap"]
