@@ -122,6 +122,26 @@ class Outbound:
         if sent != len(data):
             self.sent_part(data, sent)
 
+    def take_parts(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """``take`` of ``parts`` one after another, written in one call (``send_parts``), uncopied.
+
+        Raises:
+            BrokenError, ClosedError: the socket ended.
+        """
+        if self.backlog:
+            for part in parts:
+                self._owe(memoryview(part))
+            return
+        sent = self.transport.send_parts(parts)
+        for i, part in enumerate(parts):
+            size = len(part)
+            if sent < size:
+                self.sent_part(part, sent)
+                for rest in parts[i + 1 :]:
+                    self._owe(memoryview(rest))
+                return
+            sent -= size
+
     def sent_part(self, data: bytes | bytearray | memoryview, sent: int) -> None:
         """The socket took ``sent`` bytes of ``data`` (fewer than all): owe the rest."""
         if sent:

@@ -165,12 +165,12 @@ class PollHandler:
         self._post(lambda: self._watch_writable(handler))
 
     def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
-        """Tell the poll thread that ``handler``, one without a file descriptor (``virtual``), may
-        now read and/or write. Any thread, the poll thread too (inside a handler): serviced on a
-        pass of the loop, never inside this call; marks made before its turn make one call.
-        Ignored for a handler not registered for that (removed, never added), and after shutdown."""
+        """Tell the poll thread that ``handler`` (``virtual``: no fd) may now read and/or write, from any
+        thread: serviced on a pass of the loop, never inside this call; ignored if not registered."""
         events = (_READ if readable else 0) | (_WRITE if writable else 0)
-        if events and self._thread is not None:  # not started: nothing is registered
+        if events and threading.get_ident() == self._ident:  # the usual caller: a demultiplexer here
+            self._marks.mark(handler, events)
+        elif events and self._thread is not None:  # not started: nothing is registered
             with suppress(RuntimeError):  # shut down: nothing is registered any more
                 self._post(lambda: self._marks.mark(handler, events))
 
@@ -335,8 +335,7 @@ class PollHandler:
                     by_fd.update(fresh)
                     fresh.clear()
                 if marked:  # the one test of marks a pass: fd-only use pays no more
-                    service_marks()
-                    events = poll(0)  # no sleep: they may have marked more, for the next pass
+                    events = poll(service_marks())
                     if busy_poll:
                         handled_at = clock()
                 elif not busy_poll:
@@ -376,8 +375,8 @@ class PollHandler:
                 if ev & _IN:
                     self._service(handler)
 
-    def _service_marks(self) -> None:
-        """Service the handlers marked ready, each for what it is (still) registered for."""
+    def _service_marks(self) -> float | None:
+        """Service the marked handlers (each for what it is still registered for); the next poll's timeout."""
         interest = self._books.interest
         for handler, marked in self._marks.take():
             if interest.get(id(handler), 0) & marked & _WRITE:  # writing first, as for fds
@@ -385,6 +384,7 @@ class PollHandler:
             if interest.get(id(handler), 0) & marked & _READ:  # unless the writer failed
                 self._service(handler)
         self._books.join_fresh()  # registered meanwhile: in the lookup before the next poll
+        return 0 if self._marks.pending or self._busy_poll else None  # marked more: no sleep, next pass
 
     def _service(self, handler: Pollable) -> None:
         try:

@@ -268,6 +268,10 @@ class TlsTransport(Transport):
             self._credit = 1
             return len(chunk) - 1
 
+    def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> int:
+        """As ``Transport.send_parts``: joined, then ``send_some`` (TLS takes one buffer)."""
+        return self.send_some(b"".join(parts))
+
     def _push(self) -> bool:
         """Lock held: write what TLS produced, as far as the socket takes it; True when all is out."""
         if self._outgoing.pending:

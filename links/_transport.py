@@ -67,6 +67,8 @@ __all__ = ["Transport", "wait_fd", "socket_addrs", "rcvtimeo"]
 _COMPLETED = SendStatus.COMPLETED
 _WOULD_BLOCK = SendStatus.WOULD_BLOCK
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)  # 0 where there is none (Windows): see Blocking mode
+_SENDMSG = hasattr(socket.socket, "sendmsg")
+_MAX_PARTS = 1024  # buffers one sendmsg takes (Linux's IOV_MAX)
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _POLLOUT = select.POLLOUT | select.POLLHUP | select.POLLERR
 
@@ -291,6 +293,23 @@ class Transport:
         """
         try:
             return self.sock.send(data, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as e:
+            raise self._translate(e) from e
+
+    def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> int:
+        """``send_some`` of ``parts`` one after another, as one write: gathered by the kernel
+        on a real socket (``sendmsg``), so a layer that frames data (links.mux) copies none
+        of it; joined first for a socket double, a layer (TLS) or a long list.
+
+        Raises:
+            As ``send_some``.
+        """
+        if self._wait is not None or not _SENDMSG or len(parts) > _MAX_PARTS:
+            return self.send_some(b"".join(parts))
+        try:
+            return self.sock.sendmsg(parts, (), _DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as e:

@@ -354,7 +354,10 @@ def run_exchange(seed: int, n_streams: int, window: int, chunk: int, max_len: in
         for name, eng in sides.items():
             for (owner, sid), rest in to_send.items():
                 if owner == name and rest:
-                    n = eng.write(sid, rest[: rng.randrange(1, len(rest) + 1)])
+                    piece = rest[: rng.randrange(1, len(rest) + 1)]
+                    # kept as they are (bytes, a view of bytes) or copied (a mutable buffer)
+                    kind = rng.randrange(3)
+                    n = eng.write(sid, piece if kind == 0 else bytes(piece) if kind == 1 else memoryview(bytes(piece)))
                     del rest[:n]
                     progress |= n > 0
                 if owner == name and not rest and sid in eng.streams and not eng.streams[sid].fin_queued:
@@ -416,3 +419,52 @@ def test_random_bytes_never_raise_anything_but_mux_error(data):
         s.feed(data)
     except MuxError:
         pass
+
+
+# -- output without copies ------------------------------------------------------------------
+
+
+def test_a_large_write_goes_out_as_the_writers_own_bytes_and_a_mutable_buffer_as_a_copy():
+    c, s = pair(window=1 << 20, chunk=64 * KIB)
+    sid = c.open()
+    s.feed(c.take_output())
+    s.accept(sid)  # the ACK grants the window beyond the initial 256 KiB
+    c.feed(s.take_output())
+    big = random.Random(1).randbytes(300 * KIB)
+    assert c.write(sid, big) == len(big)
+    parts = c.take_parts()
+    data = [p for p in parts if len(p) > 12]
+    assert len(data) == 5 and all(isinstance(p, memoryview) and p.obj is big for p in data)  # 64 KiB turns, uncopied
+    mutable = bytearray(b"before")
+    assert c.write(sid, mutable) == 6
+    mutable[:] = b"after!"  # the caller reuses its buffer once write returned
+    events = s.feed(b"".join(parts) + c.take_output())
+    assert b"".join(e.data for e in events if isinstance(e, StreamData)) == big + b"before"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=30),
+    chunk=st.integers(1, 9000),
+    limit=st.sampled_from([None, 1, 100, 10_000]),
+    max_parts=st.integers(1, 40),
+)
+def test_parts_taken_in_any_steps_carry_every_byte_in_order(sizes, chunk, limit, max_parts):
+    rng = random.Random(sum(sizes))
+    c, s = pair(window=1 << 20, chunk=chunk)
+    sid = c.open()
+    written = []
+    for size in sizes:
+        data = rng.randbytes(size)
+        written.append(data)
+        kind = size % 3
+        assert c.write(sid, data if kind == 0 else memoryview(data) if kind == 1 else bytearray(data)) == size
+    c.close(sid)
+    got, ended = bytearray(), False
+    while c.has_output:
+        for event in s.feed(b"".join(c.take_parts(limit, max_parts))):
+            if isinstance(event, StreamData):
+                got += event.data
+            ended |= isinstance(event, StreamEnded)
+    assert got == b"".join(written) and ended
+    assert c.queued == 0

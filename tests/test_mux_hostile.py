@@ -23,7 +23,6 @@ from helpers_yamux import (
     PROTOCOL_ERROR,
     RST,
     SYN,
-    WINDOW,
     WINDOW_UPDATE,
     RawPeer,
     header,
@@ -31,6 +30,7 @@ from helpers_yamux import (
 )
 
 import links
+from links.mux._engine import DEFAULT_WINDOW
 
 WAIT = 5.0
 
@@ -90,10 +90,11 @@ FILLER = json_frame("x" * 60_000)  # two of them: unread credit stays under half
 def more_than_the_window(peer: RawPeer) -> None:
     # The window is given back once half of it was read, so what was sent must stay under
     # half for the overrun to be certain, whatever the channel has read meanwhile.
+    # The service grants its channels DEFAULT_WINDOW (the initial window, and more with its ACK).
     peer.data(1, FILLER + FILLER)
     sent = SENT_BEFORE + 2 * len(FILLER)
-    assert sent < WINDOW // 2
-    peer.send(header(DATA, 0, 1, WINDOW - sent + 1), bytes(WINDOW - sent + 1))
+    assert sent < DEFAULT_WINDOW // 2
+    peer.send(header(DATA, 0, 1, DEFAULT_WINDOW - sent + 1), bytes(DEFAULT_WINDOW - sent + 1))
 
 
 VIOLATIONS = {

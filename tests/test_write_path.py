@@ -748,3 +748,48 @@ def test_a_connection_read_on_a_user_thread_is_never_read_by_the_poll_thread(tim
         release.set()
         assert clt.recv(timeout=WAIT) == b"hello"
         assert on_poll_thread == [False]  # dispatched once, on this thread
+
+
+@pytest.mark.parametrize("gathered", [True, False], ids=["sendmsg", "joined"])
+def test_parts_written_in_one_call_are_owed_from_where_the_socket_stopped(gathered):
+    # A layer's frames as pieces (links.mux: headers and views of the writers' buffers): what
+    # the socket does not take, from the middle of any piece on, is owed and written in order.
+    from links._outbound import Outbound
+    from links._transport import Transport
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        class Joined(Transport):  # as a layer that takes one buffer at a time (TLS)
+            __slots__ = ()
+
+            def send_parts(self, parts):
+                return self.send_some(b"".join(parts))
+
+        transport = Transport(a) if gathered else Joined(a)
+        lock = threading.Lock()
+        class Owner:  # the poll thread's part, done here by the loop below
+            def watch_writable(self):
+                pass
+
+            def unwatch(self):
+                pass
+
+        out = Outbound(transport, lock=lock, clock=time.monotonic, owner=Owner())
+        pieces = [bytes([i % 251]) * (1000 + 7919 * i % 50_000) for i in range(40)]
+        parts = [p if i % 2 else memoryview(p) for i, p in enumerate(pieces)]
+        with lock:
+            out.take_parts(parts)
+            assert out.backlog  # far more than the socket buffers: the rest is owed
+            out.take_parts([b"tail"])  # after what is owed, never before it
+        expected = b"".join(pieces) + b"tail"
+        got = bytearray()
+        deadline = time.monotonic() + WAIT
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            with lock:
+                out.flush()
+            with suppress(BlockingIOError):
+                got += b.recv(1 << 16, socket.MSG_DONTWAIT)
+        assert bytes(got) == expected
+        with lock:
+            assert out.flush() and out.owed_bytes == 0

@@ -29,7 +29,7 @@ sender is a thread of B's process on both sides of the comparison, so both pay t
 contention for the interpreter.
 
 Run: python benchmarks/system/mux.py [--rounds 5] [--scale 1] [--channels 2000]
-     [--parts throughput,fairness,memory] [--placement auto] [--json PATH]
+     [--parts throughput,fairness,memory] [--workloads w1,w2,w3,w4] [--placement auto] [--json PATH]
 """
 
 from __future__ import annotations
@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {','.join(PARTS)} (default all)")
     parser.add_argument("--placement", choices=("auto", "split", "same", "both"), default="auto",
                         help="throughput and round trip: as vs_peers.py (auto: split, plus same for W2); fairness runs split")  # fmt: skip
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="throughput part: comma list of w1,w2,w3,w4 (default all)")
     parser.add_argument("--batch", type=int, default=64, help="send_many batch size (default 64)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per measurement (default 20 + 30 x scale)")
     parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "mux.json"), help="raw rounds go here")
@@ -416,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     tables: list[tuple[str, list[str]]] = []
     failed = False
     if "throughput" in parts:
-        results = bench.run(list(WORKLOADS), [], rounds=args.rounds, scale=args.scale, placement=args.placement,
+        workloads = [w.strip() for w in args.workloads.split(",") if w.strip() in WORKLOADS]
+        results = bench.run(workloads, [], rounds=args.rounds, scale=args.scale, placement=args.placement,
                             batch=args.batch, timeout=timeout, mux=True,
                             progress=lambda step, rec: rec is not None and print(bench.describe_record(rec, step.rounds), file=sys.stderr))  # fmt: skip
         out["throughput"] = {"table": results.rows(), "records": results.records}

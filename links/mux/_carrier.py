@@ -33,9 +33,8 @@ from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
 from .._runtime import default_timer
 from ._channel import channel_over, open_channel
 from ._driver import MuxDriver, MuxLink, MuxSettings
-from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
+from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
 from ._stream import StreamTransport
-from ._wire import INITIAL_WINDOW
 
 __all__ = ["Carrier", "DEFAULT_KEEPALIVE"]
 
@@ -69,7 +68,7 @@ class Carrier:
         protocol: ProtocolFactory | None = None,
         callback: Callback | None = None,
         accept: Callable[[Clt], None] | None = None,
-        window: int = INITIAL_WINDOW,
+        window: int = DEFAULT_WINDOW,
         max_channels: int = DEFAULT_MAX_STREAMS,
         keepalive: float | None = DEFAULT_KEEPALIVE,
         chunk: int = DEFAULT_CHUNK,
@@ -116,7 +115,7 @@ class Carrier:
         protocol: ProtocolFactory | None = None,
         callback: Callback | None = None,
         accept: Callable[[Clt], None] | None = None,
-        window: int = INITIAL_WINDOW,
+        window: int = DEFAULT_WINDOW,
         max_channels: int = DEFAULT_MAX_STREAMS,
         keepalive: float | None = DEFAULT_KEEPALIVE,
         chunk: int = DEFAULT_CHUNK,

@@ -8,12 +8,16 @@ bytes to that stream's transport (``links.mux._stream``), never letting a channe
 socket itself.
 
 Locks
-    The engine is guarded by the physical connection's write lock (``lock``): whoever changes
-    it (a channel's send, a channel's read giving window back, the poll thread's reading) holds
-    that lock and, before releasing it, writes what the engine produced to the physical
-    connection's outbound path, as far as that takes it without waiting (``release``). The
-    lock nests inside a channel's own write lock (channel → physical), never the reverse, and
-    no hook or callback runs under it.
+    The engine and the streams are guarded by the driver's own lock (``lock``): whoever changes
+    them (a channel's send, a channel's read giving window back, the poll thread's reading)
+    holds it for steps that never wait, and then, released, writes what the engine produced to
+    the physical connection (``release``, ``_flush``). Writing takes the physical connection's
+    write lock, and only if it is free: its holder is writing the engine's output already and
+    looks again once it lets go, so what others queued meanwhile goes out with its next write.
+    That is how many channels' frames share one ``sendmsg`` (100 threads, each sending on its
+    own channel, queue while one of them writes). Order: a channel's write lock, then the
+    physical write lock, then the driver's lock, never the reverse; no hook or callback runs
+    under either of the last two, and nobody waits for the physical write lock here.
 
 Readiness
     A stream's transport has no fd. Where a socket would turn readable or writable, the
@@ -36,6 +40,7 @@ Failure
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -53,8 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MuxDriver", "MuxLink", "MuxSettings"]
 
-#: Bytes of engine output handed to the physical outbound path per step.
-_PUMP = 64 * 1024
+#: Bytes of engine output handed to the physical outbound path per step (one ``sendmsg``).
+_PUMP = 256 * 1024
 
 
 class MuxSettings:
@@ -139,7 +144,8 @@ class MuxDriver:
     def __init__(self, att: Attachment, engine: MuxEngine, on_stream: Callable[[StreamTransport], None]) -> None:
         self.att = att
         self.connection = att.connection
-        self.lock = att.connection.write_lock
+        self.lock = threading.Lock()  # the engine's and the streams' (see Locks)
+        self.write_lock = att.connection.write_lock  # the physical outbound path's
         self.engine = engine
         self.on_stream = on_stream
         self.local, self.peer = att.con_id.local, att.con_id.peer
@@ -155,39 +161,73 @@ class MuxDriver:
     # -- the lock and the output ------------------------------------------------------------
 
     def release(self) -> None:
-        """Write what the engine produced, wake the streams it unblocked, release the lock."""
-        att = self.att
+        """Wake the streams the engine unblocked, release the lock, write what it produced."""
+        # The engine's may_unblock and has_output, read inline: every send and read asks both,
+        # and the two property calls were a quarter of a channel send's Python calls.
+        engine = self.engine
         try:
+            if engine._unblocked or engine._starved:
+                self._wake_unblocked()
+        finally:
+            self.lock.release()
+        if (engine._control or engine._turns) and self.error is None:
+            self._flush()
+        if self._then is not None or self._failed is not None:
+            self._settle()
+
+    def _wake_unblocked(self) -> None:
+        """Lock held: wake the writers of the streams that can take more now."""
+        for stream_id in self.engine.unblocked():
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                self._wake(stream, writable=True)
+
+    def _flush(self) -> None:
+        """No lock held: the engine's output into the physical outbound path, while it has
+        room, unless another thread is writing it (it looks again after; see Locks)."""
+        engine, att, write_lock = self.engine, self.att, self.write_lock
+        out = att.outbound
+        while (engine._control or engine._turns) and self.error is None:  # has_output, inline
+            if not write_lock.acquire(False):
+                return  # its holder writes ours too: it looks at the engine again once it lets go
+            try:
+                self._write_out()
+            finally:
+                watch = out.backlog and not att.closed and out.needs_watch()
+                write_lock.release()
+            if watch:
+                att.watch_writable()
+            if out.backlog or self._failed is not None:
+                return  # the poll thread writes the rest once the socket has room (``_drained``)
+
+    def _write_out(self) -> None:
+        """The physical write lock held: hand on the engine's output while the outbound path
+        has room (a failed write is kept in ``_failed``, for ``_settle``)."""
+        engine, out, lock = self.engine, self.att.outbound, self.lock
+        try:
+            while (engine._control or engine._turns) and out.has_room():
+                with lock:
+                    parts = engine.take_parts(_PUMP)
+                    if engine._unblocked or engine._starved:  # may_unblock (max_queued has room again)
+                        self._wake_unblocked()
+                out.take_parts(parts)
+        except LinksError as e:
+            self._failed = e
+
+    def _settle(self) -> None:
+        """No lock held: end the connection after a failed write; run ``finish``'s close once
+        every stream is done and the engine's output is handed on."""
+        with self.lock:
             engine = self.engine
-            if engine.has_output and self.error is None:
-                self._pump()
-            if engine.may_unblock:
-                for stream_id in engine.unblocked():
-                    stream = self.streams.get(stream_id)
-                    if stream is not None:
-                        self._wake(stream, writable=True)
-            watch = att.outbound.backlog and not att.closed and att.outbound.needs_watch()
             then = self._then if not (engine.streams or engine.has_output) else None
             if then is not None:
                 self._then = None
-        finally:
-            self.lock.release()
-        if watch:
-            att.watch_writable()
         if then is not None:
             then()
         failed, self._failed = self._failed, None
         if failed is not None:
+            att = self.att
             self.connection.lost(att, getattr(failed, "reason", "broken"), failed if isinstance(failed, BrokenError) else None)
-
-    def _pump(self) -> None:
-        """Lock held: engine output into the physical outbound path, while it has room."""
-        engine, out = self.engine, self.att.outbound
-        try:
-            while engine.has_output and out.has_room():
-                out.take(engine.take_output(_PUMP))
-        except LinksError as e:
-            self._failed = e
 
     def _drained(self) -> None:
         """Poll thread, no lock held: the physical connection wrote all it owed; more, if any."""

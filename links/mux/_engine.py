@@ -17,7 +17,8 @@ Flow control (the specification's, per stream; no window for the session as a wh
     whose peer does not read stops its own writer and no one else. Receiving: a DATA frame may
     not exceed what we granted; the driver calls ``consumed`` as the application takes bytes,
     and a WINDOW_UPDATE gives the credit back once half a window was consumed: what a peer may
-    have in flight unread is bounded by the window.
+    have in flight unread is bounded by the window. links.mux grants ``DEFAULT_WINDOW`` (1 MiB,
+    announced with the SYN or ACK): with the initial 256 KiB a bulk transfer waits on its updates.
 
 Fairness
     ``take_output`` writes control frames first (SYN, ACK, window updates, pings: small, and
@@ -48,9 +49,11 @@ from ._events import Event, GoAway, Pong, StreamAccepted, StreamData, StreamEnde
 from ._wire import ACK, DATA, FIN, GO_AWAY, HEADER, HEADER_SIZE, PING, RST, SYN, WINDOW_UPDATE, MuxError
 
 __all__ = [
-    "MuxEngine", "DEFAULT_CHUNK", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_STREAMS",
+    "MuxEngine", "DEFAULT_CHUNK", "DEFAULT_WINDOW", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_STREAMS",
 ]  # fmt: skip
 
+#: The receive window granted to each stream by default (see Flow control).
+DEFAULT_WINDOW = 1 << 20
 #: Bytes of one stream's data per turn in ``take_output``: the unit of fairness.
 DEFAULT_CHUNK = 64 * 1024
 #: Bytes queued across all streams beyond each stream's first chunk (see Fairness).
@@ -63,6 +66,13 @@ _unpack = HEADER.unpack_from
 _frame = wire.frame
 
 
+class _Queued(list):  # type: ignore[type-arg]
+    """A stream's queued data: the writers' buffers themselves (see ``MuxEngine.write``),
+    ``size`` bytes in all. Made by a first write; a stream with nothing queued holds ``()``."""
+
+    __slots__ = ("size",)
+
+
 class _Stream:
     """One stream's state (kept small: an idle stream costs this alone)."""
 
@@ -72,7 +82,7 @@ class _Stream:
         self.send_window = wire.INITIAL_WINDOW  # what the peer lets us send, minus what we queued
         self.recv_window = recv_window  # what we let the peer send
         self.unacked = 0  # consumed by the application, not yet given back to the peer
-        self.out: bytearray | bytes = b""  # queued data, not yet in a frame (a bytearray once there is some)
+        self.out: _Queued | tuple[()] = ()  # queued, not yet in a frame (a _Queued once there is some)
         self.fin_queued = False  # close() was called: FIN once ``out`` is out
         self.fin_sent = False
         self.fin_received = False
@@ -220,7 +230,7 @@ class MuxEngine:
         return stream
 
     def _credit(self, stream_id: int, stream: _Stream, credit: int) -> None:
-        window = stream.send_window + len(stream.out) + credit  # the peer's whole grant now
+        window = stream.send_window + (stream.out.size if stream.out else 0) + credit  # the peer's whole grant now
         if window > wire.MAX_WINDOW:
             raise MuxError(f"stream {stream_id}: window grew to {window}, past 2**32-1", "mux.window_overflow")
         stream.send_window += credit
@@ -298,11 +308,19 @@ class MuxEngine:
             if taken == shared:
                 self._starved.add(stream_id)
         if taken:
-            if stream.out:
-                stream.out += data[:taken] if taken < len(data) else data
-            else:
+            out = stream.out
+            if not out:
                 self._turns.append(stream_id)
-                stream.out = bytearray(data[:taken] if taken < len(data) else data)
+                out = stream.out = _Queued()
+                out.size = 0
+            # Kept, not copied, when it cannot change under us (bytes, or a read-only view of
+            # them: what the layers above hand down); anything mutable is copied, as a socket would.
+            if type(data) is not bytes and not (type(data) is memoryview and data.readonly):
+                data = bytes(memoryview(data)[:taken])
+            elif taken < len(data):
+                data = memoryview(data)[:taken]
+            out.append(data)
+            out.size += taken
             stream.send_window -= taken
             self.queued += taken
         return taken
@@ -342,29 +360,43 @@ class MuxEngine:
         """Whether ``take_output`` has frames to give (control frames, or data queued)."""
         return bool(self._control or self._turns)
 
-    def take_output(self, limit: int | None = None) -> bytearray:
+    def take_output(self, limit: int | None = None) -> bytes:
         """The frames to write next: control frames, then data a chunk per stream in turn,
         until about ``limit`` bytes (None: everything queued). Whole frames only."""
-        out = self._control
-        self._control = bytearray()
-        turns = self._turns
-        while turns and (limit is None or len(out) < limit):
+        return b"".join(self.take_parts(limit))
+
+    def take_parts(self, limit: int | None = None, max_parts: int = 512) -> list[bytes | bytearray | memoryview]:
+        """``take_output`` as the pieces it is made of, uncopied (a header, then views of the
+        writers' buffers), for a scatter-gather write; at most about ``max_parts`` of them."""
+        parts: list[bytes | bytearray | memoryview] = []
+        size = len(self._control)
+        if size:
+            parts.append(self._control)
+            self._control = bytearray()
+        turns, chunk = self._turns, self.chunk
+        while turns and (limit is None or size < limit) and len(parts) < max_parts:
             stream_id = turns.popleft()
             stream = self.streams.get(stream_id)
-            if stream is None or not stream.out:
+            out = stream.out if stream is not None else ()
+            if not out:
                 continue  # reset meanwhile
-            n = min(len(stream.out), self.chunk)
-            last = n == len(stream.out)
-            flags = FIN if last and stream.fin_queued else 0
-            out += _frame(DATA, flags, stream_id, n)
-            out += stream.out[:n] if not last else stream.out
-            del stream.out[:n]  # type: ignore[union-attr]  # a bytearray: it holds data
+            n = min(out.size, chunk)
+            last = n == out.size
+            flags = FIN if last and stream.fin_queued else 0  # type: ignore[union-attr]
+            parts.append(_frame(DATA, flags, stream_id, n))
+            if last:
+                parts += out
+                stream.out = ()  # type: ignore[union-attr]
+            else:
+                _cut(out, n, parts)
+                out.size -= n
             self.queued -= n
+            size += HEADER_SIZE + n
             if not last:
                 turns.append(stream_id)
             elif flags:
                 self._fin_sent(stream_id, stream)
-        return out  # a fresh bytearray each call: the caller may keep it
+        return parts
 
     @property
     def may_unblock(self) -> bool:
@@ -396,7 +428,21 @@ class MuxEngine:
             self._forget(stream_id, stream)
 
     def _forget(self, stream_id: int, stream: _Stream) -> None:
-        self.queued -= len(stream.out)
-        stream.out = b""
+        self.queued -= stream.out.size if stream.out else 0
+        stream.out = ()
         self.streams.pop(stream_id, None)
         self._starved.discard(stream_id)
+
+
+def _cut(out: list[bytes | memoryview], n: int, parts: list[bytes | bytearray | memoryview]) -> None:
+    """Move the first ``n`` bytes of ``out`` (fewer than it holds) to ``parts``, uncopied."""
+    i = 0
+    while n >= len(out[i]):
+        parts.append(out[i])
+        n -= len(out[i])
+        i += 1
+    if n:
+        view = memoryview(out[i])
+        parts.append(view[:n])
+        out[i] = view[n:]
+    del out[:i]

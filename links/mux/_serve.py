@@ -26,9 +26,8 @@ from .._wakeup import WakeupSocketpair
 from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._carrier import DEFAULT_KEEPALIVE
 from ._channel import channel_over, open_channel
-from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS
+from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
 from ._stream import StreamTransport
-from ._wire import INITIAL_WINDOW
 
 if TYPE_CHECKING:
     from .._svc import Svc
@@ -42,7 +41,7 @@ DEFAULT_MAX_CHANNELS = 1024
 class MuxServing:
     """The channels of one ``Svc``; see the module docstring."""
 
-    def __init__(self, svc: Svc, *, max_channels: int = DEFAULT_MAX_CHANNELS, window: int = INITIAL_WINDOW) -> None:
+    def __init__(self, svc: Svc, *, max_channels: int = DEFAULT_MAX_CHANNELS, window: int = DEFAULT_WINDOW) -> None:
         self.svc = svc
         self.settings = MuxSettings(window=window, max_streams=DEFAULT_MAX_STREAMS, chunk=DEFAULT_CHUNK, keepalive=DEFAULT_KEEPALIVE)
         self.gate = ConnectionGate(max_channels)

@@ -12,7 +12,7 @@ engine makes, with the same meanings:
 * ``send_some`` gives bytes to the engine, as many as the peer's window for this stream lets
   it take, and has the physical connection write them; the rest is owed by the channel's own
   outbound path, which the demultiplexer wakes when the window opens again.
-* Waiting happens on a condition of the physical connection's lock, never on a socket: the
+* Waiting happens on a condition of the driver's lock, never on a socket: the
   one reader of the physical socket is the poll thread (a thread reading it for one channel
   would starve the others, or wait on them).
 
@@ -129,7 +129,8 @@ class StreamTransport(Transport):
             chunk = inbound[0]
             head = self._head
             n = min(size - taken, len(chunk) - head)
-            view[taken : taken + n] = chunk[head : head + n] if head or n < len(chunk) else chunk
+            # A view of the part taken: a slice of the bytes would be one more copy of it.
+            view[taken : taken + n] = memoryview(chunk)[head : head + n] if head or n < len(chunk) else chunk
             taken += n
             if head + n == len(chunk):
                 inbound.popleft()
