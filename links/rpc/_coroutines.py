@@ -17,7 +17,8 @@ A loop that cannot run it must not leave the caller hanging:
   seconds and fails those of a closed loop with ``RuntimeError`` (an error reply); one that
   never started is closed (asyncio still reports the tasks it destroyed pending). A loop
   shut down by ``asyncio.run`` or ``asyncio.Runner`` cancels its tasks itself: those calls
-  are answered ``"CancelledError: ..."`` at once.
+  are answered ``"CancelledError: ..."`` at once. (A loop stopped and never closed may yet
+  run again: its calls wait, within the callers' timeouts.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from inspect import CORO_CREATED, getcoroutinestate
 from typing import Any
 
 from .._core._status import TaskStatus
-from .._timer import Timer, TimerHandle
+from .._timer import Timer
 
 __all__ = ["Coroutines", "LOOP_CHECK"]
 
@@ -45,7 +46,7 @@ class Coroutines:
         self._pending: dict[Future[Any], tuple[asyncio.AbstractEventLoop, Coroutine[Any, Any, Any]]] = {}
         self._lock = threading.Lock()
         self.timer = timer
-        self._watch: TimerHandle | None = None
+        self._watch: Timer | None = None  # the timer that runs ``_check`` while coroutines are pending
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -66,9 +67,12 @@ class Coroutines:
             raise
         with self._lock:
             self._pending[future] = (loop, coro)
-            if self._watch is None:
+            # A watch on a timer shut down since (links.shutdown()) runs no more: start another.
+            if self._watch is None or self._watch.is_shutdown:
                 try:
-                    self._watch = self._timer().schedule("rpc.loop_check", LOOP_CHECK, self._check)
+                    timer = self._timer()
+                    timer.schedule("rpc.loop_check", LOOP_CHECK, self._check)
+                    self._watch = timer
                 except RuntimeError:  # the timer is shut down (the process is ending): no watch
                     pass
         future.add_done_callback(self._done)
