@@ -7,6 +7,7 @@ client, and an event loop closed (or never given) under pending async handlers."
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -138,6 +139,8 @@ async def test_calls_beyond_max_in_flight_wait_for_room_within_their_timeout() -
 
 @pytest.mark.asyncio
 async def test_asyncio_timeout_retires_the_call_and_its_late_reply_is_dropped(logs) -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout is Python 3.11+")
     async with served() as (service, _, holds), await connect(service) as rpc:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.05):
@@ -307,6 +310,8 @@ def test_a_loop_closed_under_pending_async_handlers_makes_them_error_replies(loo
 
 @pytest.mark.parametrize("loop_name", list(LOOP_FACTORIES))
 def test_a_loop_shut_down_by_its_runner_cancels_pending_handlers_into_error_replies(loop_name: str) -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("asyncio.Runner is Python 3.11+")
     server, holds = make_server()
     svc = links.rpc.serve("127.0.0.1:0", server)
     try:

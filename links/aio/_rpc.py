@@ -26,6 +26,7 @@ from typing import Any
 from .._clock import deadline_after, time_left
 from .._core._conid import Addr, ConId
 from .._core._status import SendStatus
+from .._svc import Svc
 from ..rpc._errors import CallTimeout
 from ..rpc._peer import Peer, connect
 from ..rpc._server import Server, serve
@@ -208,7 +209,7 @@ class AsyncRpcService:
     """A ``links.Svc`` serving a ``links.rpc.Server``'s methods, its ``async def`` handlers on
     the loop. Made by ``links.aio.serve_rpc``; ``svc`` and ``server`` are what it serves with."""
 
-    def __init__(self, svc: Any, server: Server, loop: asyncio.AbstractEventLoop, restore: Callable[[], None]) -> None:
+    def __init__(self, svc: Svc, server: Server, loop: asyncio.AbstractEventLoop, restore: Callable[[], None]) -> None:
         self.svc = svc
         self.server = server
         self._loop = loop
@@ -217,7 +218,7 @@ class AsyncRpcService:
     @property
     def local_addr(self) -> Addr:
         """``(host, port)`` it listens on."""
-        return self.svc.local_addr  # type: ignore[no-any-return]
+        return self.svc.local_addr
 
     def peers(self) -> list[AsyncPeer]:
         """An ``AsyncPeer`` per connection served now, to call the clients back."""
