@@ -42,6 +42,13 @@ EXPECTED = {
         "slow_square(7) with a 10 ms deadline: CallTimeout",
         "the server asks its client whoami: a client on links-poll",
     ],
+    "aio_rpc.py": [
+        "symbols: ['ACME', 'INIT']",
+        "20 quotes at once: {101.5}, awaiting the backend side by side: True",
+        "quote('NOPE'): KeyError 'NOPE'",
+        "gave up on a quote: retired, 0 call(s) in flight",
+        "the service asks its client whoami: a desk, answering from a coroutine",
+    ],
     "handshake_heartbeat.py": [
         "alice: connected and logged in: True",
         "alice: received login_ok, then ['hb', 'hb', 'hb']",

@@ -15,7 +15,7 @@ def python_blocks() -> list[str]:
 def test_every_python_block_runs_in_order_and_prints_what_it_says(capsys):
     namespace: dict = {}
     blocks = python_blocks()
-    assert len(blocks) == 5  # the tour, sessions, request/response, SoupBinTCP, asyncio
+    assert len(blocks) == 6  # the tour, sessions, request/response, SoupBinTCP, asyncio, rpc from asyncio
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md (python block {i + 1})", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
@@ -26,3 +26,4 @@ def test_every_python_block_runs_in_order_and_prints_what_it_says(capsys):
     assert printed[6].startswith("SequencedData(") and "b'hello'" in printed[6]
     assert printed[7] == "{'echo': 'HELLO'}"
     assert printed[8] == "{'to': 'all'}"
+    assert printed[9:12] == ["6", "['A', 'B']", "timed out"]

@@ -97,3 +97,21 @@ def channels(addr: str) -> None:
         sender.close()
         mux.open(protocol=Orders, timeout="soon")  # type: ignore[arg-type]
         print(status, mux.con_id)
+
+
+async def rpc_from_asyncio(addr: str) -> None:
+    import asyncio
+
+    import links.aio
+    import links.rpc
+
+    server = links.rpc.Server(loop=asyncio.get_running_loop())
+    service: links.aio.AsyncRpcService = await links.aio.serve_rpc("127.0.0.1:0", server)
+    async with await links.aio.connect_rpc(addr, timeout=1.0) as peer:
+        result: Any = await peer.call("add", 1, 2, timeout=1.0)
+        pending: asyncio.Future[Any] = peer.call_async("add", 1, 2)
+        status: links.SendStatus = await peer.notify("add", 0, 0)
+        peer.notify_nowait("add", 0, 0).upper()  # type: ignore[attr-defined]
+        again: links.aio.AsyncPeer = links.aio.wrap_rpc(peer.peer)
+        print(result, await pending, status, again)
+    await service.aclose()

@@ -7,14 +7,23 @@
   def handle(conn)`` runs once per connection; ``server.broadcast(msg)``, ``await server.aclose()``.
 * ``links.aio.wrap(clt)``: the awaitable face of a ``links.Clt`` (or a ``links.mux`` channel)
   made with the threaded API; threads keep sending through ``.sender``.
+* Request/response (``links.rpc``): ``peer = await links.aio.connect_rpc("host:port", ...)``
+  (or ``links.aio.wrap_rpc(peer)``): ``await peer.call(method, *params, timeout=)``,
+  ``peer.call_async(...)`` (an asyncio future), ``await peer.notify(...)``; ``service = await
+  links.aio.serve_rpc("host:port", server)`` runs the server's ``async def`` handlers on the
+  running loop.
 
 Messages reach the loop in order, one wake-up per batch; a ``recv`` cancelled while it waits
 loses nothing; a coroutine that stops reading makes links stop reading its socket once
 ``max_queue`` messages wait (TCP then holds the peer), and read again at half that. Works
-under uvloop as under asyncio. Request/response (``links.rpc``) from asyncio is not here yet.
+under uvloop as under asyncio.
 """
 
 from ._clt import DEFAULT_MAX_QUEUE, AsyncClt, connect, wrap
+from ._rpc import AsyncPeer, AsyncRpcService, connect_rpc, serve_rpc, wrap_rpc
 from ._server import AsyncServer, serve
 
-__all__ = ["AsyncClt", "AsyncServer", "DEFAULT_MAX_QUEUE", "connect", "serve", "wrap"]
+__all__ = [
+    "AsyncClt", "AsyncServer", "DEFAULT_MAX_QUEUE", "connect", "serve", "wrap",
+    "AsyncPeer", "AsyncRpcService", "connect_rpc", "serve_rpc", "wrap_rpc",
+]  # fmt: skip

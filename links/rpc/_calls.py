@@ -142,8 +142,11 @@ class Calls:
         finally:
             self._room_waiters -= 1
 
-    def open_future(self, call_id: Hashable | None, timeout: float | None) -> tuple[Hashable, Future[Any]]:
-        """Open a call completed through a future (``lock`` NOT held; it takes it).
+    def open_future(
+        self, call_id: Hashable | None, timeout: float | None, *, wait: bool = True
+    ) -> tuple[Hashable, Future[Any]]:
+        """Open a call completed through a future (``lock`` NOT held; it takes it); with
+        ``wait`` False a full table raises ``InFlightLimit`` at once, whatever ``timeout``.
 
         Returns:
             The call's id (a fresh one when ``call_id`` is None) and its future.
@@ -157,7 +160,7 @@ class Calls:
             timer = self.timer_or_default()
             deadline = timer.clock.monotonic() + timeout
         with self.lock:
-            self.admit(timeout)
+            self.admit(timeout if wait else 0)
             if call_id is None:
                 call_id = self.table.open(future, deadline)
             else:

@@ -38,7 +38,7 @@ from .._state import ENDING
 from .._threads import on_runtime_thread
 from .._timer import Timer
 from ._calls import Calls
-from ._errors import CallIndeterminate, CallTimeout
+from ._errors import CallIndeterminate, CallTimeout, InFlightLimit
 from ._protocol import RpcProtocol
 
 if TYPE_CHECKING:
@@ -160,6 +160,35 @@ class Peer:
         if status is _WOULD_BLOCK:
             calls.retire(msgid, future)
             raise CallTimeout(f"{method}: not sent, the connection had no room in time")
+        return future
+
+    def try_call(self, method: str, params: Sequence[Any], timeout: float | None = None) -> Future[Any] | None:
+        """``call_async`` that never waits, for an event loop: the call is sent now, or not at all.
+
+        Returns:
+            The future of the result, as ``call_async``; None when it cannot go now (the
+            connection has no room, or is redialing; ``max_in_flight`` calls are pending):
+            nothing was sent, try again later.
+
+        Raises:
+            ClosedError, BrokenError, CallIndeterminate: the connection ended. TypeError: an
+            argument msgpack cannot encode.
+        """
+        deadline_after(timeout)  # refuses nan, negative, non-numbers
+        calls = self.calls
+        try:
+            msgid, future = calls.open_future(None, timeout, wait=False)
+        except InFlightLimit:
+            return None
+        try:
+            send = self._send or _fail_send
+            status = send(_packb([0, msgid, method, list(params)]), 0)
+        except BaseException:
+            calls.retire(msgid, future)
+            raise
+        if status is _WOULD_BLOCK:
+            calls.retire(msgid, future)
+            return None
         return future
 
     def call_many(self, calls: Iterable[tuple[str, Sequence[Any]]], *, timeout: float | None = None) -> list[Future[Any]]:

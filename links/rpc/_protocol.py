@@ -9,13 +9,14 @@ instances a reconnect makes; the serving side is a ``Server``'s methods.
 Receiving (the receiving thread: the poll thread when spawned; it never waits here)
     A response completes its call through the peer's table: checked inline, one lock, no
     thread handoff. A request runs its handler (on this thread, or submitted to the server's
-    executor); a notification too, with no answer. Everything else is logged and dropped, the
+    executor; an ``async def`` handler's coroutine goes to the server's event loop); a
+    notification too, with no answer. Everything else is logged and dropped, the
     connection staying up: ``rpc.bad_envelope`` (not msgpack-rpc), ``rpc.bad_message`` (not
     decodable within the limits), ``rpc.unknown_reply`` (an id never pending), and at debug
     ``rpc.late_reply`` (a call retired already: timed out, cancelled or failed).
 
 Bounded work per connection
-    Calls handed to the server's executor count as running until they are done; past the
+    Calls handed to the server's executor or loop count as running until they are done; past the
     server's ``max_running`` a request is answered ``"Busy: ..."`` at once (a notification is
     dropped, logged ``rpc.busy`` at debug), so one client cannot queue unbounded work, nor
     memory, in the executor. (A handler that returns a future started that work itself: it
@@ -25,16 +26,19 @@ Answering
     Replies made while a read's batch of messages is dispatched are gathered and written
     together once the batch is done (one ``send_many``: one write for a whole pipelined read,
     not one per call). A reply made later (a handler's future, the executor) is sent on its
-    own, from the thread that finished it. A reply that cannot be encoded becomes an error
+    own, from the thread that finished it; from an event loop's thread it never waits for
+    room (as on the poll thread), so an async handler's reply cannot stall the loop. A reply that cannot be encoded becomes an error
     reply saying so. On the poll thread a reply never waits: one the socket has no room for
     (a client that does not read its replies) is dropped and logged (``rpc.replies_dropped``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from functools import partial
+from inspect import iscoroutinefunction
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
@@ -52,12 +56,16 @@ if TYPE_CHECKING:
     from ._peer import Peer
     from ._server import Server
 
-__all__ = ["RpcProtocol"]
+__all__ = ["RpcProtocol", "Busy"]
 
 _packb = msgpack.packb
 _log = get_logger("rpc")
 #: Bad messages logged at warning per connection; the rest at debug (a peer must not flood logs).
 _LOUD = 10
+
+
+class Busy(RuntimeError):
+    """A connection has ``max_running`` calls running already (the error reply's type name)."""
 
 
 class _Messenger(MsgpackMessenger):
@@ -184,17 +192,8 @@ class RpcProtocol(Protocol[Any, Any]):
             return
         server = self.server
         assert server is not None  # fn came from it
-        if server.executor is not None:
-            if len(self._running) >= server.max_running:
-                self.reply(msgid, error_text("Busy", f"{server.max_running} calls of this connection on the executor"), None)
-                return
-            token = object()
-            self._running.add(token)
-            try:
-                server.executor.submit(fn, *params).add_done_callback(partial(self._reply_done, msgid, token))
-            except RuntimeError as e:  # the executor was shut down
-                self._running.discard(token)
-                self.reply(msgid, error_value(e), None)
+        if server.executor is not None and not iscoroutinefunction(fn):
+            self._submit(msgid, server, fn, params)
             return
         try:
             result = fn(*params)
@@ -203,8 +202,47 @@ class RpcProtocol(Protocol[Any, Any]):
             return
         if isinstance(result, Future):
             result.add_done_callback(partial(self._reply_done, msgid, None))
+        elif type(result) is CoroutineType:
+            token = object()
+            try:
+                future = self._start(server, result, token)
+            except RuntimeError as e:  # no loop, a closed loop, or too many running
+                self.reply(msgid, error_value(e), None)
+                return
+            # Done on the loop's thread: the reply must not wait there for room (timeout=0).
+            future.add_done_callback(partial(self._reply_done, msgid, token, timeout=0))
         else:
             self.reply(msgid, None, result)
+
+    def _submit(self, msgid: int, server: Server, fn: Callable[..., Any], params: list[Any]) -> None:
+        """Run a call on the server's executor (unless this connection has ``max_running`` there)."""
+        if len(self._running) >= server.max_running:
+            self.reply(msgid, error_text("Busy", f"{server.max_running} calls of this connection on the executor"), None)
+            return
+        token = object()
+        self._running.add(token)
+        try:
+            server.executor.submit(fn, *params).add_done_callback(partial(self._reply_done, msgid, token))  # type: ignore[union-attr]
+        except RuntimeError as e:  # the executor was shut down
+            self._running.discard(token)
+            self.reply(msgid, error_value(e), None)
+
+    def _start(self, server: Server, coro: Coroutine[Any, Any, Any], token: object) -> Future[Any]:
+        """Hand an async handler's coroutine to the server's loop; it counts as running.
+
+        Raises:
+            RuntimeError: no loop or a closed one (``Coroutines.submit``); ``Busy``: this
+                connection has ``max_running`` calls running already (``coro`` is closed).
+        """
+        if len(self._running) >= server.max_running:
+            coro.close()
+            raise Busy(f"{server.max_running} calls of this connection running")
+        self._running.add(token)
+        try:
+            return server.coroutines.submit(coro, server.loop)
+        except BaseException:
+            self._running.discard(token)
+            raise
 
     def _notification(self, method: str, params: list[Any]) -> None:
         fn = self._handler(method)
@@ -215,14 +253,18 @@ class RpcProtocol(Protocol[Any, Any]):
         assert server is not None  # fn came from it
         token = object()
         try:
-            if server.executor is not None:
+            if server.executor is not None and not iscoroutinefunction(fn):
                 if len(self._running) >= server.max_running:
                     _log.debug("rpc.busy", con_id=str(self._con_id()), method=method)
                     return
                 self._running.add(token)
                 server.executor.submit(fn, *params).add_done_callback(partial(self._notified, method, token))
             else:
-                fn(*params)
+                result = fn(*params)
+                if type(result) is CoroutineType:
+                    self._start(server, result, token).add_done_callback(partial(self._notified, method, token))
+        except Busy:
+            _log.debug("rpc.busy", con_id=str(self._con_id()), method=method)
         except Exception as e:
             self._notified(method, token, None, e)
 
@@ -234,15 +276,17 @@ class RpcProtocol(Protocol[Any, Any]):
         if error is not None:
             _log.warning("rpc.notification_failed", con_id=str(self._con_id()), method=method, error=repr(error))
 
-    def _reply_done(self, msgid: int, token: object | None, future: Future[Any]) -> None:
-        """A handler's future finished (any thread): send its outcome now, on its own."""
+    def _reply_done(self, msgid: int, token: object | None, future: Future[Any], timeout: float | None = None) -> None:
+        """A handler's future finished (any thread): send its outcome now, on its own, waiting
+        at most ``timeout`` for room."""
         self._running.discard(token)  # set.discard: one C call, safe from any thread
         if future.cancelled():
             error: Any = error_text("CancelledError", "the call was cancelled on the server")
-            self._send_alone(self._pack(msgid, error, None))
+            self._send_alone(self._pack(msgid, error, None), timeout)
             return
         exc = future.exception()
-        self._send_alone(self._pack(msgid, error_value(exc), None) if exc is not None else self._pack(msgid, None, future.result()))
+        data = self._pack(msgid, error_value(exc), None) if exc is not None else self._pack(msgid, None, future.result())
+        self._send_alone(data, timeout)
 
     def reply(self, msgid: int, error: Any, result: Any) -> None:
         """Answer request ``msgid`` (on the receiving thread): with the batch being dispatched,
@@ -275,12 +319,12 @@ class RpcProtocol(Protocol[Any, Any]):
         data: bytes = _packb([1, msgid, text, None])
         return data
 
-    def _send_alone(self, data: bytes) -> None:
+    def _send_alone(self, data: bytes, timeout: float | None = None) -> None:
         con = self.con
         if con is None:
             return
         try:
-            status = con.send(data)
+            status = con.send(data, timeout)
         except LinksError as e:
             _log.debug("rpc.reply_lost", con_id=str(con.con_id), error=str(e))
             return

@@ -6,7 +6,11 @@ decides the reply:
 * returns a value: the reply, sent at once (with the other replies of the same read);
 * raises: an error reply ``"TypeName: message"`` (the caller gets ``RemoteError`` with both);
 * returns a ``concurrent.futures.Future``: the reply is sent when the future is done, from
-  the thread that completes it, so slow work never holds the other calls back.
+  the thread that completes it, so slow work never holds the other calls back;
+* is an ``async def``: its coroutine runs on the server's event loop (``loop=``, or the
+  running loop of ``links.aio.serve_rpc``), and its outcome is replied as a future's is. It
+  counts against ``max_running`` as an executor's call does; with no loop, or a closed one,
+  the call is answered with an error reply (``links.rpc._coroutines``).
 
 Handlers run on the receiving thread (the poll thread, on a service) unless the server has an
 ``executor``: then each call is submitted to it. Which to use:
@@ -25,12 +29,14 @@ connection stays up.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._svc import Svc
+from ._coroutines import Coroutines
 
 if TYPE_CHECKING:
     from .._core._conid import ConId
@@ -54,6 +60,7 @@ class Server:
             once; beyond it a call is answered ``"Busy: ..."`` at once.
         max_frame_size: the largest message accepted or sent, in bytes.
         max_depth: the deepest nesting accepted in a message.
+        loop: the event loop ``async def`` handlers run on (settable later as ``.loop``).
     """
 
     def __init__(
@@ -65,11 +72,14 @@ class Server:
         max_running: int = 10_000,
         max_frame_size: int = 1 << 20,
         max_depth: int = 32,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
         self.methods: dict[str, Callable[..., Any]] = dict(methods or {})
         self.executor = executor
+        self.loop = loop
+        self.coroutines = Coroutines()
         self.max_running = max_running
         self._options: dict[str, Any] = {
             "max_in_flight": max_in_flight, "max_frame_size": max_frame_size, "max_depth": max_depth,
