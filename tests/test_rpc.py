@@ -5,7 +5,6 @@ correlation layer over a protocol of one's own."""
 
 from __future__ import annotations
 
-import ssl
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import pytest
 import links
 import links.rpc
 from helpers import Json
+from helpers_tls import tls_contexts
 from links.rpc import CallIndeterminate, CallTimeout, InFlightLimit, RemoteError
 from links.session import Resumable
 from links.testing._proxy import FaultProxy
@@ -379,15 +379,8 @@ def test_over_a_resumable_session_pending_calls_survive_cuts_and_complete_exactl
 # -- every kind of connection ------------------------------------------------------------------------
 
 
-trustme = pytest.importorskip("trustme")
-
-
 def test_calls_over_tls(poll, timer):
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     with service(poll, timer, tls=server_ctx) as (svc, _, _), connect(svc, poll, timer, tls=client_ctx) as rpc:
         assert rpc.call("add", 20, 22, timeout=WAIT) == 42
         assert [rpc.call_async("add", i, 0).result(WAIT) for i in range(50)] == list(range(50))
