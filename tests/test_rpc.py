@@ -13,7 +13,7 @@ import pytest
 
 import links
 import links.rpc
-from helpers import Json
+from helpers import Json, errors_in_threads
 from helpers_tls import tls_contexts
 from links.rpc import CallIndeterminate, CallTimeout, InFlightLimit, RemoteError
 from links.session import Resumable
@@ -175,24 +175,16 @@ def test_a_peer_serves_one_connection_a_service_takes_server_protocol(logs, poll
 
 
 def test_many_threads_pipelining_get_their_own_results(poll, timer):
-    errors: list = []
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
 
         def work(t: int) -> None:
-            try:
-                futures = [(i, rpc.call_async("add", t, i, timeout=WAIT)) for i in range(300)]
-                for i in range(100):
-                    assert rpc.call("add", t * 1000, i, timeout=WAIT) == t * 1000 + i
-                for i, future in futures:
-                    assert future.result(WAIT) == t + i
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            futures = [(i, rpc.call_async("add", t, i, timeout=WAIT)) for i in range(300)]
+            for i in range(100):
+                assert rpc.call("add", t * 1000, i, timeout=WAIT) == t * 1000 + i
+            for i, future in futures:
+                assert future.result(WAIT) == t + i
 
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT * 2)
+        errors = errors_in_threads(work, 8, WAIT * 2)
         assert not errors and rpc.in_flight == 0
 
 
@@ -495,35 +487,27 @@ def test_random_timeouts_cancels_and_reply_orders_never_cross_calls(poll, timer)
         return future
 
     server.add("delayed", delayed)
-    errors: list = []
     with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc, connect(svc, poll, timer) as rpc:
 
         def work(seed: int) -> None:
             rng = random.Random(seed)
-            try:
-                for i in range(60):
-                    x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
-                    if rng.random() < 0.5:
-                        try:
-                            assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
-                        except CallTimeout:
-                            assert timeout is not None
-                        continue
-                    future = rpc.call_async("delayed", x, delay, timeout=timeout)
-                    if rng.random() < 0.3 and future.cancel():
-                        continue
+            for i in range(60):
+                x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
+                if rng.random() < 0.5:
                     try:
-                        assert tuple(future.result(WAIT)) == x
+                        assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
                     except CallTimeout:
                         assert timeout is not None
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+                    continue
+                future = rpc.call_async("delayed", x, delay, timeout=timeout)
+                if rng.random() < 0.3 and future.cancel():
+                    continue
+                try:
+                    assert tuple(future.result(WAIT)) == x
+                except CallTimeout:
+                    assert timeout is not None
 
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT * 4)
+        errors = errors_in_threads(work, 6, WAIT * 4)
         assert not errors, errors
         assert rpc.in_flight == 0
 
