@@ -103,15 +103,15 @@ def waiting_call(call) -> tuple[threading.Thread, list[BaseException]]:
     return thread, raised
 
 
-def errors_in_threads(work: Callable[[int], None], count: int, timeout: float) -> list[Exception]:
+def errors_in_threads(work: Callable[[int], None], count: int, timeout: float) -> list[BaseException]:
     """``work(0)`` to ``work(count - 1)``, each on a thread of its own, all at once; each thread
     joined within ``timeout``. The exceptions they raised (a failed assert among them)."""
-    errors: list[Exception] = []
+    errors: list[BaseException] = []
 
     def run(i: int) -> None:
         try:
             work(i)
-        except Exception as e:  # noqa: BLE001 - returned to the test
+        except BaseException as e:  # noqa: BLE001 - returned to the test
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
@@ -120,6 +120,11 @@ def errors_in_threads(work: Callable[[int], None], count: int, timeout: float) -
     for thread in threads:
         thread.join(timeout)
     return errors
+
+
+def complaints(lines: list[str]) -> list[str]:
+    """A child's log lines at warning or above, and tracebacks."""
+    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 class Child:

@@ -15,7 +15,7 @@ import sys
 import threading
 
 import pytest
-from helpers import Child
+from helpers import Child, complaints
 from helpers_tls import pki_files
 
 LINKS = shutil.which("links", path=os.path.dirname(sys.executable))
@@ -31,10 +31,6 @@ def echo(*extra: str) -> tuple[Child, str]:
 
 def probe(addr: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LINKS, "mux", "probe", addr, *extra], capture_output=True, text=True, timeout=WAIT)
-
-
-def complaints(lines: list[str]) -> list[str]:
-    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 def test_probe_checks_20_streams_through_echo():

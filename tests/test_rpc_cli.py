@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -15,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import Child
+from helpers import Child, complaints
 from helpers_tls import pki_files
 
 LINKS = shutil.which("links", path=os.path.dirname(sys.executable))
@@ -31,10 +30,6 @@ def serve(*extra: str) -> tuple[Child, str]:
 
 def call(addr: str, method: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LINKS, "rpc", "call", addr, method, *args], capture_output=True, text=True, timeout=WAIT)
-
-
-def complaints(lines: list[str]) -> list[str]:
-    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 @pytest.fixture(scope="module")
