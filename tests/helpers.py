@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import structlog
@@ -101,6 +101,30 @@ def waiting_call(call) -> tuple[threading.Thread, list[BaseException]]:
     thread = threading.Thread(target=run)
     thread.start()
     return thread, raised
+
+
+def errors_in_threads(work: Callable[[int], None], count: int, timeout: float) -> list[BaseException]:
+    """``work(0)`` to ``work(count - 1)``, each on a thread of its own, all at once; each thread
+    joined within ``timeout``. The exceptions they raised (a failed assert among them)."""
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return errors
+
+
+def complaints(lines: list[str]) -> list[str]:
+    """A child's log lines at warning or above, and tracebacks."""
+    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 class Child:

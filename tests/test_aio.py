@@ -19,6 +19,7 @@ import pytest
 import links
 import links.aio
 from helpers import loop_factories
+from helpers_tls import tls_contexts
 
 LOOP_FACTORIES = loop_factories()
 
@@ -584,14 +585,7 @@ async def test_a_hostile_frame_ends_only_that_connection() -> None:
 async def test_serve_and_connect_over_tls_with_private_runtime_threads(poll: links.PollHandler, timer: links.Timer) -> None:
     """Options reach Svc.bind and Clt.connect unchanged: TLS both ways (the server's handshake
     on the poll thread, the client's off the loop), and a poll handler and timer of one's own."""
-    import ssl
-
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     runtime = {"poll_handler": poll, "timer": timer}
     async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=echo, tls=server_ctx, **runtime) as server:
         port = server.local_addr[1]

@@ -123,9 +123,10 @@ def test_the_readme_says_what_each_script_is_for():
 
 def test_every_peer_module_is_registered():
     """The peers package runs each of its modules through system/vs_peers.py (above), the
-    ones whose library is installed; a module it does not register would never run."""
+    ones whose library is installed; a module it does not register would never run. (``_*.py``:
+    code its peers share, not a peer.)"""
     peers = BENCHMARKS / "system" / "peers"
-    modules = {p for p in peers.glob("*.py") if p.name != "__init__.py"}
+    modules = {p for p in peers.glob("*.py") if not p.name.startswith("_")}
     registered = re.findall(r'HERE / "(\w+\.py)"', (peers / "__init__.py").read_text())
     assert modules == {peers / name for name in registered}
 

@@ -15,7 +15,8 @@ import sys
 import threading
 
 import pytest
-from helpers import Child
+from helpers import Child, complaints
+from helpers_tls import pki_files
 
 LINKS = shutil.which("links", path=os.path.dirname(sys.executable))
 WAIT = 20.0
@@ -30,10 +31,6 @@ def echo(*extra: str) -> tuple[Child, str]:
 
 def probe(addr: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LINKS, "mux", "probe", addr, *extra], capture_output=True, text=True, timeout=WAIT)
-
-
-def complaints(lines: list[str]) -> list[str]:
-    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 def test_probe_checks_20_streams_through_echo():
@@ -130,15 +127,7 @@ def test_echo_survives_peers_that_vanish_with_echoes_owed():
 @pytest.fixture
 def pki(tmp_path):
     """A CA and a server certificate for localhost and 127.0.0.1: file paths."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.private_key_pem.write_to_path(str(files["key"]))
-    for i, blob in enumerate(issued.cert_chain_pems):
-        blob.write_to_path(str(files["cert"]), append=i > 0)
-    return {name: str(path) for name, path in files.items()}
+    return pki_files(tmp_path)
 
 
 def test_echo_and_probe_over_tls(pki):

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import random
 import socket
-import threading
 
 import pytest
+from helpers import errors_in_threads
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import links
@@ -61,20 +61,12 @@ def exchange(seed: int, channels: int, chunk_size: int, capacity: int, window_ex
             senders.append(ch.into_sender_with_spawned_recver())
             sizes = SIZES.get(chunk_size, LARGE)
             sent.append([rng.randbytes(rng.choice(sizes)) for _ in range(rng.randint(1, 6))])
-        errors: list[BaseException] = []
 
         def send(i: int) -> None:
-            try:
-                for msg in sent[i]:
-                    assert senders[i].send(msg, timeout=WAIT) is links.SendStatus.COMPLETED
-            except BaseException as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            for msg in sent[i]:
+                assert senders[i].send(msg, timeout=WAIT) is links.SendStatus.COMPLETED
 
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(channels)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(WAIT)
+        errors = errors_in_threads(send, channels, WAIT)
         assert not errors, errors
         for i, store in enumerate(stores):
             last = sent[i][-1]

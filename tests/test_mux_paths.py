@@ -8,11 +8,11 @@ of the sender's own bytes) and small ones alike.
 
 from __future__ import annotations
 
-import ssl
 import threading
 
 import pytest
 from helpers import Json
+from helpers_tls import tls_contexts
 
 import links
 
@@ -23,16 +23,6 @@ MESSAGES = 150
 
 class Big(Json):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 20)
-
-
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 @pytest.fixture(params=[False, True], ids=["tcp", "tls"])

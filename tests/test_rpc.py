@@ -5,7 +5,6 @@ correlation layer over a protocol of one's own."""
 
 from __future__ import annotations
 
-import ssl
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -14,7 +13,8 @@ import pytest
 
 import links
 import links.rpc
-from helpers import Json
+from helpers import Json, errors_in_threads
+from helpers_tls import tls_contexts
 from links.rpc import CallIndeterminate, CallTimeout, InFlightLimit, RemoteError
 from links.session import Resumable
 from links.testing._proxy import FaultProxy
@@ -175,24 +175,16 @@ def test_a_peer_serves_one_connection_a_service_takes_server_protocol(logs, poll
 
 
 def test_many_threads_pipelining_get_their_own_results(poll, timer):
-    errors: list = []
     with service(poll, timer) as (svc, _, _), connect(svc, poll, timer) as rpc:
 
         def work(t: int) -> None:
-            try:
-                futures = [(i, rpc.call_async("add", t, i, timeout=WAIT)) for i in range(300)]
-                for i in range(100):
-                    assert rpc.call("add", t * 1000, i, timeout=WAIT) == t * 1000 + i
-                for i, future in futures:
-                    assert future.result(WAIT) == t + i
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+            futures = [(i, rpc.call_async("add", t, i, timeout=WAIT)) for i in range(300)]
+            for i in range(100):
+                assert rpc.call("add", t * 1000, i, timeout=WAIT) == t * 1000 + i
+            for i, future in futures:
+                assert future.result(WAIT) == t + i
 
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT * 2)
+        errors = errors_in_threads(work, 8, WAIT * 2)
         assert not errors and rpc.in_flight == 0
 
 
@@ -379,15 +371,8 @@ def test_over_a_resumable_session_pending_calls_survive_cuts_and_complete_exactl
 # -- every kind of connection ------------------------------------------------------------------------
 
 
-trustme = pytest.importorskip("trustme")
-
-
 def test_calls_over_tls(poll, timer):
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     with service(poll, timer, tls=server_ctx) as (svc, _, _), connect(svc, poll, timer, tls=client_ctx) as rpc:
         assert rpc.call("add", 20, 22, timeout=WAIT) == 42
         assert [rpc.call_async("add", i, 0).result(WAIT) for i in range(50)] == list(range(50))
@@ -502,35 +487,27 @@ def test_random_timeouts_cancels_and_reply_orders_never_cross_calls(poll, timer)
         return future
 
     server.add("delayed", delayed)
-    errors: list = []
     with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer) as svc, connect(svc, poll, timer) as rpc:
 
         def work(seed: int) -> None:
             rng = random.Random(seed)
-            try:
-                for i in range(60):
-                    x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
-                    if rng.random() < 0.5:
-                        try:
-                            assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
-                        except CallTimeout:
-                            assert timeout is not None
-                        continue
-                    future = rpc.call_async("delayed", x, delay, timeout=timeout)
-                    if rng.random() < 0.3 and future.cancel():
-                        continue
+            for i in range(60):
+                x, delay, timeout = (seed, i), rng.uniform(0, 0.02), rng.choice([None, 0.005, 0.01, 0.05])
+                if rng.random() < 0.5:
                     try:
-                        assert tuple(future.result(WAIT)) == x
+                        assert tuple(rpc.call("delayed", x, delay, timeout=timeout)) == x
                     except CallTimeout:
                         assert timeout is not None
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
+                    continue
+                future = rpc.call_async("delayed", x, delay, timeout=timeout)
+                if rng.random() < 0.3 and future.cancel():
+                    continue
+                try:
+                    assert tuple(future.result(WAIT)) == x
+                except CallTimeout:
+                    assert timeout is not None
 
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(WAIT * 4)
+        errors = errors_in_threads(work, 6, WAIT * 4)
         assert not errors, errors
         assert rpc.in_flight == 0
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -15,7 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import Child
+from helpers import Child, complaints
+from helpers_tls import pki_files
 
 LINKS = shutil.which("links", path=os.path.dirname(sys.executable))
 WAIT = 20.0
@@ -30,10 +30,6 @@ def serve(*extra: str) -> tuple[Child, str]:
 
 def call(addr: str, method: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LINKS, "rpc", "call", addr, method, *args], capture_output=True, text=True, timeout=WAIT)
-
-
-def complaints(lines: list[str]) -> list[str]:
-    return [line for line in lines if re.search(r"\[(warning|error|critical) *\]", line) or "Traceback" in line]
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +133,7 @@ def test_serve_stops_cleanly_on_a_signal(sig):
 @pytest.fixture
 def pki(tmp_path):
     """A CA and a server certificate for localhost and 127.0.0.1: file paths."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key"}
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.private_key_pem.write_to_path(str(files["key"]))
-    for i, blob in enumerate(issued.cert_chain_pems):
-        blob.write_to_path(str(files["cert"]), append=i > 0)
-    return {name: str(path) for name, path in files.items()}
+    return pki_files(tmp_path)
 
 
 def test_call_and_serve_over_tls(pki):

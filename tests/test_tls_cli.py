@@ -6,27 +6,17 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from helpers_tls import pki_files
 from test_soupbintcp_cli import CREDENTIALS, LINKS, TIMEOUT, run_connect, server, stop
 
-trustme = pytest.importorskip("trustme")
+pytest.importorskip("trustme")  # every test here needs certificates
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def pki(tmp_path):
     """A CA, a server certificate for localhost, and a client certificate: file paths."""
-    ca = trustme.CA()
-    files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "server.pem", "key": tmp_path / "server.key",
-             "client_cert": tmp_path / "client.pem", "client_key": tmp_path / "client.key"}  # fmt: skip
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    issued = ca.issue_cert("localhost", "127.0.0.1")
-    issued.private_key_pem.write_to_path(str(files["key"]))
-    for i, blob in enumerate(issued.cert_chain_pems):
-        blob.write_to_path(str(files["cert"]), append=i > 0)
-    client = ca.issue_cert("desk-7@example.com")
-    client.private_key_pem.write_to_path(str(files["client_key"]))
-    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
-    return {name: str(path) for name, path in files.items()}
+    return pki_files(tmp_path, client="desk-7@example.com")
 
 
 def test_serve_and_connect_over_tls(tmp_path, pki):

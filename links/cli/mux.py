@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
-import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import links
@@ -27,9 +26,9 @@ import links.mux
 from links.mux import Mux
 
 from ._args import address, at_least, port, positive
-from ._logging import LEVELS, configure_logging
-from ._signals import interrupt_on_signals
-from ._tls import TlsSetupError, add_client_options, add_server_options, client_context, server_context
+from ._logging import LEVELS
+from ._startup import serve_until_interrupted, start, tls_options
+from ._tls import add_client_options, add_server_options, client_context, server_context
 
 __all__ = ["register"]
 
@@ -105,19 +104,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # -- echo ---------------------------------------------------------------------------------------
 
 
-def _start(args: argparse.Namespace, context: Callable[[Any], ssl.SSLContext | None]) -> ssl.SSLContext | None:
-    """Logging and signals as every long-running command has them; the TLS context asked for
-    (a bad certificate file is a usage mistake: one line, status 2)."""
-    configure_logging(args.log_level)
-    interrupt_on_signals()
-    try:
-        return context(args)
-    except TlsSetupError as e:
-        args._parser.error(str(e))
-
-
 def run_echo(args: argparse.Namespace) -> int:
-    tls = _start(args, server_context)
+    tls = start(args, server_context)
     try:
         svc = links.Svc.bind(
             f"{args.host}:{args.port}", protocol=Echo, mux=True, max_channels=args.max_channels,
@@ -129,12 +117,7 @@ def run_echo(args: argparse.Namespace) -> int:
     with svc:
         svc.into_sender_with_spawned_recver()
         print(f"mux echo listening on {format_addr(svc.local_addr)}", flush=True)
-        idle = threading.Event()  # never set: the wait ends with Ctrl-C or SIGTERM
-        try:
-            while True:
-                idle.wait(1.0)
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted()
     return 0
 
 
@@ -189,14 +172,13 @@ def _digest(frame: bytes) -> bytes:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    tls = _start(args, client_context)
+    tls = start(args, client_context)
     seed = random.randrange(1 << 32) if args.seed is None else args.seed
     print(f"probe {args.addr}: {args.streams} streams x {args.messages} frames of 1..{args.max_size} bytes, seed {seed}", flush=True)
     deadline = time.monotonic() + args.timeout
     started = time.monotonic()
-    tls_options = {"tls": tls, "tls_server_name": args.tls_server_name} if tls is not None else {}
     try:
-        mux = links.mux.connect(args.addr, timeout=min(10.0, args.timeout), name="probe", **tls_options)
+        mux = links.mux.connect(args.addr, timeout=min(10.0, args.timeout), name="probe", **tls_options(args, tls))
     except (links.LinksError, OSError) as e:
         print(f"links mux probe: cannot connect to {args.addr}: {e}", file=sys.stderr)
         return 1

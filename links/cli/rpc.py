@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import sys
-import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -31,8 +30,8 @@ from links.lowlevel import format_addr
 
 from ._args import address, port, positive
 from ._logging import LEVELS, configure_logging
-from ._signals import interrupt_on_signals
-from ._tls import TlsSetupError, add_client_options, add_server_options, client_context, server_context
+from ._startup import serve_until_interrupted, start, tls_context, tls_options
+from ._tls import add_client_options, add_server_options, client_context, server_context
 
 __all__ = ["register", "methods"]
 
@@ -127,12 +126,7 @@ def methods(timer: links.Timer | None = None) -> links.rpc.Server:
 def run_serve(args: argparse.Namespace) -> int:
     import links.rpc
 
-    configure_logging(args.log_level)
-    interrupt_on_signals()
-    try:
-        tls = server_context(args)
-    except TlsSetupError as e:
-        args._parser.error(str(e))
+    tls = start(args, server_context)
     try:
         svc = links.rpc.serve(f"{args.host}:{args.port}", methods(), max_connections=args.max_connections, tls=tls, name="rpc-serve")
     except OSError as e:
@@ -140,12 +134,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
     with svc:
         print(f"rpc serve listening on {format_addr(svc.local_addr)}", flush=True)
-        idle = threading.Event()  # never set: the wait ends with Ctrl-C or SIGTERM
-        try:
-            while True:
-                idle.wait(1.0)
-        except KeyboardInterrupt:
-            pass
+        serve_until_interrupted()
     return 0
 
 
@@ -167,13 +156,9 @@ def run_call(args: argparse.Namespace) -> int:
     import links.rpc
 
     configure_logging(args.log_level)
+    tls = tls_context(args, client_context)
     try:
-        tls = client_context(args)
-    except TlsSetupError as e:
-        args._parser.error(str(e))
-    tls_options = {"tls": tls, "tls_server_name": args.tls_server_name} if tls is not None else {}
-    try:
-        rpc = links.rpc.connect(args.addr, timeout=args.timeout, name="rpc-call", **tls_options)
+        rpc = links.rpc.connect(args.addr, timeout=args.timeout, name="rpc-call", **tls_options(args, tls))
     except (links.LinksError, OSError) as e:
         print(f"links rpc call: cannot connect to {args.addr}: {e}", file=sys.stderr)
         return 1

@@ -124,15 +124,8 @@ class Peer:
             raise RuntimeError("call() on the poll or timer thread would wait for a reply only that thread reads: use call_async()")
         calls = self.calls
         msgid, waiter = calls.open_waiter(None, timeout)
-        try:
-            send = self._send or _fail_send
-            # One budget for all of it: what waiting for room took is not given again to the send.
-            status = send(_packb([0, msgid, method, params]), timeout if deadline is None else time_left(deadline))
-        except BaseException:
-            calls.retire(msgid, waiter)
-            raise
-        if status is _WOULD_BLOCK:
-            calls.retire(msgid, waiter)
+        # One budget for all of it: what waiting for room took is not given again to the send.
+        if not self._request(msgid, waiter, method, params, timeout if deadline is None else time_left(deadline)):
             raise CallTimeout(f"{method}: not sent, the connection had no room in time")
         return calls.wait(msgid, waiter, deadline)
 
@@ -149,16 +142,8 @@ class Peer:
             TypeError: as ``call``, when the request cannot be sent.
         """
         deadline = deadline_after(timeout)  # refuses nan, negative, non-numbers
-        calls = self.calls
-        msgid, future = calls.open_future(None, None if deadline is None else timeout)
-        try:
-            send = self._send or _fail_send
-            status = send(_packb([0, msgid, method, params]), timeout if deadline is None else time_left(deadline))
-        except BaseException:
-            calls.retire(msgid, future)
-            raise
-        if status is _WOULD_BLOCK:
-            calls.retire(msgid, future)
+        msgid, future = self.calls.open_future(None, None if deadline is None else timeout)
+        if not self._request(msgid, future, method, params, timeout if deadline is None else time_left(deadline)):
             raise CallTimeout(f"{method}: not sent, the connection had no room in time")
         return future
 
@@ -175,21 +160,26 @@ class Peer:
             argument msgpack cannot encode.
         """
         deadline_after(timeout)  # refuses nan, negative, non-numbers
-        calls = self.calls
         try:
-            msgid, future = calls.open_future(None, timeout, wait=False)
+            msgid, future = self.calls.open_future(None, timeout, wait=False)
         except InFlightLimit:
             return None
+        return future if self._request(msgid, future, method, list(params), 0) else None
+
+    def _request(self, msgid: Hashable, pending: Any, method: str, params: Any, timeout: float | None) -> bool:
+        """Send request ``msgid``, waiting up to ``timeout`` for room: False when there was none in
+        time. Unsent (False, or raising), its ``pending`` waiter or future is retired."""
+        calls = self.calls
         try:
             send = self._send or _fail_send
-            status = send(_packb([0, msgid, method, list(params)]), 0)
+            status = send(_packb([0, msgid, method, params]), timeout)
         except BaseException:
-            calls.retire(msgid, future)
+            calls.retire(msgid, pending)
             raise
         if status is _WOULD_BLOCK:
-            calls.retire(msgid, future)
-            return None
-        return future
+            calls.retire(msgid, pending)
+            return False
+        return True
 
     def call_many(self, calls: Iterable[tuple[str, Sequence[Any]]], *, timeout: float | None = None) -> list[Future[Any]]:
         """Send many calls in one write: ``call_async`` for each ``(method, params)``, with the

@@ -13,9 +13,10 @@ with the pinned contexts of ``links.bench``; the streams code is the same.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import sys
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 from links.bench import (
@@ -32,14 +33,8 @@ from links.bench import (
     tls_server_context,
 )
 
-
-def _run(main: Coroutine[Any, Any, None], flavor: str) -> None:
-    if flavor == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _asyncio_shared import drive, run  # noqa: E402
 
 
 def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
@@ -71,7 +66,7 @@ def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
         server.close()
         tally.final()
 
-    _run(main(), flavor)
+    run(main(), flavor)
 
 
 def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> None:
@@ -129,22 +124,7 @@ def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> 
         await writer.wait_closed()
         result.update(rtt_result(rtts, params.total, params.total * params.size, received))
 
-    async def main() -> None:
-        if params.workload == "w2":
-            await ping_pong()
-        else:
-            loop = asyncio.get_running_loop()
-
-            def release() -> None:
-                result["t0"] = time.perf_counter()
-                go.set()
-
-            ctl.on_line("go", lambda: loop.call_soon_threadsafe(release))
-            outcomes = await asyncio.gather(*(one_way() for _ in range(params.clients)), return_exceptions=True)
-            sent = sum(n for n in outcomes if isinstance(n, int))
-            result.update(sent=sent, bytes=sent * params.size, received=0)
-
-    _run(main(), flavor)
+    run(drive(ctl, params, result, go, one_way, ping_pong), flavor)
     result["tls"] = min(negotiated, default="")  # "" if any connection was not over TLS
     ctl.send(result=result)
     ctl.wait_for("exit")

@@ -12,22 +12,17 @@ client is ``links.aio.connect``; W1 sends each message with ``await clt.send`` (
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
-from collections.abc import Coroutine
 from typing import Any
 
 import links
 import links.aio
 from links.bench import HOST, Control, Params, Raw, Tally, payload, quiet_logs, rtt_result
 
-
-def _run(main: Coroutine[Any, Any, None], flavor: str) -> None:
-    if flavor == "uvloop":
-        import uvloop
-
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _asyncio_shared import drive, run  # noqa: E402
 
 
 def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
@@ -57,7 +52,7 @@ def serve(ctl: Control, params: Params, flavor: str = "asyncio") -> None:
         await server.aclose()
         tally.final()
 
-    _run(main(), flavor)
+    run(main(), flavor)
     links.shutdown()
 
 
@@ -108,22 +103,7 @@ def client(ctl: Control, params: Params, port: int, flavor: str = "asyncio") -> 
         await linger_close(clt)
         result.update(rtt_result(rtts, params.total, params.total * params.size, received))
 
-    async def main() -> None:
-        if params.workload == "w2":
-            await ping_pong()
-            return
-        loop = asyncio.get_running_loop()
-
-        def release() -> None:
-            result["t0"] = time.perf_counter()
-            go.set()
-
-        ctl.on_line("go", lambda: loop.call_soon_threadsafe(release))
-        outcomes = await asyncio.gather(*(one_way() for _ in range(params.clients)), return_exceptions=True)
-        sent = sum(n for n in outcomes if isinstance(n, int))
-        result.update(sent=sent, bytes=sent * params.size, received=0)
-
-    _run(main(), flavor)
+    run(drive(ctl, params, result, go, one_way, ping_pong), flavor)
     links.shutdown()  # a close lingers until what is owed is written: the server counts it all
     ctl.send(result=result)
     ctl.wait_for("exit")
