@@ -1,7 +1,8 @@
 """Deep pipelines of ``call_async``: with many calls unanswered, requests are queued for the
 poll thread to write together (``Connection.send_later``). Against raw-socket servers: every
 request goes out and completes whatever order the replies come in, none is stranded when
-replies stop coming, order with notifications holds, and close still fails what is pending."""
+replies stop coming, order with notifications holds, close and cut still fail what is pending;
+and deep pipelines over TLS and a mux channel complete."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import msgpack
 import pytest
 
 import links
+import links.mux
 import links.rpc
 from links.rpc import CallTimeout
 
@@ -177,3 +179,40 @@ def test_a_cut_connection_fails_queued_calls_as_broken(raw_server, poll, timer):
         server.conn.shutdown(socket.SHUT_RDWR)
         for future in futures:
             assert isinstance(future.exception(WAIT), links.BrokenError)
+
+
+@pytest.mark.parametrize("over", ["tls", "mux"])
+def test_deep_pipelines_over_tls_and_a_mux_channel_complete(poll, timer, over):
+    import ssl
+
+    import trustme
+
+    server = links.rpc.Server()
+    server.add("echo", lambda x: x)
+    bind, dial = {}, {}
+    if over == "tls":
+        ca = trustme.CA()
+        bind["tls"] = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(bind["tls"])
+        dial["tls"] = ssl.create_default_context()
+        ca.configure_trust(dial["tls"])
+    else:
+        bind["mux"] = True
+    with links.rpc.serve("127.0.0.1:0", server, poll_handler=poll, timer=timer, **bind) as svc:
+        addr = f"127.0.0.1:{svc.local_addr[1]}"
+        if over == "tls":
+            rpc = links.rpc.connect(addr, poll_handler=poll, timer=timer, timeout=WAIT, **dial)
+            mux = None
+        else:
+            mux = links.mux.connect(addr, poll_handler=poll, timer=timer, timeout=WAIT)
+            rpc = links.rpc.Peer()
+            rpc._owner = mux.open(protocol=rpc.protocol).into_sender_with_spawned_recver()
+        try:
+            queued = counting_queued(rpc)
+            futures = [rpc.call_async("echo", i) for i in range(2000)]
+            assert [f.result(WAIT) for f in futures] == list(range(2000))
+            assert queued[0] > 0
+        finally:
+            rpc.close()
+            if mux is not None:
+                mux.close()
