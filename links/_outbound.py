@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from itertools import islice
 from collections.abc import Callable
 from typing import Protocol
 
@@ -51,6 +52,8 @@ class Watcher(Protocol):
 DEFAULT_STALL_TIMEOUT = 30.0
 #: Bytes a connection may owe (beyond one partly written frame) before sends are refused.
 DEFAULT_MAX_OUTBOUND = 256 * 1024
+#: Owed pieces written together at most (one ``sendmsg``; Linux takes 1,024 buffers).
+GATHER = 256
 #: Seconds a sender waiting for room sleeps at most before it looks at its connection again.
 ROOM_CHECK = 0.1
 
@@ -156,27 +159,43 @@ class Outbound:
             self._owe(memoryview(data))
             self.flush()  # after the rest: what was owed before goes first
 
+    def defer(self, data: bytes | bytearray | memoryview) -> bool:
+        """Owe ``data`` after what is owed without writing it now (a later ``flush`` writes it
+        with the rest); the caller then asks for a watch (``needs_watch``). False, nothing
+        taken, when the backlog is at ``max_outbound``."""
+        if self.owed_bytes >= self.max_outbound:
+            return False
+        self._owe(memoryview(data))
+        return True
+
     def flush(self) -> bool:
-        """Write what is owed, as far as the socket takes it; True when nothing is owed.
+        """Write what is owed, as far as the socket takes it; True when nothing is owed. Many
+        owed pieces (deferred frames) go out in one gathered write, up to ``GATHER`` at a time.
 
         Raises:
             BrokenError, ClosedError: the socket ended.
         """
         owed = self.backlog
-        send = self.transport.send_some
+        transport = self.transport
         while owed:
-            head = owed[0]
-            sent = send(head)
+            if len(owed) == 1:
+                parts: list[memoryview] = [owed[0]]
+                sent = transport.send_some(parts[0])
+            else:
+                parts = list(islice(owed, GATHER))
+                # A channel of links.mux has no socket to gather into: its parts are joined.
+                sent = transport.send_some(b"".join(parts)) if transport.virtual else transport.send_parts(parts)  # type: ignore[arg-type]
             if sent:
                 self.owed_bytes -= sent
                 self.stalled_since = None
-            if sent == len(head):
-                owed.popleft()
-                continue
-            if sent:
-                owed[0] = head[sent:]
-            self._stuck()
-            return False
+            for head in parts:
+                if sent < len(head):
+                    if sent:
+                        owed[0] = head[sent:]
+                    self._stuck()
+                    return False
+                sent -= len(head)
+                owed.popleft()  # type: ignore[union-attr]
         return True
 
     def needs_watch(self) -> bool:

@@ -121,6 +121,35 @@ class Sending:
                 return _COMPLETED
         return self.write(att, [msg], timeout, held)
 
+    def send_later(self, msg: Any, att: Attachment | None = None) -> bool:
+        """Queue ``msg`` behind what ``att`` (None: the current attachment) owes, without a
+        write of its own: the poll thread writes it with whatever else is owed, on its next
+        pass (a writable watch, asked for once per backlog) or sooner. For a sender that knows
+        more messages follow at once (links.rpc with many calls in flight): one write for many.
+        Order with every other send holds, as for any owed bytes (a send finds the backlog and
+        writes behind it). False when it cannot (a session, a stamping or ``on_sent`` protocol,
+        no attachment, a busy lock, a full backlog): nothing was taken, send it the usual way.
+
+        Raises:
+            What encoding ``msg`` raises (the caller's bug, as for ``send``).
+        """
+        if not self._fast_path or not self.write_lock.acquire(False):
+            return False
+        watch = None
+        try:
+            target = self.attachment if att is None else att
+            if target is None or target.closed or target.link.stamps or target.notify_sent:
+                return False
+            link = target.link
+            if not target.outbound.defer(link.framer.encode(link.messenger.serialize(msg))):
+                return False
+            watch = target if target.outbound.needs_watch() else None
+        finally:
+            self.write_lock.release()
+            if watch is not None:
+                watch.watch_writable()
+        return True
+
     def _fast_send_failed(self, att: Attachment | None, target: Attachment, msg: Any, e: Exception) -> None:
         """``send_now``'s encode or write raised ``e``: raise what the caller should see, or
         return when the user's sender waits for the next attachment instead (``_retry_after``).

@@ -793,3 +793,53 @@ def test_parts_written_in_one_call_are_owed_from_where_the_socket_stopped(gather
         assert bytes(got) == expected
         with lock:
             assert out.flush() and out.owed_bytes == 0
+
+
+def test_deferred_frames_wait_for_the_next_flush_and_go_out_in_order_in_few_writes():
+    # Connection.send_later's part: frames owed without a write of their own; the next flush
+    # writes them all, gathered, behind what was owed before; a full backlog refuses more.
+    from links._outbound import Outbound
+    from links._transport import Transport
+
+    a, b = socket.socketpair()
+    with a, b:
+        writes = []
+
+        class Counting(Transport):
+            __slots__ = ()
+
+            def send_some(self, data):
+                writes.append(1)
+                return super().send_some(data)
+
+            def send_parts(self, parts):
+                writes.append(len(parts))
+                return super().send_parts(parts)
+
+        class Owner:
+            def watch_writable(self):
+                pass
+
+            def unwatch(self):
+                pass
+
+        lock = threading.Lock()
+        out = Outbound(Counting(a), lock=lock, clock=time.monotonic, owner=Owner(), max_outbound=1000)
+        frames = [b"%03d" % i for i in range(300)]
+        with lock:
+            taken = [out.defer(f) for f in frames]
+            assert writes == []  # nothing written yet
+            assert out.needs_watch() and not out.needs_watch()  # one watch per backlog
+            assert out.flush() and out.owed_bytes == 0
+        assert taken == [True] * 300  # 900 bytes: under max_outbound all along
+        assert len(writes) <= 2  # 256 gathered, then the rest
+        with lock:
+            assert all(out.defer(b"x" * 100) for _ in range(10))
+            assert not out.defer(b"refused")  # at max_outbound: not taken
+            assert out.flush()
+        expected = b"".join(frames) + b"x" * 1000
+        b.settimeout(WAIT)
+        got = bytearray()
+        while len(got) < len(expected):
+            got += b.recv(1 << 16)
+        assert bytes(got) == expected
