@@ -82,7 +82,8 @@ CONNECT = ["connect", "soupbintcp", "127.0.0.1:9", *CREDENTIALS]
         (["mux", "echo", "--tls-cert", "/nonexistent.pem"], "argument --tls-cert: no readable file: /nonexistent.pem"),
         (["rpc"], "links rpc: a subcommand is needed: call, serve"),
         (["rpc", "call", "nohost", "echo"], "argument HOST:PORT: expected HOST:PORT, got 'nohost'"),
-        (["rpc", "call", "127.0.0.1:9"], "the following arguments are required: METHOD"),
+        (["rpc", "call"], "the following arguments are required: HOST:PORT, METHOD (see"),  # ARG_JSON is optional
+        (["rpc", "call", "127.0.0.1:9"], "the following arguments are required: METHOD (see"),
         (["rpc", "call", "127.0.0.1:9", "add", "2", "three"], "links rpc call: argument 2 is not JSON"),
         (["rpc", "call", "127.0.0.1:9", "echo", "1", "--timeout", "0"], "argument --timeout: must be positive: 0"),
         (["rpc", "serve", "--port", "70000"], "argument --port: port out of range 0-65535: 70000"),

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     call.add_argument("addr", type=address, metavar="HOST:PORT", help="the server")
     call.add_argument("method", metavar="METHOD", help="the method to call")
-    call.add_argument("params", nargs="*", metavar="ARG_JSON", help='its arguments, each a JSON value (2, "text", [1, 2])')
+    call.add_argument("params", nargs="*", default=[], metavar="ARG_JSON", help='its arguments, each a JSON value (2, "text", [1, 2])')
     call.add_argument("--timeout", type=positive(float), default=10.0, help="seconds to connect and for the reply (default 10)")
     add_client_options(call)
     call.add_argument("--log-level", choices=LEVELS, default="warning", help="lowest log level on stderr (default warning)")
