@@ -8,6 +8,7 @@ lines likewise.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -206,3 +207,13 @@ def loop_factories() -> dict:
         return factories
     factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+async def until(check: Callable[[], object], what: str = "condition", within: float = 10.0) -> None:
+    """Let the running loop turn (a turn at a time, no timed sleep) until ``check()`` holds;
+    AssertionError naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0)

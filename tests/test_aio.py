@@ -12,13 +12,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import pytest
 
 import links
 import links.aio
-from helpers import loop_factories
+from helpers import loop_factories, until
 from helpers_tls import tls_contexts
 
 LOOP_FACTORIES = loop_factories()
@@ -32,15 +31,6 @@ class Chat(links.Protocol):
 def addr(svc_or_server: object) -> str:
     host, port = svc_or_server.local_addr  # type: ignore[attr-defined]
     return f"{host}:{port}"
-
-
-async def until(check, what: str = "condition", within: float = 10.0) -> None:
-    """Let the loop run (a turn at a time, no timed sleep) until ``check()`` holds, at most ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0)
 
 
 async def echo(conn: links.aio.AsyncClt) -> None:

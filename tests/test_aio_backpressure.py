@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import links
 import links.aio
-from helpers import WAIT, loop_factories
+from helpers import WAIT, loop_factories, until
 from links.aio._inbox import EMPTY, PAUSE, RESUME, WAKE, Inbox
 
 LOOP_FACTORIES = loop_factories()
@@ -75,10 +75,7 @@ async def test_a_flood_into_a_coroutine_that_does_not_read_is_held_and_resumes()
     sender = svc.into_sender_with_spawned_recver()
     try:
         clt = await links.aio.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Chat, timeout=WAIT, max_queue=100)
-        for _ in range(100_000):
-            if len(svc):
-                break
-            await asyncio.sleep(0)
+        await until(lambda: len(svc) == 1, "the service pooled the client")
         await held_then_resumed(clt, sender.send, 100)
         clt.close()
     finally:
@@ -118,10 +115,7 @@ async def test_a_mux_channel_that_does_not_read_holds_only_its_own_sender() -> N
         other = links.aio.wrap(await loop.run_in_executor(None, lambda: mux.open(protocol=Chat)))
         await slow.send("hello")  # so the service knows which pooled channel is which
         await other.send("hello")
-        for _ in range(100_000):
-            if len(svc) == 2:
-                break
-            await asyncio.sleep(0)
+        await until(lambda: len(svc) == 2, "the service pooled both channels")
         slow_id, other_id = svc.con_ids()
 
         async def check_other_still_flows() -> None:

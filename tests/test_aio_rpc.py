@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,20 +17,11 @@ import pytest
 import links
 import links.aio
 import links.rpc
-from helpers import loop_factories
+from helpers import loop_factories, until
 from links.rpc import CallTimeout, RemoteError
 
 LOOP_FACTORIES = loop_factories()
 WAIT = 5.0
-
-
-async def until(check: Any, what: str = "condition", within: float = 10.0) -> None:
-    """Let the loop run (a turn at a time, no timed sleep) until ``check()`` holds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0)
 
 
 class Holds:
