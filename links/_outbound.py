@@ -183,8 +183,7 @@ class Outbound:
                 sent = transport.send_some(parts[0])
             else:
                 parts = list(islice(owed, GATHER))
-                # A channel of links.mux has no socket to gather into: its parts are joined.
-                sent = transport.send_some(b"".join(parts)) if transport.virtual else transport.send_parts(parts)  # type: ignore[arg-type]
+                sent = transport.send_parts(parts)  # type: ignore[arg-type]
             if sent:
                 self.owed_bytes -= sent
                 self.stalled_since = None

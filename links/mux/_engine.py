@@ -17,8 +17,10 @@ Flow control (the specification's, per stream; no window for the session as a wh
     whose peer does not read stops its own writer and no one else. Receiving: a DATA frame may
     not exceed what we granted; the driver calls ``consumed`` as the application takes bytes,
     and a WINDOW_UPDATE gives the credit back once half a window was consumed: what a peer may
-    have in flight unread is bounded by the window. links.mux grants ``DEFAULT_WINDOW`` (1 MiB,
-    announced with the SYN or ACK): with the initial 256 KiB a bulk transfer waits on its updates.
+    have in flight unread is bounded by the window. links.mux grants ``DEFAULT_WINDOW`` (4 MiB,
+    announced with the SYN or ACK, about what Linux lets a TCP connection's receive buffer grow
+    to): with the initial 256 KiB, or 1 MiB, a bulk transfer waits on its updates (the sender
+    stalls until the reader's credit comes back, W3 in benchmarks/RESULTS.md).
 
 Fairness
     ``take_output`` writes control frames first (SYN, ACK, window updates, pings: small, and
@@ -26,7 +28,9 @@ Fairness
     a stream that queued megabytes gets one chunk out before every other stream with data
     gets its next. A stream with nothing queued may always queue a chunk's worth, whatever the
     others hold (``max_queued`` bounds the rest), so a small message never waits behind a
-    large one for more than a turn of chunks.
+    large one for more than a turn of chunks. A stream that is alone with data goes out in
+    frames as large as the step (``limit``): there is nobody to interleave it with, and fewer
+    frames cost both sides less.
 
 Errors
     A violation of the protocol for the whole connection (a bad version or type, a SYN on a
@@ -53,7 +57,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: The receive window granted to each stream by default (see Flow control).
-DEFAULT_WINDOW = 1 << 20
+DEFAULT_WINDOW = 4 << 20
 #: Bytes of one stream's data per turn in ``take_output``: the unit of fairness.
 DEFAULT_CHUNK = 64 * 1024
 #: Bytes queued across all streams beyond each stream's first chunk (see Fairness).
@@ -380,7 +384,9 @@ class MuxEngine:
             out = stream.out if stream is not None else ()
             if not out:
                 continue  # reset meanwhile
-            n = min(out.size, chunk)
+            # Alone with data, a stream's frame may be as large as the step: chunks only
+            # interleave streams, and with no other stream waiting there is nothing to interleave.
+            n = min(out.size, chunk if turns or limit is None else max(chunk, limit - size - HEADER_SIZE))
             last = n == out.size
             flags = FIN if last and stream.fin_queued else 0  # type: ignore[union-attr]
             parts.append(_frame(DATA, flags, stream_id, n))
