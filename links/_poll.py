@@ -191,9 +191,9 @@ class PollHandler:
         self._post(done.set)
         return done.wait(timeout)
 
-    def in_poll_thread(self) -> bool:
-        """Whether the calling thread is this handler's poll thread (hooks on spawned receivers run there)."""
-        return threading.get_ident() == self._ident
+    def in_poll_thread(self, reading: Any = None) -> bool:
+        """Whether the caller is this poll thread (spawned receivers' hooks run there); ``reading``: and reads that handler."""
+        return threading.get_ident() == self._ident and (reading is None or self._books.reads(reading))
 
     @property
     def handler_count(self) -> int:

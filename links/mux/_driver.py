@@ -264,15 +264,7 @@ class MuxDriver:
     def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
         """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
         if isinstance(event, StreamData):
-            stream = self.streams.get(event.stream_id)
-            if stream is None or stream._shut:  # closed here: credited back, dropped
-                self.engine.consumed(event.stream_id, len(event.data))
-                return
-            inbound = stream.inbound
-            if isinstance(inbound, tuple):  # its first bytes: see StreamTransport.inbound
-                inbound = stream.inbound = deque()
-            inbound.append(event.data)
-            woken.setdefault(stream, False)
+            self._data(event, woken)
         elif isinstance(event, StreamOpened):
             stream = self.streams[event.stream_id] = StreamTransport(self, event.stream_id)
             opened.append(stream)
@@ -287,6 +279,26 @@ class MuxDriver:
         elif isinstance(event, GoAway):
             self.connection.log.info("mux.go_away_received", code=event.code)
         # StreamAccepted: nothing to do (data may flow before the ACK); Pong: liveness only.
+
+    def _data(self, event: StreamData, woken: dict[StreamTransport, bool]) -> None:
+        """Lock held: a stream's bytes, into its channel (``woken``: to wake after)."""
+        stream, data = self.streams.get(event.stream_id), event.data  # data: a view of the frame
+        if stream is None or stream._shut:  # closed here: credited back, dropped
+            self.engine.consumed(event.stream_id, len(data))
+            return
+        att = stream.attachment
+        if not stream.inbound and att is not None and att.poll is not None and not att.closed and att.poll.in_poll_thread(att.handler):
+            # Its reader runs on this thread, between passes, and holds no view of its buffer
+            # now: the bytes go straight in (one copy, not two), credited back as a read is.
+            att.link.buffer.feed(data)
+            att.last_recv = att.connection.clock()
+            self.engine.consumed(event.stream_id, len(data))
+        else:
+            inbound = stream.inbound
+            if isinstance(inbound, tuple):  # its first bytes: see StreamTransport.inbound
+                inbound = stream.inbound = deque()
+            inbound.append(bytes(data))
+        woken.setdefault(stream, False)
 
     def _wake(self, stream: StreamTransport, *, readable: bool = False, writable: bool = False) -> None:
         """Lock held: tell ``stream``'s waiters and its poll handler (if it has one)."""

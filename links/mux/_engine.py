@@ -18,9 +18,8 @@ Flow control (the specification's, per stream; no window for the session as a wh
     not exceed what we granted; the driver calls ``consumed`` as the application takes bytes,
     and a WINDOW_UPDATE gives the credit back once half a window was consumed: what a peer may
     have in flight unread is bounded by the window. links.mux grants ``DEFAULT_WINDOW`` (4 MiB,
-    announced with the SYN or ACK, about what Linux lets a TCP connection's receive buffer grow
-    to): with the initial 256 KiB, or 1 MiB, a bulk transfer waits on its updates (the sender
-    stalls until the reader's credit comes back, W3 in benchmarks/RESULTS.md).
+    announced with the SYN or ACK; Linux grows a TCP receive buffer as far): with 1 MiB or less,
+    a bulk transfer's sender stalls on the updates (W3 in benchmarks/RESULTS.md).
 
 Fairness
     ``take_output`` writes control frames first (SYN, ACK, window updates, pings: small, and
@@ -28,9 +27,8 @@ Fairness
     a stream that queued megabytes gets one chunk out before every other stream with data
     gets its next. A stream with nothing queued may always queue a chunk's worth, whatever the
     others hold (``max_queued`` bounds the rest), so a small message never waits behind a
-    large one for more than a turn of chunks. A stream that is alone with data goes out in
-    frames as large as the step (``limit``): there is nobody to interleave it with, and fewer
-    frames cost both sides less.
+    large one for more than a turn of chunks. A stream alone with data goes out in frames as
+    large as the step (``limit``): fewer frames cost both sides less.
 
 Errors
     A violation of the protocol for the whole connection (a bad version or type, a SYN on a
@@ -145,21 +143,19 @@ class MuxEngine:
     # -- what the peer sent -----------------------------------------------------------------
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Bytes as they came, any split: the events of every whole frame among them.
-
-        Raises:
-            MuxError: as ``receive``.
-        """
+        """Bytes as they came, any split: the events of every whole frame among them (data as
+        bytes: the buffer they came in is reused). Raises ``MuxError`` as ``receive``."""
         if self._buffer is None:
             self._buffer = ReceiveBuffer()
         self._buffer.feed(data)
         events: list[Event] = []
         while (frame := self._buffer.next_frame(self.framer)) is not None:
-            events.extend(self.receive(frame))
+            events += [StreamData(e.stream_id, bytes(e.data)) if type(e) is StreamData else e for e in self.receive(frame)]
         return events
 
     def receive(self, frame: bytes | bytearray | memoryview) -> list[Event]:
-        """One whole frame (as ``framer`` cuts them): what it means, as events.
+        """One whole frame (as ``framer`` cuts them): what it means, as events. A ``StreamData``'s
+        data is a view of ``frame`` (no copy): the caller copies what it keeps past the frame's life.
 
         Raises:
             MuxError: the frame breaks the protocol for the whole connection; a GO_AWAY
@@ -207,7 +203,7 @@ class MuxEngine:
             if length:
                 stream.recv_window -= length
                 if not stream.fin_received:  # data after the peer's FIN: dropped, credited back
-                    events.append(StreamData(stream_id, bytes(frame[HEADER_SIZE:])))
+                    events.append(StreamData(stream_id, memoryview(frame)[HEADER_SIZE:]))  # uncopied: see receive
                 else:
                     self.consumed(stream_id, length)
         elif length:
@@ -384,8 +380,7 @@ class MuxEngine:
             out = stream.out if stream is not None else ()
             if not out:
                 continue  # reset meanwhile
-            # Alone with data, a stream's frame may be as large as the step: chunks only
-            # interleave streams, and with no other stream waiting there is nothing to interleave.
+            # A stream alone with data: no one to interleave with, so a frame as large as the step.
             n = min(out.size, chunk if turns or limit is None else max(chunk, limit - size - HEADER_SIZE))
             last = n == out.size
             flags = FIN if last and stream.fin_queued else 0  # type: ignore[union-attr]

@@ -23,10 +23,11 @@ class StreamAccepted:
 
 @dataclass(frozen=True, slots=True)
 class StreamData:
-    """Bytes for ``stream_id``, in order; call ``consumed`` as the application takes them."""
+    """Bytes for ``stream_id``, in order; call ``consumed`` as the application takes them.
+    From ``MuxEngine.receive``, a view of the frame received (copy what you keep); from ``feed``, bytes."""
 
     stream_id: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
