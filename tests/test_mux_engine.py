@@ -313,6 +313,38 @@ def test_a_small_message_waits_one_turn_of_chunks_at_most():
     assert (first + second)[:2] == [(0, 0, a, c.chunk, bytes(c.chunk)), (0, 0, b, 6, b"urgent")]
 
 
+def test_a_stream_alone_with_data_goes_out_in_frames_as_large_as_the_step():
+    c, s = pair(window=64 << 20)
+    a, b = c.open(), c.open()
+    flow(c, s)
+    s.accept(a)
+    s.accept(b)
+    c.feed(s.take_output())
+    assert c.write(a, bytes(1 << 20)) == 1 << 20
+    alone = frames(c.take_output(limit=256 * KIB))
+    assert [(sid, n) for _, _, sid, n, _ in alone] == [(a, 256 * KIB - wire.HEADER_SIZE)]  # one frame, not four chunks
+    assert c.write(b, b"urgent") == 6  # another stream with data: turns of chunks again
+    taken = frames(c.take_output(limit=256 * KIB))
+    assert [(sid, n) for _, _, sid, n, _ in taken][:2] == [(a, c.chunk), (b, 6)]
+    rest = (1 << 20) - sum(n for _, _, sid, n, _ in alone + taken if sid == a)
+    assert sum(len(p) for _, _, sid, _, p in frames(c.take_output()) if sid == a) == rest  # every byte, once
+
+
+def test_data_received_is_a_view_of_the_frame_and_fed_data_is_bytes():
+    c, s = pair()
+    sid = c.open()
+    c.write(sid, b"hello")
+    out = c.take_output()
+    syn, data = out[: wire.HEADER_SIZE], memoryview(out)[wire.HEADER_SIZE :]
+    s.receive(syn)
+    (event,) = s.receive(data)
+    assert type(event.data) is memoryview and event.data == b"hello"  # uncopied: the caller copies what it keeps
+    c2, s2 = pair()
+    c2.open()
+    c2.write(1, b"hello")
+    assert [type(e.data) for e in s2.feed(c2.take_output()) if isinstance(e, StreamData)] == [bytes]
+
+
 def test_max_queued_bounds_what_streams_queue_and_frees_them_as_output_is_taken():
     c, s = pair(window=1 << 20, max_queued=64 * KIB)
     ids = [c.open() for _ in range(3)]
