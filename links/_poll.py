@@ -193,7 +193,7 @@ class PollHandler:
 
     def in_poll_thread(self, reading: Any = None) -> bool:
         """Whether the caller is this poll thread (spawned receivers' hooks run there); ``reading``: and reads that handler."""
-        return threading.get_ident() == self._ident and (reading is None or self._books.reads(reading))
+        return threading.get_ident() == self._ident and (reading is None or bool(self._books.interest.get(id(reading), 0) & _READ))
 
     @property
     def handler_count(self) -> int:

@@ -118,10 +118,6 @@ class Registry:
             self._forget_fd(handler)
         return events
 
-    def reads(self, handler: Any) -> bool:
-        """Whether ``handler`` is registered for reading (and not paused)."""
-        return bool(self.interest.get(id(handler), 0) & _READ)
-
     def pause_reading(self, handler: Any) -> None:
         """Stop reading ``handler`` (registered for reading, not paused; else nothing), keeping
         it registered and its writer serviced."""

@@ -154,6 +154,7 @@ class MuxDriver:
         self.error: LinksError | None = None  # the physical connection is gone: every stream ends so
         self._failed: LinksError | None = None  # a write failed under the lock: ended after it
         self._then: Callable[[], None] | None = None  # finish(): called once every stream is done
+        self._now: float | None = None  # the clock's reading for the read being routed, once asked
         att.on_drained = self._drained
 
     def __repr__(self) -> str:
@@ -244,6 +245,7 @@ class MuxDriver:
         woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
         receive, apply = self.engine.receive, self._apply
         self.lock.acquire()
+        self._now = None
         try:
             for frame in frames:
                 try:
@@ -291,7 +293,9 @@ class MuxDriver:
             # Its reader runs on this thread, between passes, and holds no view of its buffer
             # now: the bytes go straight in (one copy, not two), credited back as a read is.
             att.link.buffer.feed(data)
-            att.last_recv = att.connection.clock()
+            if self._now is None:  # once per read: every channel it fed was heard from then
+                self._now = att.connection.clock()
+            att.last_recv = self._now
             self.engine.consumed(event.stream_id, len(data))
         else:
             inbound = stream.inbound
