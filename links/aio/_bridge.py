@@ -37,13 +37,14 @@ from typing import TYPE_CHECKING, Any
 from .._callbacks import Callback
 from .._core._conid import ConId
 from ._inbox import EMPTY, PAUSE, RESUME, WAKE, Inbox
+from ._looppoll import LoopPoller
 from ._waker import waker_for
 
 if TYPE_CHECKING:
     from .._attachment import Attachment
     from .._connection import Connection
 
-__all__ = ["Bridge", "ROOM_CHECK"]
+__all__ = ["Bridge", "LoopBridge", "bridge_for", "ROOM_CHECK"]
 
 #: Seconds a send waiting for room sleeps at most before it tries again.
 ROOM_CHECK = 0.1
@@ -217,3 +218,33 @@ class Bridge(Callback):
         """A waiting send is done with ``fut`` (room came, the time ran out, or it was cancelled)."""
         with suppress(ValueError):
             self._room.remove(fut)
+
+
+class LoopBridge(Bridge):
+    """The bridge of a connection the loop itself reads (``links.aio._looppoll``): its callback
+    runs on the loop's thread, so a read that finds a coroutine waiting sets the waiting
+    futures there and then (the coroutines resume once the read's messages are all queued, the
+    read being one callback of the loop), and a drained socket wakes a send waiting for room
+    the same way. Only what comes from another thread (a close, or a read after the loop ended
+    and the connection went on elsewhere) still goes through the ``LoopWaker``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, con: Connection, max_queue: int) -> None:
+        super().__init__(loop, con, max_queue)
+        self._ident = threading.get_ident()  # made on the loop's thread (wrap, or a server's join)
+
+    def _wake_after_read(self) -> None:
+        self._post(self._woken)
+
+    def _post(self, fn: Any) -> None:
+        if threading.get_ident() == self._ident and not self.loop.is_closed():
+            fn()  # on the loop: the futures are set now, their coroutines run after this callback
+        else:
+            self._waker.wake(fn)
+
+
+def bridge_for(loop: asyncio.AbstractEventLoop, con: Connection, max_queue: int) -> Bridge:
+    """A ``LoopBridge`` for a connection that ``loop`` reads itself, else a ``Bridge``."""
+    poll = con._poll()
+    if isinstance(poll, LoopPoller) and poll.loop is loop:
+        return LoopBridge(loop, con, max_queue)
+    return Bridge(loop, con, max_queue)

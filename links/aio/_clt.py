@@ -20,8 +20,9 @@ from .._core._conid import Addr, ConId
 from .._core._status import SendStatus
 from .._errors import BrokenError, ClosedError
 from .._sender import CltSender
-from ._bridge import ROOM_CHECK, Bridge
+from ._bridge import ROOM_CHECK, Bridge, bridge_for
 from ._inbox import EMPTY, Inbox
+from ._looppoll import loop_poller
 from ._offloop import off_loop
 
 __all__ = ["AsyncClt", "connect", "wrap", "DEFAULT_MAX_QUEUE"]
@@ -174,7 +175,7 @@ def wrap(clt: Clt, *, max_queue: int = DEFAULT_MAX_QUEUE) -> AsyncClt:
     """
     loop = asyncio.get_running_loop()
     con = clt._con
-    bridge = Bridge(loop, con, max_queue)
+    bridge = bridge_for(loop, con, max_queue)
     clt._halves()  # raises ClosedError if it was split or spawned, before anything changes
     with con.changed:  # read during its handshake and kept for recv(): they come first
         for msg in con.pending:
@@ -206,6 +207,8 @@ async def connect(
         Cancelled while it dials, the connection it then makes is closed.
     """
     Inbox(max_queue)  # raises ValueError for an unusable max_queue, before dialing
+    if options.get("poll_handler") is None:  # the loop reads and writes it (links.aio._looppoll)
+        options["poll_handler"] = loop_poller()
     clt = await off_loop(lambda: Clt.connect(addr, protocol=protocol, callback=callback, **options), Clt.close)
     try:
         return wrap(clt, max_queue=max_queue)
