@@ -1,4 +1,5 @@
-"""``Bridge``: one connection's crossing between links' poll thread and an asyncio event loop.
+"""``Bridge``: one connection's crossing between links' poll thread and an asyncio event loop;
+``LoopBridge``, the same where the loop reads the connection itself (at the end).
 
 Receiving: the bridge is the connection's ``Callback``; on the poll thread its ``on_recv``
 appends each message to an ``Inbox`` (``links.aio._inbox``, the state; its orders under

@@ -1,10 +1,13 @@
 """``AsyncClt``: a links connection as awaitables; ``connect`` and ``wrap`` make one.
 
-The poll thread keeps doing the I/O: the connection's receiver is spawned there and hands
-each message to the loop through a ``Bridge`` (``links.aio._bridge``); a send writes from the
+``connect`` dials with the running loop's ``LoopPoller`` as the connection's poll handler
+(``links.aio._looppoll``), so the loop reads it and its ``LoopBridge`` hands each message to
+the waiting coroutine on the loop's thread. ``wrap`` spawns a threaded connection's receiver
+on its own poll handler (a poll thread, for a ``links.Clt`` or a channel) and a ``Bridge``
+carries the messages across (``links.aio._bridge``). Either way a send writes from the
 loop's thread without ever waiting on the socket (``timeout=0``), and a send that finds no
-room awaits it. Nothing here blocks the loop: dialing and handshakes run on a thread of their
-own (``links.aio._offloop``).
+room awaits it, woken when the socket drains. Nothing here blocks the loop: dialing and
+the first handshakes run on a thread of their own (``links.aio._offloop``).
 """
 
 from __future__ import annotations

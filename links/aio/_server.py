@@ -1,9 +1,12 @@
 """``AsyncServer``: a links service whose connections are handled by coroutines.
 
-``serve`` binds a ``links.Svc`` and spawns it into the poll thread (accepting, gating, TLS
-and session handshakes all run there, as for any service). As each connection joins the
-service's pool, before its first byte is read, it gets a ``Bridge`` and becomes an
-``AsyncClt``; the loop then runs ``handler(conn)`` as a task of its own. When the handler
+``serve`` binds a ``links.Svc`` with the running loop's ``LoopPoller`` as its poll handler
+(``links.aio._looppoll``) and spawns it there: accepting, gating, TLS and session handshakes
+run on the loop, as they would on a poll thread, and so do the connections' reads (with
+``mux=True``, or a ``poll_handler=`` of one's own, all of it stays on that poll thread). As
+each connection joins the service's pool, before its first byte is read, it gets a bridge
+(``links.aio._bridge``) and becomes an ``AsyncClt``; the loop then runs ``handler(conn)`` as
+a task of its own. When the handler
 returns (or raises: logged as ``aio.handler_failed``), its connection is closed.
 
 ``aclose`` closes the service (no more accepting; every connection closed, which ends each
