@@ -77,8 +77,9 @@ class Bridge(Callback):
         """Poll thread: queue ``msg``; wake the loop (once per read) or pause reading. The
         append needs no lock (a deque's is atomic); the orders do (``Inbox.needs_orders``)."""
         inbox = self.inbox
-        inbox.queue.append(msg)
-        if not inbox.needs_orders():
+        queue = inbox.queue
+        queue.append(msg)
+        if not inbox.waiting and len(queue) < inbox.high:  # Inbox.needs_orders, spelled out: per message
             return
         with self.lock:
             orders = inbox.pushed()
