@@ -50,6 +50,7 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from typing import Any
 
 from .._log import get_logger
@@ -379,7 +380,10 @@ class LoopPoller:
             if _pollers.get(self.loop) is self:
                 del _pollers[self.loop]
         self._close_handlers()
-        self._watch = None
+        watch, self._watch = self._watch, None
+        if watch is not None:  # finished here, rather than handed to a closed loop's finalizer later
+            with suppress(StopIteration, RuntimeError):  # RuntimeError: it is what called us
+                watch.aclose().send(None)
 
     def _close_handlers(self, but_writers: bool = False) -> None:
         for ident, handler in list(self._handlers.items()):
