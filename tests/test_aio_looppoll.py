@@ -257,10 +257,19 @@ def test_the_loops_end_closes_what_is_left(loop_name: str, pairs) -> None:
     thread.start()
     thread.join(10.0)
     assert elsewhere == [False]  # the loop is not running: nothing would answer, and it does not wait
-    loop.close()
     ran: list[str] = []
     thread = threading.Thread(target=lambda: poller.remove(writer, then=lambda: ran.append("then")))
-    thread.start()  # finds the loop closed: done there and then
+    thread.start()  # posted to the stopped loop, which will never run it
+    thread.join(10.0)
+    loop.close()
+    assert ran == []
+
+    def refused() -> None:
+        with pytest.raises(RuntimeError):
+            poller.call_soon(lambda: None)
+
+    thread = threading.Thread(target=refused)
+    thread.start()  # finds the loop closed: what was posted and never run is done there and then
     thread.join(10.0)
     assert ran == ["then"] and writer.failures == [None] and poller.handler_count == 0
 

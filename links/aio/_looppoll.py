@@ -1,14 +1,12 @@
 """``LoopPoller``: links' poll handler interface driven by an asyncio event loop, on its own thread.
 
 ``links.aio.connect`` and ``links.aio.serve`` give their connections to the running loop's
-``LoopPoller`` (``loop_poller()``) instead of links' poll thread: the loop itself reads and
-writes their sockets, so a message read is handed to the coroutine waiting for it on the same
-thread (``links.aio._bridge``, ``LoopBridge``), with no wake-up sent across threads and no
-interpreter lock passed between two threads per read.
+``LoopPoller`` (``loop_poller()``) instead of links' poll thread: the loop reads and writes
+their sockets, and a message read goes to the coroutine waiting for it on the same thread
+(``links.aio._bridge.LoopBridge``): no wake-up across threads, no interpreter lock handed over.
 
-The interface is ``links.PollHandler``'s (``add``, ``remove(handler, reason, then=)``,
-``want_writable``, ``pause_reading``, ``call_soon``, ``sync``, ``in_poll_thread``,
-``handler_count``, ``shutdown``), the connection engine's only contact with its poll handler:
+The interface is ``links.PollHandler``'s, the connection engine's only contact with its poll
+handler (``add``, ``remove``, ``want_writable``, ``pause_reading``, ``call_soon``, ``sync``, ...):
 
 * **Readiness**: ``loop.add_reader`` / ``add_writer`` per fd, level-triggered (the stdlib
   selector loops, and uvloop's libuv polls, report an fd again on every turn while it is
@@ -24,8 +22,7 @@ The interface is ``links.PollHandler``'s (``add``, ``remove(handler, reason, the
   and told (``on_poll_failure``); the loop carries on with the others.
 * **Closing fds**: ``remove(handler, then=fn)`` stops watching the fd, then runs ``fn`` (which
   closes the socket): the other order would let the fd number be reused under a live watch.
-* Handlers without an fd (``virtual``: ``links.mux`` channels) are not served here: they stay
-  on the poll thread (``links.aio.serve(..., mux=True)`` and ``wrap`` of a channel use it).
+* Handlers without an fd (``virtual``: ``links.mux`` channels) stay on the poll thread.
 
 The loop's end. A connection driven by a loop lives with that loop:
 
@@ -33,7 +30,7 @@ The loop's end. A connection driven by a loop lives with that loop:
   thread sending on ``.sender`` still writes straight to the socket, but what the socket does
   not take waits for the loop to run again (or for ``stall_timeout``).
 * When the loop **shuts down** (``asyncio.run``, ``asyncio.Runner`` and pytest-asyncio finalize
-  the loop's async generators before closing it: the poller keeps one to hear of it), every
+  the loop's async generators before closing it: ``links.aio._loopend`` hears of it), every
   connection still open is closed (``on_poll_failure(None)``: as a local ``close()``, reason
   ``poll_shutdown``), what they still owe is written for up to ``LOOP_END_DRAIN`` seconds, and
   every fd is released. Later commands raise ``RuntimeError`` like a shut-down ``PollHandler``
@@ -49,13 +46,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
-from contextlib import suppress
+from collections.abc import Callable
 from typing import Any
 
 from .._log import get_logger
 from .._registry import is_virtual
 from .._threads import _idents as _runtime_idents
+from ._loopend import LoopEndWatch
 
 __all__ = ["LoopPoller", "loop_poller", "LOOP_END_DRAIN"]
 
@@ -65,6 +62,8 @@ LOOP_END_DRAIN = 2.0
 _log = get_logger("poll")
 _get_running_loop = asyncio._get_running_loop
 _get_ident = threading.get_ident
+
+_FAILED: Any = object()  # what LoopPoller._call answers for a handler that raised
 
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopPoller] = weakref.WeakKeyDictionary()
 _pollers_lock = threading.Lock()
@@ -85,26 +84,22 @@ class LoopPoller:
         self._writing: set[int] = set()  # ids with a writer on the loop
         self._paused: set[int] = set()  # ids whose reading is paused (registered still)
         self._lock = threading.Lock()  # the stop, against commands posted meanwhile
+        self._queued: set[_Posted] = set()  # posted from other threads, not run yet
         self._stopped = False
         self._final = False  # no new writer: the loop's end is past its drain
         self._idle: asyncio.Future[None] | None = None  # the loop's end waits for the last handler
-        self._watch: Any = None  # the async generator that hears of the loop's end
-
-    @property
-    def busy_poll(self) -> float:
-        """0: the loop sleeps in its own selector (``PollHandler.busy_poll`` has no meaning here)."""
-        return 0.0
+        self._watch: LoopEndWatch | None = None  # hears of the loop's end (``watch_loop_end``)
 
     # -- commands from any thread ---------------------------------------------------------
 
     def add(self, handler: Any) -> None:
         """Start reading ``handler`` on the loop. Raises RuntimeError once the loop ended."""
-        self._post(lambda: self._register(handler))
+        self._post(lambda: self._register(handler), handler)
 
     def remove(self, handler: Any, reason: str = "removed", then: Callable[[], None] | None = None) -> None:
         """Stop servicing ``handler``; run ``then`` on the loop right after (ended: now)."""
         try:
-            self._post(lambda: self._unregister(handler, reason, then))
+            self._post(lambda: self._unregister(handler, reason, then), then=then)
         except RuntimeError:
             if then is not None:
                 then()
@@ -114,7 +109,7 @@ class LoopPoller:
         returns False. Any thread; RuntimeError once the loop ended."""
         if self._final:
             raise RuntimeError(f"{self.name}: the loop ended")
-        self._post(lambda: self._watch_writable(handler))
+        self._post(lambda: self._watch_writable(handler), handler)
 
     def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
         """For handlers without an fd, which are never registered here: ignored."""
@@ -154,7 +149,7 @@ class LoopPoller:
         """Close every handler now (no drain) and refuse later commands. Idempotent."""
         if self._stopped:
             return
-        if self._inline() or self.loop.is_closed():
+        if self._inline() or not self.loop.is_running():  # stopped or closed: nothing runs there now
             self._stop(None)
             return
         done = threading.Event()
@@ -163,8 +158,7 @@ class LoopPoller:
         except RuntimeError:
             self._stop(None)
             return
-        if not done.wait(timeout):
-            self._stop(None)  # the loop did not run it: nothing watches these fds any more
+        done.wait(timeout)
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "running"
@@ -177,17 +171,34 @@ class LoopPoller:
             return running is self.loop
         return _get_ident() == self._owner and not self.loop.is_running() and not self.loop.is_closed()
 
-    def _post(self, command: Callable[[], None]) -> None:
+    def _post(self, command: Callable[[], None], handler: Any = None, then: Callable[[], None] | None = None) -> None:
+        """Run ``command`` now (``_inline``) or post it. Posted, it is kept until it runs: if the
+        loop ends first, ``_stop`` still fails the ``handler`` it would have watched and runs
+        the ``then`` it would have run (closing an fd), so nothing posted meanwhile leaks."""
         if self._stopped:
             raise RuntimeError(f"{self.name}: the loop ended")
         if self._inline():
             self._run_command(command)
             return
+        posted = _Posted(command, handler, then)
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError(f"{self.name}: the loop ended")
+            self._queued.add(posted)
         try:
-            self.loop.call_soon_threadsafe(self._run_command, command)
+            self.loop.call_soon_threadsafe(self._run_posted, posted)
         except RuntimeError:  # the loop is closed: nothing will ever watch these fds again
+            with self._lock:
+                self._queued.discard(posted)
             self._stop(None)
             raise RuntimeError(f"{self.name}: the loop is closed") from None
+
+    def _run_posted(self, posted: _Posted) -> None:
+        with self._lock:
+            if posted not in self._queued:
+                return  # the loop ended before it ran: _stop did what was owed
+            self._queued.discard(posted)
+        self._run_command(posted.command)
 
     def _run_command(self, command: Callable[[], None]) -> None:
         fresh = _enter_runtime()
@@ -308,32 +319,27 @@ class LoopPoller:
             self._paused.discard(ident)
             self._watch_fd(handler, fd, self._reading)
 
-    def _readable(self, handler: Any) -> None:
+    def _call(self, handler: Any, method: Callable[[], bool]) -> Any:
+        """``method()`` (a handler's ``on_readable`` or ``on_writable``), marked as on a runtime
+        thread; on failure ``_FAILED`` (true) once the handler is failed."""
         fresh = _enter_runtime()
         try:
-            keep = handler.on_readable()
+            return method()
         except Exception as e:
             self._fail(handler, e)
-            return
+            return _FAILED
         finally:
             if fresh:
                 _runtime_idents.discard(_get_ident())
-        if not keep:
+
+    def _readable(self, handler: Any) -> None:
+        if not self._call(handler, handler.on_readable):
             self._unregister(handler, "done", None)
 
     def _writable(self, handler: Any) -> None:
-        fresh = _enter_runtime()
-        try:
-            more = handler.on_writable()
-        except Exception as e:
-            self._fail(handler, e)
-            return
-        finally:
-            if fresh:
-                _runtime_idents.discard(_get_ident())
         ident = id(handler)
-        if more or ident not in self._writing or self._handlers.get(ident) is not handler:
-            return
+        if self._call(handler, handler.on_writable) or ident not in self._writing or self._handlers.get(ident) is not handler:
+            return  # still owing, failed, or gone meanwhile
         if ident in self._reading or ident in self._paused:  # read only now (paused: registered still)
             self._writing.discard(ident)
             self.loop.remove_writer(self._fd[ident])
@@ -351,14 +357,8 @@ class LoopPoller:
     # -- the loop's end -------------------------------------------------------------------
 
     def watch_loop_end(self) -> None:
-        """Hear of the loop's shutdown: an async generator of ours, started here, is finalized by
-        ``loop.shutdown_asyncgens()`` (``asyncio.run`` and ``Runner`` call it before closing)."""
-        watch = _loop_end(self)
-        try:
-            watch.asend(None).send(None)  # its first step, registering it with the running loop
-        except StopIteration:
-            pass
-        self._watch = watch  # the loop keeps them weakly
+        """Hear of the loop's shutdown (``links.aio._loopend``); on the loop's thread, while it runs."""
+        self._watch = LoopEndWatch(self._loop_ending)
 
     async def _loop_ending(self) -> None:
         """The loop shuts down (still running): close every connection, let them write what
@@ -375,15 +375,23 @@ class LoopPoller:
             if self._stopped:
                 return
             self._stopped = True
+            queued, self._queued = self._queued, set()
         self._final = True
         with _pollers_lock:
             if _pollers.get(self.loop) is self:
                 del _pollers[self.loop]
-        self._close_handlers()
+        self._close_handlers()  # their fds unwatched first: the thens below close some of them
+        for posted in queued:
+            try:
+                if posted.handler is not None and not posted.handler.closed:
+                    posted.handler.on_poll_failure(None)
+                if posted.then is not None:
+                    posted.then()
+            except Exception as e:
+                _log.error("poll.command_failed", error=repr(e), during="shutdown")
         watch, self._watch = self._watch, None
-        if watch is not None:  # finished here, rather than handed to a closed loop's finalizer later
-            with suppress(StopIteration, RuntimeError):  # RuntimeError: it is what called us
-                watch.aclose().send(None)
+        if watch is not None:
+            watch.cancel()
 
     def _close_handlers(self, but_writers: bool = False) -> None:
         for ident, handler in list(self._handlers.items()):
@@ -398,11 +406,15 @@ class LoopPoller:
                 _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(e), during="shutdown")
 
 
-async def _loop_end(poller: LoopPoller) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        await poller._loop_ending()
+class _Posted:
+    """A command posted to the loop from another thread (see ``LoopPoller._post``)."""
+
+    __slots__ = ("command", "handler", "then")
+
+    def __init__(self, command: Callable[[], None], handler: Any, then: Callable[[], None] | None) -> None:
+        self.command = command
+        self.handler = handler
+        self.then = then
 
 
 def loop_poller(loop: asyncio.AbstractEventLoop | None = None) -> LoopPoller:
