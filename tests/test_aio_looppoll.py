@@ -309,6 +309,22 @@ async def test_callbacks_and_hooks_run_on_the_loops_thread() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_wrapped_threaded_clt_stays_on_its_poll_thread() -> None:
+    from links.aio._bridge import Bridge, LoopBridge
+
+    async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=echo) as server:
+        loop = asyncio.get_running_loop()
+        threaded = await loop.run_in_executor(None, lambda: links.Clt.connect(addr(server), protocol=Chat, timeout=5.0))
+        clt = links.aio.wrap(threaded)
+        assert type(clt._bridge) is Bridge and not isinstance(clt._con._poll(), LoopPoller)
+        await clt.send({"n": 1})
+        assert await clt.recv() == {"n": 1}
+        clt.close()
+        async with await links.aio.connect(addr(server), protocol=Chat, timeout=5.0) as driven:
+            assert type(driven._bridge) is LoopBridge
+
+
+@pytest.mark.asyncio
 async def test_a_peer_that_never_reads_makes_a_send_wait_without_blocking_the_loop() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     loop = asyncio.get_running_loop()
