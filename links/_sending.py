@@ -203,7 +203,9 @@ class Sending:
                 self._tell_sent(target, taken)
                 return _COMPLETED
             left = time_left(deadline)
-            if not may_wait or left == 0.0:
+            if not may_wait or left == 0.0 or self._poll().in_poll_thread():
+                # On the thread that services this connection (an event loop's, links.aio):
+                # what it would wait for, room or the next attachment, only it could bring.
                 return self._would_block(target, msgs)
             self._wait(target if refused else None, left, held)
 

@@ -1,4 +1,4 @@
-"""links.aio: links connections from asyncio code, the poll thread still doing the I/O.
+"""links.aio: links connections from asyncio code, the event loop doing their I/O.
 
 * ``clt = await links.aio.connect("host:port", protocol=Chat, ...)`` (every option of
   ``links.Clt.connect``): ``await clt.send(msg)``, ``clt.send_nowait(msg)``, ``await
@@ -13,10 +13,21 @@
   links.aio.serve_rpc("host:port", server)`` runs the server's ``async def`` handlers on the
   running loop.
 
-Messages reach the loop in order, one wake-up per batch; a ``recv`` cancelled while it waits
-loses nothing; a coroutine that stops reading makes links stop reading its socket once
-``max_queue`` messages wait (TCP then holds the peer), and read again at half that. Works
-under uvloop as under asyncio.
+Who does the I/O. The connections ``connect`` and ``serve`` make are serviced by the running
+loop itself (``_looppoll.LoopPoller``: links' poll handler interface on ``loop.add_reader`` /
+``add_writer``): the connection engine is links' own, unchanged (handshakes, TLS, redials,
+heartbeats on the timer thread, the outbound path), only its poll handler is the loop, so a
+read hands its messages to the waiting coroutine on the same thread (``_bridge.LoopBridge``)
+and a drained socket wakes a waiting send there. A connection made with the threaded API and
+wrapped (``wrap``), a channel, and anything given ``poll_handler=`` stay on a poll thread,
+whose reads reach the loop through ``_bridge.Bridge`` and ``_waker.LoopWaker`` (one
+``call_soon_threadsafe`` per read that finds a coroutine waiting). ``_looppoll`` says what
+happens to a loop-driven connection when its loop stops, shuts down or is closed.
+
+Either way: messages reach the coroutine in order, one wake-up per batch; a ``recv``
+cancelled while it waits loses nothing; a coroutine that stops reading makes links stop
+reading its socket once ``max_queue`` messages wait (TCP then holds the peer), and read again
+at half that. Works under uvloop as under asyncio.
 """
 
 from ._clt import DEFAULT_MAX_QUEUE, AsyncClt, connect, wrap

@@ -1,4 +1,5 @@
-"""``Bridge``: one connection's crossing between links' poll thread and an asyncio event loop.
+"""``Bridge``: one connection's crossing between links' poll thread and an asyncio event loop;
+``LoopBridge``, the same where the loop reads the connection itself (at the end).
 
 Receiving: the bridge is the connection's ``Callback``; on the poll thread its ``on_recv``
 appends each message to an ``Inbox`` (``links.aio._inbox``, the state; its orders under
@@ -37,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 from .._callbacks import Callback
 from .._core._conid import ConId
 from ._inbox import EMPTY, PAUSE, RESUME, WAKE, Inbox
+from ._looppoll import LoopPoller
 from ._waker import waker_for
 
 if TYPE_CHECKING:
     from .._attachment import Attachment
     from .._connection import Connection
 
-__all__ = ["Bridge", "ROOM_CHECK"]
+__all__ = ["Bridge", "LoopBridge", "bridge_for", "ROOM_CHECK"]
 
 #: Seconds a send waiting for room sleeps at most before it tries again.
 ROOM_CHECK = 0.1
@@ -75,8 +77,9 @@ class Bridge(Callback):
         """Poll thread: queue ``msg``; wake the loop (once per read) or pause reading. The
         append needs no lock (a deque's is atomic); the orders do (``Inbox.needs_orders``)."""
         inbox = self.inbox
-        inbox.queue.append(msg)
-        if not inbox.needs_orders():
+        queue = inbox.queue
+        queue.append(msg)
+        if not inbox.waiting and len(queue) < inbox.high:  # Inbox.needs_orders, spelled out: per message
             return
         with self.lock:
             orders = inbox.pushed()
@@ -217,3 +220,33 @@ class Bridge(Callback):
         """A waiting send is done with ``fut`` (room came, the time ran out, or it was cancelled)."""
         with suppress(ValueError):
             self._room.remove(fut)
+
+
+class LoopBridge(Bridge):
+    """The bridge of a connection the loop itself reads (``links.aio._looppoll``): its callback
+    runs on the loop's thread, so a read that finds a coroutine waiting sets the waiting
+    futures there and then (the coroutines resume once the read's messages are all queued, the
+    read being one callback of the loop), and a drained socket wakes a send waiting for room
+    the same way. Only what comes from another thread (a close, or a read after the loop ended
+    and the connection went on elsewhere) still goes through the ``LoopWaker``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, con: Connection, max_queue: int) -> None:
+        super().__init__(loop, con, max_queue)
+        self._ident = threading.get_ident()  # made on the loop's thread (wrap, or a server's join)
+
+    def _wake_after_read(self) -> None:
+        self._post(self._woken)
+
+    def _post(self, fn: Any) -> None:
+        if threading.get_ident() == self._ident and not self.loop.is_closed():
+            fn()  # on the loop: the futures are set now, their coroutines run after this callback
+        else:
+            self._waker.wake(fn)
+
+
+def bridge_for(loop: asyncio.AbstractEventLoop, con: Connection, max_queue: int) -> Bridge:
+    """A ``LoopBridge`` for a connection that ``loop`` reads itself, else a ``Bridge``."""
+    poll = con._poll()
+    if isinstance(poll, LoopPoller) and poll.loop is loop:
+        return LoopBridge(loop, con, max_queue)
+    return Bridge(loop, con, max_queue)

@@ -1,10 +1,13 @@
 """``AsyncClt``: a links connection as awaitables; ``connect`` and ``wrap`` make one.
 
-The poll thread keeps doing the I/O: the connection's receiver is spawned there and hands
-each message to the loop through a ``Bridge`` (``links.aio._bridge``); a send writes from the
+``connect`` dials with the running loop's ``LoopPoller`` as the connection's poll handler
+(``links.aio._looppoll``), so the loop reads it and its ``LoopBridge`` hands each message to
+the waiting coroutine on the loop's thread. ``wrap`` spawns a threaded connection's receiver
+on its own poll handler (a poll thread, for a ``links.Clt`` or a channel) and a ``Bridge``
+carries the messages across (``links.aio._bridge``). Either way a send writes from the
 loop's thread without ever waiting on the socket (``timeout=0``), and a send that finds no
-room awaits it. Nothing here blocks the loop: dialing and handshakes run on a thread of their
-own (``links.aio._offloop``).
+room awaits it, woken when the socket drains. Nothing here blocks the loop: dialing and
+the first handshakes run on a thread of their own (``links.aio._offloop``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from .._core._conid import Addr, ConId
 from .._core._status import SendStatus
 from .._errors import BrokenError, ClosedError
 from .._sender import CltSender
-from ._bridge import ROOM_CHECK, Bridge
+from ._bridge import ROOM_CHECK, Bridge, bridge_for
 from ._inbox import EMPTY, Inbox
+from ._looppoll import loop_poller
 from ._offloop import off_loop
 
 __all__ = ["AsyncClt", "connect", "wrap", "DEFAULT_MAX_QUEUE"]
@@ -127,6 +131,9 @@ class AsyncClt:
     async def __anext__(self) -> Any:
         """The next message; the iteration ends when the connection does."""
         bridge = self._bridge  # recv() spelled out: one coroutine per message, not two
+        inbox = bridge.inbox
+        if inbox.queue and not inbox.paused:  # Bridge.take's lock-free case, without the call
+            return inbox.queue.popleft()  # only this loop takes: it cannot be empty now
         try:
             while True:
                 msg = bridge.take()
@@ -174,7 +181,7 @@ def wrap(clt: Clt, *, max_queue: int = DEFAULT_MAX_QUEUE) -> AsyncClt:
     """
     loop = asyncio.get_running_loop()
     con = clt._con
-    bridge = Bridge(loop, con, max_queue)
+    bridge = bridge_for(loop, con, max_queue)
     clt._halves()  # raises ClosedError if it was split or spawned, before anything changes
     with con.changed:  # read during its handshake and kept for recv(): they come first
         for msg in con.pending:
@@ -206,6 +213,8 @@ async def connect(
         Cancelled while it dials, the connection it then makes is closed.
     """
     Inbox(max_queue)  # raises ValueError for an unusable max_queue, before dialing
+    if options.get("poll_handler") is None:  # the loop reads and writes it (links.aio._looppoll)
+        options["poll_handler"] = loop_poller()
     clt = await off_loop(lambda: Clt.connect(addr, protocol=protocol, callback=callback, **options), Clt.close)
     try:
         return wrap(clt, max_queue=max_queue)

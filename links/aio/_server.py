@@ -1,9 +1,12 @@
 """``AsyncServer``: a links service whose connections are handled by coroutines.
 
-``serve`` binds a ``links.Svc`` and spawns it into the poll thread (accepting, gating, TLS
-and session handshakes all run there, as for any service). As each connection joins the
-service's pool, before its first byte is read, it gets a ``Bridge`` and becomes an
-``AsyncClt``; the loop then runs ``handler(conn)`` as a task of its own. When the handler
+``serve`` binds a ``links.Svc`` with the running loop's ``LoopPoller`` as its poll handler
+(``links.aio._looppoll``) and spawns it there: accepting, gating, TLS and session handshakes
+run on the loop, as they would on a poll thread, and so do the connections' reads (with
+``mux=True``, or a ``poll_handler=`` of one's own, all of it stays on that poll thread). As
+each connection joins the service's pool, before its first byte is read, it gets a bridge
+(``links.aio._bridge``) and becomes an ``AsyncClt``; the loop then runs ``handler(conn)`` as
+a task of its own. When the handler
 returns (or raises: logged as ``aio.handler_failed``), its connection is closed.
 
 ``aclose`` closes the service (no more accepting; every connection closed, which ends each
@@ -22,9 +25,10 @@ from .._core._conid import Addr, ConId
 from .._core._status import SendStatus
 from .._log import get_logger
 from .._svc import Svc
-from ._bridge import Bridge
+from ._bridge import bridge_for
 from ._clt import DEFAULT_MAX_QUEUE, AsyncClt
 from ._inbox import Inbox
+from ._looppoll import loop_poller
 from ._offloop import off_loop
 
 __all__ = ["AsyncServer", "serve"]
@@ -80,14 +84,18 @@ class AsyncServer:
     # -- the poll thread ------------------------------------------------------------------
 
     def _joined(self, con: Connection, sender: Any) -> None:
-        """Poll thread, a connection joining the pool before it is read: bridge it, and ask
-        the loop to run its handler. Never raises (the acceptor would take it for its own)."""
+        """The acceptor's thread (the loop's own, or the poll thread), a connection joining the
+        pool before it is read: bridge it, and start its handler (on the loop: posted to it from
+        another thread). Never raises (the acceptor would take it for its own)."""
         try:
-            bridge = Bridge(self._loop, con, self._max_queue)
+            bridge = bridge_for(self._loop, con, self._max_queue)
             con.callback = bridge if isinstance(con.callback, DevNullCallback) else con.callback + bridge
             bridge.attach()
             conn = AsyncClt(sender, bridge)
-            self._loop.call_soon_threadsafe(self._start, conn)
+            if asyncio._get_running_loop() is self._loop:
+                self._start(conn)
+            else:
+                self._loop.call_soon_threadsafe(self._start, conn)
         except Exception as e:  # the loop is closed, say: nobody will handle it
             _log.warning("aio.handler_failed", con_id=str(con.con_id), error=repr(e))
             con.close("aio_unhandled")
@@ -165,6 +173,8 @@ async def serve(
     """
     loop = asyncio.get_running_loop()
     Inbox(max_queue)  # raises ValueError for an unusable max_queue, before binding
+    if options.get("poll_handler") is None and not options.get("mux"):  # channels stay on the poll thread
+        options["poll_handler"] = loop_poller()  # the loop accepts, reads and writes (links.aio._looppoll)
     svc = Svc.bind(addr, protocol=protocol, callback=callback, max_connections=max_connections, **options)
     try:
         return AsyncServer(svc, handler, loop, max_queue)
