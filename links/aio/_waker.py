@@ -29,7 +29,9 @@ class LoopWaker:
     that come before the loop got to the previous one."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the registry's key is the loop, and a value that held it would keep every
+        # loop (and its selector's fds) alive for good.
+        self._loop = weakref.ref(loop)
         self._lock = threading.Lock()
         self._due: list[Callable[[], None]] = []
         self._posted = False
@@ -41,12 +43,16 @@ class LoopWaker:
             if self._posted:
                 return
             self._posted = True
-        try:
-            self.loop.call_soon_threadsafe(self._run)
-        except RuntimeError:  # the loop is closed: nobody waits there any more
-            with self._lock:
-                self._due.clear()
-                self._posted = False
+        loop = self._loop()
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._run)
+                return
+            except RuntimeError:
+                pass
+        with self._lock:  # the loop is closed or gone: nobody waits there any more
+            self._due.clear()
+            self._posted = False
 
     def _run(self) -> None:
         with self._lock:
