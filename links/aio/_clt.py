@@ -23,7 +23,7 @@ from .._core._conid import Addr, ConId
 from .._core._status import SendStatus
 from .._errors import BrokenError, ClosedError
 from .._sender import CltSender
-from ._bridge import ROOM_CHECK, Bridge, bridge_for
+from ._bridge import ROOM_CHECK, Bridge, LoopBridge, bridge_for
 from ._inbox import EMPTY, Inbox
 from ._looppoll import loop_poller
 from ._offloop import off_loop
@@ -48,6 +48,9 @@ class AsyncClt:
         self._sender = sender
         self._bridge = bridge
         self._con: Connection = bridge.con
+        # Sends after the first in one turn of the loop are queued, not written (see send).
+        self._cork: Any = bridge.loop.call_soon if isinstance(bridge, LoopBridge) else None
+        self._corked = False
 
     @property
     def con_id(self) -> ConId:
@@ -83,11 +86,28 @@ class AsyncClt:
         loop runs meanwhile; the poll thread writes). Cancelled while it waits, nothing of
         ``msg`` was sent.
 
+        On a connection the loop drives (``connect``, ``serve``), the first send of a turn of
+        the loop is written at once and the sends that follow it in the same turn (a coroutine
+        sending without waiting in between) are queued behind it, in order with every other
+        send, and written together when the loop turns (or at once, once ``max_outbound`` is
+        queued): one system call for a burst, no wait added to a lone message. Either way
+        links has the message when this returns, as after a ``COMPLETED`` send.
+
         Raises:
             As ``send_nowait``.
         """
-        if self._con.send_now(msg, None, None, 0) is _WOULD_BLOCK:
-            await self._await_room(lambda: self._con.send_now(msg, None, None, 0))
+        con = self._con
+        if self._corked:
+            if con.send_later(msg):
+                return
+        elif self._cork is not None:
+            self._corked = True
+            self._cork(self._uncork)
+        if con.send_now(msg, None, None, 0) is _WOULD_BLOCK:
+            await self._await_room(lambda: con.send_now(msg, None, None, 0))
+
+    def _uncork(self) -> None:
+        self._corked = False
 
     async def send_many(self, msgs: Iterable[Any]) -> None:
         """Send a batch in one write (all taken, or none and it awaits room), as ``send``."""
