@@ -73,20 +73,24 @@ class ReadLease:
     def borrow(self) -> bool:
         """Take the reading over from the poll thread; False when it cannot be had now (the
         poll thread is reading, another thread borrowed it, the fd is not read by epoll)."""
-        if not self.reading.acquire(False):
-            return False
         with self.lock:
             epoll = self._epoll
-            if epoll is not None and self._mask & EPOLLIN:
-                try:
-                    epoll.modify(self._fd, self._mask & ~EPOLLIN)
-                except (OSError, ValueError):
-                    pass
-                else:
-                    self.lent = True
-                    return True
-        self.reading.release()
-        return False
+            if self.lent or epoll is None or not self._mask & EPOLLIN:
+                return False
+            # Interest first, the reading second: the poll thread is told of no new input from
+            # here on, so it can never find the reading taken with input still reported (it
+            # would be reported again every pass, a spin, while the borrower waits for the GIL).
+            try:
+                epoll.modify(self._fd, self._mask & ~EPOLLIN)
+            except (OSError, ValueError):
+                return False
+            self.lent = True
+            if self.reading.acquire(False):
+                return True
+            self.lent = False  # the poll thread is reading now: it reads on, this caller waits
+            with suppress(OSError, ValueError):
+                epoll.modify(self._fd, self._mask)
+            return False
 
     def give_back(self) -> None:
         """The borrower is done: the poll thread reads again (what the kernel holds included)."""
