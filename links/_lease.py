@@ -12,13 +12,16 @@ How
     A lendable handler (``AttachmentReader``: one TCP connection, plain or TLS) has one lease.
     Whoever reads the handler holds ``reading``: the poll thread for each readiness event (it
     only *tries* the lock, and skips the event when it is held), a borrower for its whole wait.
-    A borrower that got ``reading`` takes ``EPOLLIN`` out of the fd's interest in the kernel
-    (one ``epoll_ctl`` from its own thread: the poll thread is neither woken nor waited for),
-    reads and dispatches as the poll thread would, and gives the reading back: the interest is
-    restored, and since a modified epoll entry is checked again at once, bytes that came
-    meanwhile (left in the kernel's buffer) are reported to the poll thread as usual. What the
-    borrower read it dispatched entirely (TLS included: it reads on while the TLS layer holds
-    decrypted bytes), so nothing waits above the kernel unseen.
+    A borrower first takes ``EPOLLIN`` out of the fd's interest in the kernel (one
+    ``epoll_ctl`` from its own thread: the poll thread is neither woken nor waited for), then
+    tries ``reading``: in that order, the poll thread never finds the reading taken while input
+    is still reported to it, which level-triggered epoll would report every pass (a spin, and
+    a convoy on the GIL with the borrower). It reads and dispatches as the poll thread would,
+    and gives the reading back: the interest is restored, and since a modified epoll entry is
+    checked again at once, bytes that came meanwhile (left in the kernel's buffer) are
+    reported to the poll thread as usual. What the borrower read it dispatched entirely (TLS
+    included: it reads on while the TLS layer holds decrypted bytes), so nothing waits above
+    the kernel unseen.
 
     The poll thread keeps the books of every fd's interest (``links._registry``); for a
     lendable handler it changes the kernel's under ``lock``, as the borrower does, and takes
@@ -28,10 +31,12 @@ How
     thread skips them (``reading`` is held) for the pass or two the borrower, woken by the same
     event, takes to end the connection.
 
-    Only one borrower at a time; a second caller fails to get ``reading`` and waits as it
-    would have (the reader, the poll thread or the borrower, completes its call). So does a
-    caller that comes while the poll thread is reading. A borrow needs the stdlib epoll
-    selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
+    Only one borrower at a time; a second caller finds the reading lent and waits as it would
+    have (the reader, the poll thread or the borrower, completes its call). A caller that comes
+    while the poll thread is amid a pass over the socket waits for the end of that pass (it
+    never waits on anything), then reads; had it waited for its reply instead, the poll thread
+    would be reading the next reply when it came back, and so on. A borrow needs the stdlib
+    epoll selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
 
 Poll thread: ``watched``, ``lock`` held (``links._registry``). Any thread: ``borrow`` and
 ``give_back``.
@@ -70,9 +75,10 @@ class ReadLease:
             with suppress(OSError, ValueError):
                 epoll.modify(fd, mask & ~EPOLLIN)
 
-    def borrow(self) -> bool:
-        """Take the reading over from the poll thread; False when it cannot be had now (the
-        poll thread is reading, another thread borrowed it, the fd is not read by epoll)."""
+    def borrow(self, timeout: float | None) -> bool:
+        """Take the reading over from the poll thread; False when it cannot be had (another
+        thread borrowed it, the fd is not read by epoll, or the poll thread's pass over it did
+        not end within ``timeout``: None waits as long as that takes)."""
         with self.lock:
             epoll = self._epoll
             if self.lent or epoll is None or not self._mask & EPOLLIN:
@@ -85,12 +91,16 @@ class ReadLease:
             except (OSError, ValueError):
                 return False
             self.lent = True
-            if self.reading.acquire(False):
-                return True
-            self.lent = False  # the poll thread is reading now: it reads on, this caller waits
+        # The poll thread may be amid a pass over this socket (it never waits in one): wait for
+        # its end rather than for the reply it may be reading, or the next reply would find it
+        # reading again, and so on for every call after (a caller that failed to borrow).
+        if self.reading.acquire(True, -1 if timeout is None else timeout):
+            return True
+        with self.lock:
+            self.lent = False
             with suppress(OSError, ValueError):
                 epoll.modify(self._fd, self._mask)
-            return False
+        return False
 
     def give_back(self) -> None:
         """The borrower is done: the poll thread reads again (what the kernel holds included)."""

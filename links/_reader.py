@@ -74,7 +74,7 @@ class AttachmentReader:
         What it dispatches runs as on the poll thread: hooks and callbacks here, with sends
         that never wait, and a blocking call from them refused (``links._threads``)."""
         lease = self.lease
-        if not lease.borrow():
+        if not lease.borrow(time_left(deadline)):
             return
         att = self.attachment
         try:
