@@ -40,7 +40,9 @@ class AttachmentReader:
     def __init__(self, attachment: Attachment) -> None:
         self.attachment = attachment
         self.con_id = attachment.con_id
-        self.lease = ReadLease()  # lets a waiting caller read in the poll thread's stead
+        # Lets a waiting caller read in the poll thread's stead; a channel (no fd) has none:
+        # no selector can be told to leave it alone, and thousands of idle ones would pay for it.
+        self.lease = None if attachment.transport.virtual else ReadLease()
 
     @property
     def closed(self) -> bool:
@@ -56,7 +58,11 @@ class AttachmentReader:
         return self.attachment.transport.virtual
 
     def on_readable(self) -> bool:
-        reading = self.lease.reading
+        lease = self.lease
+        if lease is None:
+            self._read(False, None)
+            return True
+        reading = lease.reading
         if not reading.acquire(False):
             return True  # a waiting caller borrowed the reading (links._lease): it reads this
         try:
@@ -74,7 +80,7 @@ class AttachmentReader:
         What it dispatches runs as on the poll thread: hooks and callbacks here, with sends
         that never wait, and a blocking call from them refused (``links._threads``)."""
         lease = self.lease
-        if not lease.borrow(time_left(deadline)):
+        if lease is None or not lease.borrow(time_left(deadline)):
             return
         att = self.attachment
         try:
