@@ -18,8 +18,8 @@ Failures stay local
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
-    ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books
-    (``links._registry``, which also pauses reading); or, ``virtual``, without ``fileno()``.
+    ``closed`` and a ``poll_kind`` for log names, found by fd in the loop's books (``links._registry``:
+    it pauses reading too, and lends it to a caller waiting for its reply, ``links._lease``); or, ``virtual``, no fd.
 
 Handlers without a file descriptor
     A multiplexed channel (one of many logical connections over one TCP connection) is read and

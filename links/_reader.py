@@ -2,35 +2,47 @@
 
 Reading (once the receiver is spawned): one ``recv_into`` per readiness event and every whole
 frame it completed, dispatched a batch at a time where the messenger allows; level-triggered
-polling reports the rest next pass. Writing (whenever the outbound path owes bytes): what the
+polling reports the rest next pass. A thread waiting for a reply on the connection may borrow
+the reading meanwhile (``read_while``, ``links._lease``): it then reads and dispatches the same
+way on its own thread, and the poll thread leaves the socket alone until it is given back. Writing (whenever the outbound path owes bytes): what the
 socket now takes, never waiting, and never waiting for a write lock either. A closed
 attachment that still owes bytes lingers here, write-only, until they are written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ._clock import time_left
 from ._core._status import NEED_DATA
 from ._errors import BrokenError, ClosedError, LinksError, ProtocolError
+from ._lease import ReadLease
+from ._log import get_logger
+from ._threads import runtime_thread
 
 if TYPE_CHECKING:
     from ._attachment import Attachment
 
 __all__ = ["AttachmentReader"]
 
+_log = get_logger("poll")
+
 
 class AttachmentReader:
     """What the poll thread services for a spawned attachment: one read, then the frames it
     completed (a bounded batch; level-triggered polling reports the rest next pass)."""
 
-    __slots__ = ("attachment", "con_id")
+    __slots__ = ("attachment", "con_id", "lease")
 
     poll_kind = "recver"
 
     def __init__(self, attachment: Attachment) -> None:
         self.attachment = attachment
         self.con_id = attachment.con_id
+        # Lets a waiting caller read in the poll thread's stead; a channel (no fd) has none:
+        # no selector can be told to leave it alone, and thousands of idle ones would pay for it.
+        self.lease = None if attachment.transport.virtual else ReadLease()
 
     @property
     def closed(self) -> bool:
@@ -46,17 +58,61 @@ class AttachmentReader:
         return self.attachment.transport.virtual
 
     def on_readable(self) -> bool:
+        lease = self.lease
+        if lease is None:
+            self._read(False, None)
+            return True
+        reading = lease.reading
+        if not reading.acquire(False):
+            return True  # a waiting caller borrowed the reading (links._lease): it reads this
+        try:
+            self._read(False, None)
+        finally:
+            reading.release()
+        return True
+
+    def read_while(self, pending: Callable[[], bool], deadline: float | None) -> None:
+        """On a thread waiting for a reply: borrow the reading from the poll thread and read and
+        dispatch here, as the poll thread would, while ``pending()`` holds, until ``deadline``
+        or the end of the connection; then give the reading back (``links._lease``). Returns at
+        once if the reading cannot be borrowed now: the caller then waits as it would have.
+
+        What it dispatches runs as on the poll thread: hooks and callbacks here, with sends
+        that never wait, and a blocking call from them refused (``links._threads``)."""
+        lease = self.lease
+        if lease is None or not lease.borrow(time_left(deadline)):
+            return
+        att = self.attachment
+        try:
+            with runtime_thread():
+                while pending() and not att.closed:
+                    left = time_left(deadline)
+                    if left == 0.0:
+                        break
+                    self._read(True, left)
+        except Exception as e:  # as the poll thread's _fail: logged, and only this connection ends
+            _log.error("poll.handler_failed", kind=self.poll_kind, error=repr(e), con_id=str(self.con_id), borrowed=True)
+            try:
+                self.on_poll_failure(e)
+            except Exception as e2:
+                _log.error("poll.handler_failed", kind=self.poll_kind, error=repr(e2), during="close")
+        finally:
+            lease.give_back()
+
+    def _read(self, wait: bool, timeout: float | None) -> None:
+        """One read (with ``wait``, sleeping until bytes come or ``timeout``: a borrower only)
+        and every whole message it completed, dispatched."""
         att = self.attachment
         try:
             while not att.closed:  # closed: its removal is already queued
                 try:
-                    att.read_once()
+                    att.read_once(wait, timeout)
                 except LinksError as e:
                     # Frames already buffered came before the end (a user-thread recv may have
                     # read them just before the receiver was spawned): they are still delivered.
                     if self._deliver(att):
                         att.connection.lost(att, getattr(e, "reason", "closed"), e if isinstance(e, BrokenError) else None)
-                    return True
+                    return
                 if self._deliver(att) and att.connection.session is not None:
                     att.connection.flush_session(att)
                 if not att.transport.holds_input:
@@ -64,6 +120,7 @@ class AttachmentReader:
                 # A layer (TLS) holds bytes already read off the socket, which will not signal
                 # them again: read on now rather than wait for readiness that may never come.
                 # A loop, not a call: one socket read can hold thousands of small records.
+                wait = False
         except (BrokenError, ClosedError):
             if not att.closed:
                 raise
@@ -73,7 +130,6 @@ class AttachmentReader:
         finally:
             if att.after_read is not None:  # whatever ended the read: what it delivered is told
                 att.after_read()
-        return True
 
     @staticmethod
     def _deliver(att: Attachment) -> bool:

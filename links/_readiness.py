@@ -14,20 +14,28 @@ import select
 import selectors
 from collections.abc import Callable
 
-__all__ = ["fd_events", "poll_bits"]
+__all__ = ["fd_events", "poll_bits", "raw_epoll"]
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 
 
-def fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int, int]]]:
-    """``poll(timeout=None)``: the ready ``(fd, events)`` pairs; see the module docstring."""
+def raw_epoll(selector: selectors.BaseSelector) -> select.epoll | None:
+    """The stdlib ``EpollSelector``'s own ``select.epoll`` object; None for any other selector."""
     epoll_type = getattr(select, "epoll", None)  # Linux only
     if epoll_type is not None and type(selector) is selectors.EpollSelector:  # not a subclass
-        epoll = getattr(selector, "_selector", None)  # the stdlib's own epoll object
+        epoll = getattr(selector, "_selector", None)
         if isinstance(epoll, epoll_type):
-            # Seconds, None waits for ever; at most 1,023 events a pass, the rest next pass.
-            return epoll.poll
+            return epoll
+    return None
+
+
+def fd_events(selector: selectors.BaseSelector) -> Callable[..., list[tuple[int, int]]]:
+    """``poll(timeout=None)``: the ready ``(fd, events)`` pairs; see the module docstring."""
+    epoll = raw_epoll(selector)
+    if epoll is not None:
+        # Seconds, None waits for ever; at most 1,023 events a pass, the rest next pass.
+        return epoll.poll
     select_keys = selector.select
 
     def poll(timeout: float | None = None) -> list[tuple[int, int]]:

@@ -17,13 +17,17 @@ read interest, so the kernel's buffer fills and TCP flow control stops the peer 
 stream stops granting window); ``resume_reading`` gives it back. A paused handler with no
 writer left keeps interest 0 and no selector registration.
 
-Poll thread only, like the selector: nothing here locks.
+Poll thread only, like the selector. One exception: a handler that can lend its reading to a
+waiting caller (``lease``: ``links._lease``) has its kernel interest changed under its lease's
+lock, and without ``EPOLLIN`` while the reading is lent.
 """
 
 from __future__ import annotations
 
 import selectors
 from typing import Any
+
+from ._readiness import poll_bits, raw_epoll
 
 __all__ = ["Registry", "is_virtual"]
 
@@ -50,6 +54,7 @@ class Registry:
         self.by_fd: dict[int, Any] = {wakeup.fileno(): wakeup}
         self.fresh: dict[int, Any] = {}  # registered since the last poll (see above)
         self.paused: set[int] = set()  # id(handler) of those whose reading is paused
+        self.epoll = raw_epoll(selector)  # what a lease changes directly (None: no lending)
 
     def add_reading(self, handler: Any) -> None:
         """Register ``handler`` for reading (as well as writing, if it was registered for that)."""
@@ -59,9 +64,9 @@ class Registry:
         if is_virtual(handler):
             fd = None
         elif events == _READ:
-            fd = self.selector.register(handler, _READ, handler).fd
+            fd = self._set(handler, _READ, True).fd
         else:  # registered for writing already: now read too
-            fd = self.selector.modify(handler, events, handler).fd
+            fd = self._set(handler, events).fd
         self.handlers[ident] = handler
         self.interest[ident] = events
         if fd is not None:
@@ -77,9 +82,9 @@ class Registry:
         if is_virtual(handler):
             fd = None
         elif events:
-            fd = self.selector.modify(handler, events | _WRITE, handler).fd
+            fd = self._set(handler, events | _WRITE).fd
         else:
-            fd = self.selector.register(handler, _WRITE, handler).fd
+            fd = self._set(handler, _WRITE, True).fd
         self.handlers[ident] = handler
         self.interest[ident] = events | _WRITE
         if fd is not None and not events:
@@ -103,7 +108,7 @@ class Registry:
             return
         self.interest[ident] = _READ
         if not is_virtual(handler):
-            self.selector.modify(handler, _READ, handler)
+            self._set(handler, _READ)
 
     def remove(self, handler: Any) -> int:
         """Forget ``handler``; the selector events it had (0: it was not registered).
@@ -130,7 +135,7 @@ class Registry:
         if is_virtual(handler):
             return
         if events & _WRITE:  # its writer alone now: any event is for it (see write_only)
-            self.write_only.add(self.selector.modify(handler, _WRITE, handler).fd)
+            self.write_only.add(self._set(handler, _WRITE).fd)
         else:
             self._forget_fd(handler)
 
@@ -145,10 +150,10 @@ class Registry:
         self.interest[ident] = events | _READ
         if not is_virtual(handler):
             if events:
-                fd = self.selector.modify(handler, events | _READ, handler).fd
+                fd = self._set(handler, events | _READ).fd
                 self.write_only.discard(fd)
             else:
-                self.fresh[self.selector.register(handler, _READ, handler).fd] = handler
+                self.fresh[self._set(handler, _READ, True).fd] = handler
         return True
 
     def pause(self, handler: Any, paused: bool, marks: Any) -> None:
@@ -163,10 +168,31 @@ class Registry:
         except (KeyError, ValueError, OSError):
             pass
 
+    def _set(self, handler: Any, events: int, new: bool = False) -> selectors.SelectorKey:
+        """Register ``handler`` for ``events`` (``new``), or change its events, with the selector;
+        under its lease's lock, the lease told (see the module docstring)."""
+        change = self.selector.register if new else self.selector.modify
+        lease = getattr(handler, "lease", None)
+        if lease is None:
+            return change(handler, events, handler)
+        with lease.lock:
+            key = change(handler, events, handler)
+            lease.watched(self.epoll, key.fd, poll_bits(events))
+        return key
+
+    def _unset(self, handler: Any) -> selectors.SelectorKey:
+        """Unregister ``handler`` from the selector (its lease told: nothing to lend any more)."""
+        lease = getattr(handler, "lease", None)
+        if lease is None:
+            return self.selector.unregister(handler)
+        with lease.lock:
+            lease.watched(None, -1, 0)
+            return self.selector.unregister(handler)
+
     def _forget_fd(self, handler: Any) -> None:
         """Take ``handler``'s fd out of the selector and the lookup (if it is there)."""
         try:
-            key = self.selector.unregister(handler)
+            key = self._unset(handler)
         except (KeyError, ValueError):
             return  # never made it into the selector
         self.write_only.discard(key.fd)

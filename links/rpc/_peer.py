@@ -25,6 +25,17 @@ Deep pipelines
 Threads: ``call`` waits on a lock of its own, so it must not run on the poll or timer thread
 (the reply it would wait for is read there): it raises ``RuntimeError`` there;
 ``call_async`` and ``notify`` never wait there.
+
+Who reads the reply of a ``call``
+    Over one TCP connection (plain or TLS, no session, not a channel) read by the poll thread,
+    a ``call`` borrows the reading while it waits (``links._lease``): it reads the socket
+    itself, so the reply wakes one thread (the caller) rather than two (the poll thread, then
+    the caller). Whatever else comes meanwhile is dispatched on the caller's thread, as the
+    poll thread would have: other calls' replies, notifications, and the peer's calls to this
+    side's ``server`` (their handlers run there, under the poll thread's rules: a send never
+    waits, a blocking ``call`` is refused). It gives the reading back as soon as its reply is
+    in (or its timeout, or the end of the connection). One caller at a time: others, and
+    calls over sessions and channels, wait for the poll thread to read their replies.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack  # type: ignore[import-untyped]  # no stubs: msgpack is Any to mypy
 
 from .._clock import deadline_after, time_left
+from .._attachment import Attachment
 from .._clt import Clt
 from .._connection import Connection
 from .._core._status import SendStatus
@@ -140,6 +152,9 @@ class Peer:
         # One budget for all of it: what waiting for room took is not given again to the send.
         if not self._request(msgid, waiter, method, params, timeout if deadline is None else time_left(deadline)):
             raise CallTimeout(f"{method}: not sent, the connection had no room in time")
+        con = self._con
+        if type(con) is Attachment and con.reading:  # read by the poll thread: read the reply here
+            con.handler.read_while(waiter.lock.locked, deadline)
         return calls.wait(msgid, waiter, deadline)
 
     def call_async(self, method: str, *params: Any, timeout: float | None = None) -> Future[Any]:

@@ -1,0 +1,113 @@
+"""``ReadLease``: a thread waiting for a reply borrows the reading of a socket from the poll
+thread, and reads that reply itself (leader/follower).
+
+Why
+    A reply read by the poll thread wakes two threads: the poll thread (its epoll wait returns)
+    and then the caller it hands the reply to. On a VM a wake-up costs tens of microseconds,
+    about what a whole loopback round trip costs in CPU (``benchmarks/RESULTS.md``, "Where the
+    time goes against pyzmq"). A caller that waits on the socket itself is woken once, by the
+    kernel, with the bytes.
+
+How
+    A lendable handler (``AttachmentReader``: one TCP connection, plain or TLS) has one lease.
+    Whoever reads the handler holds ``reading``: the poll thread for each readiness event (it
+    only *tries* the lock, and skips the event when it is held), a borrower for its whole wait.
+    A borrower first takes ``EPOLLIN`` out of the fd's interest in the kernel (one
+    ``epoll_ctl`` from its own thread: the poll thread is neither woken nor waited for), then
+    tries ``reading``: in that order, the poll thread never finds the reading taken while input
+    is still reported to it, which level-triggered epoll would report every pass (a spin, and
+    a convoy on the GIL with the borrower). It reads and dispatches as the poll thread would,
+    and gives the reading back: the interest is restored, and since a modified epoll entry is
+    checked again at once, bytes that came meanwhile (left in the kernel's buffer) are
+    reported to the poll thread as usual. What the borrower read it dispatched entirely (TLS
+    included: it reads on while the TLS layer holds decrypted bytes), so nothing waits above
+    the kernel unseen.
+
+    The poll thread keeps the books of every fd's interest (``links._registry``); for a
+    lendable handler it changes the kernel's under ``lock``, as the borrower does, and takes
+    ``EPOLLIN`` out again while the reading is lent (a writer asking for room meanwhile gets
+    ``EPOLLOUT`` alone). Both hold ``lock`` only around one ``epoll_ctl``: neither waits for the
+    other's reading. Errors and hang-ups reach epoll whatever the interest: while lent, the poll
+    thread skips them (``reading`` is held) for the pass or two the borrower, woken by the same
+    event, takes to end the connection.
+
+    Only one borrower at a time; a second caller finds the reading lent and waits as it would
+    have (the reader, the poll thread or the borrower, completes its call). A caller that comes
+    while the poll thread is amid a pass over the socket waits for the end of that pass (it
+    never waits on anything), then reads; had it waited for its reply instead, the poll thread
+    would be reading the next reply when it came back, and so on. A borrow needs the stdlib
+    epoll selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
+
+Poll thread: ``watched``, ``lock`` held (``links._registry``). Any thread: ``borrow`` and
+``give_back``.
+"""
+
+from __future__ import annotations
+
+import select
+import threading
+from contextlib import suppress
+from typing import Any
+
+__all__ = ["ReadLease", "EPOLLIN"]
+
+EPOLLIN: int = getattr(select, "EPOLLIN", 1)
+
+
+class ReadLease:
+    """Who reads one handler's fd now: the poll thread, or a thread that borrowed it."""
+
+    __slots__ = ("reading", "lock", "lent", "_epoll", "_fd", "_mask")
+
+    def __init__(self) -> None:
+        self.reading = threading.Lock()  # held by whoever reads the handler (see above)
+        self.lock = threading.Lock()  # held around any change of the fd's kernel interest
+        self.lent = False
+        self._epoll: Any = None  # the select.epoll the fd is in (None: not in one)
+        self._fd = -1
+        self._mask = 0  # the epoll bits the poll thread's books want
+
+    def watched(self, epoll: Any, fd: int, mask: int) -> None:
+        """The poll thread's books now want ``mask`` for ``fd`` in ``epoll`` (None: not in one).
+        ``lock`` held, right after the selector was told: while lent, reading is taken out again."""
+        self._epoll, self._fd, self._mask = epoll, fd, mask
+        if self.lent and epoll is not None:
+            with suppress(OSError, ValueError):
+                epoll.modify(fd, mask & ~EPOLLIN)
+
+    def borrow(self, timeout: float | None) -> bool:
+        """Take the reading over from the poll thread; False when it cannot be had (another
+        thread borrowed it, the fd is not read by epoll, or the poll thread's pass over it did
+        not end within ``timeout``: None waits as long as that takes)."""
+        with self.lock:
+            epoll = self._epoll
+            if self.lent or epoll is None or not self._mask & EPOLLIN:
+                return False
+            # Interest first, the reading second: the poll thread is told of no new input from
+            # here on, so it can never find the reading taken with input still reported (it
+            # would be reported again every pass, a spin, while the borrower waits for the GIL).
+            try:
+                epoll.modify(self._fd, self._mask & ~EPOLLIN)
+            except (OSError, ValueError):
+                return False
+            self.lent = True
+        # The poll thread may be amid a pass over this socket (it never waits in one): wait for
+        # its end rather than for the reply it may be reading, or the next reply would find it
+        # reading again, and so on for every call after (a caller that failed to borrow).
+        if self.reading.acquire(True, -1 if timeout is None else timeout):
+            return True
+        with self.lock:
+            self.lent = False
+            with suppress(OSError, ValueError):
+                epoll.modify(self._fd, self._mask)
+        return False
+
+    def give_back(self) -> None:
+        """The borrower is done: the poll thread reads again (what the kernel holds included)."""
+        with self.lock:
+            self.lent = False
+            self.reading.release()
+            epoll = self._epoll
+            if epoll is not None:
+                with suppress(OSError, ValueError):  # closed meanwhile: its removal is queued
+                    epoll.modify(self._fd, self._mask)
