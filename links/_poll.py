@@ -1,20 +1,19 @@
 """``PollHandler``: one thread, one selector, every registered receiver and acceptor.
 
 Ownership
-    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``,
-    ``ready()``, ``pause_reading()`` and ``call_soon()`` put a command on a ``SimpleQueue`` and
-    wake the thread (``WakeupSocketpair``); called on the poll thread, the command runs inline.
+    Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``, ``ready()``,
+    ``pause_reading()``, ``call_soon()`` queue a command and wake it; on the poll thread they run inline.
 
 Level-triggered, a bounded batch per event
     An fd with unread bytes is reported on every poll until drained, so a handler does *one*
     bounded unit of work per event (a receiver: one ``recv_into`` and the frames it completed;
-    an acceptor: a bounded batch of ``accept``) and returns; the rest is reported next pass,
-    after every other ready fd had its turn. One chatty peer cannot starve the rest.
-    (Edge-triggered, each fd would have to be drained to ``EAGAIN``: that starvation.)
+    an acceptor: a bounded batch of ``accept``); the rest is reported next pass, after every
+    other ready fd had its turn (edge-triggered, each fd would be drained to ``EAGAIN``).
 
 Failures stay local
-    Each handler call is wrapped: if it raises, the failure is logged (``poll.handler_failed``),
-    the handler is removed and told to close itself, and the loop carries on with the others.
+    A handler call that raises is logged (``poll.handler_failed``), the handler removed and told
+    to close itself; the loop carries on with the others. A handler closed by another thread
+    is not read again while its removal is on its way (its hang-up would be seen every pass).
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
@@ -32,27 +31,24 @@ Handlers without a file descriptor
     ``add()`` and ``want_writable()`` comes as a mark too.
 
 Writing (``want_writable``)
-    A connection whose socket would not take all it owes (a partly written frame, queued replies)
-    asks for ``on_writable() -> bool`` (True: still owing) once the socket has room: the poll
-    thread writes what it can, never waiting, so a frame gets finished without anybody sending
-    again. The interest is dropped once nothing is owed. A connection read on a user thread is
-    registered for writing only: its reading is never touched here.
+    A connection whose socket would not take all it owes asks for ``on_writable() -> bool`` (True:
+    still owing) once the socket has room: the poll thread writes what it can, never waiting, so
+    a frame gets finished without anybody sending again; the interest is dropped once nothing is
+    owed. A connection read on a user thread is registered for writing only.
 
 Closing fds
-    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket) on the
-    poll thread: closing first would let the fd number be reused under the old handler.
+    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket): the
+    other order would let the fd number be reused under the old handler.
 
 Busy polling (opt-in)
     A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a VM).
     ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last events
-    (or command), then sleeps: a busy connection finds it awake, an idle one costs nothing. The
-    price: a core and the GIL kept busy while traffic flows (``benchmarks/RESULTS.md``).
+    (or command), then sleeps; the price: a core and the GIL kept busy while traffic flows.
 
 Lifecycle
     The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` removes every handler
-    (closing its connection), gives closed connections that still owe bytes half of ``timeout``
-    to write them (``COMPLETED`` sends are not dropped by a shutdown right after a close), stops
-    the thread and closes the selector. Idempotent; it runs at interpreter exit for the default.
+    (closing its connection), gives closed ones that still owe bytes half of ``timeout`` to write
+    them, stops the thread and closes the selector. Idempotent; run at exit for the default.
 """
 
 from __future__ import annotations
@@ -82,6 +78,7 @@ _WRITE = selectors.EVENT_WRITE
 # Event bits as epoll (and poll) report them. Errors and hang-ups are reported whatever the
 # interest: a reader sees them as readable (its read raises), a writer as writable.
 _IN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_HUNG_UP = select.POLLERR | select.POLLHUP
 
 
 class Pollable(Protocol):  # see "Handlers" above; writers add on_writable() -> bool; virtual: no fileno()
@@ -373,7 +370,10 @@ class PollHandler:
                     if only_write:  # any event, errors included, is for its writer: never read here
                         continue
                 if ev & _IN:
-                    self._service(handler)
+                    if ev & _HUNG_UP and handler.closed:  # see "Failures stay local" above
+                        self._books.pause_reading(handler)
+                    else:
+                        self._service(handler)
 
     def _service_marks(self) -> float | None:
         """Service the marked handlers (each for what it is still registered for); the next poll's timeout."""

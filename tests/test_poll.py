@@ -389,3 +389,44 @@ def test_the_busy_window_starts_after_the_work_not_before_it(timer):
         # when the work ends, and the thread would sleep at once. Counted from the end of the
         # work, it polls a whole window first.
         assert recorder.polls == 8, recorder.polls
+
+
+def epoll_interest(epoll_fd: int, fd: int) -> int | None:
+    """The events ``fd`` is registered for in the epoll instance ``epoll_fd`` (Linux's fdinfo)."""
+    with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
+        for line in info:
+            fields = line.split()
+            if fields and fields[0] == "tfd:" and int(fields[1]) == fd:
+                return int(fields[3], 16)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(selectors, "EpollSelector"), reason="Linux's /proc tells the epoll interest")
+def test_a_connection_closed_by_a_user_thread_is_not_read_again_while_its_close_runs(timer, poll):
+    # The closing thread shuts the socket down, then runs on_disconnect, then has the fd
+    # removed: meanwhile the poll thread must not see the hang-up on every pass (a spin that
+    # holds the interpreter lock from the very thread that is closing).
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(Raw):
+        def on_disconnect(self, con):
+            entered.set()
+            release.wait(WAIT)
+
+    with links.Svc.bind("127.0.0.1:0", protocol=Raw, timer=timer, poll_handler=poll) as svc:
+        svc.into_sender_with_spawned_recver()
+        clt = links.Clt.connect(addr(svc), protocol=Slow, timer=timer, poll_handler=poll, timeout=WAIT)
+        fd = clt._con.attachment.transport.fileno()
+        sender = clt.into_sender_with_spawned_recver()
+        assert poll.sync(WAIT)
+        epoll_fd = poll._books.epoll.fileno()
+        assert epoll_interest(epoll_fd, fd) & selectors.EVENT_READ
+        closing = threading.Thread(target=sender.close)
+        closing.start()
+        try:
+            assert entered.wait(WAIT)
+            assert poll.sync(WAIT) and poll.sync(WAIT)  # the poll thread saw the hang-up by now
+            assert not (epoll_interest(epoll_fd, fd) or 0) & 0x001  # EPOLLIN
+        finally:
+            release.set()
+            closing.join(WAIT)
