@@ -27,9 +27,16 @@ How
     lendable handler it changes the kernel's under ``lock``, as the borrower does, and takes
     ``EPOLLIN`` out again while the reading is lent (a writer asking for room meanwhile gets
     ``EPOLLOUT`` alone). Both hold ``lock`` only around one ``epoll_ctl``: neither waits for the
-    other's reading. Errors and hang-ups reach epoll whatever the interest: while lent, the poll
-    thread skips them (``reading`` is held) for the pass or two the borrower, woken by the same
-    event, takes to end the connection.
+    other's reading.
+
+    Errors and hang-ups reach epoll whatever the interest, on every pass until the connection
+    ends. While lent, that end is the borrower's: its read sees the error, at once if it sleeps
+    in ``recv``, but only once its dispatch returns if it runs a handler (which may take long).
+    So the poll thread, told of one while the reading is lent, mutes the fd (``mute``): one-shot
+    (``EPOLLONESHOT``), it is reported once more at most, then not at all until the reading is
+    given back (or the books change the interest meanwhile), when the event, if still there,
+    is reported again to the poll thread, which reads it then. Otherwise it would be told every
+    pass while the borrower is busy: a spin that holds the interpreter lock from the borrower.
 
     Only one borrower at a time; a second caller finds the reading lent and waits as it would
     have (the reader, the poll thread or the borrower, completes its call). A caller that comes
@@ -38,8 +45,8 @@ How
     would be reading the next reply when it came back, and so on. A borrow needs the stdlib
     epoll selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
 
-Poll thread: ``watched``, ``lock`` held (``links._registry``). Any thread: ``borrow`` and
-``give_back``.
+Poll thread: ``watched``, ``lock`` held, and ``mute`` (``links._registry``). Any thread:
+``borrow`` and ``give_back``.
 """
 
 from __future__ import annotations
@@ -52,12 +59,13 @@ from typing import Any
 __all__ = ["ReadLease", "EPOLLIN"]
 
 EPOLLIN: int = getattr(select, "EPOLLIN", 1)
+_ONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
 
 
 class ReadLease:
     """Who reads one handler's fd now: the poll thread, or a thread that borrowed it."""
 
-    __slots__ = ("reading", "lock", "lent", "_epoll", "_fd", "_mask")
+    __slots__ = ("reading", "lock", "lent", "_epoll", "_fd", "_mask", "_muted")
 
     def __init__(self) -> None:
         self.reading = threading.Lock()  # held by whoever reads the handler (see above)
@@ -66,11 +74,13 @@ class ReadLease:
         self._epoll: Any = None  # the select.epoll the fd is in (None: not in one)
         self._fd = -1
         self._mask = 0  # the epoll bits the poll thread's books want
+        self._muted = False  # the fd is one-shot while lent (see ``mute``)
 
     def watched(self, epoll: Any, fd: int, mask: int) -> None:
         """The poll thread's books now want ``mask`` for ``fd`` in ``epoll`` (None: not in one).
         ``lock`` held, right after the selector was told: while lent, reading is taken out again."""
         self._epoll, self._fd, self._mask = epoll, fd, mask
+        self._muted = False  # the change re-arms the fd: a hang-up still there is told (once) again
         if self.lent and epoll is not None:
             with suppress(OSError, ValueError):
                 epoll.modify(fd, mask & ~EPOLLIN)
@@ -97,15 +107,28 @@ class ReadLease:
         if self.reading.acquire(True, -1 if timeout is None else timeout):
             return True
         with self.lock:
-            self.lent = False
+            self.lent = self._muted = False
             with suppress(OSError, ValueError):
                 epoll.modify(self._fd, self._mask)
         return False
 
+    def mute(self) -> bool:
+        """Poll thread: epoll reported an error or a hang-up on the fd. Not lent: False (the poll
+        thread reads, and its read ends the connection). Lent: True, the event is the
+        borrower's; the fd turns one-shot until the reading is given back (see above)."""
+        with self.lock:
+            if not self.lent:
+                return False
+            if not self._muted and self._epoll is not None:
+                self._muted = True
+                with suppress(OSError, ValueError):  # closed meanwhile: its removal is queued
+                    self._epoll.modify(self._fd, (self._mask & ~EPOLLIN) | _ONESHOT)
+            return True
+
     def give_back(self) -> None:
         """The borrower is done: the poll thread reads again (what the kernel holds included)."""
         with self.lock:
-            self.lent = False
+            self.lent = self._muted = False
             self.reading.release()
             epoll = self._epoll
             if epoll is not None:

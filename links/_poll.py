@@ -13,7 +13,8 @@ Level-triggered, a bounded batch per event
 Failures stay local
     A handler call that raises is logged (``poll.handler_failed``), the handler removed and told
     to close itself; the loop carries on with the others. A handler closed by another thread
-    is not read again while its removal is on its way (its hang-up would be seen every pass).
+    is not read again while its removal is on its way (its hang-up would be seen every pass);
+    one whose reading is lent leaves a hang-up to its borrower (``Registry.hung_up``).
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
@@ -369,11 +370,10 @@ class PollHandler:
                     self._service_write(handler)
                     if only_write:  # any event, errors included, is for its writer: never read here
                         continue
-                if ev & _IN:
-                    if ev & _HUNG_UP and handler.closed:  # see "Failures stay local" above
-                        self._books.pause_reading(handler)
-                    else:
-                        self._service(handler)
+                # An error or hang-up, reported every pass: not read if it is not for this
+                # thread (see "Failures stay local" above, and links._lease).
+                if ev & _IN and not (ev & _HUNG_UP and self._books.hung_up(handler)):
+                    self._service(handler)
 
     def _service_marks(self) -> float | None:
         """Service the marked handlers (each for what it is still registered for); the next poll's timeout."""

@@ -168,6 +168,17 @@ class Registry:
         except (KeyError, ValueError, OSError):
             pass
 
+    def hung_up(self, handler: Any) -> bool:
+        """epoll reported an error or a hang-up on a reader's fd (on every pass, whatever the
+        interest, until it is unregistered): True if it is not to be read now. Closed by another
+        thread, its removal on its way: its reading is paused. Lent to a waiting caller: the
+        borrower's read sees it, and the fd is muted until it is given back (``links._lease``)."""
+        if handler.closed:
+            self.pause_reading(handler)
+            return True
+        lease = getattr(handler, "lease", None)
+        return lease is not None and lease.mute()
+
     def _set(self, handler: Any, events: int, new: bool = False) -> selectors.SelectorKey:
         """Register ``handler`` for ``events`` (``new``), or change its events, with the selector;
         under its lease's lock, the lease told (see the module docstring)."""

@@ -382,3 +382,73 @@ def test_a_raw_msgpack_peer_answers_a_borrowing_caller(lends, poll, timer):
                 rpc.close()
                 peer.join(WAIT)
         assert lends.count > 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="the stdlib epoll selector (Linux) lends")
+def test_a_reset_while_the_borrower_runs_a_handler_is_not_reported_to_the_poll_thread_every_pass(lends, poll, timer):
+    # epoll reports errors and hang-ups whatever the interest: while the borrower is busy (here
+    # in a handler it dispatched) the poll thread must not be told of the reset on every pass
+    # (a spin, holding the interpreter lock from the borrower); the call then fails as it would.
+    passes = [0]
+    events = poll._poll
+    woke = threading.Condition()
+
+    def counted(*args):
+        with woke:
+            passes[0] += 1
+            woke.notify_all()
+        return events(*args)
+
+    poll._poll = counted  # before the thread starts: its loop takes it once
+    entered, release = threading.Event(), threading.Event()
+    ran_on: list[int] = []
+
+    def note() -> None:  # runs on the borrowing caller's thread, and keeps it busy
+        ran_on.append(threading.get_ident())
+        entered.set()
+        release.wait(WAIT)
+
+    client_side = links.rpc.Server({"note": note})
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        rpc = links.rpc.connect(
+            f"127.0.0.1:{listener.getsockname()[1]}", server=client_side, poll_handler=poll, timer=timer, timeout=WAIT
+        )  # fmt: skip
+        raw, _ = listener.accept()
+        with rpc, raw:
+            raw.settimeout(WAIT)
+            assert poll.sync(WAIT)
+            fd = rpc._con.transport.fileno()
+            failed: list[BaseException] = []
+
+            def call() -> None:
+                try:
+                    rpc.call("hold", timeout=WAIT)
+                except links.LinksError as e:
+                    failed.append(e)
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            try:
+                assert raw.recv(1 << 16)  # the request
+                lends.wait_lent()  # the caller reads its socket now
+                raw.sendall(msgpack.packb([2, "note", []]))
+                assert entered.wait(WAIT)
+                assert ran_on == [caller.ident]  # dispatched by the borrowing caller
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                raw.close()  # a reset, while the borrower is busy in the handler
+                watcher = select.poll()
+                watcher.register(fd, 0)  # errors and hang-ups are reported whatever the interest
+                assert watcher.poll(int(WAIT * 1000)), "the reset did not reach the socket"
+                assert poll.sync(WAIT)  # the poll thread was told of it by now
+                before = passes[0]
+                for _ in range(20):
+                    assert poll.sync(WAIT)
+                with woke:  # idle, the poll thread sleeps: a spin makes thousands of passes in this
+                    woke.wait_for(lambda: passes[0] > before + 1000, 0.2)
+                spent = passes[0] - before
+            finally:
+                release.set()
+                caller.join(WAIT)
+            assert spent <= 80, f"{spent} poll passes for 20 commands: the reset is reported on every pass"
+            assert len(failed) == 1 and isinstance(failed[0], links.BrokenError), failed
+            assert lends.active == 0
