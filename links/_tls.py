@@ -26,12 +26,18 @@ Writes keep ``send_some``'s contract
 Reads
     ``recv_into`` decrypts what the memory BIO holds, reading the socket only when it needs
     more. Decrypted bytes can outlast the socket's readiness (a record bigger than the space
-    given): ``holds_input`` tells the poll thread's reader to look again without waiting
-    for the socket.
+    given), and so can an end (close_notify, or a record that does not decrypt) read with the
+    last bytes: those are delivered first, and the end is kept for the next read to raise.
+    ``holds_input`` tells the poll thread's reader (or a borrower) to look again without
+    waiting for the socket, whose readiness may never come again (a peer that said
+    close_notify may wait for ours, sending nothing more). It means what a read can produce
+    without the socket: part of a record read off the socket goes into the TLS object's own
+    buffer at the first look and does not count (no read loops on it until the rest comes).
 
 Closing
-    A clean close sends close_notify before the FIN. A peer that ends the stream without one
-    is reported as a truncation (``BrokenError`` reason ``tls.truncated``), never as a clean
+    A clean close sends close_notify before the FIN. The peer's close_notify ends the
+    connection (``BrokenError`` reason ``peer_closed``) at once, FIN or not; a peer that ends
+    the stream without one is reported as a truncation (``tls.truncated``), never as a clean
     close. ``shutdown()`` (any thread) stops only reading here, so that the owner's ``close()``
     can still say close_notify.
 
@@ -72,7 +78,7 @@ def _raw_buffer() -> memoryview:
 class TlsTransport(Transport):
     """A connected socket carrying TLS; see the module docstring."""
 
-    __slots__ = ("_tls", "_incoming", "_outgoing", "_held", "_credit", "_lock", "handshaken")
+    __slots__ = ("_tls", "_incoming", "_outgoing", "_held", "_credit", "_lock", "_end", "handshaken")
 
     def __init__(self, sock: Any, tls: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
                  *, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:  # fmt: skip
@@ -83,6 +89,7 @@ class TlsTransport(Transport):
         self._held = bytearray()  # ciphertext the socket has not taken yet
         self._credit = 0  # 1: the last byte reported short was taken already (see Writes)
         self._lock = threading.Lock()
+        self._end: BrokenError | TLSError | None = None  # read after bytes: the next read raises it
         self.handshaken = False
 
     @classmethod
@@ -122,8 +129,9 @@ class TlsTransport(Transport):
 
     @property
     def holds_input(self) -> bool:
-        """Whether bytes already read from the socket wait to be decrypted or delivered."""
-        return self._tls.pending() > 0 or self._incoming.pending > 0
+        """Whether a read can produce something without the socket: bytes already read from it
+        to decrypt or deliver, or the end that came with the last ones."""
+        return self._end is not None or self._tls.pending() > 0 or self._incoming.pending > 0
 
     def has_unread_data(self) -> bool:
         return self.holds_input or super().has_unread_data()
@@ -174,6 +182,8 @@ class TlsTransport(Transport):
         """Lock held: ``recv_into``. One SSLObject.read gives one record at most: read on until
         the view is full or the records at hand are done, so many small messages cost one
         pass above, as in plain."""
+        if self._end is not None:
+            raise self._end
         size, taken = len(view), 0
         incoming, tls = self._incoming, self._tls
         # Nothing at hand: the socket first (asking TLS would only raise "want read").
@@ -193,19 +203,25 @@ class TlsTransport(Transport):
     def _decrypt(self, view: memoryview, taken: int) -> int | None:
         """Lock held: one record's plaintext into ``view``; 0 when more bytes are needed.
         An end (close_notify, a record that does not decrypt) after bytes already taken is
-        None: those are delivered first, and the next read raises it."""
+        None: those are delivered first, and the next read raises it (kept in ``_end``)."""
+        end: BrokenError | TLSError
         try:
-            return self._tls.read(len(view), view)
+            # No bytes into a view with room: the ssl module's word for the peer's close_notify
+            # (SSLZeroReturnError comes instead once this side has sent its own).
+            if n := self._tls.read(len(view), view):
+                return n
+            end = BrokenError("peer closed the connection (TLS close_notify)", "peer_closed")
         except ssl.SSLWantReadError:
             return 0
         except ssl.SSLZeroReturnError:
-            if taken:
-                return None
-            raise BrokenError("peer closed the connection (TLS close_notify)", "peer_closed") from None
+            end = BrokenError("peer closed the connection (TLS close_notify)", "peer_closed")
         except ssl.SSLError as e:
-            if taken:
-                return None
-            raise TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record") from e
+            end = TLSError(f"TLS record refused: {_reason(e)}", "tls.bad_record")
+            end.__cause__ = e
+        if not taken:
+            raise end
+        self._end = end
+        return None
 
     def recv_into_waiting(self, view: memoryview, timeout: float | None = None) -> int:
         if self.holds_input:
