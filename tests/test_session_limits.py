@@ -178,3 +178,55 @@ def test_unauthenticated_peers_cost_the_server_little_memory(service):
         grown = process.memory_info().rss - before
         assert grown < 4 << 20, f"8 unauthenticated peers grew the server by {grown / 2**20:.1f} MiB"
         assert logs.wait("frame.too_large", 8) is not None
+
+
+@pytest.mark.timeout(20)
+def test_a_hello_and_frames_trickled_a_byte_per_write_are_read_as_they_come(poll, timer):
+    # Before its HELLO is whole (the handshake reader) and after (the connection's reader), a
+    # frame cut anywhere waits for the rest: the poll thread reads each byte as it comes and
+    # does not look again in between (a spin would make thousands of passes).
+    passes = [0]
+    events = poll._poll
+    polled = threading.Condition()
+
+    def counted(*args):
+        with polled:
+            passes[0] += 1
+            polled.notify_all()
+        return events(*args)
+
+    def trickle(sock: socket.socket, data: bytes) -> int:
+        """``data`` a byte per write, each read by the poll thread before the next; its passes."""
+        before = passes[0]
+        for i in range(len(data)):
+            seen = passes[0]
+            sock.sendall(data[i : i + 1])
+            with polled:
+                assert polled.wait_for(lambda: passes[0] > seen, WAIT)
+        return passes[0] - before
+
+    poll._poll = counted  # before the thread starts: its loop takes it once
+    store = links.StoreCallback()
+    with links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=store, poll_handler=poll, timer=timer, session=Resumable(),
+    ) as svc:  # fmt: skip
+        svc.into_sender_with_spawned_recver()
+        with socket.create_connection(svc.local_addr, timeout=WAIT) as peer:
+            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hello = wire.encode_hello(wire.NO_KEY, 0)
+            assert trickle(peer, hello) <= 4 * len(hello) + 20
+            frame = peer.recv(4096)  # WELCOME
+            assert frame and isinstance(wire.decode(memoryview(frame)), wire.Welcome)
+            data = wire.encode_data(1, 0, b'{"n":1}')
+            assert trickle(peer, data) <= 4 * len(data) + 20
+            assert store.wait_recv_count(1, WAIT)
+            data = wire.encode_data(2, 0, b'{"n":2}')
+            peer.sendall(data[:5])  # half a header, then nothing for a while
+            assert poll.sync(WAIT)
+            before = passes[0]
+            for _ in range(20):
+                assert poll.sync(WAIT)
+            assert passes[0] - before <= 80
+            peer.sendall(data[5:])
+            assert store.wait_recv_count(2, WAIT)
+            assert [r.msg for r in store.records] == [{"n": 1}, {"n": 2}]
