@@ -217,3 +217,37 @@ async def until(check: Callable[[], object], what: str = "condition", within: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0)
+
+
+class PollPasses:
+    """Counts a ``PollHandler``'s passes (install before its thread starts: its loop takes
+    ``_poll`` once); ``after(n)`` waits for a pass beyond the ``n``-th. A spinning poll thread
+    makes thousands of passes where an idle one makes a few."""
+
+    def __init__(self, poll: links.PollHandler, within: float = 5.0) -> None:
+        self.count = 0
+        self._within = within
+        self._polled = threading.Condition()
+        events = poll._poll
+
+        def counted(*args: object) -> object:
+            with self._polled:
+                self.count += 1
+                self._polled.notify_all()
+            return events(*args)
+
+        poll._poll = counted  # type: ignore[method-assign]
+
+    def after(self, count: int) -> None:
+        with self._polled:
+            assert self._polled.wait_for(lambda: self.count > count, self._within), "no poll pass"
+
+
+def epoll_interest(epoll_fd: int, fd: int) -> int | None:
+    """The events ``fd`` is registered for in the epoll instance ``epoll_fd`` (Linux's fdinfo)."""
+    with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
+        for line in info:
+            fields = line.split()
+            if fields and fields[0] == "tfd:" and int(fields[1]) == fd:
+                return int(fields[3], 16)
+    return None

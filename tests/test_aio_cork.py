@@ -9,7 +9,9 @@ after a burst still delivers all of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 import struct
 
 import pytest
@@ -52,31 +54,36 @@ async def read_frames(peer: socket.socket, count: int) -> list[object]:
     return await asyncio.get_running_loop().run_in_executor(None, read)
 
 
-@pytest.mark.asyncio
-async def test_a_burst_arrives_whole_and_in_order_with_batches_and_the_threaded_sender() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    loop = asyncio.get_running_loop()
-    try:
-        accepting = loop.run_in_executor(None, listener.accept)
+@contextlib.asynccontextmanager
+async def raw_peer() -> AsyncIterator[tuple[links.aio.AsyncClt, socket.socket]]:
+    """A links.aio client connected to a raw socket, the peer's end of it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        accepting = asyncio.get_running_loop().run_in_executor(None, listener.accept)
         clt = await links.aio.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Chat, timeout=5.0)
         peer, _ = await accepting
         with peer:
-            sent = []
-            for i in range(3_000):  # no await that yields: all in one turn of the loop
-                if i % 500 == 250:
-                    batch = [{"n": i, "batch": j} for j in range(3)]
-                    await clt.send_many(batch)
-                    sent += batch
-                elif i % 700 == 350:
-                    assert clt.sender.send({"n": i, "thread": True}, timeout=0) is links.SendStatus.COMPLETED
-                    sent.append({"n": i, "thread": True})
-                else:
-                    await clt.send({"n": i})
-                    sent.append({"n": i})
-            assert await read_frames(peer, len(sent)) == sent
-            clt.close()
-    finally:
-        listener.close()
+            try:
+                yield clt, peer
+            finally:
+                clt.close()
+
+
+@pytest.mark.asyncio
+async def test_a_burst_arrives_whole_and_in_order_with_batches_and_the_threaded_sender() -> None:
+    async with raw_peer() as (clt, peer):
+        sent = []
+        for i in range(3_000):  # no await that yields: all in one turn of the loop
+            if i % 500 == 250:
+                batch = [{"n": i, "batch": j} for j in range(3)]
+                await clt.send_many(batch)
+                sent += batch
+            elif i % 700 == 350:
+                assert clt.sender.send({"n": i, "thread": True}, timeout=0) is links.SendStatus.COMPLETED
+                sent.append({"n": i, "thread": True})
+            else:
+                await clt.send({"n": i})
+                sent.append({"n": i})
+        assert await read_frames(peer, len(sent)) == sent
 
 
 async def echo(conn: links.aio.AsyncClt) -> None:
@@ -97,17 +104,9 @@ async def test_the_last_of_a_burst_is_answered_while_its_sender_waits() -> None:
 
 @pytest.mark.asyncio
 async def test_a_close_right_after_a_burst_delivers_all_of_it() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    loop = asyncio.get_running_loop()
-    try:
-        accepting = loop.run_in_executor(None, listener.accept)
-        clt = await links.aio.connect(f"127.0.0.1:{listener.getsockname()[1]}", protocol=Chat, timeout=5.0)
-        peer, _ = await accepting
-        with peer:
-            for i in range(2_000):
-                await clt.send({"n": i, "pad": "x" * 100})
-            await clt.aclose()
-            got = await read_frames(peer, 2_001)  # one more than sent: read to the end (EOF)
-            assert [m["n"] for m in got] == list(range(2_000))  # type: ignore[index]
-    finally:
-        listener.close()
+    async with raw_peer() as (clt, peer):
+        for i in range(2_000):
+            await clt.send({"n": i, "pad": "x" * 100})
+        await clt.aclose()
+        got = await read_frames(peer, 2_001)  # one more than sent: read to the end (EOF)
+        assert [m["n"] for m in got] == list(range(2_000))  # type: ignore[index]

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 
 import pytest
-from helpers import Json
+from helpers import Json, PollPasses
 from helpers_yamux import (
     ACK,
     DATA,
@@ -273,38 +272,24 @@ def test_frames_trickled_a_byte_per_write_are_read_as_they_come(poll, timer):
     # A yamux header, or a channel's frame inside DATA, cut anywhere is kept until the rest
     # comes: the poll thread reads what came, and does not look again in between (a spin would
     # make thousands of passes where a few a byte are due).
-    passes = [0]
-    events = poll._poll
-    polled = threading.Condition()
-
-    def counted(*args):
-        with polled:
-            passes[0] += 1
-            polled.notify_all()
-        return events(*args)
-
-    def a_pass_after(count: int) -> None:
-        with polled:
-            assert polled.wait_for(lambda: passes[0] > count, WAIT)
-
-    poll._poll = counted  # before the thread starts: its loop takes it once
+    passes = PollPasses(poll, WAIT)
     with serve(poll, timer) as svc, RawPeer.dial(svc.local_addr) as peer:
         peer.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         greet(peer, 1, {"a": 1})
         msg = json_frame({"b": "x" * 40})
         wire = header(DATA, 0, 1, len(msg)) + msg
-        before = passes[0]
+        before = passes.count
         for i in range(len(wire)):
-            seen = passes[0]
+            seen = passes.count
             peer.send(wire[i : i + 1])
-            a_pass_after(seen)  # one byte a read, or nearly: the poll thread woke for it
+            passes.after(seen)  # one byte a read, or nearly: the poll thread woke for it
         assert peer.data_on(1, len(msg)) == msg  # echoed whole
-        assert passes[0] - before <= 4 * len(wire) + 20
+        assert passes.count - before <= 4 * len(wire) + 20
         peer.send(wire[:5])  # half a header, then nothing for a while
         assert poll.sync(WAIT)
-        before = passes[0]
+        before = passes.count
         for _ in range(20):
             assert poll.sync(WAIT)
-        assert passes[0] - before <= 80
+        assert passes.count - before <= 80
         peer.send(wire[5:])
         assert peer.data_on(1, len(msg)) == msg

@@ -12,7 +12,7 @@ import threading
 from contextlib import ExitStack, contextmanager
 
 import pytest
-from helpers import Json, watch_logs
+from helpers import Json, epoll_interest, watch_logs
 
 import links
 from links.testing import FakeClock
@@ -389,16 +389,6 @@ def test_the_busy_window_starts_after_the_work_not_before_it(timer):
         # when the work ends, and the thread would sleep at once. Counted from the end of the
         # work, it polls a whole window first.
         assert recorder.polls == 8, recorder.polls
-
-
-def epoll_interest(epoll_fd: int, fd: int) -> int | None:
-    """The events ``fd`` is registered for in the epoll instance ``epoll_fd`` (Linux's fdinfo)."""
-    with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
-        for line in info:
-            fields = line.split()
-            if fields and fields[0] == "tfd:" and int(fields[1]) == fd:
-                return int(fields[3], 16)
-    return None
 
 
 @pytest.mark.skipif(not hasattr(selectors, "EpollSelector"), reason="Linux's /proc tells the epoll interest")

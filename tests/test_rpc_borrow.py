@@ -19,7 +19,7 @@ import pytest
 import links
 import links.rpc
 import links.session
-from helpers import errors_in_threads
+from helpers import epoll_interest, errors_in_threads
 from helpers_tls import tls_contexts
 from links._lease import ReadLease
 from links.rpc import CallTimeout
@@ -291,16 +291,6 @@ def test_calls_over_a_session_are_read_by_the_poll_thread(lends, poll, timer):
 
 
 # -- the poll thread meanwhile ----------------------------------------------------------------------
-
-
-def epoll_interest(epoll_fd: int, fd: int) -> int | None:
-    """The events ``fd`` is registered for in the epoll instance ``epoll_fd`` (Linux's fdinfo)."""
-    with open(f"/proc/self/fdinfo/{epoll_fd}") as info:
-        for line in info:
-            fields = line.split()
-            if fields and fields[0] == "tfd:" and int(fields[1]) == fd:
-                return int(fields[3], 16)
-    return None
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux's /proc tells the epoll interest")

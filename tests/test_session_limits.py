@@ -18,7 +18,7 @@ import threading
 from contextlib import ExitStack
 
 import pytest
-from helpers import Json, watch_logs
+from helpers import Json, PollPasses, watch_logs
 
 import links
 from links.session import Resumable
@@ -185,27 +185,17 @@ def test_a_hello_and_frames_trickled_a_byte_per_write_are_read_as_they_come(poll
     # Before its HELLO is whole (the handshake reader) and after (the connection's reader), a
     # frame cut anywhere waits for the rest: the poll thread reads each byte as it comes and
     # does not look again in between (a spin would make thousands of passes).
-    passes = [0]
-    events = poll._poll
-    polled = threading.Condition()
-
-    def counted(*args):
-        with polled:
-            passes[0] += 1
-            polled.notify_all()
-        return events(*args)
+    passes = PollPasses(poll, WAIT)
 
     def trickle(sock: socket.socket, data: bytes) -> int:
         """``data`` a byte per write, each read by the poll thread before the next; its passes."""
-        before = passes[0]
+        before = passes.count
         for i in range(len(data)):
-            seen = passes[0]
+            seen = passes.count
             sock.sendall(data[i : i + 1])
-            with polled:
-                assert polled.wait_for(lambda: passes[0] > seen, WAIT)
-        return passes[0] - before
+            passes.after(seen)
+        return passes.count - before
 
-    poll._poll = counted  # before the thread starts: its loop takes it once
     store = links.StoreCallback()
     with links.Svc.bind(
         "127.0.0.1:0", protocol=Json, callback=store, poll_handler=poll, timer=timer, session=Resumable(),
@@ -223,10 +213,10 @@ def test_a_hello_and_frames_trickled_a_byte_per_write_are_read_as_they_come(poll
             data = wire.encode_data(2, 0, b'{"n":2}')
             peer.sendall(data[:5])  # half a header, then nothing for a while
             assert poll.sync(WAIT)
-            before = passes[0]
+            before = passes.count
             for _ in range(20):
                 assert poll.sync(WAIT)
-            assert passes[0] - before <= 80
+            assert passes.count - before <= 80
             peer.sendall(data[5:])
             assert store.wait_recv_count(2, WAIT)
             assert [r.msg for r in store.records] == [{"n": 1}, {"n": 2}]
