@@ -4,8 +4,9 @@ Reading (once the receiver is spawned): one ``recv_into`` per readiness event an
 frame it completed, dispatched a batch at a time where the messenger allows; level-triggered
 polling reports the rest next pass. A thread waiting for a reply on the connection may borrow
 the reading meanwhile (``read_while``, ``links._lease``): it then reads and dispatches the same
-way on its own thread, and the poll thread leaves the socket alone until it is given back. Writing (whenever the outbound path owes bytes): what the
-socket now takes, never waiting, and never waiting for a write lock either. A closed
+way on its own thread, and the poll thread leaves the socket alone until it is given back.
+Writing (whenever the outbound path owes bytes): what the socket now takes, never waiting,
+and never waiting for a write lock either. A closed
 attachment that still owes bytes lingers here, write-only, until they are written.
 """
 

@@ -69,12 +69,20 @@ async def held_then_resumed(clt: links.aio.AsyncClt, send, max_queue: int) -> No
     assert not clt._bridge.inbox.paused and clt.queued == 0
 
 
+# The loop reads the connections of connect and serve, unless given a poll handler: both paths.
+DRIVERS = pytest.mark.parametrize("driver", ["loop", "poll thread"])
+
+
 @pytest.mark.asyncio
-async def test_a_flood_into_a_coroutine_that_does_not_read_is_held_and_resumes() -> None:
+@DRIVERS
+async def test_a_flood_into_a_coroutine_that_does_not_read_is_held_and_resumes(driver: str, poll) -> None:
     svc = links.Svc.bind("127.0.0.1:0", protocol=Chat, max_outbound=64 * 1024)
     sender = svc.into_sender_with_spawned_recver()
     try:
-        clt = await links.aio.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Chat, timeout=WAIT, max_queue=100)
+        options = {"poll_handler": poll} if driver == "poll thread" else {}
+        clt = await links.aio.connect(f"127.0.0.1:{svc.local_addr[1]}", protocol=Chat, timeout=WAIT, max_queue=100,
+                                      **options)  # fmt: skip
+        assert (type(clt._bridge).__name__ == "LoopBridge") == (driver == "loop")
         await until(lambda: len(svc) == 1, "the service pooled the client")
         await held_then_resumed(clt, sender.send, 100)
         clt.close()
@@ -83,7 +91,8 @@ async def test_a_flood_into_a_coroutine_that_does_not_read_is_held_and_resumes()
 
 
 @pytest.mark.asyncio
-async def test_a_served_connection_that_does_not_read_holds_its_client() -> None:
+@DRIVERS
+async def test_a_served_connection_that_does_not_read_holds_its_client(driver: str, poll) -> None:
     """The other way: the server's handler does not read; the threaded client is held."""
     conns: list[links.aio.AsyncClt] = []
     ready = asyncio.Event()
@@ -93,12 +102,14 @@ async def test_a_served_connection_that_does_not_read_holds_its_client() -> None
         ready.set()
         await asyncio.Event().wait()
 
-    async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=handler, max_queue=50) as server:
+    options = {"poll_handler": poll} if driver == "poll thread" else {}
+    async with await links.aio.serve("127.0.0.1:0", protocol=Chat, handler=handler, max_queue=50, **options) as server:
         loop = asyncio.get_running_loop()
         port = server.local_addr[1]
         clt = await loop.run_in_executor(None, lambda: links.Clt.connect(f"127.0.0.1:{port}", protocol=Chat, timeout=WAIT, max_outbound=64 * 1024))
         try:
             await asyncio.wait_for(ready.wait(), WAIT)
+            assert (type(conns[0]._bridge).__name__ == "LoopBridge") == (driver == "loop")
             await held_then_resumed(conns[0], clt.send, 50)
         finally:
             clt.close()
