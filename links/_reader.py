@@ -72,17 +72,17 @@ class AttachmentReader:
             reading.release()
         return True
 
-    def read_while(self, pending: Callable[[], bool], deadline: float | None) -> None:
+    def read_while(self, pending: Callable[[], bool], deadline: float | None) -> bool:
         """On a thread waiting for a reply: borrow the reading from the poll thread and read and
         dispatch here, as the poll thread would, while ``pending()`` holds, until ``deadline``
         or the end of the connection; then give the reading back (``links._lease``). Returns at
-        once if the reading cannot be borrowed now: the caller then waits as it would have.
+        once, False, if the reading cannot be borrowed now: the caller then waits as it would have.
 
         What it dispatches runs as on the poll thread: hooks and callbacks here, with sends
         that never wait, and a blocking call from them refused (``links._threads``)."""
         lease = self.lease
         if lease is None or not lease.borrow(time_left(deadline)):
-            return
+            return False
         att = self.attachment
         try:
             with runtime_thread():
@@ -99,6 +99,7 @@ class AttachmentReader:
                 _log.error("poll.handler_failed", kind=self.poll_kind, error=repr(e2), during="close")
         finally:
             lease.give_back()
+        return True
 
     def _read(self, wait: bool, timeout: float | None) -> None:
         """One read (with ``wait``, sleeping until bytes come or ``timeout``: a borrower only)

@@ -64,7 +64,7 @@ MODULES: dict[str, Path] = {module_name(p): p for p in sorted(LINKS_DIR.rglob("*
 
 CORE_DIR = LINKS_DIR / "_core"
 SESSION_ENGINE_PATHS = [LINKS_DIR / "session" / "_engine.py", LINKS_DIR / "session" / "_wire.py"]
-MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / name for name in ("_engine.py", "_events.py", "_wire.py")]
+MUX_ENGINE_PATHS = [LINKS_DIR / "mux" / name for name in ("_engine.py", "_events.py", "_streams.py", "_wire.py")]
 RPC_ENGINE_PATHS = [LINKS_DIR / "rpc" / name for name in ("_errors.py", "_msgpack.py", "_table.py", "_wire.py")]
 AIO_SANS_IO_PATHS = [LINKS_DIR / "aio" / "_inbox.py"]  # the queue's state; the loop and threads are its driver's
 SANS_IO_PATHS = (

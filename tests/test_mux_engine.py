@@ -330,6 +330,29 @@ def test_a_stream_alone_with_data_goes_out_in_frames_as_large_as_the_step():
     assert sum(len(p) for _, _, sid, _, p in frames(c.take_output()) if sid == a) == rest  # every byte, once
 
 
+def test_write_frame_frames_a_send_at_once_only_when_nothing_else_is_waiting():
+    c, s = pair()
+    a, b = c.open(), c.open()
+    assert c.write_frame(a, b"hi", 1 << 20) is None  # the SYNs are still to go: nothing taken
+    flow(c, s)
+    small = c.write_frame(a, b"hello", 1 << 20)
+    assert small == header(0, 0, a, 5) + b"hello"  # one bytes: header and data joined
+    assert s.feed(small)[0].data == b"hello"
+    big = bytes(64 * KIB)
+    parts = c.write_frame(a, big, 1 << 20)
+    assert parts[0] == header(0, 0, a, len(big)) and parts[1] is big  # large: the caller's bytes, uncopied
+    assert c.streams[a].send_window == wire.INITIAL_WINDOW - 5 - len(big)
+    assert c.write(b, b"queued") == 6
+    assert c.write_frame(a, b"after", 1 << 20) is None  # another stream's data goes first
+    assert frames(c.take_output()) == [(0, 0, b, 6, b"queued")]
+    assert c.write_frame(a, bytes(300 * KIB), 1 << 20) is None  # past the window: write() cuts it
+    assert c.write_frame(a, bytes(10), 5) is None  # past the step
+    c.close(b)
+    c.take_output()
+    assert c.write_frame(b, b"x", 1 << 20) is None  # closed for sending
+    assert not c.has_output
+
+
 def test_data_received_is_a_view_of_the_frame_and_fed_data_is_bytes():
     c, s = pair()
     sid = c.open()

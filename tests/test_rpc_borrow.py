@@ -20,45 +20,11 @@ import links
 import links.rpc
 import links.session
 from helpers import epoll_interest, errors_in_threads
+from helpers_lease import Lends
 from helpers_tls import tls_contexts
-from links._lease import ReadLease
 from links.rpc import CallTimeout
 
 WAIT = 5.0
-
-
-class Lends:
-    """Counts the borrows that succeeded, and lets a test wait until one is under way."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.cond = threading.Condition()
-        self.count = 0
-        self.active = 0
-        self.leases: list[ReadLease] = []
-        borrow, give_back = ReadLease.borrow, ReadLease.give_back
-
-        def counted_borrow(lease: ReadLease, timeout) -> bool:
-            ok = borrow(lease, timeout)
-            if ok:
-                with self.cond:
-                    self.count += 1
-                    self.active += 1
-                    self.leases.append(lease)
-                    self.cond.notify_all()
-            return ok
-
-        def counted_give_back(lease: ReadLease) -> None:
-            with self.cond:
-                self.active -= 1
-            give_back(lease)
-
-        monkeypatch.setattr(ReadLease, "borrow", counted_borrow)
-        monkeypatch.setattr(ReadLease, "give_back", counted_give_back)
-
-    def wait_lent(self) -> ReadLease:
-        with self.cond:
-            assert self.cond.wait_for(lambda: self.active > 0, WAIT), "no call borrowed the reading"
-            return self.leases[-1]
 
 
 @pytest.fixture

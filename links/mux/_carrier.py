@@ -32,8 +32,9 @@ from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
 from .._runtime import default_timer
 from ._channel import channel_over, open_channel
-from ._driver import MuxDriver, MuxLink, MuxSettings
+from ._driver import MuxDriver
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
+from ._link import MuxLink, MuxSettings
 from ._stream import StreamTransport
 
 __all__ = ["Carrier", "DEFAULT_KEEPALIVE"]

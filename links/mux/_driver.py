@@ -23,7 +23,9 @@ Readiness
     A stream's transport has no fd. Where a socket would turn readable or writable, the
     driver notifies the stream's condition (a user thread waiting in ``recv`` or for room)
     and marks the channel's handler ready on the poll thread (``PollHandler.ready``), which
-    reads or writes it on a later pass, never from inside this one.
+    reads or writes it on a later pass, never from inside this one. A thread waiting in a
+    channel's ``recv`` may read the physical connection itself meanwhile (``borrower``,
+    ``links.mux._stream``): what it routes is marked the same way, one command per read.
 
 Finishing
     ``finish`` closes the physical connection only once every stream has ended both ways: the
@@ -45,98 +47,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core._messenger import Messenger
-from .._core._protocol import Protocol
 from .._errors import BrokenError, LinksError
-from ._engine import MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset, GoAway
+from ._engine import GoAway, MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset
 from ._stream import StreamTransport
-from ._wire import MuxError, YamuxFramer
+from ._wire import MuxError
 
 if TYPE_CHECKING:
     from .._attachment import Attachment
-    from .._core._conid import ConId
 
-__all__ = ["MuxDriver", "MuxLink", "MuxSettings"]
+__all__ = ["MuxDriver"]
 
 #: Bytes of engine output handed to the physical outbound path per step (one ``sendmsg``):
 #: a system call per 256 KiB cost twice the CPU per byte of one per MiB (measured on W3).
 _PUMP = 1 << 20
-
-
-class MuxSettings:
-    """What both ends of a physical connection's engine are made with (``MuxEngine``'s args)."""
-
-    def __init__(self, *, window: int, max_streams: int, chunk: int, keepalive: float | None) -> None:
-        self.window = window
-        self.max_streams = max_streams
-        self.chunk = chunk
-        self.keepalive = keepalive
-
-    def engine(self, client: bool) -> MuxEngine:
-        return MuxEngine(client=client, window=self.window, chunk=self.chunk, max_streams=self.max_streams)
-
-
-class _Frames(Messenger[Any, Any]):
-    """Whole yamux frames both ways, uncopied: the engine reads each during its dispatch. A
-    read's frames are one message, a list, so the driver routes them under one lock and
-    wakes each stream once per read, not once per frame."""
-
-    def serialize(self, msg: Any) -> Any:
-        return msg
-
-    def deserialize(self, payload: Any) -> Any:
-        return [payload]
-
-    def deserialize_many(self, payloads: list[Any]) -> list[Any]:
-        return [payloads]
-
-
-class MuxLink(Protocol[Any, Any]):
-    """The physical connection's protocol: a fresh driver per TCP connection (each starts a
-    new yamux session: streams do not survive a cut unless a resumable session carries them).
-
-    Args:
-        client: the side that dialed.
-        settings: the engine's.
-        on_stream: called (poll thread, no lock held) with each stream the peer opens; it
-            makes a channel over it, or refuses it (``StreamTransport.abort``).
-        on_driver: called with each new driver (``(driver, None)``), and with the one lost
-            when its connection ends (``(None, driver)``).
-    """
-
-    messenger = _Frames()
-
-    def __init__(
-        self, client: bool, settings: MuxSettings, on_stream: Callable[[StreamTransport], None],
-        on_driver: Callable[[MuxDriver | None, MuxDriver | None], None],
-    ) -> None:  # fmt: skip
-        self.client = client
-        self.settings = settings
-        self.framer = YamuxFramer(settings.window)
-        self.on_stream = on_stream
-        self.on_driver = on_driver
-        self.driver: MuxDriver | None = None
-        self.heartbeat_interval = settings.keepalive  # a PING that often
-
-    def on_connect(self, con: Any) -> None:
-        self.driver = MuxDriver(con, self.settings.engine(self.client), self.on_stream)
-        self.on_driver(self.driver, None)
-        if self.client:
-            self.driver.ping()  # something at once: a server's deadline for a first frame
-
-    def on_recv(self, msg: Any) -> None:
-        assert self.driver is not None
-        self.driver.received(msg)
-
-    def on_disconnect(self, con_id: ConId) -> None:
-        driver, self.driver = self.driver, None
-        if driver is not None:
-            driver.lost(BrokenError(f"{con_id}: the connection under the channels was lost", "mux.connection_lost"))
-            self.on_driver(None, driver)
-
-    def send_heartbeat(self, con: Any) -> None:
-        if self.driver is not None:
-            self.driver.ping()
 
 
 class MuxDriver:
@@ -155,6 +78,9 @@ class MuxDriver:
         self._failed: LinksError | None = None  # a write failed under the lock: ended after it
         self._then: Callable[[], None] | None = None  # finish(): called once every stream is done
         self._now: float | None = None  # the clock's reading for the read being routed, once asked
+        # The stream whose waiting thread reads the physical connection now (links._lease;
+        # StreamTransport._borrow), if any: one at a time.
+        self.borrower: StreamTransport | None = None
         att.on_drained = self._drained
 
     def __repr__(self) -> str:
@@ -176,6 +102,49 @@ class MuxDriver:
             self._flush()
         if self._then is not None or self._failed is not None:
             self._settle()
+
+    def send_now(self, stream: StreamTransport, data: bytes) -> int | None:
+        """A channel's send, its common case in one step: with the physical connection idle
+        (its write lock free, nothing owed, the engine holding no output), ``data`` is framed
+        and written at once, without queueing it in the engine first. None when not so:
+        nothing was taken (the caller writes it the general way, ``release``).
+
+        Raises:
+            What ``StreamTransport.check_sendable`` raises.
+        """
+        write_lock, out = self.write_lock, self.att.outbound
+        if not write_lock.acquire(False):  # order: the physical write lock, then ours (Locks)
+            return None
+        try:
+            if out.backlog:
+                return None
+            lock = self.lock
+            lock.acquire()
+            try:
+                stream.check_sendable()
+                frame = self.engine.write_frame(stream.stream_id, data, _PUMP)
+            finally:
+                lock.release()
+            if frame is None:
+                return None
+            try:
+                if type(frame) is bytes:
+                    out.take(frame)
+                else:
+                    out.take_parts(frame)
+            except LinksError as e:
+                self._failed = e  # the connection ends (``_settle``); the channel with it
+            watch = out.backlog and not self.att.closed and out.needs_watch()
+        finally:
+            write_lock.release()
+        if watch:
+            self.att.watch_writable()
+        engine = self.engine
+        if engine._control or engine._turns:  # queued by others while we wrote: see Locks
+            self._flush()
+        if self._then is not None or self._failed is not None:
+            self._settle()
+        return len(data)
 
     def _wake_unblocked(self) -> None:
         """Lock held: wake the writers of the streams that can take more now."""
@@ -244,6 +213,7 @@ class MuxDriver:
         opened: list[StreamTransport] = []
         woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
         receive, apply = self.engine.receive, self._apply
+        posts = None
         self.lock.acquire()
         self._now = None
         try:
@@ -256,12 +226,39 @@ class MuxDriver:
                     break
                 for event in events:
                     apply(event, opened, woken)
-            for stream, writable in woken.items():
-                self._wake(stream, readable=True, writable=writable)
+            if woken:
+                posts = self._wake_read(woken)
         finally:
             self.release()
+        if posts:
+            _post_marks(posts)
         for stream in opened:
             self.on_stream(stream)
+
+    @staticmethod
+    def _wake_read(woken: dict[StreamTransport, bool]) -> list[tuple[Any, Any, bool, bool]] | None:
+        """Lock held: tell each stream of a read its waiters and, if the poll thread reads its
+        channel, that thread. On the poll thread, marked here; on a thread that borrowed the
+        reading (``StreamTransport._borrow``), returned, to be posted as one command per poll
+        thread after the lock (one wake-up of it per read, not one per channel). A channel read
+        on a user thread is not marked readable: the poll thread would only drop the mark."""
+        posts = None
+        for stream, writable in woken.items():
+            stream._notify()
+            att = stream.attachment
+            if att is None or att.poll is None or not (writable or att.reading):
+                continue
+            poll = att.poll
+            if poll.in_poll_thread():
+                try:
+                    poll.ready(att.handler, readable=att.reading, writable=writable)
+                except RuntimeError:  # the poll handler shut down: the channel ends with it
+                    pass
+            else:
+                if posts is None:
+                    posts = []
+                posts.append((poll, att.handler, att.reading, writable))
+        return posts
 
     def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
         """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
@@ -394,3 +391,22 @@ class MuxDriver:
             self.lock.release()
         if then is not None:
             then()
+
+
+def _post_marks(posts: list[tuple[Any, Any, bool, bool]]) -> None:
+    """No lock held, off the poll thread: mark each handler ready on its poll thread, one
+    posted command (one wake-up) per poll thread for them all."""
+    by_poll: dict[int, list[tuple[Any, Any, bool, bool]]] = {}
+    for post in posts:
+        by_poll.setdefault(id(post[0]), []).append(post)
+    for marks in by_poll.values():
+        poll = marks[0][0]
+
+        def mark(marks: list[tuple[Any, Any, bool, bool]] = marks, ready: Any = poll.ready) -> None:
+            for _poll, handler, readable, writable in marks:
+                ready(handler, readable=readable, writable=writable)
+
+        try:
+            poll.call_soon(mark)
+        except RuntimeError:  # the poll handler shut down: the channels end with it
+            pass

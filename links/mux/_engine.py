@@ -48,6 +48,7 @@ from .._core._buffer import ReceiveBuffer
 from .._errors import BrokenError, ClosedError
 from . import _wire as wire
 from ._events import Event, GoAway, Pong, StreamAccepted, StreamData, StreamEnded, StreamOpened, StreamReset
+from ._streams import Queued, StreamState, cut
 from ._wire import ACK, DATA, FIN, GO_AWAY, HEADER, HEADER_SIZE, PING, RST, SYN, WINDOW_UPDATE, MuxError
 
 __all__ = [
@@ -64,31 +65,11 @@ DEFAULT_MAX_QUEUED = 4 * 1024 * 1024
 DEFAULT_MAX_STREAMS = 4096
 CONTROL_SLACK = 64 * 1024  #: Bytes of control frames owed beyond what streams may owe (Errors).
 
+#: A frame this small goes out joined to its header (copying it costs less than a gathered write).
+_JOIN = 4096
+
 _unpack = HEADER.unpack_from
 _frame = wire.frame
-
-
-class _Queued(list):  # type: ignore[type-arg]
-    """A stream's queued data: the writers' buffers themselves (see ``MuxEngine.write``),
-    ``size`` bytes in all. Made by a first write; a stream with nothing queued holds ``()``."""
-
-    __slots__ = ("size",)
-
-
-class _Stream:
-    """One stream's state (kept small: an idle stream costs this alone)."""
-
-    __slots__ = ("send_window", "recv_window", "unacked", "out", "fin_queued", "fin_sent", "fin_received", "blocked")
-
-    def __init__(self, recv_window: int) -> None:
-        self.send_window = wire.INITIAL_WINDOW  # what the peer lets us send, minus what we queued
-        self.recv_window = recv_window  # what we let the peer send
-        self.unacked = 0  # consumed by the application, not yet given back to the peer
-        self.out: _Queued | tuple[()] = ()  # queued, not yet in a frame (a _Queued once there is some)
-        self.fin_queued = False  # close() was called: FIN once ``out`` is out
-        self.fin_sent = False
-        self.fin_received = False
-        self.blocked = False  # a write took less than asked: tell the driver when it can take more
 
 
 class MuxEngine:
@@ -123,7 +104,7 @@ class MuxEngine:
         self.max_queued = max_queued
         self.max_control = CONTROL_SLACK + 4 * HEADER_SIZE * max_streams
         self.framer = wire.YamuxFramer(window)
-        self.streams: dict[int, _Stream] = {}
+        self.streams: dict[int, StreamState] = {}
         self.queued = 0  # bytes in every stream's ``out``
         self.going_away = False  # we sent GO_AWAY: no new stream either way
         self.peer_going_away = False  # the peer did
@@ -218,18 +199,18 @@ class MuxEngine:
                 self._forget(stream_id, stream)
         return events
 
-    def _peer_opened(self, stream_id: int, stream: _Stream | None, events: list[Event]) -> _Stream | None:
+    def _peer_opened(self, stream_id: int, stream: StreamState | None, events: list[Event]) -> StreamState | None:
         """A SYN: a new stream of the peer's, or a refusal (RST) when we take no more."""
         if stream is not None or stream_id % 2 == self._next_id % 2:
             raise MuxError(f"SYN on stream {stream_id}, open already or not the peer's to open", "mux.stream_reused")
         if self.going_away or len(self.streams) >= self.max_streams:
             self._control += _frame(WINDOW_UPDATE, RST, stream_id, 0)
             return None
-        stream = self.streams[stream_id] = _Stream(self.window)
+        stream = self.streams[stream_id] = StreamState(self.window)
         events.append(StreamOpened(stream_id))
         return stream
 
-    def _credit(self, stream_id: int, stream: _Stream, credit: int) -> None:
+    def _credit(self, stream_id: int, stream: StreamState, credit: int) -> None:
         window = stream.send_window + (stream.out.size if stream.out else 0) + credit  # the peer's whole grant now
         if window > wire.MAX_WINDOW:
             raise MuxError(f"stream {stream_id}: window grew to {window}, past 2**32-1", "mux.window_overflow")
@@ -277,7 +258,7 @@ class MuxEngine:
         if stream_id > wire.MAX_WINDOW:
             raise BrokenError("stream ids used up on this connection", "mux.ids_exhausted")
         self._next_id += 2
-        self.streams[stream_id] = _Stream(self.window)
+        self.streams[stream_id] = StreamState(self.window)
         self._control += _frame(WINDOW_UPDATE, SYN, stream_id, self.window - wire.INITIAL_WINDOW)
         return stream_id
 
@@ -311,7 +292,7 @@ class MuxEngine:
             out = stream.out
             if not out:
                 self._turns.append(stream_id)
-                out = stream.out = _Queued()
+                out = stream.out = Queued()
                 out.size = 0
             # Kept, not copied, when it cannot change under us (bytes, or a read-only view of
             # them: what the layers above hand down); anything mutable is copied, as a socket would.
@@ -324,6 +305,21 @@ class MuxEngine:
             stream.send_window -= taken
             self.queued += taken
         return taken
+
+    def write_frame(self, stream_id: int, data: bytes | memoryview, limit: int) -> bytes | list[bytes | memoryview] | None:
+        """``write`` and ``take_parts`` in one step, for the common case of a send: no output
+        waiting (no control frame, no stream's data), the stream open for sending, and its
+        window and ``limit`` large enough for all of ``data`` (immutable) in one frame. The
+        frame: one ``bytes`` when small, else its header and ``data`` uncopied. None when
+        not so: nothing was taken (``write`` it).
+        """
+        stream = self.streams.get(stream_id)
+        n = len(data)
+        if self._control or self._turns or stream is None or stream.fin_queued or not 0 < n <= min(stream.send_window, limit):
+            return None
+        stream.send_window -= n
+        header = _frame(DATA, 0, stream_id, n)
+        return header + data if n <= _JOIN else [header, data]
 
     def close(self, stream_id: int) -> None:
         """Half-close ``stream_id``: FIN after what is queued. Once the peer's FIN came too,
@@ -389,7 +385,7 @@ class MuxEngine:
                 parts += out
                 stream.out = ()  # type: ignore[union-attr]
             else:
-                _cut(out, n, parts)
+                cut(out, n, parts)
                 out.size -= n
             self.queued -= n
             size += HEADER_SIZE + n
@@ -419,31 +415,18 @@ class MuxEngine:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _send_fin(self, stream_id: int, stream: _Stream, kind: int) -> None:
+    def _send_fin(self, stream_id: int, stream: StreamState, kind: int) -> None:
         self._control += _frame(kind, FIN, stream_id, 0)
         self._fin_sent(stream_id, stream)
 
-    def _fin_sent(self, stream_id: int, stream: _Stream) -> None:
+    def _fin_sent(self, stream_id: int, stream: StreamState) -> None:
         stream.fin_sent = True
         if stream.fin_received:
             self._forget(stream_id, stream)
 
-    def _forget(self, stream_id: int, stream: _Stream) -> None:
+    def _forget(self, stream_id: int, stream: StreamState) -> None:
         self.queued -= stream.out.size if stream.out else 0
         stream.out = ()
         self.streams.pop(stream_id, None)
         self._starved.discard(stream_id)
 
-
-def _cut(out: list[bytes | memoryview], n: int, parts: list[bytes | bytearray | memoryview]) -> None:
-    """Move the first ``n`` bytes of ``out`` (fewer than it holds) to ``parts``, uncopied."""
-    i = 0
-    while n >= len(out[i]):
-        parts.append(out[i])
-        n -= len(out[i])
-        i += 1
-    if n:
-        view = memoryview(out[i])
-        parts.append(view[:n])
-        out[i] = view[n:]
-    del out[:i]

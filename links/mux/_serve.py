@@ -23,10 +23,11 @@ from .._errors import BrokenError
 from .._gate import ConnectionGate, Permit
 from .._tls import peer_identity
 from .._wakeup import WakeupSocketpair
-from ._driver import MuxDriver, MuxLink, MuxSettings
 from ._carrier import DEFAULT_KEEPALIVE
 from ._channel import channel_over, open_channel
+from ._driver import MuxDriver
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
+from ._link import MuxLink, MuxSettings
 from ._stream import StreamTransport
 
 if TYPE_CHECKING:

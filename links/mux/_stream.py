@@ -12,9 +12,16 @@ engine makes, with the same meanings:
 * ``send_some`` gives bytes to the engine, as many as the peer's window for this stream lets
   it take, and has the physical connection write them; the rest is owed by the channel's own
   outbound path, which the demultiplexer wakes when the window opens again.
-* Waiting happens on a condition of the driver's lock, never on a socket: the
-  one reader of the physical socket is the poll thread (a thread reading it for one channel
-  would starve the others, or wait on them).
+* Waiting happens on a condition of the driver's lock, or, for one waiting thread at a time,
+  in the physical socket itself: a thread waiting in ``recv_into_waiting`` (a channel's
+  ``recv``, not spawned) borrows the reading of the TCP connection from the poll thread
+  (``links._lease``) and runs the demultiplexer itself, so its reply wakes one thread (it)
+  rather than two (the poll thread, then it). Every frame it reads is routed as the poll
+  thread would route it (other channels' bytes to their waiters and spawned readers, window
+  updates and PINGs answered), and it gives the reading back as soon as its own stream has
+  input or its end. Another thread waiting meanwhile waits on its condition. A thread that
+  closes the channel of a borrowing thread wakes it with a PING (its answer is input on the
+  socket it sleeps in); a borrow lasts ``BORROW_SLICE`` at most, then the reader looks again.
 
 It has no file descriptor: the poll thread services a spawned channel as a ``virtual``
 handler, told of readiness by the demultiplexer (``PollHandler.ready``).
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from .._clock import deadline_after, time_left
 from .._core._conid import Addr
 from .._errors import BrokenError, ClosedError, LinksError, raised_again
+from .._threads import on_runtime_thread
 from .._transport import DEFAULT_STALL_TIMEOUT, Transport
 
 if TYPE_CHECKING:
@@ -36,7 +44,11 @@ if TYPE_CHECKING:
     from .._attachment import Attachment
     from ._driver import MuxDriver
 
-__all__ = ["StreamTransport"]
+__all__ = ["StreamTransport", "BORROW_SLICE"]
+
+#: Seconds a thread reads the physical connection for its channel before it gives the reading
+#: back and looks again: a bound for a peer that never answers the PING that wakes it.
+BORROW_SLICE = 1.0
 
 
 class StreamTransport(Transport):
@@ -151,10 +163,43 @@ class StreamTransport(Transport):
                 left = time_left(deadline)
                 if left == 0.0:
                     return 0
-                self._wait(left)
+                if not self._borrow(deadline):
+                    self._wait(left)
             return self._read(view)
         finally:
             driver.release()
+
+    def _borrow(self, deadline: float | None) -> bool:
+        """Lock held (released meanwhile): read the physical connection on this thread, in the
+        poll thread's stead, until this stream has input or its end, ``deadline`` or
+        ``BORROW_SLICE``; False if the reading cannot be borrowed (another thread has it, the
+        connection is not read by the poll thread or is ending, this is a runtime thread)."""
+        driver = self.driver
+        att = driver.att
+        if driver.borrower is not None or driver.error is not None or not att.reading or att.closed or on_runtime_thread():
+            return False
+        read_while = getattr(att.handler, "read_while", None)  # a redial's handshake handler lends nothing
+        if read_while is None:
+            return False
+        driver.borrower = self  # a closer of this stream wakes us (see _wake_borrower)
+        driver.lock.release()
+        try:
+            until = deadline_after(BORROW_SLICE)
+            return read_while(self._pending, until if deadline is None else min(deadline, until))
+        finally:
+            driver.lock.acquire()
+            driver.borrower = None
+
+    def _pending(self) -> bool:
+        """Whether nothing has come for this stream yet (read without the lock: a borrower's test)."""
+        return not (self.inbound or self.end is not None or self._shut)
+
+    def _wake_borrower(self) -> None:
+        """Lock held, this stream just shut: if its thread sleeps in the physical socket, a PING
+        makes the peer send something there (its answer), and the thread then sees the shut."""
+        driver = self.driver
+        if driver.borrower is self and driver.error is None:
+            driver.engine.ping()
 
     def wait_readable(self, timeout: float | None) -> bool:
         deadline = deadline_after(timeout)
@@ -185,15 +230,28 @@ class StreamTransport(Transport):
 
     def send_some(self, data: bytes | bytearray | memoryview) -> int:
         driver = self.driver
+        if type(data) is bytes:
+            sent = driver.send_now(self, data)  # the common case, in one step (None: it is not)
+            if sent is not None:
+                return sent
         driver.lock.acquire()
         try:
-            if self._shut_both:
-                raise ClosedError("channel closed")
-            if driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams):
-                raise BrokenError(str(self.end), getattr(self.end, "reason", "broken"))
+            self.check_sendable()
             return driver.engine.write(self.stream_id, data)
         finally:
             driver.release()
+
+    def check_sendable(self) -> None:
+        """Lock held: raise what a send on this stream raises now, if anything.
+
+        Raises:
+            ClosedError: this side closed the channel. BrokenError: it ended (peer, connection).
+        """
+        if self._shut_both:
+            raise ClosedError("channel closed")
+        driver = self.driver
+        if driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams):
+            raise BrokenError(str(self.end), getattr(self.end, "reason", "broken"))
 
     def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> int:
         # One lock section for a channel's whole backlog, each piece kept by the engine as it
@@ -201,10 +259,7 @@ class StreamTransport(Transport):
         driver = self.driver
         driver.lock.acquire()
         try:
-            if self._shut_both:
-                raise ClosedError("channel closed")
-            if driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams):
-                raise BrokenError(str(self.end), getattr(self.end, "reason", "broken"))
+            self.check_sendable()
             write, stream_id, sent = driver.engine.write, self.stream_id, 0
             for part in parts:
                 taken = write(stream_id, part)
@@ -231,9 +286,14 @@ class StreamTransport(Transport):
     # -- closing ----------------------------------------------------------------------------
 
     def shutdown_read(self) -> None:
-        with self.driver.lock:
+        driver = self.driver
+        driver.lock.acquire()
+        try:
             self._shut = True
             self._notify()
+            self._wake_borrower()
+        finally:
+            driver.release()
 
     def shutdown(self) -> None:
         """End both directions: FIN after what is queued (the peer reads to the end)."""
@@ -257,6 +317,7 @@ class StreamTransport(Transport):
             else:
                 engine.close(sid)
             self._notify()
+            self._wake_borrower()
         finally:
             driver.release()
 
