@@ -3,18 +3,18 @@
 Ownership
     Only the poll thread touches the selector. ``add()``, ``remove()``, ``want_writable()``, ``ready()``,
     ``pause_reading()``, ``call_soon()`` queue a command and wake it; on the poll thread they run inline.
+    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket): the
+    other order would let the fd number be reused under the old handler.
 
 Level-triggered, a bounded batch per event
     An fd with unread bytes is reported on every poll until drained, so a handler does *one*
-    bounded unit of work per event (a receiver: one ``recv_into`` and the frames it completed;
-    an acceptor: a bounded batch of ``accept``); the rest is reported next pass, after every
-    other ready fd had its turn (edge-triggered, each fd would be drained to ``EAGAIN``).
+    bounded unit of work per event (a receiver: one ``recv_into`` and the frames it completed; an
+    acceptor: a bounded batch of ``accept``); the rest waits for the next pass, after the others.
 
 Failures stay local
     A handler call that raises is logged (``poll.handler_failed``), the handler removed and told
-    to close itself; the loop carries on with the others. A handler closed by another thread
-    is not read again while its removal is on its way (its hang-up would be seen every pass);
-    one whose reading is lent leaves a hang-up to its borrower (``Registry.hung_up``).
+    to close itself; the loop carries on with the others. A hang-up of a handler closed by
+    another thread, or whose reading is lent, is not read here (``Registry.hung_up``).
 
 Handlers
     Anything with ``fileno()``, ``on_readable() -> bool`` (False: remove me), ``on_poll_failure``,
@@ -22,34 +22,25 @@ Handlers
     it pauses reading too, and lends it to a caller waiting for its reply, ``links._lease``); or, ``virtual``, no fd.
 
 Handlers without a file descriptor
-    A multiplexed channel (one of many logical connections over one TCP connection) is read and
-    written on the poll thread like a socket, but no selector can watch it: the code reading the
-    TCP connection knows when it has input or room. A handler with ``virtual = True`` is
-    registered, removed and failed like any other but never reaches the selector; that code
-    marks it with ``ready(handler, readable=, writable=)`` instead, and the loop services the
-    marks each pass (``links._ready``: coalesced, never inside ``ready()``, marks made meanwhile
-    on the next pass), polling without sleeping while any are pending. Its first service on
-    ``add()`` and ``want_writable()`` comes as a mark too.
+    A multiplexed channel is read and written on the poll thread like a socket, but only the
+    code reading its TCP connection knows when it has input or room. A ``virtual`` handler never
+    reaches the selector; that code marks it with ``ready(handler, readable=, writable=)`` and
+    the loop services the marks each pass (``links._ready``), without sleeping while any are
+    pending. Its first service on ``add()`` and ``want_writable()`` comes as a mark too.
 
 Writing (``want_writable``)
     A connection whose socket would not take all it owes asks for ``on_writable() -> bool`` (True:
-    still owing) once the socket has room: the poll thread writes what it can, never waiting, so
-    a frame gets finished without anybody sending again; the interest is dropped once nothing is
-    owed. A connection read on a user thread is registered for writing only.
-
-Closing fds
-    ``remove(handler, then=fn)`` unregisters the fd, then runs ``fn`` (closing the socket): the
-    other order would let the fd number be reused under the old handler.
+    still owing) once there is room: the poll thread writes what it can, never waiting, so a frame
+    is finished without anybody sending again (a connection read on a user thread: writing only).
 
 Busy polling (opt-in)
-    A sleeping thread makes the next message pay for its wakeup (tens of microseconds on a VM).
     ``PollHandler(busy_poll=s)`` polls without sleeping for ``s`` seconds after the last events
-    (or command), then sleeps; the price: a core and the GIL kept busy while traffic flows.
+    (or command): the next message does not pay for a wake-up, at the price of a core and the GIL.
 
 Lifecycle
-    The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` removes every handler
-    (closing its connection), gives closed ones that still owe bytes half of ``timeout`` to write
-    them, stops the thread and closes the selector. Idempotent; run at exit for the default.
+    The thread (a daemon) starts on first ``add()``. ``shutdown(timeout)`` lets graceful closes
+    end (``linger``), closes every handler, gives the closed ones that still owe bytes what is
+    left of half of ``timeout``, stops the thread and closes the selector. Idempotent.
 """
 
 from __future__ import annotations
@@ -64,6 +55,7 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from ._clock import Clock, MonotonicClock
+from ._linger import Lingering
 from ._log import get_logger
 from ._readiness import fd_events
 from ._ready import ReadyMarks
@@ -131,6 +123,7 @@ class PollHandler:
         self._start_lock = threading.Lock()
         self._stopped = False
         self._drain_time = 0.0  # seconds shutdown gives owed bytes (set by shutdown())
+        self._lingering = Lingering()
         self._final = False  # shutdown's last pass: no new writer is taken
 
     @property
@@ -176,6 +169,11 @@ class PollHandler:
         """Stop reading ``handler`` (registered still, writing still: TCP holds its peer), or resume."""
         self._post(lambda: self._books.pause(handler, paused, self._marks))
 
+    def linger(self) -> Callable[[], None]:
+        """A graceful close under way that needs this thread to end: ``shutdown`` lets it, first
+        (``links._linger``). Call what this returns when it is done."""
+        return self._lingering.add()
+
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the poll thread (inline when already on it)."""
         self._post(fn)
@@ -210,7 +208,8 @@ class PollHandler:
                 return
         if self.in_poll_thread():
             raise RuntimeError("shutdown() from the poll thread itself would deadlock")
-        self._drain_time = timeout / 2  # the rest bounds the join below
+        # Graceful closes end first; owed bytes get what is left of half; the rest bounds the join.
+        self._drain_time = self._lingering.wait(timeout / 2)
         self._commands.put(self._stop)
         self._wakeup.wake()
         thread.join(timeout)
@@ -252,9 +251,7 @@ class PollHandler:
         except (KeyError, ValueError, OSError) as e:
             # The fd is closed already, or its number is still mapped to a handler whose
             # removal is queued behind us. Either way this handler cannot be serviced.
-            _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
-            handler.on_poll_failure(e)
-            return
+            return _refuse(handler, e)
         _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
         # One call right away: a receiver may already hold whole frames that arrived with
         # its handshake, and no new readiness event would ever announce those. A virtual one
@@ -276,9 +273,7 @@ class PollHandler:
         try:
             added = self._books.add_writing(handler)
         except (KeyError, ValueError, OSError) as e:
-            _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
-            handler.on_poll_failure(e)
-            return
+            return _refuse(handler, e)  # as in _register
         if added and is_virtual(handler):  # it may have room already, and nothing else would say so
             self._marks.mark(handler, _WRITE)
 
@@ -448,3 +443,8 @@ class PollHandler:
 def _ids(handler: Any) -> dict[str, str]:
     con_id = getattr(handler, "con_id", None)
     return {"con_id": str(con_id)} if con_id is not None else {}
+
+
+def _refuse(handler: Any, error: BaseException) -> None:
+    _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(error))
+    handler.on_poll_failure(error)

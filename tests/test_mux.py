@@ -342,6 +342,36 @@ def test_what_a_channel_was_told_completed_arrives_when_the_last_holder_lets_go_
         assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
 
 
+def test_shutting_the_poll_handler_down_right_after_the_last_close_loses_nothing_completed(timer):
+    """A program that sends on a channel, closes it and its handle, and stops links at once
+    (``links.shutdown()``, as at exit): what the channel was told was COMPLETED and still
+    owes (past the service's window) reaches the service, as over a TCP connection."""
+    reading = threading.Event()
+
+    class Held(links.CounterCallback):
+        def on_recv(self, con_id, msg):
+            reading.wait(WAIT)
+            super().on_recv(con_id, msg)
+
+    counted = Held()
+    client_poll = links.PollHandler("test-client-poll")
+    with links.PollHandler("test-svc-poll") as svc_poll, links.Svc.bind(
+        "127.0.0.1:0", protocol=Json, callback=counted, poll_handler=svc_poll, timer=timer, mux=True
+    ) as svc:  # fmt: skip
+        svc.mux.settings.window = wire.INITIAL_WINDOW  # what the client may have in flight: the rest is owed
+        svc.into_sender_with_spawned_recver()
+        mux = dial(svc, client_poll, timer)
+        ch = mux.open(protocol=Json, timeout=WAIT)
+        batch = [{"pad": "x" * 100}] * 100
+        for _ in range(35):  # about 400 KB: past the 256 KiB window, and within what a channel may owe
+            assert ch.send_many(batch, timeout=WAIT) is links.SendStatus.COMPLETED
+        ch.close()
+        mux.close()
+        reading.set()
+        client_poll.shutdown(timeout=2 * WAIT)
+        assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
+
+
 def test_a_channel_whose_data_and_end_come_in_one_read_ends_once_its_data_is_read(poll, timer, logs):
     """A raw yamux peer opens a stream, sends one message and ends the stream, all in one
     write: the service delivers the message, then ends the channel (as a socket's EOF ends a

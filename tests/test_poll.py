@@ -80,6 +80,21 @@ def test_registering_after_shutdown_raises(timer, poll):
             clt.into_sender_with_spawned_recver()
 
 
+def test_shutdown_lets_a_graceful_close_end_first_and_is_bounded_when_it_never_does():
+    poll = links.PollHandler("test-linger")
+    ended = threading.Event()
+    done, never = poll.linger(), poll.linger()
+    done()  # ended already: nothing to wait for
+    poll.call_soon(ended.set)  # the thread runs
+    assert ended.wait(WAIT)
+    stopper = threading.Thread(target=poll.shutdown, kwargs={"timeout": 0.4})
+    stopper.start()
+    stopper.join(WAIT)  # ``never`` is waited for half the timeout, no more
+    assert not stopper.is_alive()
+    assert repr(poll).startswith("PollHandler('test-linger', stopped")
+    never()  # after the end: harmless
+
+
 def test_shutdown_closes_spawned_connections(timer, poll):
     gone = threading.Event()
 

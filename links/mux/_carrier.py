@@ -30,7 +30,7 @@ from .._core._conid import Addr, ConId, Role
 from .._core._status import TaskStatus
 from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
-from .._runtime import default_timer
+from .._runtime import default_poll_handler, default_timer
 from ._channel import channel_over, open_channel
 from ._driver import MuxDriver
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
@@ -244,7 +244,8 @@ class Carrier:
         """Close once every channel on the connection has finished: GO_AWAY now (no new channel
         either way), the close when each stream has ended both ways, so what its channel was
         told was COMPLETED reached the peer, which read it (``MuxDriver.finish``). A peer that
-        leaves a channel unfinished is closed on after the connection's ``stall_timeout``."""
+        leaves a channel unfinished is closed on after the connection's ``stall_timeout``. A poll
+        handler's shutdown (``links.shutdown()``, at exit) lets this end first (``linger``)."""
         driver, physical = self._driver, self._physical
         if driver is None or physical is None:
             self.close()
@@ -255,6 +256,11 @@ class Carrier:
         except RuntimeError:  # the timer shut down: nothing could bound the wait
             self.close()
             return
+
+        # Until then the poll thread must go on reading and writing it: its shutdown waits.
+        poll = self._channel_args.get("poll_handler") or default_poll_handler()
+        done = poll.linger()
+        self.on_closed(done)
 
         def close() -> None:
             task.cancel()
