@@ -372,6 +372,29 @@ def test_shutting_the_poll_handler_down_right_after_the_last_close_loses_nothing
         assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
 
 
+def test_a_service_closed_right_after_sending_on_a_channel_delivers_what_it_completed(poll, timer):
+    """The service sends past the client's window, closes the channel and itself at once: what
+    the channel was told was COMPLETED still reaches the client, which reads it afterwards (as a
+    closed TCP connection's)."""
+    with links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, mux=True) as svc:
+        with dial(svc, poll, timer, window=wire.INITIAL_WINDOW) as mux:
+            ch = mux.open(protocol=Json, timeout=WAIT)
+            ch.send({"hello": True})
+            served = svc.accept(timeout=WAIT)
+            assert served.recv(timeout=WAIT) == {"hello": True}
+            batch = [{"pad": "x" * 100}] * 100
+            for _ in range(35):  # about 400 KB: past the 256 KiB window, and within what a channel may owe
+                assert served.send_many(batch, timeout=WAIT) is links.SendStatus.COMPLETED
+            served.close()
+            svc.close()
+            got = 0
+            with pytest.raises(links.BrokenError):
+                while ch.recv(timeout=WAIT) is not None:
+                    got += 1
+            assert got == 3500
+            ch.close()
+
+
 def test_a_channel_whose_data_and_end_come_in_one_read_ends_once_its_data_is_read(poll, timer, logs):
     """A raw yamux peer opens a stream, sends one message and ends the stream, all in one
     write: the service delivers the message, then ends the channel (as a socket's EOF ends a

@@ -37,7 +37,7 @@ from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
 from ._link import MuxLink, MuxSettings
 from ._stream import StreamTransport
 
-__all__ = ["Carrier", "DEFAULT_KEEPALIVE"]
+__all__ = ["Carrier", "finish_carrying", "DEFAULT_KEEPALIVE"]
 
 #: Seconds between PINGs on an idle physical connection (its peer's idle deadline, if any,
 #: sees them); None: none.
@@ -241,36 +241,12 @@ class Carrier:
                 self._changed.wait(left)
 
     def finish(self) -> None:
-        """Close once every channel on the connection has finished: GO_AWAY now (no new channel
-        either way), the close when each stream has ended both ways, so what its channel was
-        told was COMPLETED reached the peer, which read it (``MuxDriver.finish``). A peer that
-        leaves a channel unfinished is closed on after the connection's ``stall_timeout``. A poll
-        handler's shutdown (``links.shutdown()``, at exit) lets this end first (``linger``)."""
-        driver, physical = self._driver, self._physical
-        if driver is None or physical is None:
+        """Close once every channel on the connection has finished (``finish_carrying``)."""
+        physical = self._physical
+        if physical is None:
             self.close()
             return
-        limit = physical._con.stall_timeout
-        try:
-            task = (self.timer or default_timer()).schedule(f"mux finish {self.name}", limit, self._close_now, delay=limit)
-        except RuntimeError:  # the timer shut down: nothing could bound the wait
-            self.close()
-            return
-
-        # Until then the poll thread must go on reading and writing it: its shutdown waits.
-        poll = self._channel_args.get("poll_handler") or default_poll_handler()
-        done = poll.linger()
-        self.on_closed(done)
-
-        def close() -> None:
-            task.cancel()
-            self.close()
-
-        driver.finish(close)
-
-    def _close_now(self) -> TaskStatus:
-        self.close()
-        return TaskStatus.TERMINATE
+        finish_carrying(physical, self._driver, self.close, timer=self.timer, poll=self._channel_args.get("poll_handler"))
 
     def close(self) -> None:
         """Close the physical connection (GO_AWAY first): every channel on it ends. Idempotent."""
@@ -288,3 +264,39 @@ class Carrier:
 
     def __repr__(self) -> str:
         return f"Carrier({self.name}, connected={self.is_connected()})"
+
+
+def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[], None], *, timer: Any, poll: Any) -> None:
+    """Close a connection carrying channels once every channel on it has finished: GO_AWAY now
+    (no new channel either way), ``close()`` when each stream has ended both ways, so what its
+    channel was told was COMPLETED reached the peer, which read it (``MuxDriver.finish``). A peer
+    that leaves a channel unfinished is closed on after the connection's ``stall_timeout``; a
+    poll handler's shutdown (``links.shutdown()``, at exit) lets it end first (``linger``).
+
+    Args:
+        physical: the connection's sender. driver: its yamux session (None: none now).
+        close: closes it (GO_AWAY first). timer, poll: the connection's (None: the defaults).
+    """
+    if driver is None or driver.error is not None:
+        close()
+        return
+    limit = physical._con.stall_timeout
+
+    def close_now() -> TaskStatus:
+        close()
+        return TaskStatus.TERMINATE
+
+    try:
+        task = (timer or default_timer()).schedule(f"mux finish {physical.con_id}", limit, close_now, delay=limit)
+    except RuntimeError:  # the timer shut down: nothing could bound the wait
+        close()
+        return
+    # Until then the poll thread must go on reading and writing it: its shutdown waits.
+    done = (poll or default_poll_handler()).linger()
+    physical._con.add_listener(lambda _con: done())
+
+    def finished() -> None:
+        task.cancel()
+        close()
+
+    driver.finish(finished)

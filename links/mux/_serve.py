@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .._clt import Clt
@@ -23,7 +24,7 @@ from .._errors import BrokenError
 from .._gate import ConnectionGate, Permit
 from .._tls import peer_identity
 from .._wakeup import WakeupSocketpair
-from ._carrier import DEFAULT_KEEPALIVE
+from ._carrier import DEFAULT_KEEPALIVE, finish_carrying
 from ._channel import channel_over, open_channel
 from ._driver import MuxDriver
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
@@ -154,16 +155,25 @@ class MuxServing:
             svc.admitted(clt)
 
     def close(self) -> None:
-        """Close every TCP connection carrying channels (the channels were closed first)."""
+        """Finish every TCP connection carrying channels (the pooled channels were closed first):
+        each closes once its channels have delivered what they owe (``finish_carrying``), as a
+        closed TCP connection writes what it owes first."""
         with self._lock:
             carriers, self._carriers = list(self._carriers.values()), {}
             waiting, self._arrived = list(self._arrived), deque()
             wakeup, self._wakeup = self._wakeup, None
+            drivers = dict(self._drivers)
         for clt in waiting:
             clt.close()
         for sender in carriers:
-            sender.close()
+            driver = drivers.get((sender.con_id.local, sender.con_id.peer))
+            finish_carrying(sender, driver, partial(_close, sender, driver), timer=self.svc.timer, poll=self.svc.poll_handler)
         if wakeup is not None:
             wakeup.close()
 
 
+def _close(sender: Any, driver: MuxDriver | None) -> None:
+    """Close a TCP connection carrying channels, GO_AWAY first: every channel on it ends."""
+    if driver is not None:
+        driver.go_away()
+    sender.close()
