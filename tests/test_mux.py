@@ -314,11 +314,13 @@ def test_open_while_redialing_fails_as_soon_as_the_redials_give_up(poll, timer, 
         assert not thread.is_alive(), "open() waited on after the connection was closed for good"
         assert len(raised) == 1 and isinstance(raised[0], links.BrokenError), raised
 
-def test_what_a_channel_was_told_completed_arrives_when_the_last_holder_lets_go_at_once(poll, timer):
-    """The service reads nothing until the client has closed its channel and its last handle:
-    the channel still owes what the window did not let through, and the pooled connection
-    must stay open until that is delivered and read (as a TCP connection closed after
-    sending delivers it)."""
+@pytest.mark.parametrize("then", ["nothing", "shutdown"])
+def test_what_a_channel_was_told_completed_arrives_when_the_last_holder_lets_go_at_once(timer, then):
+    """The service reads nothing until the client has closed its channel and its last handle
+    (and, with "shutdown", stopped its poll thread at once, as ``links.shutdown()`` at exit
+    does): the channel still owes what the service's window did not let through, and the
+    pooled connection must stay open until that is delivered and read (as a TCP connection
+    closed after sending delivers it)."""
     reading = threading.Event()
 
     class Held(links.CounterCallback):
@@ -327,35 +329,7 @@ def test_what_a_channel_was_told_completed_arrives_when_the_last_holder_lets_go_
             super().on_recv(con_id, msg)
 
     counted = Held()
-    with links.PollHandler("test-svc-poll") as svc_poll, links.Svc.bind(
-        "127.0.0.1:0", protocol=Json, callback=counted, poll_handler=svc_poll, timer=timer, mux=True
-    ) as svc:  # fmt: skip
-        svc.into_sender_with_spawned_recver()
-        mux = dial(svc, poll, timer)
-        ch = mux.open(protocol=Json, timeout=WAIT)
-        batch = [{"pad": "x" * 100}] * 100
-        for _ in range(35):  # about 400 KB: past the 256 KiB window, and within what a channel may owe
-            assert ch.send_many(batch, timeout=WAIT) is links.SendStatus.COMPLETED
-        mux.close()  # the channel still holds the connection
-        ch.close()  # the last holder
-        reading.set()
-        assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
-
-
-def test_shutting_the_poll_handler_down_right_after_the_last_close_loses_nothing_completed(timer):
-    """A program that sends on a channel, closes it and its handle, and stops links at once
-    (``links.shutdown()``, as at exit): what the channel was told was COMPLETED and still
-    owes (past the service's window) reaches the service, as over a TCP connection."""
-    reading = threading.Event()
-
-    class Held(links.CounterCallback):
-        def on_recv(self, con_id, msg):
-            reading.wait(WAIT)
-            super().on_recv(con_id, msg)
-
-    counted = Held()
-    client_poll = links.PollHandler("test-client-poll")
-    with links.PollHandler("test-svc-poll") as svc_poll, links.Svc.bind(
+    with links.PollHandler("test-svc-poll") as svc_poll, links.PollHandler("test-client-poll") as client_poll, links.Svc.bind(
         "127.0.0.1:0", protocol=Json, callback=counted, poll_handler=svc_poll, timer=timer, mux=True
     ) as svc:  # fmt: skip
         svc.mux.settings.window = wire.INITIAL_WINDOW  # what the client may have in flight: the rest is owed
@@ -365,10 +339,11 @@ def test_shutting_the_poll_handler_down_right_after_the_last_close_loses_nothing
         batch = [{"pad": "x" * 100}] * 100
         for _ in range(35):  # about 400 KB: past the 256 KiB window, and within what a channel may owe
             assert ch.send_many(batch, timeout=WAIT) is links.SendStatus.COMPLETED
-        ch.close()
-        mux.close()
+        mux.close()  # the channel still holds the connection
+        ch.close()  # the last holder
         reading.set()
-        client_poll.shutdown(timeout=2 * WAIT)
+        if then == "shutdown":
+            client_poll.shutdown(timeout=2 * WAIT)
         assert counted.wait_recv(3500, timeout=WAIT), counted.recv_count
 
 

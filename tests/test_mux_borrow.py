@@ -13,7 +13,7 @@ import socket
 import threading
 
 import pytest
-from helpers import Json, epoll_interest, errors_in_threads
+from helpers import Json, PollPasses, epoll_interest, errors_in_threads
 from helpers_lease import Lends
 from helpers_tls import tls_contexts
 from helpers_yamux import ACK, GO_AWAY, PING, RST, SYN, WINDOW_UPDATE, RawPeer, header, json_frame
@@ -284,14 +284,7 @@ def test_channels_over_tls_read_by_the_waiting_thread(lends, poll, timer):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux's /proc tells the epoll interest")
 def test_the_poll_thread_does_not_watch_a_borrowed_connection_for_input(lends, poll, timer):
-    passes = [0]
-    events = poll._poll
-
-    def counted(*args):
-        passes[0] += 1
-        return events(*args)
-
-    poll._poll = counted  # before the thread starts: its loop takes it once
+    passes = PollPasses(poll, WAIT)  # before the thread starts
     with serve(poll, timer) as svc, dial(svc, poll, timer) as mux:
         got = links.StoreCallback()
         a = greeted(mux)
@@ -303,11 +296,11 @@ def test_the_poll_thread_does_not_watch_a_borrowed_connection_for_input(lends, p
         reader = recv_on_thread(a, outcome, "a")
         lends.wait_lent()
         interest = epoll_interest(epoll_fd, fd)
-        before = passes[0]
+        before = passes.count
         for i in range(20):  # b's bytes, read by a's thread, then b read by the poll thread
             svc.send_to(server_side(svc, b), {"b": i})
             assert got.find_recv(lambda m, i=i: m == {"b": i}, timeout=WAIT) == {"b": i}
-        spent = passes[0] - before
+        spent = passes.count - before
         svc.send_to(server_side(svc, a), {"a": 1})
         reader.join(WAIT)
         assert outcome["a"] == [{"a": 1}] and not interest & select.EPOLLIN

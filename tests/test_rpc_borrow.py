@@ -19,7 +19,7 @@ import pytest
 import links
 import links.rpc
 import links.session
-from helpers import epoll_interest, errors_in_threads
+from helpers import PollPasses, epoll_interest, errors_in_threads
 from helpers_lease import Lends
 from helpers_tls import tls_contexts
 from links.rpc import CallTimeout
@@ -261,14 +261,7 @@ def test_calls_over_a_session_are_read_by_the_poll_thread(lends, poll, timer):
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux's /proc tells the epoll interest")
 def test_the_poll_thread_does_not_watch_a_borrowed_socket_for_input(lends, poll, timer):
-    passes = [0]
-    events = poll._poll
-
-    def counted(*args):
-        passes[0] += 1
-        return events(*args)
-
-    poll._poll = counted  # before the thread starts: its loop takes it once
+    passes = PollPasses(poll, WAIT)  # before the thread starts
     with service(poll, timer) as (svc, server, state), connect(svc, poll, timer) as rpc:
         assert rpc.call("add", 0, 0, timeout=WAIT) == 0
         fd = rpc._con.transport.fileno()
@@ -281,9 +274,9 @@ def test_the_poll_thread_does_not_watch_a_borrowed_socket_for_input(lends, poll,
             seen["interest"] = epoll_interest(epoll_fd, fd)
             with connect(svc, poll, timer) as other:  # the poll thread serves others meanwhile
                 assert other.call_async("add", 0, 0, timeout=WAIT).result(WAIT) == 0
-                before = passes[0]
+                before = passes.count
                 seen["other"] = [other.call_async("add", i, i, timeout=WAIT).result(WAIT) for i in range(20)]
-                seen["passes"] = passes[0] - before
+                seen["passes"] = passes.count - before
             held_future(state, "k").set_result("done")
 
         helper = threading.Thread(target=look)
