@@ -107,10 +107,8 @@ class MuxDriver:
         """A channel's send, its common case in one step: with the physical connection idle
         (its write lock free, nothing owed, the engine holding no output), ``data`` is framed
         and written at once, without queueing it in the engine first. None when not so:
-        nothing was taken (the caller writes it the general way, ``release``).
-
-        Raises:
-            What ``StreamTransport.check_sendable`` raises.
+        nothing was taken (the caller writes it the general way, ``release``), also when the
+        send is refused (the general way raises what ``StreamTransport.check_sendable`` does).
         """
         write_lock, out = self.write_lock, self.att.outbound
         if not write_lock.acquire(False):  # order: the physical write lock, then ours (Locks)
@@ -121,8 +119,9 @@ class MuxDriver:
             lock = self.lock
             lock.acquire()
             try:
-                stream.check_sendable()
-                frame = self.engine.write_frame(stream.stream_id, data, _PUMP)
+                # Refused: the general way raises it, and its release writes what others
+                # queued while we held the write lock (raising here would leave it unwritten).
+                frame = None if stream.send_refused() else self.engine.write_frame(stream.stream_id, data, _PUMP)
             finally:
                 lock.release()
             if frame is None:

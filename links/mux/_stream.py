@@ -241,6 +241,11 @@ class StreamTransport(Transport):
         finally:
             driver.release()
 
+    def send_refused(self) -> bool:
+        """Lock held: whether a send on this stream raises now (``check_sendable``)."""
+        driver = self.driver
+        return self._shut_both or driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams)
+
     def check_sendable(self) -> None:
         """Lock held: raise what a send on this stream raises now, if anything.
 
