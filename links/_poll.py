@@ -60,7 +60,7 @@ from ._log import get_logger
 from ._readiness import fd_events
 from ._ready import ReadyMarks
 from ._registry import Registry, is_virtual
-from ._threads import runtime_thread
+from ._threads import on_runtime_thread, runtime_thread
 from ._wakeup import WakeupSocketpair
 
 __all__ = ["PollHandler", "Pollable"]
@@ -208,8 +208,8 @@ class PollHandler:
                 return
         if self.in_poll_thread():
             raise RuntimeError("shutdown() from the poll thread itself would deadlock")
-        # Graceful closes end first; owed bytes get what is left of half; the rest bounds the join.
-        self._drain_time = self._lingering.wait(timeout / 2)
+        # Graceful closes end first (a runtime thread waits for none), owed bytes get the rest of half.
+        self._drain_time = timeout / 2 if on_runtime_thread() else self._lingering.wait(timeout / 2)
         self._commands.put(self._stop)
         self._wakeup.wake()
         thread.join(timeout)

@@ -389,8 +389,8 @@ class Svc:
         return Ref(self.into_sender_with_spawned_recver())
 
     def _pool_spawned(self, clt: Clt) -> None:
-        """Poll thread: a freshly accepted connection joins the pool, then its receiver is
-        spawned (so a callback answering its first message with ``send_to`` finds it)."""
+        """Poll thread (or one reading in its stead): a freshly accepted connection (or channel) joins
+        the pool, then its receiver is spawned (so an answer to its first message with ``send_to`` finds it)."""
         clt._spawn(lambda sender: self._join(clt._con, None, sender))
 
     def _left(self, con: Connection) -> None:  # a pooled connection was closed for good: it leaves the pool

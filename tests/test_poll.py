@@ -95,6 +95,24 @@ def test_shutdown_lets_a_graceful_close_end_first_and_is_bounded_when_it_never_d
     never()  # after the end: harmless
 
 
+def test_shutdown_from_a_timer_task_waits_for_no_graceful_close(timer):
+    # A runtime thread never waits: the timer's other tasks (a close's own deadline among
+    # them) would wait with it.
+    poll = links.PollHandler("test-linger-timer")
+    started, stopped = threading.Event(), threading.Event()
+    poll.linger()  # never done
+    poll.call_soon(started.set)
+    assert started.wait(WAIT)
+
+    def stop() -> links.TaskStatus:
+        poll.shutdown(timeout=60.0)  # half of it would be the wait
+        stopped.set()
+        return links.TaskStatus.TERMINATE
+
+    timer.schedule("stop", 1.0, stop, delay=0)
+    assert stopped.wait(WAIT)
+
+
 def test_shutdown_closes_spawned_connections(timer, poll):
     gone = threading.Event()
 

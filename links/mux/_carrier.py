@@ -30,7 +30,6 @@ from .._core._conid import Addr, ConId, Role
 from .._core._status import TaskStatus
 from .._errors import ConnectTimeout
 from .._outbound import DEFAULT_MAX_OUTBOUND, DEFAULT_STALL_TIMEOUT
-from .._runtime import default_poll_handler, default_timer
 from ._channel import channel_over, open_channel
 from ._driver import MuxDriver
 from ._engine import DEFAULT_CHUNK, DEFAULT_MAX_STREAMS, DEFAULT_WINDOW
@@ -246,7 +245,7 @@ class Carrier:
         if physical is None:
             self.close()
             return
-        finish_carrying(physical, self._driver, self.close, timer=self.timer, poll=self._channel_args.get("poll_handler"))
+        finish_carrying(physical, self._driver, self.close)
 
     def close(self) -> None:
         """Close the physical connection (GO_AWAY first): every channel on it ends. Idempotent."""
@@ -266,7 +265,7 @@ class Carrier:
         return f"Carrier({self.name}, connected={self.is_connected()})"
 
 
-def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[], None], *, timer: Any, poll: Any) -> None:
+def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[], None]) -> None:
     """Close a connection carrying channels once every channel on it has finished: GO_AWAY now
     (no new channel either way), ``close()`` when each stream has ended both ways, so what its
     channel was told was COMPLETED reached the peer, which read it (``MuxDriver.finish``). A peer
@@ -275,7 +274,7 @@ def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[],
 
     Args:
         physical: the connection's sender. driver: its yamux session (None: none now).
-        close: closes it (GO_AWAY first). timer, poll: the connection's (None: the defaults).
+        close: closes it (GO_AWAY first).
     """
     if driver is None or driver.error is not None:
         close()
@@ -287,12 +286,19 @@ def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[],
         return TaskStatus.TERMINATE
 
     try:
-        task = (timer or default_timer()).schedule(f"mux finish {physical.con_id}", limit, close_now, delay=limit)
+        # The connection's own timer and poll thread, never fresh defaults: this may run while
+        # links.shutdown() stops them (the defaults are let go of first).
+        task = physical._con.timer.schedule(f"mux finish {physical.con_id}", limit, close_now, delay=limit)
     except RuntimeError:  # the timer shut down: nothing could bound the wait
         close()
         return
     # Until then the poll thread must go on reading and writing it: its shutdown waits.
-    done = (poll or default_poll_handler()).linger()
+    poll = driver.att.poll
+    if poll is None:  # not serviced by a poll thread (any more): nothing to keep going
+        task.cancel()
+        close()
+        return
+    done = poll.linger()
     physical._con.add_listener(lambda _con: done())
 
     def finished() -> None:

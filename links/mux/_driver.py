@@ -210,8 +210,8 @@ class MuxDriver:
     # -- what the poll thread read ----------------------------------------------------------
 
     def received(self, frames: list[Any]) -> None:
-        """Poll thread: the yamux frames of one read off the physical connection, under one
-        lock; each stream they touched is woken once, at the end."""
+        """Poll thread, or a thread reading in its stead: the yamux frames of one read off the
+        physical connection, under one lock; each stream they touched is woken once, at the end."""
         opened: list[StreamTransport] = []
         woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
         receive, apply = self.engine.receive, self._apply

@@ -139,7 +139,8 @@ class MuxServing:
         )  # fmt: skip
 
     def _opened(self, stream: StreamTransport) -> None:
-        """Poll thread: a client opened ``stream``: a channel joins the service, or is refused."""
+        """Poll thread, or a thread reading in its stead (``links._lease``): a client opened
+        ``stream``: a channel joins the service, or is refused."""
         svc = self.svc
         permit = self.gate.try_acquire()
         if permit is None:
@@ -167,7 +168,7 @@ class MuxServing:
             clt.close()
         for sender in carriers:
             driver = drivers.get((sender.con_id.local, sender.con_id.peer))
-            finish_carrying(sender, driver, partial(_close, sender, driver), timer=self.svc.timer, poll=self.svc.poll_handler)
+            finish_carrying(sender, driver, partial(_close, sender, driver))
         if wakeup is not None:
             wakeup.close()
 
