@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._log import get_logger
+from .._poll import fail, handler_ids, refuse
 from .._registry import is_virtual
 from .._threads import _idents as _runtime_idents
 from ._loopend import LoopEndWatch
@@ -225,8 +226,7 @@ class LoopPoller:
             if fd < 0 or (owner is not None and owner is not handler):
                 raise ValueError(f"fd {fd} is closed, or still watched for {owner!r}")
         except (OSError, ValueError) as e:
-            _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(e))
-            handler.on_poll_failure(e)
+            refuse(handler, e)
             return None
         self._fd[ident] = fd
         self._by_fd[fd] = handler
@@ -237,9 +237,7 @@ class LoopPoller:
         if handler.closed:
             return  # closed between being handed to us and now: its fd may be another's already
         if is_virtual(handler):
-            error = TypeError("a handler without an fd needs a links.PollHandler")
-            _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(error))
-            handler.on_poll_failure(error)
+            refuse(handler, TypeError("a handler without an fd needs a links.PollHandler"))
             return
         ident = id(handler)
         fd = self._fd_for(handler)
@@ -248,7 +246,7 @@ class LoopPoller:
         self._paused.discard(ident)
         if ident not in self._reading and not self._watch_fd(handler, fd, self._reading):
             return
-        _log.info(f"poll.{handler.poll_kind}.added", **_ids(handler))
+        _log.info(f"poll.{handler.poll_kind}.added", **handler_ids(handler))
         self.loop.call_soon(self._first_look, handler)
 
     def _first_look(self, handler: Any) -> None:
@@ -274,7 +272,7 @@ class LoopPoller:
             else:
                 self.loop.add_writer(fd, self._writable, handler)
         except (OSError, ValueError) as e:
-            self._fail(handler, e)
+            fail(handler, e, self._unregister)
             return False
         kind.add(id(handler))
         return True
@@ -288,7 +286,7 @@ class LoopPoller:
             if self._by_fd.get(fd) is handler:
                 del self._by_fd[fd]
             if read:  # a writer alone came and went unannounced
-                _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **_ids(handler))
+                _log.info(f"poll.{handler.poll_kind}.removed", reason=reason, **handler_ids(handler))
             if not self._handlers and self._idle is not None and not self._idle.done():
                 self._idle.set_result(None)
         if then is not None:
@@ -326,7 +324,7 @@ class LoopPoller:
         try:
             return method()
         except Exception as e:
-            self._fail(handler, e)
+            fail(handler, e, self._unregister)
             return _FAILED
         finally:
             if fresh:
@@ -345,14 +343,6 @@ class LoopPoller:
             self.loop.remove_writer(self._fd[ident])
         else:  # it was here only to write
             self._unregister(handler, "done", None)
-
-    def _fail(self, handler: Any, error: BaseException) -> None:
-        _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(error), **_ids(handler))
-        self._unregister(handler, "failed", None)
-        try:
-            handler.on_poll_failure(error)
-        except Exception as e:
-            _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(e), during="close")
 
     # -- the loop's end -------------------------------------------------------------------
 
@@ -443,8 +433,3 @@ def _enter_runtime() -> bool:
         return False
     _runtime_idents.add(ident)  # a set's add and discard hold the interpreter lock: no lock needed
     return True
-
-
-def _ids(handler: Any) -> dict[str, str]:
-    con_id = getattr(handler, "con_id", None)
-    return {"con_id": str(con_id)} if con_id is not None else {}
