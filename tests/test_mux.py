@@ -68,6 +68,7 @@ def test_a_closed_channel_leaves_the_pool_and_the_others_carry_on(echo_svc, poll
         assert a_on_server not in svc.con_ids() and len(svc) == 1
         b.send({"x": 3})
         assert b.recv(timeout=WAIT) == {"x": 3}
+        b.close()
 
 
 def test_spawned_channel_receivers_on_both_sides(echo_svc, poll, timer):
@@ -165,6 +166,8 @@ def test_channels_over_mutual_tls_know_the_peer(poll, timer):
             assert len(seen) == 2
             assert all(("email", "client@example.com") in dict(c["subjectAltName"]).items() or
                        any(v == "client@example.com" for _, v in c["subjectAltName"]) for c in seen)
+            a.close()
+            b.close()
 
 
 def test_a_channel_splits_into_refs_shared_by_threads(echo_svc, poll, timer):

@@ -16,7 +16,7 @@ import pytest
 from helpers import Json, PollPasses, epoll_interest, errors_in_threads
 from helpers_lease import Lends
 from helpers_tls import tls_contexts
-from helpers_yamux import ACK, GO_AWAY, PING, RST, SYN, WINDOW_UPDATE, RawPeer, header, json_frame
+from helpers_yamux import ACK, DATA, GO_AWAY, PING, RST, SYN, WINDOW_UPDATE, RawPeer, header, json_frame
 
 import links
 import links.mux
@@ -225,6 +225,37 @@ def test_a_reset_a_go_away_and_the_end_of_the_connection_while_a_thread_borrows(
                 reader.join(WAIT)
             for key in "cd":
                 assert isinstance(outcome[key], links.BrokenError) and outcome[key].reason == "mux.connection_lost"
+            assert lends.active == 0
+
+
+def test_a_hostile_frame_read_by_the_borrowing_thread_ends_that_connection_alone(lends, poll, timer, logs):
+    # The waiting thread reads what the poll thread would, hostile bytes too: a trickled frame
+    # is put together, a bad version ends the TCP connection under the channels with its
+    # reason logged, both channels on it see BrokenError, and the poll thread serves the rest.
+    with socket.create_server(("127.0.0.1", 0)) as listener, serve(poll, timer) as other_svc:
+        mux = links.mux.connect(f"127.0.0.1:{listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT)
+        raw, _ = listener.accept()
+        with mux, RawPeer(raw) as peer, dial(other_svc, poll, timer) as other:
+            a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)  # streams 1, 3
+            poll.sync()  # the TCP connection's reader is registered: its reading can be lent
+            outcome: dict = {}
+            reader = recv_on_thread(a, outcome, "a")
+            lends.wait_lent()
+            for byte in header(DATA, 0, 1, 0):  # an empty DATA frame, a byte at a time
+                peer.send(bytes([byte]))
+            peer.data(1, json_frame({"a": 1}))
+            reader.join(WAIT)
+            assert outcome["a"] == [{"a": 1}]
+            reader = recv_on_thread(a, outcome, "a")
+            lends.wait_lent()
+            peer.send(b"\x07" + header(PING, SYN, 0, 1)[1:])  # yamux version 7
+            reader.join(WAIT)
+            assert isinstance(outcome["a"], links.BrokenError) and outcome["a"].reason == "mux.connection_lost"
+            logs.expect("mux.protocol_error", reason="mux.bad_version")
+            with pytest.raises(links.BrokenError):
+                b.recv(timeout=WAIT)
+            unharmed = greeted(other)  # the poll thread and other connections carry on
+            unharmed.close()
             assert lends.active == 0
 
 
