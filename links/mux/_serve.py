@@ -105,8 +105,14 @@ class MuxServing:
         con = clt._con
         sender = clt.into_sender_with_spawned_recver()
         with self._lock:
-            self._carriers[id(con)] = sender
+            # After close() took its snapshot (a TLS handshake that ended late): closed here,
+            # or it would carry channels for a service that is gone.
+            late = self.svc._closed
+            if not late:
+                self._carriers[id(con)] = sender
         con.add_listener(self._gone)
+        if late:
+            sender.close()
 
     def _gone(self, con: Any) -> None:
         with self._lock:
