@@ -255,9 +255,11 @@ class Attachment:
             self.drop("poll_shutdown")
             connection.log.warning("clt.write_unfinished", error=str(e))
 
-    def watch_again(self) -> None:
+    def watch_again(self) -> bool:
         """The write lock was busy when the socket had room: ask the poll thread again in a
-        moment (the watch stays asked for: ``Outbound.needs_watch`` will not ask twice)."""
+        moment (the watch stays asked for: ``Outbound.needs_watch`` will not ask twice).
+        False when the timer refused (shut down): the caller keeps its watch instead (a
+        want_writable here, from inside its on_writable, would be undone by its return)."""
 
         def again() -> TaskStatus:
             if not self.handler.closed and self.poll is not None:  # open, or lingering
@@ -267,8 +269,9 @@ class Attachment:
 
         try:
             self.connection.timer.schedule(f"write {self.con_id}", WATCH_AGAIN, again, delay=WATCH_AGAIN)
-        except RuntimeError:  # the timer shut down: try at once rather than never
-            again()
+        except RuntimeError:  # the timer shut down: the level-triggered watch looks again next pass
+            return False
+        return True
 
     def hand_back(self) -> None:
         """The handshake's poll handler (a redial's ``Attempt``) is done: the attachment's own

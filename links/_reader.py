@@ -169,8 +169,7 @@ class AttachmentReader:
         att = self.attachment
         if att.lingering:
             if not att.outbound.lock.acquire(blocking=False):  # a hook runs under it: look again soon
-                att.watch_again()
-                return False
+                return not att.watch_again()
             try:
                 if att.outbound.on_writable():
                     return True
@@ -186,8 +185,7 @@ class AttachmentReader:
         # The lock's holders never wait on a socket, but a protocol's on_send or messenger
         # runs under it: the poll thread does not wait for it. Busy, it looks again shortly.
         if not out.lock.acquire(blocking=False):
-            att.watch_again()
-            return False
+            return not att.watch_again()  # no timer: kept watched, looked at again next pass
         try:
             more = out.on_writable()
         except LinksError as e:
