@@ -14,8 +14,7 @@ The gate: each accepted socket first asks the gate for a permit. With none left,
 is closed at once and ``svc.rejected`` is logged; the connection never reaches the protocol.
 The permit is released exactly once, when the connection ends (see ``links._gate``).
 
-A failure while admitting one connection (its ``on_connect`` raised, say) closes that
-connection and is logged as ``svc.accept_failed``; the acceptor carries on.
+A failure admitting one connection (its ``on_connect`` raised, say) closes it alone (``svc.accept_failed``).
 
 With ``session=links.session.Resumable(...)`` a new socket must first say HELLO: the session
 layer reads it (``links.session._accept``; on the poll thread, or on the accepting thread,
@@ -23,8 +22,7 @@ within the session's ``handshake_timeout``) and hands back what it admits (``adm
 the pool. A HELLO with a known key resumes that session: its logical connection (same
 ``con_id``, same pool entry) carries on over the new socket and nothing joins the pool. An
 unknown or expired key is rejected (``session.rejected``) and the socket closed. A session
-whose socket drops stays in the pool, detached, for ``detached_ttl``: sends to it are kept
-for replay.
+whose socket drops stays in the pool, detached, for ``detached_ttl``: sends to it are kept for replay.
 """
 
 from __future__ import annotations
@@ -148,17 +146,16 @@ class Svc:
                 connection alone is closed as a slow consumer (``clt.slow_consumer``).
             max_outbound: bytes one connection may owe its socket (beyond one partly written
                 frame) before sends to it are refused (see ``Clt.connect``).
-            handshake_timeout: seconds an accepted connection has to deliver its first whole
-                message (10 by default; None: no deadline); else it is closed
-                (``svc.handshake_timeout``), so a peer that says nothing holds no slot. With
-                sessions, the HELLO has the session's own ``handshake_timeout``.
+            handshake_timeout: seconds an accepted connection has to deliver its first whole message
+                (10 by default; None: no deadline), else it is closed (``svc.handshake_timeout``): a
+                silent peer holds no slot. With sessions, the HELLO has the session's own.
             idle_timeout: drop a connection that sent nothing for this many seconds.
             tcp_user_timeout, keepalive: kernel-level liveness of accepted sockets.
-            tls: serve TLS with this server context (``ssl.Purpose.CLIENT_AUTH``; with
-                ``verify_mode = CERT_REQUIRED`` only clients with a certificate it trusts get
-                in). Each handshake runs on the poll thread within ``handshake_timeout``.
+            tls: serve TLS with this server context (``ssl.Purpose.CLIENT_AUTH``; with ``verify_mode =
+                CERT_REQUIRED`` only clients with a certificate it trusts get in), each handshake on
+                the poll thread within ``handshake_timeout``.
             mux: every connection carries channels (yamux streams, ``links.mux``): each stream
-                a client opens joins the pool as a connection of its own.
+                a client opens joins the pool as a connection of its own (not with ``session``).
             max_channels: with ``mux``, the channels taken at once (1024 by default); streams
                 beyond it are refused. ``max_connections`` still counts TCP connections.
 
@@ -167,10 +164,13 @@ class Svc:
         Raises:
             ValueError: ``addr`` is not ``"host:port"`` with a port in 0-65535, or
                 ``stall_timeout`` or ``max_outbound`` cannot work (before binding).
+            TypeError: ``mux`` with ``session`` (before binding).
             OSError: the address cannot be bound (in use, not local, no permission).
         """
         check_limits(stall_timeout, max_outbound)
         check_tls(tls)
+        if mux and session is not None:  # the client's links.mux.connect refuses it too
+            raise TypeError("Svc.bind(mux=True) does not take session= (channels over a resumable session are not built yet)")
         sock = listen(parse_addr(addr, bind=True), backlog=backlog, reuse_port=reuse_port)
         svc = cls(
             sock, protocol=protocol, callback=callback, max_connections=max_connections, name=name,

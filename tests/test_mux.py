@@ -255,6 +255,15 @@ def test_a_client_without_a_protocol_for_them_refuses_peer_channels(echo_svc, po
         ch.close()
 
 
+def test_channels_over_a_resumable_session_are_refused_on_both_sides_before_any_socket(poll, timer):
+    import links.session
+
+    with pytest.raises(TypeError, match="session"):
+        links.Svc.bind("127.0.0.1:0", protocol=Json, mux=True, session=links.session.Resumable(), poll_handler=poll, timer=timer)
+    with pytest.raises(TypeError, match="session"):
+        links.mux.connect("127.0.0.1:1", session=links.session.Resumable(), poll_handler=poll, timer=timer)
+
+
 def test_a_service_on_user_threads_accepts_channels(poll, timer):
     with links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, mux=True) as svc:
         assert svc.accept(timeout=0) is None

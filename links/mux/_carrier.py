@@ -294,12 +294,14 @@ def finish_carrying(physical: Any, driver: MuxDriver | None, close: Callable[[],
         return
     # Until then the poll thread must go on reading and writing it: its shutdown waits.
     poll = driver.att.poll
-    if poll is None:  # not serviced by a poll thread (any more): nothing to keep going
+    if poll is None:  # no poll thread (any more) reads or writes it: nothing can finish
         task.cancel()
         close()
         return
-    done = poll.linger()
-    physical._con.add_listener(lambda _con: done())
+    linger = getattr(poll, "linger", None)  # an event loop's poller (links.aio) has none
+    if linger is not None:
+        done = linger()
+        physical._con.add_listener(lambda _con: done())
 
     def finished() -> None:
         task.cancel()

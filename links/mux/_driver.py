@@ -178,7 +178,9 @@ class MuxDriver:
         has room (a failed write is kept in ``_failed``, for ``_settle``)."""
         engine, out, lock = self.engine, self.att.outbound, self.lock
         try:
-            while (engine._control or engine._turns) and not out.backlog:  # owed: the socket is full
+            # Owed after a step: one more try at once (a TLS layer takes 256 KiB a call, so the
+            # socket may have room still); refused, the socket is full and watched.
+            while (engine._control or engine._turns) and (not out.backlog or out.flush()):
                 with lock:
                     parts = engine.take_parts(_PUMP)
                     if engine._unblocked or engine._starved:  # may_unblock (max_queued has room again)
