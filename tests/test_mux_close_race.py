@@ -7,22 +7,12 @@ from __future__ import annotations
 import socket
 import ssl
 
-import pytest
 from helpers import Json
+from helpers_tls import tls_contexts
 
 import links
 
 WAIT = 5.0
-
-
-def _contexts():
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
-    return server_ctx, client_ctx
 
 
 def _pump(sock: socket.socket, out: ssl.MemoryBIO) -> None:
@@ -32,7 +22,7 @@ def _pump(sock: socket.socket, out: ssl.MemoryBIO) -> None:
 
 
 def test_a_tls_handshake_that_completes_after_close_does_not_leave_its_tcp_connection_open(poll, timer):
-    server_ctx, client_ctx = _contexts()
+    server_ctx, client_ctx = tls_contexts()
 
     with links.Svc.bind("127.0.0.1:0", protocol=Json, poll_handler=poll, timer=timer, mux=True, tls=server_ctx) as svc:
         svc.into_sender_with_spawned_recver()
