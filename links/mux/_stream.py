@@ -252,11 +252,12 @@ class StreamTransport(Transport):
         Raises:
             ClosedError: this side closed the channel. BrokenError: it ended (peer, connection).
         """
+        if not self.send_refused():
+            return
         if self._shut_both:
             raise ClosedError("channel closed")
-        driver = self.driver
-        if driver.error is not None or (self.end is not None and self.stream_id not in driver.engine.streams):
-            raise BrokenError(str(self.end), getattr(self.end, "reason", "broken"))
+        error = self.end or self.driver.error
+        raise BrokenError(str(error), getattr(error, "reason", "broken"))
 
     def send_parts(self, parts: list[bytes | bytearray | memoryview]) -> int:
         # One lock section for a channel's whole backlog, each piece kept by the engine as it
