@@ -242,6 +242,15 @@ class PollPasses:
         with self._polled:
             assert self._polled.wait_for(lambda: self.count > count, self._within), "no poll pass"
 
+    def while_idle(self, poll: links.PollHandler, syncs: int = 20) -> int:
+        """The passes ``poll`` makes over ``syncs`` round trips of commands, once it is idle
+        (after one): a few each, where a thread spinning on a socket makes thousands."""
+        assert poll.sync(self._within)
+        before = self.count
+        for _ in range(syncs):
+            assert poll.sync(self._within)
+        return self.count - before
+
 
 def epoll_interest(epoll_fd: int, fd: int) -> int | None:
     """The events ``fd`` is registered for in the epoll instance ``epoll_fd`` (Linux's fdinfo)."""

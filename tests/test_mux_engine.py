@@ -46,6 +46,17 @@ def pair(**kwargs) -> tuple[MuxEngine, MuxEngine]:
     return MuxEngine(client=True, **kwargs), MuxEngine(client=False, **kwargs)
 
 
+def two_streams(**kwargs) -> tuple[MuxEngine, MuxEngine, int, int]:
+    """A client and a server engine, and two streams the client opened and the server accepted."""
+    c, s = pair(**kwargs)
+    a, b = c.open(), c.open()
+    flow(c, s)
+    s.accept(a)
+    s.accept(b)
+    c.feed(s.take_output())
+    return c, s, a, b
+
+
 def flow(a: MuxEngine, b: MuxEngine) -> list:
     """Everything ``a`` has to send, read by ``b``: ``b``'s events."""
     return b.feed(a.take_output())
@@ -300,12 +311,7 @@ def test_a_stream_id_closed_and_opened_again_is_a_new_stream():
 
 
 def test_a_small_message_waits_one_turn_of_chunks_at_most():
-    c, s = pair(window=64 << 20)
-    a, b = c.open(), c.open()
-    flow(c, s)
-    s.accept(a)
-    s.accept(b)
-    c.feed(s.take_output())
+    c, s, a, b = two_streams(window=64 << 20)
     assert c.write(a, bytes(8 << 20)) > c.chunk  # A queues megabytes
     assert c.write(b, b"urgent") == 6  # B still gets its chunk's worth, queue or not
     first = frames(c.take_output(limit=c.chunk))
@@ -314,12 +320,7 @@ def test_a_small_message_waits_one_turn_of_chunks_at_most():
 
 
 def test_a_stream_alone_with_data_goes_out_in_frames_as_large_as_the_step():
-    c, s = pair(window=64 << 20)
-    a, b = c.open(), c.open()
-    flow(c, s)
-    s.accept(a)
-    s.accept(b)
-    c.feed(s.take_output())
+    c, s, a, b = two_streams(window=64 << 20)
     assert c.write(a, bytes(1 << 20)) == 1 << 20
     alone = frames(c.take_output(limit=256 * KIB))
     assert [(sid, n) for _, _, sid, n, _ in alone] == [(a, 256 * KIB - wire.HEADER_SIZE)]  # one frame, not four chunks
