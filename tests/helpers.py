@@ -24,6 +24,12 @@ import links
 WAIT = 5.0
 
 
+def addr(server: object) -> str:
+    """``"host:port"`` of a listening ``Svc`` or ``links.aio`` server."""
+    host, port = server.local_addr[:2]  # type: ignore[attr-defined]
+    return f"{host}:{port}"
+
+
 class Json(links.Protocol):
     """The tests' everyday protocol: JSON messages behind a 4-byte length, 64 KiB at most."""
 

@@ -17,7 +17,7 @@ import pytest
 
 import links
 import links.aio
-from helpers import loop_factories, until
+from helpers import addr, loop_factories, until
 from helpers_tls import tls_contexts
 
 LOOP_FACTORIES = loop_factories()
@@ -26,11 +26,6 @@ LOOP_FACTORIES = loop_factories()
 class Chat(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 20)
     messenger = links.JsonMessenger()
-
-
-def addr(svc_or_server: object) -> str:
-    host, port = svc_or_server.local_addr  # type: ignore[attr-defined]
-    return f"{host}:{port}"
 
 
 async def echo(conn: links.aio.AsyncClt) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 import links
 import links.aio
-from helpers import loop_factories
+from helpers import addr, loop_factories
 
 LOOP_FACTORIES = loop_factories()
 
@@ -26,11 +26,6 @@ LOOP_FACTORIES = loop_factories()
 class Chat(links.Protocol):
     framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 20)
     messenger = links.JsonMessenger()
-
-
-def addr(server: object) -> str:
-    host, port = server.local_addr  # type: ignore[attr-defined]
-    return f"{host}:{port}"
 
 
 async def read_frames(peer: socket.socket, count: int) -> list[object]:

@@ -26,7 +26,7 @@ import pytest
 import links
 import links.aio
 import links.session
-from helpers import loop_factories, until
+from helpers import addr, loop_factories, until
 from helpers_tls import tls_contexts
 from links.aio._looppoll import LoopPoller, loop_poller
 
@@ -92,11 +92,6 @@ def pairs():
     yield pair
     for sock in made:
         sock.close()
-
-
-def addr(server: object) -> str:
-    host, port = server.local_addr  # type: ignore[attr-defined]
-    return f"{host}:{port}"
 
 
 async def echo(conn: links.aio.AsyncClt) -> None:
