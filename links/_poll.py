@@ -55,6 +55,7 @@ from contextlib import suppress
 from typing import Any, Protocol
 
 from ._clock import Clock, MonotonicClock
+from ._handler_failure import fail, handler_ids, refuse
 from ._linger import Lingering
 from ._log import get_logger
 from ._readiness import fd_events
@@ -63,7 +64,7 @@ from ._registry import Registry, is_virtual
 from ._threads import on_runtime_thread, runtime_thread
 from ._wakeup import WakeupSocketpair
 
-__all__ = ["PollHandler", "Pollable", "fail", "handler_ids", "refuse"]
+__all__ = ["PollHandler", "Pollable"]
 
 _log = get_logger("poll")
 _READ = selectors.EVENT_READ
@@ -156,7 +157,8 @@ class PollHandler:
 
     def ready(self, handler: Any, *, readable: bool = False, writable: bool = False) -> None:
         """Tell the poll thread that ``handler`` (``virtual``: no fd) may now read and/or write, from any
-        thread: serviced on a pass of the loop, never inside this call; ignored if not registered."""
+        thread: serviced on a pass of the loop, never inside this call; ignored if not registered.
+        On the poll thread, ``read_now(handler)`` services its reading at once instead."""
         events = (_READ if readable else 0) | (_WRITE if writable else 0)
         if events and threading.get_ident() == self._ident:  # the usual caller: a demultiplexer here
             self._marks.mark(handler, events)
@@ -185,6 +187,12 @@ class PollHandler:
         done = threading.Event()
         self._post(done.set)
         return done.wait(timeout)
+
+    def read_now(self, handler: Any) -> None:
+        """Poll thread, no lock held: service ``handler``'s reading now (as a pass would), if it
+        is registered for it; for a demultiplexer that fed a channel and holds nothing."""
+        if self._books.interest.get(id(handler), 0) & _READ:
+            self._service(handler)
 
     def in_poll_thread(self, reading: Any = None) -> bool:
         """Whether the caller is this poll thread (spawned receivers' hooks run there); ``reading``: and reads that handler."""
@@ -427,24 +435,3 @@ class PollHandler:
                     self._wakeup.drain()
                 elif handler is not None:
                     self._service_write(handler)
-
-
-def handler_ids(handler: Any) -> dict[str, str]:  # log fields naming its connection, if any
-    con_id = getattr(handler, "con_id", None)
-    return {"con_id": str(con_id)} if con_id is not None else {}
-
-
-def refuse(handler: Any, error: BaseException) -> None:
-    """``handler`` cannot be serviced (its fd is closed, or another's): logged, and told."""
-    _log.error("poll.handler_failed", kind=handler.poll_kind, handler=repr(handler), error=repr(error))
-    handler.on_poll_failure(error)
-
-
-def fail(handler: Any, error: BaseException, unregister: Callable[[Any, str, None], None]) -> None:
-    """A call of ``handler`` raised ``error``: logged, ``handler`` unregistered and told."""
-    _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(error), **handler_ids(handler))
-    unregister(handler, "failed", None)
-    try:
-        handler.on_poll_failure(error)
-    except Exception as e:
-        _log.error("poll.handler_failed", kind=handler.poll_kind, error=repr(e), during="close")

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._log import get_logger
-from .._poll import fail, handler_ids, refuse
+from .._handler_failure import fail, handler_ids, refuse
 from .._registry import is_virtual
 from .._threads import _idents as _runtime_idents
 from ._loopend import LoopEndWatch

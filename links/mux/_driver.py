@@ -217,7 +217,7 @@ class MuxDriver:
         opened: list[StreamTransport] = []
         woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
         receive, apply = self.engine.receive, self._apply
-        posts = None
+        posts = now = None
         self.lock.acquire()
         self._now = None
         try:
@@ -231,22 +231,27 @@ class MuxDriver:
                 for event in events:
                     apply(event, opened, woken)
             if woken:
-                posts = self._wake_read(woken)
+                posts, now = self._wake_read(woken)
         finally:
             self.release()
         if posts:
             _post_marks(posts)
+        if now:
+            _read_now(now)
         for stream in opened:
             self.on_stream(stream)
 
     @staticmethod
-    def _wake_read(woken: dict[StreamTransport, bool]) -> list[tuple[Any, Any, bool, bool]] | None:
+    def _wake_read(woken: dict[StreamTransport, bool]) -> tuple[list[tuple[Any, Any, bool, bool]] | None, list[Any] | None]:
         """Lock held: tell each stream of a read its waiters and, if the poll thread reads its
-        channel, that thread. On the poll thread, marked here; on a thread that borrowed the
-        reading (``StreamTransport._borrow``), returned, to be posted as one command per poll
-        thread after the lock (one wake-up of it per read, not one per channel). A channel read
-        on a user thread is not marked readable: the poll thread would only drop the mark."""
-        posts = None
+        channel, that thread. On the poll thread, a channel with input only is returned in the
+        second list, to be read at once once the lock is released (``PollHandler.read_now``: its
+        reply goes out in this pass, not the next), anything else marked here. On a thread that
+        borrowed the reading (``StreamTransport._borrow``), returned in the first, to be posted
+        as one command per poll thread after the lock (one wake-up of it per read, not one per
+        channel). A channel read on a user thread is not marked readable: the poll thread would
+        only drop the mark."""
+        posts = now = None
         for stream, writable in woken.items():
             stream._notify()
             att = stream.attachment
@@ -254,6 +259,11 @@ class MuxDriver:
                 continue
             poll = att.poll
             if poll.in_poll_thread():
+                if not writable and hasattr(poll, "read_now"):
+                    if now is None:
+                        now = []
+                    now.append((poll, att.handler))
+                    continue
                 try:
                     poll.ready(att.handler, readable=att.reading, writable=writable)
                 except RuntimeError:  # the poll handler shut down: the channel ends with it
@@ -262,7 +272,7 @@ class MuxDriver:
                 if posts is None:
                     posts = []
                 posts.append((poll, att.handler, att.reading, writable))
-        return posts
+        return posts, now
 
     def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
         """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
@@ -414,3 +424,9 @@ def _post_marks(posts: list[tuple[Any, Any, bool, bool]]) -> None:
             poll.call_soon(mark)
         except RuntimeError:  # the poll handler shut down: the channels end with it
             pass
+
+
+def _read_now(handlers: list[tuple[Any, Any]]) -> None:
+    """Poll thread, no lock held: read each channel the read just fed (``PollHandler.read_now``)."""
+    for poll, handler in handlers:
+        poll.read_now(handler)
