@@ -369,6 +369,33 @@ def test_data_received_is_a_view_of_the_frame_and_fed_data_is_bytes():
     assert [type(e.data) for e in s2.feed(c2.take_output()) if isinstance(e, StreamData)] == [bytes]
 
 
+def test_data_takes_only_plain_data_within_the_window_and_leaves_the_rest_to_receive():
+    c, s = pair()
+    sid = c.open()
+    flow(c, s)
+    window = s.streams[sid].recv_window
+    assert s.data(header(0, 0, sid, 5) + b"hello") == sid
+    assert s.streams[sid].recv_window == window - 5  # accounted as receive() would
+    others = [
+        header(0, 0x4, sid, 2) + b"hi",  # a flag (FIN): its meaning is receive()'s
+        header(0, 0, sid + 2, 2) + b"hi",  # no such stream
+        header(0, 0, sid, 0),  # no bytes
+        header(0, 0, sid, window),  # a header alone (the framer cut no payload): longer than the frame
+        HEADER.pack(1, 0, 0, sid, 2) + b"hi",  # another version
+        header(1, 0, sid, 2),  # WINDOW_UPDATE
+        header(0, 0, sid, window) + bytes(window),  # past the window left
+    ]
+    for frame in others:
+        assert s.data(frame) == 0
+    assert s.streams[sid].recv_window == window - 5  # nothing touched
+    with pytest.raises(MuxError) as e:
+        s.receive(others[-1])
+    assert e.value.reason == "mux.window_exceeded"
+    s2 = MuxEngine(client=False)
+    s2.feed(header(1, 0x1, 1, 0) + header(0, 0x4, 1, 2) + b"hi")  # opened, then its last bytes and FIN
+    assert s2.data(header(0, 0, 1, 2) + b"hi") == 0  # after the FIN: receive() drops it
+
+
 def test_max_queued_bounds_what_streams_queue_and_frees_them_as_output_is_taken():
     c, s = pair(window=1 << 20, max_queued=64 * KIB)
     ids = [c.open() for _ in range(3)]

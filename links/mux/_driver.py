@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import BrokenError, LinksError
 from ._engine import GoAway, MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset
 from ._stream import StreamTransport
-from ._wire import MuxError
+from ._wire import HEADER_SIZE, MuxError
 
 if TYPE_CHECKING:
     from .._attachment import Attachment
@@ -216,12 +216,16 @@ class MuxDriver:
         physical connection, under one lock; each stream they touched is woken once, at the end."""
         opened: list[StreamTransport] = []
         woken: dict[StreamTransport, bool] = {}  # stream -> whether its writers wake too
-        receive, apply = self.engine.receive, self._apply
+        receive, data, apply = self.engine.receive, self.engine.data, self._apply
         posts = now = None
         self.lock.acquire()
         self._now = None
         try:
             for frame in frames:
+                stream_id = data(frame)  # the usual frame, taken in one step
+                if stream_id:
+                    self._data(stream_id, frame[HEADER_SIZE:], woken)
+                    continue
                 try:
                     events = receive(frame)
                 except MuxError as e:
@@ -277,7 +281,7 @@ class MuxDriver:
     def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
         """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
         if isinstance(event, StreamData):
-            self._data(event, woken)
+            self._data(event.stream_id, event.data, woken)
         elif isinstance(event, StreamOpened):
             stream = self.streams[event.stream_id] = StreamTransport(self, event.stream_id)
             opened.append(stream)
@@ -293,11 +297,11 @@ class MuxDriver:
             self.connection.log.info("mux.go_away_received", code=event.code)
         # StreamAccepted: nothing to do (data may flow before the ACK); Pong: liveness only.
 
-    def _data(self, event: StreamData, woken: dict[StreamTransport, bool]) -> None:
-        """Lock held: a stream's bytes, into its channel (``woken``: to wake after)."""
-        stream, data = self.streams.get(event.stream_id), event.data  # data: a view of the frame
+    def _data(self, stream_id: int, data: memoryview, woken: dict[StreamTransport, bool]) -> None:
+        """Lock held: a stream's bytes (a view of the frame), into its channel (``woken``: to wake after)."""
+        stream = self.streams.get(stream_id)
         if stream is None or stream._shut:  # closed here: credited back, dropped
-            self.engine.consumed(event.stream_id, len(data))
+            self.engine.consumed(stream_id, len(data))
             return
         att = stream.attachment
         if not stream.inbound and att is not None and att.poll is not None and not att.closed and att.poll.in_poll_thread(att.handler):
@@ -307,7 +311,7 @@ class MuxDriver:
             if self._now is None:  # once per read: every channel it fed was heard from then
                 self._now = att.connection.clock()
             att.last_recv = self._now
-            self.engine.consumed(event.stream_id, len(data))
+            self.engine.consumed(stream_id, len(data))
         else:
             inbound = stream.inbound
             if isinstance(inbound, tuple):  # its first bytes: see StreamTransport.inbound

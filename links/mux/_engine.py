@@ -131,7 +131,11 @@ class MuxEngine:
         self._buffer.feed(data)
         events: list[Event] = []
         while (frame := self._buffer.next_frame(self.framer)) is not None:
-            events += [StreamData(e.stream_id, bytes(e.data)) if type(e) is StreamData else e for e in self.receive(frame)]
+            stream_id = self.data(frame)  # as a driver does: the usual frame in one step
+            if stream_id:
+                events.append(StreamData(stream_id, bytes(frame[HEADER_SIZE:])))
+            else:
+                events += [StreamData(e.stream_id, bytes(e.data)) if type(e) is StreamData else e for e in self.receive(frame)]
         return events
 
     def receive(self, frame: bytes | bytearray | memoryview) -> list[Event]:
@@ -163,6 +167,19 @@ class MuxEngine:
         except MuxError:
             self.go_away(wire.GO_AWAY_PROTOCOL_ERROR)
             raise
+
+    def data(self, frame: bytes | bytearray | memoryview) -> int:
+        """The common frame in one step: a plain DATA frame (no flags, some bytes, within the
+        window) for an open stream, accounted as ``receive`` would; returns its stream id, its
+        data being ``frame[HEADER_SIZE:]``. 0 for any other frame, untouched: ``receive`` it."""
+        if frame[1] != DATA or frame[0] or frame[2] or frame[3] or len(self._control) > self.max_control:
+            return 0
+        _, _, _, stream_id, length = _unpack(frame)
+        stream = self.streams.get(stream_id)
+        if stream is None or not 0 < length <= stream.recv_window or len(frame) != HEADER_SIZE + length or stream.fin_received:
+            return 0
+        stream.recv_window -= length
+        return stream_id
 
     def _stream_frame(self, kind: int, flags: int, stream_id: int, length: int, frame: bytes | bytearray | memoryview) -> list[Event]:
         if stream_id == 0:
