@@ -259,6 +259,33 @@ def test_a_hostile_frame_read_by_the_borrowing_thread_ends_that_connection_alone
             assert lends.active == 0
 
 
+def test_bytes_the_borrowing_thread_reads_for_its_channel_arrive_whole_and_in_order(lends, poll, timer):
+    # The waiting thread's own bytes land in its channel's buffer directly while they fit, and
+    # go through the channel's queue once one does not: one read holding frames of both kinds,
+    # and another channel's between them, gives every message whole and in its order.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        mux = links.mux.connect(f"127.0.0.1:{listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT)
+        raw, _ = listener.accept()
+        with mux, RawPeer(raw) as peer:
+            a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)  # streams 1, 3
+            poll.sync()  # the TCP connection's reader is registered: its reading can be lent
+            sent = [{"n": i, "pad": "x" * size} for i, size in enumerate([10, 3000, 5, 20_000, 1, 700])]
+            data = b"".join(json_frame(m) for m in sent)
+            cuts = [0, 7, 60, 61, 3100, 3200, 9000, len(data)]  # frames small, split and large
+            outcome: dict = {}
+            reader = recv_on_thread(a, outcome, "a", count=len(sent))
+            lends.wait_lent()
+            frames = [header(DATA, 0, 1, j - i) + data[i:j] for i, j in zip(cuts, cuts[1:])]
+            frames.insert(3, header(DATA, 0, 3, len(json_frame({"b": 1}))) + json_frame({"b": 1}))
+            peer.send(*frames)  # one write: read together, as far as the kernel goes
+            reader.join(WAIT)
+            assert outcome["a"] == sent
+            assert b.recv(timeout=WAIT) == {"b": 1}
+            assert lends.count > 0 and lends.active == 0
+            a.close()
+            b.close()
+
+
 def test_a_close_wakes_the_borrowing_thread_with_a_ping_the_peer_answers(lends, poll, timer):
     # The raw peer answers nothing but that PING (not the FIN), and a borrow lasts a minute here.
     with socket.create_server(("127.0.0.1", 0)) as listener:

@@ -81,6 +81,10 @@ class MuxDriver:
         # The stream whose waiting thread reads the physical connection now (links._lease;
         # StreamTransport._borrow), if any: one at a time.
         self.borrower: StreamTransport | None = None
+        # Where the borrower's own bytes go while it reads (the view its channel reads into),
+        # and how many landed there: one copy, not two (inbound, then the view).
+        self.landing: memoryview | None = None
+        self.landed = 0
         att.on_drained = self._drained
 
     def __repr__(self) -> str:
@@ -303,6 +307,14 @@ class MuxDriver:
         if stream is None or stream._shut:  # closed here: credited back, dropped
             self.engine.consumed(stream_id, len(data))
             return
+        if stream is self.borrower and self.landing is not None and not stream.inbound:
+            at, n = self.landed, len(data)
+            if at + n <= len(self.landing):  # else inbound: the view takes it next read
+                self.landing[at : at + n] = data
+                self.landed = at + n
+                self.engine.consumed(stream_id, n)
+                woken.setdefault(stream, False)
+                return
         att = stream.attachment
         if not stream.inbound and att is not None and att.poll is not None and not att.closed and att.poll.in_poll_thread(att.handler):
             # Its reader runs on this thread, between passes, and holds no view of its buffer

@@ -163,36 +163,44 @@ class StreamTransport(Transport):
                 left = time_left(deadline)
                 if left == 0.0:
                     return 0
-                if not self._borrow(deadline):
+                landed = self._borrow(deadline, view)
+                if landed:
+                    return landed
+                if landed is None:
                     self._wait(left)
             return self._read(view)
         finally:
             driver.release()
 
-    def _borrow(self, deadline: float | None) -> bool:
+    def _borrow(self, deadline: float | None, view: memoryview) -> int | None:
         """Lock held (released meanwhile): read the physical connection on this thread, in the
         poll thread's stead, until this stream has input or its end, ``deadline`` or
-        ``BORROW_SLICE``; False if the reading cannot be borrowed (another thread has it, the
-        connection is not read by the poll thread or is ending, this is a runtime thread)."""
+        ``BORROW_SLICE``. Its bytes that fit land in ``view`` directly (``MuxDriver.landing``):
+        returns how many (0: none, look at ``inbound``). None if the reading cannot be borrowed
+        (another thread has it, the connection is not read by the poll thread or is ending, this
+        is a runtime thread)."""
         driver = self.driver
         att = driver.att
         if driver.borrower is not None or driver.error is not None or not att.reading or att.closed or on_runtime_thread():
-            return False
+            return None
         read_while = getattr(att.handler, "read_while", None)  # a redial's handshake handler lends nothing
         if read_while is None:
-            return False
+            return None
         driver.borrower = self  # a closer of this stream wakes us (see _wake_borrower)
+        driver.landing = view
         driver.lock.release()
         try:
             until = deadline_after(BORROW_SLICE)
-            return read_while(self._pending, until if deadline is None else min(deadline, until))
+            borrowed = read_while(self._pending, until if deadline is None else min(deadline, until))
         finally:
             driver.lock.acquire()
-            driver.borrower = None
+            driver.borrower = driver.landing = None
+            landed, driver.landed = driver.landed, 0
+        return landed if borrowed or landed else None
 
     def _pending(self) -> bool:
         """Whether nothing has come for this stream yet (read without the lock: a borrower's test)."""
-        return not (self.inbound or self.end is not None or self._shut)
+        return not (self.inbound or self.end is not None or self._shut or self.driver.landed)
 
     def _wake_borrower(self) -> None:
         """Lock held, this stream just shut: if its thread sleeps in the physical socket, a PING
