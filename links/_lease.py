@@ -38,6 +38,18 @@ How
     is reported again to the poll thread, which reads it then. Otherwise it would be told every
     pass while the borrower is busy: a spin that holds the interpreter lock from the borrower.
 
+    Parked: a borrower that expects to come back soon (a thread in a request/response loop)
+    may leave ``EPOLLIN`` out when it gives the reading back (``give_back(park=True)``). Its
+    next borrow then costs no ``epoll_ctl`` at all, and a reply that comes before it is back
+    wakes nobody (it waits in the kernel, as it would for a plain socket read on a user
+    thread), where the poll thread, watching, would have woken for it and found the reading
+    taken. The poll thread reads a parked fd again once it is given back for good
+    (``unpark``): when a thread needs the poll thread to read (``links.mux`` unparks before
+    waiting on a condition, or when a send leaves bytes owed for the peer's window), or when no
+    borrow came for a while (``look``, every ``PARK_LOOK`` seconds on the timer thread,
+    ``AttachmentReader``). An error or a reset is reported whatever the interest, and read at
+    once; an orderly close (FIN) alone is not, and is read at the next borrow or look.
+
     Only one borrower at a time; a second caller finds the reading lent and waits as it would
     have (the reader, the poll thread or the borrower, completes its call). A caller that comes
     while the poll thread is amid a pass over the socket waits for the end of that pass (it
@@ -56,7 +68,12 @@ import threading
 from contextlib import suppress
 from typing import Any
 
-__all__ = ["ReadLease", "EPOLLIN"]
+__all__ = ["ReadLease", "EPOLLIN", "PARK_LOOK"]
+
+#: Seconds between the timer's looks at a parked fd: one with no borrow since the last look is
+#: read by the poll thread again. What only the poll thread reads (a channel the peer opens, its
+#: PING) waits that long at most, twice over, while a thread loops on request and response.
+PARK_LOOK = 0.002
 
 EPOLLIN: int = getattr(select, "EPOLLIN", 1)
 _ONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
@@ -65,7 +82,7 @@ _ONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
 class ReadLease:
     """Who reads one handler's fd now: the poll thread, or a thread that borrowed it."""
 
-    __slots__ = ("reading", "lock", "lent", "_epoll", "_fd", "_mask", "_muted")
+    __slots__ = ("reading", "lock", "lent", "parked", "_epoll", "_fd", "_mask", "_muted", "_borrows", "_looked", "_looking")
 
     def __init__(self) -> None:
         self.reading = threading.Lock()  # held by whoever reads the handler (see above)
@@ -75,13 +92,19 @@ class ReadLease:
         self._fd = -1
         self._mask = 0  # the epoll bits the poll thread's books want
         self._muted = False  # the fd is one-shot while lent (see ``mute``)
+        self.parked = False  # given back with EPOLLIN still out: nobody reads (see "Parked")
+        self._borrows = 0  # borrows so far, and as many when the timer last looked
+        self._looked = 0
+        self._looking = False  # the timer looks at this lease (``look``)
 
     def watched(self, epoll: Any, fd: int, mask: int) -> None:
         """The poll thread's books now want ``mask`` for ``fd`` in ``epoll`` (None: not in one).
         ``lock`` held, right after the selector was told: while lent, reading is taken out again."""
         self._epoll, self._fd, self._mask = epoll, fd, mask
         self._muted = False  # the change re-arms the fd: a hang-up still there is told (once) again
-        if self.lent and epoll is not None:
+        if epoll is None:
+            self.parked = False
+        if (self.lent or self.parked) and epoll is not None:
             with suppress(OSError, ValueError):
                 epoll.modify(fd, mask & ~EPOLLIN)
 
@@ -93,14 +116,19 @@ class ReadLease:
             epoll = self._epoll
             if self.lent or epoll is None or not self._mask & EPOLLIN:
                 return False
-            # Interest first, the reading second: the poll thread is told of no new input from
-            # here on, so it can never find the reading taken with input still reported (it
-            # would be reported again every pass, a spin, while the borrower waits for the GIL).
-            try:
-                epoll.modify(self._fd, self._mask & ~EPOLLIN)
-            except (OSError, ValueError):
-                return False
+            if self.parked:  # EPOLLIN is out already, and nobody reads
+                self.parked = False
+            else:
+                # Interest first, the reading second: the poll thread is told of no new input
+                # from here on, so it can never find the reading taken with input still reported
+                # (it would be reported again every pass, a spin, while the borrower waits for
+                # the GIL).
+                try:
+                    epoll.modify(self._fd, self._mask & ~EPOLLIN)
+                except (OSError, ValueError):
+                    return False
             self.lent = True
+            self._borrows += 1
         # The poll thread may be amid a pass over this socket (it never waits in one): wait for
         # its end rather than for the reply it may be reading, or the next reply would find it
         # reading again, and so on for every call after (a caller that failed to borrow).
@@ -118,21 +146,58 @@ class ReadLease:
         borrower's; the fd turns one-shot until the reading is given back (see above)."""
         with self.lock:
             if not self.lent:
-                return False
+                return False  # parked too: the poll thread reads the error, and the connection ends
             if not self._muted and self._epoll is not None:
                 self._muted = True
                 with suppress(OSError, ValueError):  # closed meanwhile: its removal is queued
                     self._epoll.modify(self._fd, (self._mask & ~EPOLLIN) | _ONESHOT)
             return True
 
-    def give_back(self) -> None:
-        """The borrower is done: the poll thread reads again (what the kernel holds included)."""
+    def give_back(self, park: bool = False) -> bool:
+        """The borrower is done: the poll thread reads again (what the kernel holds included),
+        or, with ``park``, nobody until the next borrow or ``unpark`` (see "Parked"). True when
+        it parked and the timer is to ``look`` at it (it did not look already)."""
         with self.lock:
+            muted = self._muted
             self.lent = self._muted = False
             self.reading.release()
             epoll = self._epoll
-            if epoll is not None:
-                try:  # not contextlib.suppress: this runs once per call, and try costs nothing
-                    epoll.modify(self._fd, self._mask)
-                except (OSError, ValueError):  # closed meanwhile: its removal is queued
-                    pass
+            if epoll is None:
+                return False
+            if park and not muted:  # muted: a hang-up waits, for the poll thread to read
+                self.parked = True
+                looking, self._looking = self._looking, True
+                return not looking
+            try:  # not contextlib.suppress: this runs once per call, and try costs nothing
+                epoll.modify(self._fd, self._mask)
+            except (OSError, ValueError):  # closed meanwhile: its removal is queued
+                pass
+            return False
+
+    def unpark(self) -> None:
+        """The poll thread reads a parked fd again (any thread; nothing if not parked)."""
+        if self.parked:
+            with self.lock:
+                self._unpark()
+
+    def _unpark(self) -> None:
+        if self.parked:
+            self.parked = False
+            with suppress(OSError, ValueError):  # closed meanwhile: its removal is queued
+                self._epoll.modify(self._fd, self._mask)
+
+    def not_looked_at(self) -> None:
+        """Nothing will ``look`` at this lease (the timer is gone): parked, it is unparked."""
+        with self.lock:
+            self._looking = False
+            self._unpark()
+
+    def look(self) -> bool:
+        """The timer's look at a parked lease: unparked if no borrow came since the last look.
+        True while it is to look again (parked or lent still)."""
+        with self.lock:
+            if self.parked and self._borrows == self._looked:
+                self._unpark()
+            self._looked = self._borrows
+            self._looking = self.parked or self.lent
+            return self._looking

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._clock import time_left
-from ._core._status import NEED_DATA
+from ._core._status import NEED_DATA, TaskStatus
 from ._errors import BrokenError, ClosedError, LinksError, ProtocolError
-from ._lease import ReadLease
+from ._lease import PARK_LOOK, ReadLease
 from ._log import get_logger
 from ._threads import runtime_thread
 
@@ -72,11 +72,13 @@ class AttachmentReader:
             reading.release()
         return True
 
-    def read_while(self, pending: Callable[[], bool], deadline: float | None) -> bool:
+    def read_while(self, pending: Callable[[], bool], deadline: float | None, park: Callable[[], bool] | None = None) -> bool:
         """On a thread waiting for a reply: borrow the reading from the poll thread and read and
         dispatch here, as the poll thread would, while ``pending()`` holds, until ``deadline``
-        or the end of the connection; then give the reading back (``links._lease``). Returns at
-        once, False, if the reading cannot be borrowed now: the caller then waits as it would have.
+        or the end of the connection; then give the reading back (``links._lease``), parked if
+        ``park()`` says so then (a caller likely back soon, and nobody else in need of the poll
+        thread's reading). Returns at once, False, if the reading cannot be borrowed now: the
+        caller then waits as it would have.
 
         What it dispatches runs as on the poll thread: hooks and callbacks here, with sends
         that never wait, and a blocking call from them refused (``links._threads``)."""
@@ -98,8 +100,21 @@ class AttachmentReader:
             except Exception as e2:
                 _log.error("poll.handler_failed", kind=self.poll_kind, error=repr(e2), during="close")
         finally:
-            lease.give_back()
+            if lease.give_back(park is not None and not att.closed and park()):
+                self._look_later(lease)
         return True
+
+    def _look_later(self, lease: ReadLease) -> None:
+        """Have the timer look at a parked lease every ``PARK_LOOK`` seconds (``ReadLease.look``)."""
+        att = self.attachment
+
+        def look() -> TaskStatus:
+            return TaskStatus.COMPLETED if not att.closed and lease.look() else TaskStatus.TERMINATE
+
+        try:
+            att.connection.timer.schedule("parked reading", PARK_LOOK, look)
+        except RuntimeError:  # the timer is shut down: nothing would look
+            lease.not_looked_at()
 
     def _read(self, wait: bool, timeout: float | None) -> None:
         """One read (with ``wait``, sleeping until bytes come or ``timeout``: a borrower only)

@@ -31,10 +31,10 @@ class Lends:
                     self.cond.notify_all()
             return ok
 
-        def counted_give_back(lease: ReadLease) -> None:
+        def counted_give_back(lease: ReadLease, park: bool = False) -> bool:
             with self.cond:
                 self.active -= 1
-            give_back(lease)
+            return give_back(lease, park)
 
         monkeypatch.setattr(ReadLease, "borrow", counted_borrow)
         monkeypatch.setattr(ReadLease, "give_back", counted_give_back)

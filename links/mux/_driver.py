@@ -22,8 +22,9 @@ Locks
 Readiness
     A stream's transport has no fd. Where a socket would turn readable or writable, the
     driver notifies the stream's condition (a user thread waiting in ``recv`` or for room)
-    and marks the channel's handler ready on the poll thread (``PollHandler.ready``), which
-    reads or writes it on a later pass, never from inside this one. A thread waiting in a
+    and tells the poll thread (``links.mux._wakes``): a channel it reads that a read of its
+    own fed is read right after, outside every lock (``PollHandler.read_now``); any other
+    readiness is marked (``PollHandler.ready``) for a later pass. A thread waiting in a
     channel's ``recv`` may read the physical connection itself meanwhile (``borrower``,
     ``links.mux._stream``): what it routes is marked the same way, one command per read.
 
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import BrokenError, LinksError
 from ._engine import GoAway, MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset
 from ._stream import StreamTransport
+from ._wakes import post_marks, read_now, wake_read
 from ._wire import HEADER_SIZE, MuxError
 
 if TYPE_CHECKING:
@@ -239,48 +241,15 @@ class MuxDriver:
                 for event in events:
                     apply(event, opened, woken)
             if woken:
-                posts, now = self._wake_read(woken)
+                posts, now = wake_read(woken)
         finally:
             self.release()
         if posts:
-            _post_marks(posts)
+            post_marks(posts)
         if now:
-            _read_now(now)
+            read_now(now)
         for stream in opened:
             self.on_stream(stream)
-
-    @staticmethod
-    def _wake_read(woken: dict[StreamTransport, bool]) -> tuple[list[tuple[Any, Any, bool, bool]] | None, list[Any] | None]:
-        """Lock held: tell each stream of a read its waiters and, if the poll thread reads its
-        channel, that thread. On the poll thread, a channel with input only is returned in the
-        second list, to be read at once once the lock is released (``PollHandler.read_now``: its
-        reply goes out in this pass, not the next), anything else marked here. On a thread that
-        borrowed the reading (``StreamTransport._borrow``), returned in the first, to be posted
-        as one command per poll thread after the lock (one wake-up of it per read, not one per
-        channel). A channel read on a user thread is not marked readable: the poll thread would
-        only drop the mark."""
-        posts = now = None
-        for stream, writable in woken.items():
-            stream._notify()
-            att = stream.attachment
-            if att is None or att.poll is None or not (writable or att.reading):
-                continue
-            poll = att.poll
-            if poll.in_poll_thread():
-                if not writable and hasattr(poll, "read_now"):
-                    if now is None:
-                        now = []
-                    now.append((poll, att.handler))
-                    continue
-                try:
-                    poll.ready(att.handler, readable=att.reading, writable=writable)
-                except RuntimeError:  # the poll handler shut down: the channel ends with it
-                    pass
-            else:
-                if posts is None:
-                    posts = []
-                posts.append((poll, att.handler, att.reading, writable))
-        return posts, now
 
     def _apply(self, event: Any, opened: list[StreamTransport], woken: dict[StreamTransport, bool]) -> None:
         """Lock held: one event, onto its stream's transport (``woken``: to wake after)."""
@@ -343,6 +312,17 @@ class MuxDriver:
 
     # -- streams ----------------------------------------------------------------------------
 
+    def alone(self) -> bool:
+        """Whether one channel is all this connection carries: a thread reading for it may leave
+        the reading parked when it is done (``links._lease``), nobody else needing it."""
+        return len(self.streams) == 1
+
+    def unpark(self) -> None:
+        """A thread is to wait for what the poll thread reads: a parked reading is given back to it."""
+        lease = getattr(self.att.handler, "lease", None)
+        if lease is not None and lease.parked:
+            lease.unpark()
+
     def open_stream(self) -> StreamTransport:
         """A new stream of ours (SYN), as a transport.
 
@@ -355,6 +335,7 @@ class MuxDriver:
                 raise BrokenError(str(self.error), "mux.connection_lost")
             stream_id = self.engine.open()
             stream = self.streams[stream_id] = StreamTransport(self, stream_id)
+            self.unpark()  # its ACK, and whatever comes for it, is the poll thread's to read
             return stream
         finally:
             self.release()
@@ -421,28 +402,3 @@ class MuxDriver:
             self.lock.release()
         if then is not None:
             then()
-
-
-def _post_marks(posts: list[tuple[Any, Any, bool, bool]]) -> None:
-    """No lock held, off the poll thread: mark each handler ready on its poll thread, one
-    posted command (one wake-up) per poll thread for them all."""
-    by_poll: dict[int, list[tuple[Any, Any, bool, bool]]] = {}
-    for post in posts:
-        by_poll.setdefault(id(post[0]), []).append(post)
-    for marks in by_poll.values():
-        poll = marks[0][0]
-
-        def mark(marks: list[tuple[Any, Any, bool, bool]] = marks, ready: Any = poll.ready) -> None:
-            for _poll, handler, readable, writable in marks:
-                ready(handler, readable=readable, writable=writable)
-
-        try:
-            poll.call_soon(mark)
-        except RuntimeError:  # the poll handler shut down: the channels end with it
-            pass
-
-
-def _read_now(handlers: list[tuple[Any, Any]]) -> None:
-    """Poll thread, no lock held: read each channel the read just fed (``PollHandler.read_now``)."""
-    for poll, handler in handlers:
-        poll.read_now(handler)

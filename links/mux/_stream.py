@@ -191,7 +191,7 @@ class StreamTransport(Transport):
         driver.lock.release()
         try:
             until = deadline_after(BORROW_SLICE)
-            borrowed = read_while(self._pending, until if deadline is None else min(deadline, until))
+            borrowed = read_while(self._pending, until if deadline is None else min(deadline, until), driver.alone)
         finally:
             driver.lock.acquire()
             driver.borrower = driver.landing = None
@@ -228,6 +228,7 @@ class StreamTransport(Transport):
         """Lock held: wait on ``readable``, counted, so the driver notifies only when someone waits."""
         if self.readable is None:
             self.readable = threading.Condition(self.driver.lock)
+        self.driver.unpark()  # what it waits for may be the poll thread's to read
         self.waiters += 1
         try:
             self.readable.wait(left)
@@ -245,7 +246,10 @@ class StreamTransport(Transport):
         driver.lock.acquire()
         try:
             self.check_sendable()
-            return driver.engine.write(self.stream_id, data)
+            taken = driver.engine.write(self.stream_id, data)
+            if taken < len(data):
+                driver.unpark()  # the rest waits for the peer's window: the poll thread reads it
+            return taken
         finally:
             driver.release()
 
@@ -279,6 +283,7 @@ class StreamTransport(Transport):
                 taken = write(stream_id, part)
                 sent += taken
                 if taken < len(part):
+                    driver.unpark()  # as in send_some
                     break
             return sent
         finally:

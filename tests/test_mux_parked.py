@@ -1,0 +1,178 @@
+"""A thread that reads for the only channel of a TCP connection leaves the reading parked when
+its message came (links._lease, "Parked"): the poll thread does not watch the socket until the
+thread is back, so a reply arriving meanwhile wakes nobody. Whatever needs the poll thread's
+reading gets it back: the timer's look once no borrow came for a while, a hang-up, a second
+channel, a writer waiting for the peer's window, a timer that is gone."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from helpers import Json, epoll_interest
+from helpers_lease import Lends
+from helpers_yamux import ACK, PING, SYN, RawPeer, header, json_frame
+
+import links
+import links.mux
+from links._lease import PARK_LOOK
+from links.mux import _stream
+from links.testing import FakeClock
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/fdinfo"), reason="Linux's /proc tells the epoll interest")
+
+WAIT = 5.0
+
+
+class Bytes(links.Protocol):
+    framer = links.LengthPrefixFramer(header_size=4, max_frame_size=1 << 20)
+    messenger = links.RawMessenger()
+
+
+@pytest.fixture
+def lends(monkeypatch):
+    monkeypatch.setattr(_stream, "BORROW_SLICE", 60.0)  # a borrow ends with its message here
+    return Lends(monkeypatch)
+
+
+@pytest.fixture
+def manual_timer():
+    clock = FakeClock()
+    timer = links.Timer(clock=clock, thread=False)
+    yield timer, clock
+    timer.shutdown()
+
+
+class Link:
+    """A client ``links.mux`` connection to a raw yamux peer, and what the tests look at."""
+
+    def __init__(self, mux: links.mux.Mux, peer: RawPeer, poll: links.PollHandler) -> None:
+        self.mux, self.peer = mux, peer
+        self.fd = mux.carrier._driver.att.transport.fileno()
+        self.epoll_fd = poll._books.epoll.fileno()
+
+    @property
+    def watched(self) -> bool:
+        """Whether the poll thread watches the TCP connection for input."""
+        return bool(epoll_interest(self.epoll_fd, self.fd) & select.EPOLLIN)
+
+    def round_trip(self, ch: links.Clt, stream_id: int, lends: Lends, msg: object) -> None:
+        """``ch.recv()`` on a thread that borrows the reading, answered by the peer."""
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(ch.recv(timeout=WAIT)))
+        reader.start()
+        lends.wait_lent()
+        self.peer.data(stream_id, json_frame(msg))
+        reader.join(WAIT)
+        assert got == [msg]
+
+
+@contextmanager
+def linked(poll: links.PollHandler, timer: links.Timer) -> Iterator[Link]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        mux = links.mux.connect(f"127.0.0.1:{listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT)
+        raw, _ = listener.accept()
+        with mux, RawPeer(raw) as peer:
+            yield Link(mux, peer, poll)
+
+
+def test_the_reading_stays_parked_between_round_trips_until_the_timer_finds_it_unused(lends, poll, manual_timer):
+    timer, clock = manual_timer
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Json, timeout=WAIT)  # stream 1, the connection's only channel
+        poll.sync()  # its reader is registered: the reading can be lent
+        assert link.watched
+        for i in range(3):
+            link.round_trip(a, 1, lends, {"i": i})
+            assert not link.watched  # parked: nobody reads until the next recv
+        assert lends.count == 3 and lends.active == 0
+        link.peer.send(header(PING, SYN, 0, 7))  # only the poll thread would answer it now
+        clock.advance(PARK_LOOK)
+        timer.run_due()  # borrows came since the last look: still parked
+        assert not link.watched
+        clock.advance(PARK_LOOK)
+        timer.run_due()  # none since: the poll thread reads it again
+        assert link.watched
+        assert link.peer.expect(0, ACK, kind=PING).length == 7
+        a.close()
+
+
+def test_a_reset_while_parked_ends_the_connection_at_once_a_close_at_the_next_look(lends, poll, manual_timer):
+    timer, clock = manual_timer
+    for orderly in (False, True):
+        with linked(poll, timer) as link:
+            a = link.mux.open(protocol=Json, timeout=WAIT)
+            poll.sync()
+            link.round_trip(a, 1, lends, {"hi": 1})
+            assert not link.watched
+            closed = threading.Event()
+            link.mux.carrier.on_closed(closed.set)
+            if orderly:  # a FIN, all read: epoll reports nothing while EPOLLIN is out
+                link.peer.sock.shutdown(socket.SHUT_WR)
+                clock.advance(PARK_LOOK)
+                timer.run_due()
+                clock.advance(PARK_LOOK)
+                timer.run_due()
+            else:  # closed with our bytes unread: a reset, reported whatever the interest
+                link.peer.close()
+            assert closed.wait(WAIT)
+            with pytest.raises(links.BrokenError):
+                a.recv(timeout=WAIT)
+
+
+def test_a_second_channel_is_read_by_the_poll_thread_at_once(lends, poll, manual_timer):
+    timer, _ = manual_timer
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Json, timeout=WAIT)
+        poll.sync()
+        link.round_trip(a, 1, lends, {"hi": 1})
+        assert not link.watched
+        got = links.StoreCallback()
+        b = link.mux.open(protocol=Json, callback=got, timeout=WAIT).into_sender_with_spawned_recver()  # stream 3
+        assert link.watched
+        link.peer.data(3, json_frame({"b": 1}))
+        assert got.find_recv(lambda m: m == {"b": 1}, timeout=WAIT) == {"b": 1}
+        link.round_trip(a, 1, lends, {"hi": 2})
+        assert link.watched  # two channels: given back, not parked
+        a.close()
+        b.close()
+
+
+def test_a_writer_waiting_for_the_peers_window_gets_the_reading_back(lends, poll, manual_timer):
+    timer, _ = manual_timer
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Bytes, timeout=WAIT)
+        poll.sync()
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
+        reader.start()
+        lends.wait_lent()
+        link.peer.data(1, (2).to_bytes(4, "big") + b"hi")
+        reader.join(WAIT)
+        assert got == [b"hi"] and not link.watched
+        big = bytes(300 * 1024)  # past the peer's window (256 KiB): the sender waits for its update
+        sent: list = []
+        writer = threading.Thread(target=lambda: sent.append(a.send(big, timeout=WAIT)))
+        writer.start()
+        assert len(link.peer.data_on(1, 256 * 1024)) == 256 * 1024
+        link.peer.grant(1, 256 * 1024)  # read by the poll thread: nobody else reads now
+        writer.join(WAIT)
+        assert sent == [links.SendStatus.COMPLETED]
+        assert len(link.peer.data_on(1, len(big) + 4 - 256 * 1024)) == len(big) + 4 - 256 * 1024
+        a.close()
+
+
+def test_without_a_timer_to_look_the_reading_is_not_parked(lends, poll, manual_timer):
+    timer, _ = manual_timer
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Json, timeout=WAIT)
+        poll.sync()
+        timer.shutdown()
+        link.round_trip(a, 1, lends, {"hi": 1})
+        assert link.watched
+        a.close()
