@@ -45,7 +45,8 @@ How
     thread), where the poll thread, watching, would have woken for it and found the reading
     taken. The poll thread reads a parked fd again once it is given back for good
     (``unpark``): when a thread needs the poll thread to read (``links.mux`` unparks before
-    waiting on a condition, or when a send leaves bytes owed for the peer's window), or when no
+    waiting on a condition, when a send leaves bytes owed for the peer's window, and when its
+    connection starts closing), or when no
     borrow came for a while (``look``, every ``PARK_LOOK`` seconds on the timer thread,
     ``AttachmentReader``). An error or a reset is reported whatever the interest, and read at
     once; an orderly close (FIN) alone is not, and is read at the next borrow or look.

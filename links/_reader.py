@@ -100,7 +100,8 @@ class AttachmentReader:
             except Exception as e2:
                 _log.error("poll.handler_failed", kind=self.poll_kind, error=repr(e2), during="close")
         finally:
-            if lease.give_back(park is not None and not att.closed and park()):
+            # Parked only while the timer runs: its look is what gives the reading back.
+            if lease.give_back(park is not None and not att.closed and park() and not att.connection.timer.is_shutdown):
                 self._look_later(lease)
         return True
 

@@ -53,6 +53,38 @@ def test_channels_are_connections_over_one_tcp_connection(echo_svc, poll, timer)
             ch.close()
 
 
+class Touchy(Echo):
+    """``Echo``, but a message ``{"boom": ...}`` makes its hook raise (a bug in the handler)."""
+
+    def send_reply(self, msg, con):
+        if "boom" in msg:
+            raise RuntimeError("a bug in the handler")
+        con.send(msg)
+
+
+def test_a_hook_that_raises_on_a_channel_read_by_the_poll_thread_ends_that_channel_alone(poll, timer, logs):
+    # The service reads a channel fed by its TCP connection's read right away, inside that
+    # read: a failure there is the channel's, as in a pass of its own.
+    with links.Svc.bind("127.0.0.1:0", protocol=Touchy, poll_handler=poll, timer=timer, mux=True) as svc:
+        svc.into_sender_with_spawned_recver()
+        with dial(svc, poll, timer) as mux:
+            a, b = mux.open(protocol=Json, timeout=WAIT), mux.open(protocol=Json, timeout=WAIT)
+            for ch in (a, b):
+                ch.send({"hi": 1})
+                assert ch.recv(timeout=WAIT) == {"hi": 1}
+            a.send({"boom": 1})
+            b.send({"after": 1})  # may come in the same read as a's
+            logs.expect("poll.handler_failed", kind="recver", error="RuntimeError('a bug in the handler')")
+            with pytest.raises(links.BrokenError):
+                a.recv(timeout=WAIT)
+            assert b.recv(timeout=WAIT) == {"after": 1}
+            b.send({"later": 2})
+            assert b.recv(timeout=WAIT) == {"later": 2}
+            assert svc.gate.in_use == 1  # the TCP connection under them carries on
+            a.close()
+            b.close()
+
+
 def test_a_closed_channel_leaves_the_pool_and_the_others_carry_on(echo_svc, poll, timer, logs):
     svc, store = echo_svc
     with dial(svc, poll, timer) as mux:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 from helpers import Json, epoll_interest
 from helpers_lease import Lends
-from helpers_yamux import ACK, PING, SYN, RawPeer, header, json_frame
+from helpers_yamux import ACK, FIN, PING, SYN, WINDOW_UPDATE, RawPeer, header, json_frame
 
 import links
 import links.mux
@@ -52,7 +52,7 @@ class Link:
     """A client ``links.mux`` connection to a raw yamux peer, and what the tests look at."""
 
     def __init__(self, mux: links.mux.Mux, peer: RawPeer, poll: links.PollHandler) -> None:
-        self.mux, self.peer = mux, peer
+        self.mux, self.peer, self.poll = mux, peer, poll
         self.fd = mux.carrier._driver.att.transport.fileno()
         self.epoll_fd = poll._books.epoll.fileno()
 
@@ -61,13 +61,23 @@ class Link:
         """Whether the poll thread watches the TCP connection for input."""
         return bool(epoll_interest(self.epoll_fd, self.fd) & select.EPOLLIN)
 
-    def round_trip(self, ch: links.Clt, stream_id: int, lends: Lends, msg: object) -> None:
-        """``ch.recv()`` on a thread that borrows the reading, answered by the peer."""
+    def parked(self, lends: Lends, protocol: type[links.Protocol] = Json, msg: object = None, frame: bytes | None = None) -> links.Clt:
+        """The connection's only channel (stream 1), after a round trip that left the reading parked."""
+        ch = self.mux.open(protocol=protocol, timeout=WAIT)
+        self.poll.sync()  # its reader is registered: the reading can be lent
+        assert self.watched
+        self.round_trip(ch, 1, lends, {"hi": 0} if msg is None else msg, frame)
+        assert not self.watched  # parked: nobody reads until the next recv
+        return ch
+
+    def round_trip(self, ch: links.Clt, stream_id: int, lends: Lends, msg: object, frame: bytes | None = None) -> None:
+        """``ch.recv()`` on a thread that borrows the reading, answered by the peer with
+        ``msg`` (as ``frame``, if the channel's protocol is not ``Json``)."""
         got: list = []
         reader = threading.Thread(target=lambda: got.append(ch.recv(timeout=WAIT)))
         reader.start()
         lends.wait_lent()
-        self.peer.data(stream_id, json_frame(msg))
+        self.peer.data(stream_id, json_frame(msg) if frame is None else frame)
         reader.join(WAIT)
         assert got == [msg]
 
@@ -84,12 +94,10 @@ def linked(poll: links.PollHandler, timer: links.Timer) -> Iterator[Link]:
 def test_the_reading_stays_parked_between_round_trips_until_the_timer_finds_it_unused(lends, poll, manual_timer):
     timer, clock = manual_timer
     with linked(poll, timer) as link:
-        a = link.mux.open(protocol=Json, timeout=WAIT)  # stream 1, the connection's only channel
-        poll.sync()  # its reader is registered: the reading can be lent
-        assert link.watched
-        for i in range(3):
+        a = link.parked(lends)
+        for i in range(2):
             link.round_trip(a, 1, lends, {"i": i})
-            assert not link.watched  # parked: nobody reads until the next recv
+            assert not link.watched  # parked still
         assert lends.count == 3 and lends.active == 0
         link.peer.send(header(PING, SYN, 0, 7))  # only the poll thread would answer it now
         clock.advance(PARK_LOOK)
@@ -106,10 +114,7 @@ def test_a_reset_while_parked_ends_the_connection_at_once_a_close_at_the_next_lo
     timer, clock = manual_timer
     for orderly in (False, True):
         with linked(poll, timer) as link:
-            a = link.mux.open(protocol=Json, timeout=WAIT)
-            poll.sync()
-            link.round_trip(a, 1, lends, {"hi": 1})
-            assert not link.watched
+            a = link.parked(lends)
             closed = threading.Event()
             link.mux.carrier.on_closed(closed.set)
             if orderly:  # a FIN, all read: epoll reports nothing while EPOLLIN is out
@@ -128,10 +133,7 @@ def test_a_reset_while_parked_ends_the_connection_at_once_a_close_at_the_next_lo
 def test_a_second_channel_is_read_by_the_poll_thread_at_once(lends, poll, manual_timer):
     timer, _ = manual_timer
     with linked(poll, timer) as link:
-        a = link.mux.open(protocol=Json, timeout=WAIT)
-        poll.sync()
-        link.round_trip(a, 1, lends, {"hi": 1})
-        assert not link.watched
+        a = link.parked(lends)
         got = links.StoreCallback()
         b = link.mux.open(protocol=Json, callback=got, timeout=WAIT).into_sender_with_spawned_recver()  # stream 3
         assert link.watched
@@ -143,19 +145,11 @@ def test_a_second_channel_is_read_by_the_poll_thread_at_once(lends, poll, manual
         b.close()
 
 
-def test_a_writer_waiting_for_the_peers_window_gets_the_reading_back(lends, poll, manual_timer):
-    timer, _ = manual_timer
+def test_bytes_owed_for_the_peers_window_get_the_reading_back(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
     with linked(poll, timer) as link:
-        a = link.mux.open(protocol=Bytes, timeout=WAIT)
-        poll.sync()
-        got: list = []
-        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
-        reader.start()
-        lends.wait_lent()
-        link.peer.data(1, (2).to_bytes(4, "big") + b"hi")
-        reader.join(WAIT)
-        assert got == [b"hi"] and not link.watched
-        big = bytes(300 * 1024)  # past the peer's window (256 KiB): the sender waits for its update
+        a = link.parked(lends, Bytes, b"hi", (2).to_bytes(4, "big") + b"hi")
+        big = bytes(300 * 1024)  # past the peer's window (256 KiB): the rest is owed until its update
         sent: list = []
         writer = threading.Thread(target=lambda: sent.append(a.send(big, timeout=WAIT)))
         writer.start()
@@ -165,6 +159,19 @@ def test_a_writer_waiting_for_the_peers_window_gets_the_reading_back(lends, poll
         assert sent == [links.SendStatus.COMPLETED]
         assert len(link.peer.data_on(1, len(big) + 4 - 256 * 1024)) == len(big) + 4 - 256 * 1024
         a.close()
+
+
+def test_closing_while_parked_reads_the_peers_end_at_once(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
+    with linked(poll, timer) as link:
+        a = link.parked(lends)
+        closed = threading.Event()
+        link.mux.carrier.on_closed(closed.set)
+        a.close()
+        link.mux.close()  # the connection closes once the peer ended stream 1 too
+        link.peer.expect(1, FIN)
+        link.peer.send(header(WINDOW_UPDATE, FIN, 1, 0))
+        assert closed.wait(WAIT)
 
 
 def test_without_a_timer_to_look_the_reading_is_not_parked(lends, poll, manual_timer):

@@ -383,6 +383,7 @@ class MuxDriver:
             if not lost:
                 self.engine.go_away()
                 self._then = close
+                self.unpark()  # the peer's ends of the streams are the poll thread's to read
         finally:
             self.release()
         if lost:
