@@ -46,10 +46,14 @@ How
     taken. The poll thread reads a parked fd again once it is given back for good
     (``unpark``): when a thread needs the poll thread to read (``links.mux`` unparks before
     waiting on a condition, when a send leaves bytes owed for the peer's window, and when its
-    connection starts closing), or when no
-    borrow came for a while (``look``, every ``PARK_LOOK`` seconds on the timer thread,
-    ``AttachmentReader``). An error or a reset is reported whatever the interest, and read at
-    once; an orderly close (FIN) alone is not, and is read at the next borrow or look.
+    connection opens another channel or starts closing; asked while the reading is lent, the
+    borrower gives it back unparked), or when no borrow came for a while (``look``, every
+    ``PARK_LOOK`` seconds on the timer thread, ``AttachmentReader``; a timer that stops
+    unparks it, ``not_looked_at``). Whether to park at all is the borrower's to say, from what
+    it knows when it gives the reading back (``links.mux``: its channel is the connection's
+    only one, and owes nothing). An error or a reset is reported
+    whatever the interest, and read at once; an orderly close (FIN) alone is not, and is read
+    at the next borrow or look.
 
     Only one borrower at a time; a second caller finds the reading lent and waits as it would
     have (the reader, the poll thread or the borrower, completes its call). A caller that comes
@@ -58,8 +62,8 @@ How
     would be reading the next reply when it came back, and so on. A borrow needs the stdlib
     epoll selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
 
-Poll thread: ``watched``, ``lock`` held, and ``mute`` (``links._registry``). Any thread:
-``borrow`` and ``give_back``.
+Poll thread: ``watched``, ``lock`` held, and ``mute`` (``links._registry``). Timer thread:
+``look`` and ``not_looked_at``. Any thread: ``borrow``, ``give_back`` and ``unpark``.
 """
 
 from __future__ import annotations
@@ -83,7 +87,9 @@ _ONESHOT: int = getattr(select, "EPOLLONESHOT", 1 << 30)
 class ReadLease:
     """Who reads one handler's fd now: the poll thread, or a thread that borrowed it."""
 
-    __slots__ = ("reading", "lock", "lent", "parked", "_epoll", "_fd", "_mask", "_muted", "_borrows", "_looked", "_looking")
+    __slots__ = (
+        "reading", "lock", "lent", "parked", "_epoll", "_fd", "_mask", "_muted", "_wanted", "_borrows", "_looked", "_looking",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.reading = threading.Lock()  # held by whoever reads the handler (see above)
@@ -94,6 +100,7 @@ class ReadLease:
         self._mask = 0  # the epoll bits the poll thread's books want
         self._muted = False  # the fd is one-shot while lent (see ``mute``)
         self.parked = False  # given back with EPOLLIN still out: nobody reads (see "Parked")
+        self._wanted = False  # unpark() while lent: the poll thread's reading is wanted back
         self._borrows = 0  # borrows so far, and as many when the timer last looked
         self._looked = 0
         self._looking = False  # the timer looks at this lease (``look``)
@@ -165,7 +172,8 @@ class ReadLease:
             epoll = self._epoll
             if epoll is None:
                 return False
-            if park and not muted:  # muted: a hang-up waits, for the poll thread to read
+            wanted, self._wanted = self._wanted, False
+            if park and not muted and not wanted:  # muted: a hang-up waits, for the poll thread to read
                 self.parked = True
                 looking, self._looking = self._looking, True
                 return not looking
@@ -176,9 +184,12 @@ class ReadLease:
             return False
 
     def unpark(self) -> None:
-        """The poll thread reads a parked fd again (any thread; nothing if not parked)."""
-        if self.parked:
+        """The poll thread reads a parked fd again; lent, it will once given back (the borrower
+        does not park it). Any thread; nothing if the poll thread reads it already."""
+        if self.parked or self.lent:
             with self.lock:
+                if self.lent:
+                    self._wanted = True
                 self._unpark()
 
     def _unpark(self) -> None:
@@ -188,7 +199,7 @@ class ReadLease:
                 self._epoll.modify(self._fd, self._mask)
 
     def not_looked_at(self) -> None:
-        """Nothing will ``look`` at this lease (the timer is gone): parked, it is unparked."""
+        """Nothing will ``look`` at this lease (the timer stopped): parked, it is unparked."""
         with self.lock:
             self._looking = False
             self._unpark()

@@ -113,7 +113,7 @@ class AttachmentReader:
             return TaskStatus.COMPLETED if not att.closed and lease.look() else TaskStatus.TERMINATE
 
         try:
-            att.connection.timer.schedule("parked reading", PARK_LOOK, look)
+            att.connection.timer.schedule("parked reading", PARK_LOOK, look, on_stop=lease.not_looked_at)
         except RuntimeError:  # the timer is shut down: nothing would look
             lease.not_looked_at()
 

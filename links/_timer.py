@@ -13,7 +13,8 @@ Tasks
 
     A task that raises is logged (``timer.task_failed``) and not run again: a task that
     failed once will likely fail every time, and a log line per interval forever is worse
-    than one clear line.
+    than one clear line. A task scheduled with ``on_stop`` has it called once if the timer
+    shuts down before the task ended: what the task would have released is released then.
 
 The heap
     ``(deadline, seq, entry)`` tuples: ``seq`` breaks ties in scheduling order and keeps the
@@ -56,16 +57,27 @@ def _never_run() -> TaskStatus:
     return TaskStatus.TERMINATE
 
 
+def _stopped(on_stop: Callable[[], None]) -> None:
+    try:
+        on_stop()
+    except Exception as e:
+        _log.error("timer.on_stop_failed", error=repr(e))
+
+
 class TimerHandle:
     """A scheduled task; ``cancel()`` it to stop future runs (idempotent)."""
 
-    __slots__ = ("name", "interval", "task", "cancelled", "_timer", "_queued")
+    __slots__ = ("name", "interval", "task", "on_stop", "cancelled", "_timer", "_queued")
 
-    def __init__(self, timer: Timer, name: str, interval: float, task: Callable[[], TaskResult]) -> None:
+    def __init__(
+        self, timer: Timer, name: str, interval: float, task: Callable[[], TaskResult],
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         self._timer = timer
         self.name = name
         self.interval = interval
         self.task = task
+        self.on_stop = on_stop  # called once if the timer stops with the task still to run
         self.cancelled = False
         self._queued = False  # in the heap (not running, finished or forgotten by shutdown)
 
@@ -104,9 +116,12 @@ class Timer:
     # -- public ---------------------------------------------------------------------------
 
     def schedule(
-        self, name: str, interval: float, task: Callable[[], TaskResult], *, delay: float | None = None
-    ) -> TimerHandle:
-        """Run ``task`` after ``delay`` (default: ``interval``), then as it asks.
+        self, name: str, interval: float, task: Callable[[], TaskResult], *, delay: float | None = None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> TimerHandle:  # fmt: skip
+        """Run ``task`` after ``delay`` (default: ``interval``), then as it asks; ``on_stop()``
+        once if the timer is shut down while the task is still to run (it releases what the
+        task would have: a task that ended, or was cancelled, is not told).
 
         Raises:
             RuntimeError: the timer was shut down.
@@ -117,7 +132,7 @@ class Timer:
             raise ValueError(f"interval must be a positive number of seconds, not {interval!r}")
         if delay is not None and delay != delay:
             raise ValueError("a delay of nan seconds")
-        handle = TimerHandle(self, name, interval, task)
+        handle = TimerHandle(self, name, interval, task, on_stop)
         first = interval if delay is None else delay
         with self._cond:
             if self._stopped:
@@ -161,12 +176,15 @@ class Timer:
         """Stop the thread and forget every task. Idempotent."""
         with self._cond:
             self._stopped = True
+            stops = [e[2].on_stop for e in self._heap if e[2].on_stop is not None and not e[2].cancelled]
             for entry in self._heap:
                 entry[2]._queued = False
             self._heap.clear()
             self._dead = 0
             self._cond.notify_all()
             thread = self._thread
+        for on_stop in stops:
+            _stopped(on_stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
@@ -238,6 +256,10 @@ class Timer:
         with self._cond:
             if not self._stopped and not handle.cancelled:
                 self._push(self.clock.monotonic() + delay, handle)
+                return
+            stopped = self._stopped and not handle.cancelled and handle.on_stop is not None
+        if stopped:  # shut down while it ran: it is not run again
+            _stopped(handle.on_stop)
 
     def _run(self) -> None:
         """The timer thread: sleep on the condition until the earliest deadline, run, repeat."""

@@ -183,3 +183,115 @@ def test_without_a_timer_to_look_the_reading_is_not_parked(lends, poll, manual_t
         link.round_trip(a, 1, lends, {"hi": 1})
         assert link.watched
         a.close()
+
+
+# -- what asks for the reading while a thread has it borrowed ---------------------------------
+
+
+def test_bytes_owed_while_another_thread_borrows_keep_the_reading_from_parking(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Bytes, timeout=WAIT)
+        poll.sync()
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
+        reader.start()
+        lends.wait_lent()
+        big = bytes(300 * 1024)  # past the peer's window (256 KiB): the rest is owed until its update
+        assert a.send(big, timeout=WAIT) is links.SendStatus.COMPLETED
+        assert len(link.peer.data_on(1, 256 * 1024)) == 256 * 1024
+        link.peer.data(1, (2).to_bytes(4, "big") + b"hi")  # the borrower's message
+        reader.join(WAIT)
+        assert got == [b"hi"] and link.watched  # given back, not parked: the update is to come
+        link.peer.grant(1, 256 * 1024)
+        assert len(link.peer.data_on(1, len(big) + 4 - 256 * 1024)) == len(big) + 4 - 256 * 1024
+        a.close()
+
+
+def test_bytes_owed_before_a_borrow_keep_the_reading_from_parking(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
+    with linked(poll, timer) as link:
+        a = link.parked(lends, Bytes, b"hi", (2).to_bytes(4, "big") + b"hi")
+        big = bytes(300 * 1024)
+        assert a.send(big, timeout=WAIT) is links.SendStatus.COMPLETED  # the rest owed, for the peer's update
+        assert len(link.peer.data_on(1, 256 * 1024)) == 256 * 1024
+        link.round_trip(a, 1, lends, b"hi", (2).to_bytes(4, "big") + b"hi")
+        assert link.watched  # given back, not parked: the update is to come
+        link.peer.grant(1, 256 * 1024)
+        assert len(link.peer.data_on(1, len(big) + 4 - 256 * 1024)) == len(big) + 4 - 256 * 1024
+        a.close()
+
+
+def test_a_channel_opened_as_the_borrower_gives_the_reading_back_keeps_it_from_parking(lends, poll, manual_timer, monkeypatch):
+    # The borrower decides to park, then a channel is opened before it gives the reading back:
+    # the open's request for the poll thread's reading is kept, and the reading is not parked.
+    timer, _ = manual_timer
+    may_park = links.mux._driver.MuxDriver.may_park
+    decided, opened = threading.Event(), threading.Event()
+
+    def slow_may_park(driver):
+        answer = may_park(driver)
+        if threading.current_thread() is reader:
+            decided.set()
+            opened.wait(WAIT)
+        return answer
+
+    monkeypatch.setattr(links.mux._driver.MuxDriver, "may_park", slow_may_park)
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Json, timeout=WAIT)
+        poll.sync()
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
+        reader.start()
+        lends.wait_lent()
+        link.peer.data(1, json_frame({"hi": 1}))
+        assert decided.wait(WAIT)
+        store = links.StoreCallback()
+        b = link.mux.open(protocol=Json, callback=store, timeout=WAIT).into_sender_with_spawned_recver()  # stream 3
+        opened.set()
+        reader.join(WAIT)
+        assert got == [{"hi": 1}] and link.watched
+        link.peer.data(3, json_frame({"b": 1}))
+        assert store.find_recv(lambda m: m == {"b": 1}, timeout=WAIT) == {"b": 1}
+        a.close()
+        b.close()
+
+
+def test_a_borrower_whose_channel_another_thread_closed_does_not_park_the_one_left(lends, poll, manual_timer):
+    timer, _ = manual_timer
+    with linked(poll, timer) as link:
+        link.peer.expect(0, SYN, kind=PING)  # the one sent on connect
+        a = link.mux.open(protocol=Json, timeout=WAIT)  # stream 1
+        store = links.StoreCallback()
+        b = link.mux.open(protocol=Json, callback=store, timeout=WAIT).into_sender_with_spawned_recver()  # stream 3
+        poll.sync()
+        outcome: list = []
+
+        def recv() -> None:
+            try:
+                outcome.append(a.recv(timeout=WAIT))
+            except links.LinksError as e:
+                outcome.append(e)
+
+        reader = threading.Thread(target=recv)
+        reader.start()
+        lends.wait_lent()
+        a.close()  # FIN, and stream 1 forgotten: the connection carries b alone
+        ping = link.peer.expect(0, SYN, kind=PING)  # what wakes the borrower
+        link.peer.send(header(PING, ACK, 0, ping.length))
+        reader.join(WAIT)
+        assert isinstance(outcome[0], links.ClosedError) and link.watched
+        link.peer.data(3, json_frame({"b": 1}))
+        assert store.find_recv(lambda m: m == {"b": 1}, timeout=WAIT) == {"b": 1}
+        b.close()
+
+
+def test_a_timer_shut_down_after_its_look_was_scheduled_gives_the_reading_back(lends, poll, manual_timer):
+    timer, _ = manual_timer
+    with linked(poll, timer) as link:
+        a = link.parked(lends)  # the look is scheduled
+        timer.shutdown()
+        assert link.watched
+        link.peer.send(header(PING, SYN, 0, 7))
+        assert link.peer.expect(0, ACK, kind=PING).length == 7
+        a.close()

@@ -195,6 +195,33 @@ def test_schedule_after_shutdown_raises(clock, fake_timer):
     fake_timer.shutdown()  # idempotent
 
 
+def test_on_stop_is_called_once_for_each_task_still_to_run_when_the_timer_stops(clock, fake_timer):
+    stopped: list[str] = []
+    fake_timer.schedule("waiting", 1.0, lambda: COMPLETED, on_stop=lambda: stopped.append("waiting"))
+    ended = fake_timer.schedule("ended", 1.0, lambda: TERMINATE, on_stop=lambda: stopped.append("ended"))
+    cancelled = fake_timer.schedule("cancelled", 1.0, lambda: COMPLETED, on_stop=lambda: stopped.append("cancelled"))
+    cancelled.cancel()
+    assert at(clock, fake_timer, 1.0) == 2 and not ended._queued
+    with capture_logs() as logs:
+        fake_timer.schedule("raising", 5.0, lambda: COMPLETED, on_stop=lambda: 1 / 0)
+        fake_timer.shutdown()
+        fake_timer.shutdown()
+    assert stopped == ["waiting"]
+    assert [e["event"] for e in logs] == ["timer.on_stop_failed"]
+
+
+def test_on_stop_is_called_when_the_timer_stops_while_the_task_runs(clock, fake_timer):
+    stopped: list[str] = []
+
+    def task() -> links.TaskStatus:
+        fake_timer.shutdown()  # as another thread might, during the run
+        return COMPLETED
+
+    fake_timer.schedule("running", 1.0, task, on_stop=lambda: stopped.append("running"))
+    at(clock, fake_timer, 1.0)
+    assert stopped == ["running"]
+
+
 @pytest.mark.parametrize(("interval", "delay"), [(0.0, None), (-1.0, None), (float("nan"), None), (1.0, float("nan"))])
 def test_an_interval_that_is_not_a_positive_duration_or_a_nan_delay_is_refused(fake_timer, clock, interval, delay):
     with pytest.raises(ValueError):

@@ -312,15 +312,24 @@ class MuxDriver:
 
     # -- streams ----------------------------------------------------------------------------
 
-    def alone(self) -> bool:
-        """Whether one channel is all this connection carries: a thread reading for it may leave
-        the reading parked when it is done (``links._lease``), nobody else needing it."""
-        return len(self.streams) == 1
+    def may_park(self) -> bool:
+        """Asked by the thread reading for its channel as it gives the reading back: whether it
+        may leave it parked (``links._lease``), nobody else needing the poll thread's reading.
+        So only while its channel is the only one on the connection and its sender owes nothing
+        (what it owes waits for the peer's window update, which the poll thread would read; a
+        sender waiting for room owes, and nobody else reads the channel). Read without the
+        lock: what changes after is told by ``unpark``, which a lent reading remembers."""
+        stream = self.borrower
+        if stream is None or len(self.streams) != 1 or self.streams.get(stream.stream_id) is not stream:
+            return False
+        att = stream.attachment
+        return not (att is not None and att.outbound.backlog)
 
     def unpark(self) -> None:
-        """A thread is to wait for what the poll thread reads: a parked reading is given back to it."""
+        """Something is to wait for what the poll thread reads: a parked reading is given back
+        to it, a lent one will be (``ReadLease.unpark``)."""
         lease = getattr(self.att.handler, "lease", None)
-        if lease is not None and lease.parked:
+        if lease is not None:
             lease.unpark()
 
     def open_stream(self) -> StreamTransport:

@@ -191,7 +191,7 @@ class StreamTransport(Transport):
         driver.lock.release()
         try:
             until = deadline_after(BORROW_SLICE)
-            borrowed = read_while(self._pending, until if deadline is None else min(deadline, until), driver.alone)
+            borrowed = read_while(self._pending, until if deadline is None else min(deadline, until), driver.may_park)
         finally:
             driver.lock.acquire()
             driver.borrower = driver.landing = None
