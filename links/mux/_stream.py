@@ -18,8 +18,12 @@ engine makes, with the same meanings:
   (``links._lease``) and runs the demultiplexer itself, so its reply wakes one thread (it)
   rather than two (the poll thread, then it). Every frame it reads is routed as the poll
   thread would route it (other channels' bytes to their waiters and spawned readers, window
-  updates and PINGs answered), and it gives the reading back as soon as its own stream has
-  input or its end. Another thread waiting meanwhile waits on its condition. A thread that
+  updates and PINGs answered); its own stream's bytes land in the buffer its ``recv`` reads
+  into while they fit (``MuxDriver.landing``: one copy, not two). It gives the reading back
+  as soon as its own stream has input or its end, parked when its channel is the only one
+  and owes nothing (``MuxDriver.may_park``): the poll thread does not watch the socket until
+  it is back, or until something needs the poll thread's reading (``MuxDriver.unpark``).
+  Another thread waiting meanwhile waits on its condition. A thread that
   closes the channel of a borrowing thread wakes it with a PING (its answer is input on the
   socket it sleeps in); a borrow lasts ``BORROW_SLICE`` at most, then the reader looks again.
 
