@@ -30,6 +30,11 @@ contention for the interpreter.
 
 Run: python benchmarks/system/mux.py [--rounds 5] [--scale 1] [--channels 2000]
      [--parts throughput,fairness,memory] [--workloads w1,w2,w3,w4] [--placement auto] [--json PATH]
+
+Scale: W4 at ``--scale 0.5`` gives each of its 100 threads 500 messages, about one time slice
+of the interpreter lock's worth, so the threads barely overlap; a steady state of 100 threads
+sending at once needs ``--workloads w4 --scale 10`` (10,000 each, seconds per run). Judge W4
+there (``benchmarks/RESULTS.md``, Channels, Run 13).
 """
 
 from __future__ import annotations
