@@ -70,13 +70,20 @@ class Link:
         assert not self.watched  # parked: nobody reads until the next recv
         return ch
 
-    def round_trip(self, ch: links.Clt, stream_id: int, lends: Lends, msg: object, frame: bytes | None = None) -> None:
-        """``ch.recv()`` on a thread that borrows the reading, answered by the peer with
-        ``msg`` (as ``frame``, if the channel's protocol is not ``Json``)."""
+    @staticmethod
+    def borrowing(ch: links.Clt, lends: Lends) -> tuple[threading.Thread, list]:
+        """``ch.recv()`` on a thread of its own, once it borrowed the reading: the thread, and
+        the list its message goes into."""
         got: list = []
         reader = threading.Thread(target=lambda: got.append(ch.recv(timeout=WAIT)))
         reader.start()
         lends.wait_lent()
+        return reader, got
+
+    def round_trip(self, ch: links.Clt, stream_id: int, lends: Lends, msg: object, frame: bytes | None = None) -> None:
+        """``ch.recv()`` on a thread that borrows the reading, answered by the peer with
+        ``msg`` (as ``frame``, if the channel's protocol is not ``Json``)."""
+        reader, got = self.borrowing(ch, lends)
         self.peer.data(stream_id, json_frame(msg) if frame is None else frame)
         reader.join(WAIT)
         assert got == [msg]
@@ -193,10 +200,7 @@ def test_bytes_owed_while_another_thread_borrows_keep_the_reading_from_parking(l
     with linked(poll, timer) as link:
         a = link.mux.open(protocol=Bytes, timeout=WAIT)
         poll.sync()
-        got: list = []
-        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
-        reader.start()
-        lends.wait_lent()
+        reader, got = link.borrowing(a, lends)
         big = bytes(300 * 1024)  # past the peer's window (256 KiB): the rest is owed until its update
         assert a.send(big, timeout=WAIT) is links.SendStatus.COMPLETED
         assert len(link.peer.data_on(1, 256 * 1024)) == 256 * 1024
@@ -240,10 +244,7 @@ def test_a_channel_opened_as_the_borrower_gives_the_reading_back_keeps_it_from_p
     with linked(poll, timer) as link:
         a = link.mux.open(protocol=Json, timeout=WAIT)
         poll.sync()
-        got: list = []
-        reader = threading.Thread(target=lambda: got.append(a.recv(timeout=WAIT)))
-        reader.start()
-        lends.wait_lent()
+        reader, got = link.borrowing(a, lends)
         link.peer.data(1, json_frame({"hi": 1}))
         assert decided.wait(WAIT)
         store = links.StoreCallback()
