@@ -63,7 +63,8 @@ How
     epoll selector (Linux); elsewhere ``borrow()`` says no and callers wait as before.
 
 Poll thread: ``watched``, ``lock`` held, and ``mute`` (``links._registry``). Timer thread:
-``look`` and ``not_looked_at``. Any thread: ``borrow``, ``give_back`` and ``unpark``.
+``look``. Any thread: ``borrow``, ``give_back``, ``unpark`` and ``not_looked_at`` (the thread
+that shuts the timer down, or the borrower whose look could not be scheduled).
 """
 
 from __future__ import annotations
@@ -186,11 +187,10 @@ class ReadLease:
     def unpark(self) -> None:
         """The poll thread reads a parked fd again; lent, it will once given back (the borrower
         does not park it). Any thread; nothing if the poll thread reads it already."""
-        if self.parked or self.lent:
-            with self.lock:
-                if self.lent:
-                    self._wanted = True
-                self._unpark()
+        with self.lock:  # the flags are read under it: give_back and borrow change both at once
+            if self.lent:
+                self._wanted = True
+            self._unpark()
 
     def _unpark(self) -> None:
         if self.parked:

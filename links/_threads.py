@@ -11,9 +11,10 @@ then runs under the poll thread's rules.
 
 from __future__ import annotations
 
+import sys
 import threading
 
-__all__ = ["runtime_thread", "on_runtime_thread"]
+__all__ = ["runtime_thread", "on_runtime_thread", "in_event_loop"]
 
 # Added to and discarded from without a lock: each is one atomic set operation (the GIL's, or
 # the set's own lock without one), and a thread only ever adds or discards its own id. A
@@ -37,3 +38,10 @@ def on_runtime_thread() -> bool:
     """Whether the calling thread is a poll or timer thread, or one reading in the poll
     thread's stead (``links._lease``): it must never wait on a socket."""
     return _get_ident() in _idents
+
+
+def in_event_loop() -> bool:
+    """Whether the calling thread runs an asyncio event loop now (``links.aio``): a wait there
+    stops every coroutine of that loop."""
+    asyncio = sys.modules.get("asyncio")  # not imported: no loop can be running
+    return asyncio is not None and asyncio._get_running_loop() is not None

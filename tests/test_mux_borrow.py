@@ -145,8 +145,14 @@ def test_other_channels_receive_while_a_thread_reads_for_its_own(lends, poll, ti
 
 def test_a_channel_the_peer_opens_while_a_thread_borrows_is_served(lends, poll, timer):
     taken: list = []
+    accepted = threading.Event()  # set once accept= returned (the echo may come before)
+
+    def accept(clt) -> None:
+        taken.append(clt.into_sender_with_spawned_recver())
+        accepted.set()
+
     with serve(poll, timer) as svc:
-        with dial(svc, poll, timer, protocol=Echo, accept=lambda clt: taken.append(clt.into_sender_with_spawned_recver())) as mux:
+        with dial(svc, poll, timer, protocol=Echo, accept=accept) as mux:
             a = greeted(mux)
             outcome: dict = {}
             a_reader = recv_on_thread(a, outcome, "a")
@@ -155,7 +161,7 @@ def test_a_channel_the_peer_opens_while_a_thread_borrows_is_served(lends, poll, 
             towards_client = svc.open_channel(server_side(svc, a), protocol=Json, timeout=WAIT)
             towards_client.send({"from": "server"})
             assert towards_client.recv(timeout=WAIT) == {"from": "server"}  # echoed by the client's Echo
-            assert len(taken) == 1 and "a" not in outcome
+            assert accepted.wait(WAIT) and len(taken) == 1 and "a" not in outcome
             svc.send_to(server_side(svc, a), {"a": 2})
             a_reader.join(WAIT)
             assert outcome["a"] == [{"a": 2}]

@@ -1,10 +1,12 @@
 """A user thread that finds many bytes queued for the TCP connection under the channels, and
 that connection being written by another thread, waits for it and writes them itself
 (``MuxDriver._flush``, "Locks"): threads that only queue would keep the interpreter from the
-writer. A runtime thread (the poll thread, the timer, a borrowing reader) never waits."""
+writer. A runtime thread (the poll thread, the timer, a borrowing reader) never waits, nor
+does a thread running an asyncio loop."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 
@@ -12,6 +14,7 @@ import pytest
 from helpers_yamux import DATA, RawPeer
 
 import links
+import links.aio
 import links.mux
 from links._threads import runtime_thread
 from links.mux import _driver
@@ -43,6 +46,7 @@ class WatchedLock:
 @pytest.fixture
 def linked(poll, timer, monkeypatch):
     monkeypatch.setattr(_driver, "HELP_WRITE", 1000)  # a long queue, for this test
+    monkeypatch.setattr(_driver, "LOCK_WAIT", WAIT)  # however late this test lets the lock go
     with socket.create_server(("127.0.0.1", 0)) as listener:
         mux = links.mux.connect(f"127.0.0.1:{listener.getsockname()[1]}", poll_handler=poll, timer=timer, timeout=WAIT)
         raw, _ = listener.accept()
@@ -78,6 +82,23 @@ def test_a_user_thread_finding_a_long_queue_waits_to_write_it(linked):
     sender.join(WAIT)
     payload = peer.data_on(1, 5004)  # written by the sender: this thread writes nothing
     assert payload == (5000).to_bytes(4, "big") + bytes(5000)
+
+
+def test_a_coroutine_on_an_event_loop_leaves_the_queue_to_the_writer(linked):
+    mux, peer = linked
+    ch = mux.open(protocol=Bytes, timeout=WAIT)
+    driver = mux.carrier._driver
+    lock = driver.write_lock = WatchedLock(driver.write_lock)
+    lock.lock.acquire()
+
+    async def send() -> links.SendStatus:
+        return links.aio.wrap(ch).send_nowait(bytes(5000))  # on the loop's thread
+
+    try:
+        assert asyncio.run(send()) is links.SendStatus.COMPLETED
+    finally:
+        lock.release()
+    assert not lock.waiting.is_set()  # the loop's other coroutines never waited behind it
 
 
 def test_a_runtime_thread_leaves_the_queue_to_the_writer(linked):

@@ -296,3 +296,57 @@ def test_a_timer_shut_down_after_its_look_was_scheduled_gives_the_reading_back(l
         link.peer.send(header(PING, SYN, 0, 7))
         assert link.peer.expect(0, ACK, kind=PING).length == 7
         a.close()
+
+
+class HookedLock:
+    """A lease's ``reading`` lock that runs ``hook`` once on its release: inside ``give_back``,
+    with the lease's lock held, between the borrower letting go and the lease parking."""
+
+    def __init__(self, lock, hook) -> None:
+        self.lock, self.hook = lock, hook
+
+    def acquire(self, *args):
+        return self.lock.acquire(*args)
+
+    def release(self) -> None:
+        self.lock.release()
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+
+
+def test_an_unpark_asked_as_the_borrower_gives_the_reading_back_is_not_lost(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
+    with linked(poll, timer) as link:
+        a = link.mux.open(protocol=Json, timeout=WAIT)
+        poll.sync()
+        opened: list = []
+        store = links.StoreCallback()
+        asked = threading.Thread(target=lambda: opened.append(link.mux.open(protocol=Json, callback=store, timeout=WAIT)))
+        reader, got = link.borrowing(a, lends)
+        lends.leases[-1].reading = HookedLock(lends.leases[-1].reading, asked.start)  # opens stream 3 then
+        link.peer.data(1, json_frame({"hi": 1}))
+        reader.join(WAIT)
+        asked.join(WAIT)
+        assert got == [{"hi": 1}] and opened and link.watched  # the open's unpark waited its turn
+        b = opened[0].into_sender_with_spawned_recver()
+        link.peer.data(3, json_frame({"b": 1}))
+        assert store.find_recv(lambda m: m == {"b": 1}, timeout=WAIT) == {"b": 1}
+        a.close()
+        b.close()
+
+
+def test_a_recv_while_the_connection_finishes_does_not_park_it(lends, poll, manual_timer):
+    timer, _ = manual_timer  # never run: no look gives the reading back
+    with linked(poll, timer) as link:
+        a = link.parked(lends)
+        link.mux.carrier.finish()  # as a service's close does: it closes once the peer ends stream 1 too
+        assert link.watched
+        link.round_trip(a, 1, lends, {"last": 1})
+        assert link.watched  # the peer's end is the poll thread's to read
+        a.close()
+        closed = threading.Event()
+        link.mux.carrier.on_closed(closed.set)
+        link.peer.expect(1, FIN)
+        link.peer.send(header(WINDOW_UPDATE, FIN, 1, 0))
+        assert closed.wait(WAIT)

@@ -15,12 +15,13 @@ Locks
     write lock, and only if it is free: its holder is writing the engine's output already and
     looks again once it lets go, so what others queued meanwhile goes out with its next write.
     That is how many channels' frames share one ``sendmsg`` (100 threads, each sending on its
-    own channel, queue while one of them writes). But a user thread that finds ``HELP_WRITE``
-    bytes or more queued waits for the write lock (``LOCK_WAIT`` at most) and writes them
-    itself: senders that only queue never give up the interpreter, and the holder, back from
-    its ``sendmsg``, would wait for it behind all of them while the queue fills (W4 with 100
-    threads over 10 s: 150k messages/s, then 680k). The poll thread and the other runtime
-    threads never wait. Order: a channel's write lock, then the physical write lock, then the
+    own channel, queue while one of them writes). But a user thread whose step leaves
+    ``HELP_WRITE`` bytes or more queued (a send, an open, a close, a read's window update)
+    waits for the write lock (``LOCK_WAIT`` at most) and writes them itself: senders that only
+    queue never give up the interpreter, and the holder, back from its ``sendmsg``, would wait
+    for it behind all of them while the queue fills (W4 with 100 threads over 10 s: 150k
+    messages/s, then 680k). The runtime threads (poll, timer, a borrowing reader) and a thread
+    running an asyncio loop never wait. Order: a channel's write lock, then the physical write lock, then the
     driver's lock, never the reverse; no hook or callback runs under either of the last two.
 
 Readiness
@@ -54,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import BrokenError, LinksError
 from .._sending import LOCK_WAIT
-from .._threads import on_runtime_thread
+from .._threads import in_event_loop, on_runtime_thread
 from ._engine import GoAway, MuxEngine, StreamData, StreamEnded, StreamOpened, StreamReset
 from ._stream import StreamTransport
 from ._wakes import post_marks, read_now, wake_read
@@ -181,7 +182,7 @@ class MuxDriver:
             if not write_lock.acquire(False):
                 # Its holder writes ours too: it looks at the engine again once it lets go. A
                 # queue this long says it is starved of the interpreter: help (see Locks).
-                if engine.queued < HELP_WRITE or on_runtime_thread() or not write_lock.acquire(True, LOCK_WAIT):
+                if engine.queued < HELP_WRITE or on_runtime_thread() or in_event_loop() or not write_lock.acquire(True, LOCK_WAIT):
                     return
             try:
                 self._write_out()
@@ -334,8 +335,8 @@ class MuxDriver:
         sender waiting for room owes, and nobody else reads the channel). Read without the
         lock: what changes after is told by ``unpark``, which a lent reading remembers."""
         stream = self.borrower
-        if stream is None or len(self.streams) != 1 or self.streams.get(stream.stream_id) is not stream:
-            return False
+        if stream is None or self._then is not None or len(self.streams) != 1 or self.streams.get(stream.stream_id) is not stream:
+            return False  # ... nor while the connection finishes (the peer's ends are the poll thread's)
         att = stream.attachment
         return not (att is not None and att.outbound.backlog)
 
