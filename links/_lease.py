@@ -51,9 +51,8 @@ How
     ``PARK_LOOK`` seconds on the timer thread, ``AttachmentReader``; a timer that stops
     unparks it, ``not_looked_at``). Whether to park at all is the borrower's to say, from what
     it knows when it gives the reading back (``links.mux``: its channel is the connection's
-    only one, and owes nothing). An error or a reset is reported
-    whatever the interest, and read at once; an orderly close (FIN) alone is not, and is read
-    at the next borrow or look.
+    only one, and owes nothing). An error or a reset is reported whatever the interest, and
+    read at once; an orderly close (FIN) alone is not, and is read at the next borrow or look.
 
     Only one borrower at a time; a second caller finds the reading lent and waits as it would
     have (the reader, the poll thread or the borrower, completes its call). A caller that comes
