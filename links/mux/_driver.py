@@ -21,8 +21,9 @@ Locks
     queue never give up the interpreter, and the holder, back from its ``sendmsg``, would wait
     for it behind all of them while the queue fills (W4 with 100 threads over 10 s: 150k
     messages/s, then 680k). The runtime threads (poll, timer, a borrowing reader) and a thread
-    running an asyncio loop never wait. Order: a channel's write lock, then the physical write lock, then the
-    driver's lock, never the reverse; no hook or callback runs under either of the last two.
+    running an asyncio loop never wait. Order: a channel's write lock, then the physical write
+    lock, then the driver's lock, never the reverse; no hook or callback runs under either of
+    the last two.
 
 Readiness
     A stream's transport has no fd. Where a socket would turn readable or writable, the
